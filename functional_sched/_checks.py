@@ -1,0 +1,80 @@
+"""Eager-mode checks of what a step is given; skipped while compiling, where they would break the graph.
+
+Each error says what was wrong and what to do instead.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import torch
+
+from ._plan import Plan
+
+
+def fingerprint(owner: str, behaviour: tuple[Any, ...]) -> int:
+    """A stable id of the options a step branches on; states remember the one they were built for."""
+    return zlib.crc32(repr((owner, behaviour)).encode())
+
+
+def checking() -> bool:
+    return not torch.compiler.is_compiling()
+
+
+def check_state(owner: str, state: Any, state_type: type, expected_fingerprint: int) -> None:
+    """The state's type, the options it was built for, and that no row is past its last step (one host sync)."""
+    if not isinstance(state, state_type):
+        raise TypeError(
+            f"{owner}.step got a {type(state).__name__}, not a {state_type.__name__}: "
+            f"pass the state returned by this scheduler's init() or step()."
+        )
+    plan: Plan = state.plan
+    num_steps = plan.num_steps if plan.num_steps.shape[0] > 1 else plan.num_steps.expand_as(state.step_index)
+    finished = state.step_index >= num_steps
+    found, any_finished = torch.stack([state.fingerprint, finished.any().long()]).tolist()
+    if found != expected_fingerprint:
+        raise ValueError(
+            f"{owner}: this state was built by a {owner} with different step options "
+            f"(fingerprint {found}, this scheduler's is {expected_fingerprint}); "
+            "step a state with the scheduler object (or an equal config) that created it."
+        )
+    if any_finished:
+        rows = finished.nonzero().flatten().tolist()
+        raise IndexError(
+            f"{owner}: row(s) {rows} already took all {num_steps[rows[0]].item()} steps of their schedule; "
+            "stop the loop after len(sched.timesteps(state)) steps, or init a new state."
+        )
+
+
+def check_rows(owner: str, what: str, tensor: torch.Tensor, rows: int, device: torch.device) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{owner}: {what} must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tensor.dim() == 0 or tensor.shape[0] != rows:
+        raise ValueError(
+            f"{owner}: {what} has shape {tuple(tensor.shape)}, but the state has {rows} rows (leading dim); "
+            "init the state with a sample of the same batch size."
+        )
+    if tensor.device != device:
+        raise ValueError(
+            f"{owner}: {what} is on {tensor.device}, but the state is on {device}; "
+            "move the tensor, or init the state with a sample on that device."
+        )
+    if not tensor.is_floating_point():
+        raise TypeError(f"{owner}: {what} must be a floating-point tensor, got {tensor.dtype}.")
+
+
+def check_like(owner: str, what: str, tensor: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
+    if tensor.shape != like.shape:
+        raise ValueError(
+            f"{owner}: {what} has shape {tuple(tensor.shape)}, but {like_name} has {tuple(like.shape)}; "
+            "they must match."
+        )
+
+
+def check_sample_matches_state(owner: str, sample: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> None:
+    if sample.shape != shape or sample.dtype != dtype:
+        raise ValueError(
+            f"{owner}: the sample is {tuple(sample.shape)} {sample.dtype}, but this state was built for "
+            f"{tuple(shape)} {dtype}; init a new state for this sample (or cast it back)."
+        )

@@ -1,0 +1,191 @@
+"""What every scheduler shares: building (and caching) plans, the state's rows, timesteps and noising."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+import torch.utils._pytree as pytree
+
+from . import _checks
+from ._plan import Plan, gather_rows, per_row, working_dtype
+
+CustomTable = Sequence[float] | torch.Tensor | None
+
+
+def _table_key(values: CustomTable) -> tuple[tuple[float, ...], str] | None:
+    """A hashable key for custom timesteps/sigmas that keeps their dtype (it decides diffusers' precision)."""
+    if values is None:
+        return None
+    if isinstance(values, torch.Tensor):
+        return tuple(values.detach().cpu().reshape(-1).double().tolist()), str(values.dtype)
+    return tuple(float(value) for value in values), "float64"
+
+
+def _table(key: tuple[tuple[float, ...], str] | None) -> torch.Tensor | None:
+    if key is None:
+        return None
+    values, dtype = key
+    return torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch.")))
+
+
+class Scheduler:
+    """Base of the schedulers: frozen config (the subclass's attrs fields) plus pure functions of a state."""
+
+    state_type: ClassVar[type]
+    #: diffusers' class that this scheduler reproduces.
+    diffusers_name: ClassVar[str]
+
+    # ------------------------------------------------------------------ hooks for the subclasses
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        raise NotImplementedError
+
+    def _start(self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def _step_options(self) -> tuple[Any, ...]:
+        """The options `step` branches on (the rest only shape the plan)."""
+        raise NotImplementedError
+
+    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the contract
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @functools.cached_property
+    def fingerprint(self) -> int:
+        return _checks.fingerprint(self.name, self._step_options())
+
+    def plan(
+        self,
+        num_inference_steps: int | None = None,
+        *,
+        timesteps: CustomTable = None,
+        sigmas: CustomTable = None,
+        mu: float | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> Plan:
+        """The immutable per-step tables for one schedule; cached, so requests with equal arguments share them."""
+        if num_inference_steps is not None and (
+            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
+        ):
+            raise ValueError(
+                f"{self.name}: num_inference_steps must be a positive integer, got {num_inference_steps!r}."
+            )
+        if mu is not None:
+            mu = float(mu)
+            if not math.isfinite(mu):
+                raise ValueError(f"{self.name}: mu must be finite, got {mu!r}.")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"{self.name}: plans are float32 or float64, got {dtype}.")
+        return _plan_on_device(
+            self, num_inference_steps, _table_key(timesteps), _table_key(sigmas), mu, dtype, str(torch.device(device))
+        )
+
+    def init(
+        self,
+        num_inference_steps: int | None = None,
+        *,
+        sample: torch.Tensor,
+        timesteps: CustomTable = None,
+        sigmas: CustomTable = None,
+        mu: float | None = None,
+        begin_index: int = 0,
+    ) -> Any:
+        """A fresh state for `sample` (its leading dim is rows), at step `begin_index` of the schedule.
+
+        Give `num_inference_steps`, or custom `timesteps`/`sigmas` as diffusers' `set_timesteps` takes them;
+        `mu` is the resolution shift of dynamically shifted schedules (Flux, Qwen-Image, LTX, Wan).
+        """
+        if not isinstance(sample, torch.Tensor) or sample.dim() == 0 or not sample.is_floating_point():
+            raise TypeError(f"{self.name}.init: sample must be a floating-point tensor with a leading rows dim.")
+        plan = self.plan(
+            num_inference_steps,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            mu=mu,
+            dtype=working_dtype(sample),
+            device=sample.device,
+        )
+        steps = plan.timesteps.shape[1]
+        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < steps:
+            raise ValueError(f"{self.name}.init: begin_index must be in [0, {steps}), got {begin_index!r}.")
+        rows = sample.shape[0]
+        step_index = torch.full((rows,), begin_index, dtype=torch.int64, device=sample.device)
+        fingerprint = torch.tensor(self.fingerprint, dtype=torch.int64, device=sample.device)
+        return self._start(plan, sample, step_index, fingerprint)
+
+    def timesteps(self, state: Any) -> torch.Tensor:
+        """The timestep table, equal to diffusers' `scheduler.timesteps`: [N] for one schedule, [R, N] if stacked."""
+        table = state.plan.timesteps
+        return table[0] if table.shape[0] == 1 else table
+
+    def sigmas(self, state: Any) -> torch.Tensor:
+        """The sigma table with its final sigma, diffusers' `scheduler.sigmas`: [N + 1], or [R, N + 1] if stacked."""
+        table = state.plan.sigmas
+        return table[0] if table.shape[0] == 1 else table
+
+    def timestep(self, state: Any) -> torch.Tensor:
+        """The current timestep of each row, [R] (what the model is conditioned on)."""
+        return gather_rows(state.plan.timesteps, state.step_index)
+
+    def init_noise_sigma(self, state: Any) -> torch.Tensor:
+        """The standard deviation of the initial noise for each row, [R] (1 for these schedulers)."""
+        return torch.ones(state.step_index.shape, dtype=state.plan.sigmas.dtype, device=state.step_index.device)
+
+    def scale_model_input(self, state: Any, sample: torch.Tensor) -> torch.Tensor:
+        """The model's input at the current step (these schedulers feed the sample as it is)."""
+        return sample
+
+    def add_noise(self, state: Any, original_samples: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Noise `original_samples` to each row's current step (img2img starts: init with `begin_index`)."""
+        if _checks.checking():
+            rows, device = state.step_index.shape[0], state.step_index.device
+            _checks.check_rows(self.name, "original_samples", original_samples, rows, device)
+            _checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
+        sigma = gather_rows(state.plan.sigmas.to(original_samples.dtype), state.step_index)
+        alpha_t, sigma_t = self._alpha_sigma(sigma)
+        return per_row(alpha_t, original_samples) * original_samples + per_row(sigma_t, noise) * noise
+
+    def __len__(self) -> int:
+        return self.num_train_timesteps  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=256)
+def _cpu_plan(
+    scheduler: Scheduler,
+    num_inference_steps: int | None,
+    timesteps: tuple[tuple[float, ...], str] | None,
+    sigmas: tuple[tuple[float, ...], str] | None,
+    mu: float | None,
+    dtype: torch.dtype,
+) -> Plan:
+    return scheduler._build_plan(num_inference_steps, _table(timesteps), _table(sigmas), mu, dtype)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan_on_device(
+    scheduler: Scheduler,
+    num_inference_steps: int | None,
+    timesteps: tuple[tuple[float, ...], str] | None,
+    sigmas: tuple[tuple[float, ...], str] | None,
+    mu: float | None,
+    dtype: torch.dtype,
+    device: str,
+) -> Plan:
+    plan = _cpu_plan(scheduler, num_inference_steps, timesteps, sigmas, mu, dtype)
+    return pytree.tree_map(lambda table: table.to(device), plan)

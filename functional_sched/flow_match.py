@@ -1,0 +1,219 @@
+"""Flow-matching Euler: diffusers' `FlowMatchEulerDiscreteScheduler` (SD3, Flux, Qwen-Image, HunyuanVideo, LTX)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from . import _checks, _validate, schedules
+from ._plan import Plan, gather_rows, scaled
+from ._record import record
+from ._scheduler import Scheduler
+
+# Columns of the coefficient table.
+SIGMA, DT, ONE_MINUS_NEXT_SIGMA, NEXT_SIGMA = range(4)
+
+
+@record
+class FlowMatchEulerState:
+    plan: Plan
+    step_index: torch.Tensor  # [R], int64
+    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+
+
+@attrs.frozen
+class FlowMatchEulerDiscrete(Scheduler):
+    """Euler steps of the probability-flow ODE of rectified flow, x' = v(x, sigma).
+
+    `x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i`; with `stochastic_sampling`, `x_{i+1} = (1 - sigma_{i+1}) x0_i +
+    sigma_{i+1} noise` instead, where x0_i = x_i - sigma_i v_i. Options and schedule as diffusers 0.42.1.
+
+    Implements Euler steps of rectified flow (Liu et al., 2022; Esser et al., 2024, "Scaling Rectified Flow
+    Transformers for High-Resolution Image Synthesis").
+    """
+
+    num_train_timesteps: int = 1000
+    shift: float = 1.0
+    use_dynamic_shifting: bool = False
+    base_shift: float | None = 0.5
+    max_shift: float | None = 1.15
+    base_image_seq_len: int = 256
+    max_image_seq_len: int = 4096
+    invert_sigmas: bool = False
+    shift_terminal: float | None = None
+    use_karras_sigmas: bool = False
+    use_exponential_sigmas: bool = False
+    use_beta_sigmas: bool = False
+    time_shift_type: str = "exponential"
+    stochastic_sampling: bool = False
+
+    state_type: ClassVar[type] = FlowMatchEulerState
+    diffusers_name: ClassVar[str] = "FlowMatchEulerDiscreteScheduler"
+
+    def __attrs_post_init__(self) -> None:
+        owner = self.name
+        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=1)
+        _validate.real(owner, "shift", self.shift, positive=True)
+        for option in (
+            "use_dynamic_shifting",
+            "invert_sigmas",
+            "use_karras_sigmas",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+            "stochastic_sampling",
+        ):
+            _validate.flag(owner, option, getattr(self, option))
+        _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
+        _validate.at_most_one(
+            owner,
+            use_karras_sigmas=self.use_karras_sigmas,
+            use_exponential_sigmas=self.use_exponential_sigmas,
+            use_beta_sigmas=self.use_beta_sigmas,
+        )
+        if self.shift_terminal is not None:
+            _validate.real(owner, "shift_terminal", self.shift_terminal)
+            if self.shift_terminal >= 1:
+                raise ValueError(f"{owner}: shift_terminal must be < 1, got {self.shift_terminal!r}.")
+
+    def _step_options(self) -> tuple[Any, ...]:
+        return (self.stochastic_sampling,)
+
+    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return schedules.flow_alpha_sigma(sigma)
+
+    # ------------------------------------------------------------------------------------------------ plan
+    def _training_sigma_range(self) -> tuple[float, float]:
+        """sigma_min, sigma_max of the (statically shifted) training schedule, float32 as diffusers keeps them."""
+        n = self.num_train_timesteps
+        sigmas = torch.arange(n, 0, -1, dtype=torch.float32) / n
+        if not self.use_dynamic_shifting:
+            sigmas = schedules.shift_sigmas(sigmas, self.shift)
+        return sigmas[-1].item(), sigmas[0].item()
+
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        owner = self.name
+        if self.use_dynamic_shifting and mu is None:
+            raise ValueError(
+                f"{owner}: use_dynamic_shifting=True needs mu (the resolution shift, e.g. Flux's calculate_shift "
+                "of the image sequence length); pass init(..., mu=...)."
+            )
+        if sigmas is not None and timesteps is not None and len(sigmas) != len(timesteps):
+            raise ValueError(f"{owner}: sigmas ({len(sigmas)}) and timesteps ({len(timesteps)}) differ in length.")
+        custom = sigmas if sigmas is not None else timesteps
+        if custom is None and num_inference_steps is None:
+            raise ValueError(f"{owner}: give num_inference_steps, or custom sigmas or timesteps.")
+        if custom is not None and num_inference_steps is not None and len(custom) != num_inference_steps:
+            raise ValueError(
+                f"{owner}: num_inference_steps={num_inference_steps} but {len(custom)} custom values were given; "
+                "leave num_inference_steps out or make them agree."
+            )
+        n = len(custom) if custom is not None else num_inference_steps
+        if custom is not None and len(custom) == 0:
+            raise ValueError(f"{owner}: custom sigmas/timesteps must not be empty.")
+
+        train = self.num_train_timesteps
+        if timesteps is not None:
+            timesteps = timesteps.to(torch.float32)
+        if sigmas is None:
+            if timesteps is None:
+                sigma_min, sigma_max = self._training_sigma_range()
+                sigmas = schedules.np_linspace(sigma_max * train, sigma_min * train, n) / train
+            else:
+                sigmas = timesteps / train
+        else:
+            sigmas = sigmas.to(torch.float32)
+
+        if self.use_dynamic_shifting:
+            sigmas = schedules.time_shift(sigmas, mu, self.time_shift_type)
+        else:
+            sigmas = schedules.shift_sigmas(sigmas, self.shift)
+        if self.shift_terminal:
+            sigmas = schedules.stretch_to_terminal(sigmas, self.shift_terminal)
+        if self.use_karras_sigmas:
+            sigmas = schedules.karras_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
+        elif self.use_exponential_sigmas:
+            sigmas = schedules.exponential_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
+        elif self.use_beta_sigmas:
+            sigmas = schedules.beta_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
+
+        sigmas = sigmas.to(torch.float32)
+        timesteps = timesteps if timesteps is not None else sigmas * train
+        if self.invert_sigmas:
+            sigmas = 1.0 - sigmas
+            timesteps = sigmas * train
+            sigmas = torch.cat([sigmas, torch.ones(1)])
+        else:
+            sigmas = torch.cat([sigmas, torch.zeros(1)])
+
+        # The step's scalars exactly as diffusers forms them from float32 sigmas; a float64 plan keeps float64.
+        sigmas = sigmas.to(dtype)
+        current, following = sigmas[:-1], sigmas[1:]
+        coefficients = torch.stack([current, following - current, 1.0 - following, following], dim=-1)
+        return Plan(
+            timesteps=timesteps[None],
+            sigmas=sigmas[None],
+            num_steps=torch.tensor([n]),
+            orders=torch.ones(1, n, dtype=torch.int64),
+            coefficients=coefficients[None],
+        )
+
+    # ------------------------------------------------------------------------------------------------ step
+    def _start(
+        self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor
+    ) -> FlowMatchEulerState:
+        return FlowMatchEulerState(plan=plan, step_index=step_index, fingerprint=fingerprint)
+
+    def step(
+        self,
+        state: FlowMatchEulerState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, FlowMatchEulerState]:
+        """One Euler step from each row's current sigma to its next: `(prev_sample, new_state)`.
+
+        The result has `sample`'s dtype; the arithmetic is float32 (float64 for float64 samples) as in diffusers.
+        `noise` (standard normal, like `sample`) is required with `stochastic_sampling`, ignored otherwise.
+        """
+        if _checks.checking():
+            self._check(state, model_output, sample, noise)
+        coefficients = gather_rows(state.plan.coefficients, state.step_index)  # [R, C]
+        work = sample.to(state.plan.coefficients.dtype)
+        if self.stochastic_sampling:
+            x0 = work - scaled(coefficients[:, SIGMA], model_output)
+            prev_sample = scaled(coefficients[:, ONE_MINUS_NEXT_SIGMA], x0) + scaled(
+                coefficients[:, NEXT_SIGMA], noise.to(work.dtype)
+            )
+        else:
+            prev_sample = work + scaled(coefficients[:, DT], model_output)
+        return prev_sample.to(sample.dtype), state.replace(step_index=state.step_index + 1)
+
+    def _check(
+        self,
+        state: FlowMatchEulerState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        noise: torch.Tensor | None,
+    ) -> None:
+        _checks.check_state(self.name, state, FlowMatchEulerState, self.fingerprint)
+        rows, device = state.step_index.shape[0], state.step_index.device
+        _checks.check_rows(self.name, "sample", sample, rows, device)
+        _checks.check_rows(self.name, "model_output", model_output, rows, device)
+        _checks.check_like(self.name, "model_output", model_output, sample, "sample")
+        if self.stochastic_sampling:
+            if noise is None:
+                raise ValueError(
+                    f"{self.name}: stochastic_sampling=True needs noise=...: draw it with "
+                    "functional_sched.randn_tensor(sample.shape, generator=..., dtype=torch.float32) as diffusers does."
+                )
+            _checks.check_like(self.name, "noise", noise, sample, "sample")
