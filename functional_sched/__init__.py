@@ -9,10 +9,17 @@ for _ in range(len(sched.timesteps(state))):
 
 from ._plan import Plan
 from ._record import record
+from .dpm_solver import DPMSolverMultistep, DPMSolverState
 from .flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
 from .noise import randn_tensor
 
+#: Every scheduler of the core, by diffusers class: `scheduler_cls.diffusers_name` names the class it reproduces.
+SCHEDULERS = (FlowMatchEulerDiscrete, DPMSolverMultistep)
+
 __all__ = [
+    "SCHEDULERS",
+    "DPMSolverMultistep",
+    "DPMSolverState",
     "FlowMatchEulerDiscrete",
     "FlowMatchEulerState",
     "Plan",

@@ -7,15 +7,9 @@ so rows at different steps, and with different step counts (padded), step togeth
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TypeVar
-
 import torch
 
 from ._record import record
-
-T = TypeVar("T")
 
 
 @record
@@ -50,9 +44,17 @@ def scaled(coefficient: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     return per_row(coefficient, tensor) * tensor
 
 
-def cached_plan(builder: Callable[..., T]) -> Callable[..., T]:
-    """Memoise a plan builder: plans are immutable, so requests with the same schedule share one."""
-    return functools.lru_cache(maxsize=256)(builder)
+def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
+    """`tensor / coefficient` with per-row [R] coefficients, rounded as torch divides by diffusers' 0-d CPU scalars.
+
+    For half types, and for any float on CUDA, torch multiplies by the reciprocal of the scalar's original
+    (float32) value instead of dividing (`div_true_kernel`); on the CPU, float32 and float64 divide exactly.
+    """
+    if tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64):
+        return tensor / per_row(coefficient, tensor)
+    opmath = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    reciprocal = per_row(torch.reciprocal(coefficient.to(opmath)), tensor.to(opmath))
+    return (tensor.to(opmath) * reciprocal).to(tensor.dtype)
 
 
 def working_dtype(sample: torch.Tensor) -> torch.dtype:

@@ -1,0 +1,65 @@
+"""Converting a model's output into the quantity a solver integrates, shared by DPM-Solver and UniPC.
+
+Data-prediction solvers (DPM-Solver++, UniPC with `predict_x0`) integrate x0; noise-prediction ones integrate
+epsilon. `alpha`, `sigma` are the current step's [R] coefficients of x_t = alpha x0 + sigma eps, `raw_sigma` the
+schedule's sigma (what flow prediction uses). The arithmetic runs in the sample's dtype, as diffusers' does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._plan import divided, per_row
+
+DATA_PREDICTIONS = ("epsilon", "sample", "v_prediction", "flow_prediction")
+NOISE_PREDICTIONS = ("epsilon", "sample", "v_prediction")
+
+
+def to_data(
+    prediction_type: str,
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+    raw_sigma: torch.Tensor,
+) -> torch.Tensor:
+    """The model's estimate of x0."""
+    if prediction_type == "epsilon":
+        noisy_part = sample - per_row(sigma, model_output) * model_output
+        return divided(noisy_part, alpha)
+    if prediction_type == "sample":
+        return model_output
+    if prediction_type == "v_prediction":
+        return per_row(alpha, sample) * sample - per_row(sigma, model_output) * model_output
+    # flow_prediction: the model predicts the velocity noise - x0.
+    return sample - per_row(raw_sigma, model_output) * model_output
+
+
+def to_noise(
+    prediction_type: str,
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    alpha: torch.Tensor,
+    sigma: torch.Tensor,
+) -> torch.Tensor:
+    """The model's estimate of epsilon."""
+    if prediction_type == "epsilon":
+        return model_output
+    if prediction_type == "sample":
+        noise_part = sample - per_row(alpha, model_output) * model_output
+        return divided(noise_part, sigma)
+    return per_row(alpha, model_output) * model_output + per_row(sigma, sample) * sample  # v_prediction
+
+
+def threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
+    """Dynamic thresholding, Saharia et al. (2022), "Photorealistic Text-to-Image Diffusion Models ...", sec. 2.3.
+
+    Each row is clipped to [-s, s] and divided by s, where s is the `ratio` quantile of |x0| clamped to
+    [1, max_value].
+    """
+    dtype = x0.dtype
+    rows = x0.reshape(x0.shape[0], -1)
+    if dtype not in (torch.float32, torch.float64):
+        rows = rows.float()  # quantile needs it, and clamp has no CPU half kernel
+    s = torch.quantile(rows.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
+    return (torch.clamp(rows, -s, s) / s).reshape(x0.shape).to(dtype)

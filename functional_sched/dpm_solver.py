@@ -1,0 +1,407 @@
+"""Multistep DPM-Solver: diffusers' `DPMSolverMultistepScheduler` (DPM-Solver++ 2M/3M, SDE variants, Sana's flow).
+
+The step is one linear combination, the same for every order, with coefficients planned per (step, order):
+
+    D1_0 = p0 (m0 - m1),  D1_1 = p1 (m1 - m2),  diff = D1_0 - D1_1,  D1 = D1_0 + q diff,  D2 = u diff
+    x_next = a x + b0 m0 + b1 D1 + b2 D2 (+ c noise)
+
+where m0, m1, m2 are the newest converted model outputs. A lower order is the same expression with zero
+coefficients, and each term is formed in diffusers' order, so float32 steps reproduce diffusers bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from . import _checks, _predictions, _validate, schedules
+from ._plan import Plan, divided, gather_rows, per_row, scaled
+from ._record import record
+from ._scheduler import Scheduler
+
+ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")
+SOLVER_TYPES = ("midpoint", "heun")
+FINAL_SIGMAS = ("zero", "sigma_min")
+VARIANCE_TYPES = (None, "learned", "learned_range")
+
+# Columns of the coefficient table: the conversion of step i, then one block of BLOCK columns per order.
+ALPHA, SIGMA, RAW_SIGMA = range(3)
+CONVERSION = 3
+A, B0, B1, B2, P0, P1, Q, U, NOISE = range(9)
+BLOCK = 9
+
+
+@record
+class DPMSolverState:
+    plan: Plan
+    step_index: torch.Tensor  # [R], int64
+    lower_order_nums: torch.Tensor  # [R], int64: steps taken, capped at solver_order (the warm-up)
+    history: torch.Tensor  # [solver_order, R, ...]: converted model outputs, newest last, zeros before warm-up
+    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+
+
+@attrs.frozen
+class DPMSolverMultistep(Scheduler):
+    """Multistep DPM-Solver(++) of orders 1-3, deterministic or SDE, for VP or flow schedules.
+
+    Implements Lu et al. (2022), "DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling in
+    Around 10 Steps", and Lu et al. (2022), "DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+    Probabilistic Models", with diffusers 0.42.1's options and schedule.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    trained_betas: tuple[float, ...] | None = attrs.field(default=None, converter=lambda v: _as_floats(v))
+    solver_order: int = 2
+    prediction_type: str = "epsilon"
+    thresholding: bool = False
+    dynamic_thresholding_ratio: float = 0.995
+    sample_max_value: float = 1.0
+    algorithm_type: str = "dpmsolver++"
+    solver_type: str = "midpoint"
+    lower_order_final: bool = True
+    euler_at_final: bool = False
+    use_karras_sigmas: bool = False
+    use_exponential_sigmas: bool = False
+    use_beta_sigmas: bool = False
+    use_lu_lambdas: bool = False
+    use_flow_sigmas: bool = False
+    flow_shift: float = 1.0
+    final_sigmas_type: str = "zero"
+    lambda_min_clipped: float = -math.inf
+    variance_type: str | None = None
+    timestep_spacing: str = "linspace"
+    steps_offset: int = 0
+    rescale_betas_zero_snr: bool = False
+    use_dynamic_shifting: bool = False
+    time_shift_type: str = "exponential"
+
+    state_type: ClassVar[type] = DPMSolverState
+    diffusers_name: ClassVar[str] = "DPMSolverMultistepScheduler"
+
+    def __attrs_post_init__(self) -> None:
+        owner = self.name
+        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
+        _validate.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
+        _validate.integer(owner, "steps_offset", self.steps_offset, minimum=0)
+        _validate.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
+        _validate.one_of(owner, "algorithm_type", self.algorithm_type, ALGORITHMS)
+        _validate.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
+        _validate.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
+        _validate.one_of(owner, "variance_type", self.variance_type, VARIANCE_TYPES)
+        _validate.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
+        _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential",))
+        data_prediction = self.algorithm_type in ("dpmsolver++", "sde-dpmsolver++")
+        predictions = _predictions.DATA_PREDICTIONS if data_prediction else _predictions.NOISE_PREDICTIONS
+        _validate.one_of(
+            f"{owner} with algorithm_type={self.algorithm_type!r}", "prediction_type", self.prediction_type, predictions
+        )
+        for option in (
+            "thresholding",
+            "lower_order_final",
+            "euler_at_final",
+            "use_karras_sigmas",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+            "use_lu_lambdas",
+            "use_flow_sigmas",
+            "rescale_betas_zero_snr",
+            "use_dynamic_shifting",
+        ):
+            _validate.flag(owner, option, getattr(self, option))
+        for option in ("beta_start", "beta_end", "flow_shift", "dynamic_thresholding_ratio", "sample_max_value"):
+            _validate.real(owner, option, getattr(self, option), positive=True)
+        _validate.real(owner, "lambda_min_clipped", self.lambda_min_clipped, allow_inf=True)
+        _validate.at_most_one(
+            owner,
+            use_karras_sigmas=self.use_karras_sigmas,
+            use_exponential_sigmas=self.use_exponential_sigmas,
+            use_beta_sigmas=self.use_beta_sigmas,
+        )
+        if not data_prediction and self.final_sigmas_type == "zero":
+            raise ValueError(
+                f"{owner}: final_sigmas_type='zero' needs a data-prediction algorithm (dpmsolver++ or "
+                f"sde-dpmsolver++); with algorithm_type={self.algorithm_type!r} use final_sigmas_type='sigma_min'."
+            )
+        if self.algorithm_type == "sde-dpmsolver" and self.solver_order == 3:
+            raise ValueError(
+                f"{owner}: algorithm_type='sde-dpmsolver' has no third-order update (diffusers has none either); "
+                "use solver_order <= 2 or algorithm_type='sde-dpmsolver++'."
+            )
+
+    @property
+    def stochastic(self) -> bool:
+        return self.algorithm_type.startswith("sde-")
+
+    @property
+    def data_prediction(self) -> bool:
+        return self.algorithm_type.endswith("++")
+
+    def _step_options(self) -> tuple[Any, ...]:
+        return (
+            self.solver_order,
+            self.prediction_type,
+            self.thresholding,
+            self.dynamic_thresholding_ratio,
+            self.sample_max_value,
+            self.algorithm_type,
+            self.variance_type,
+        )
+
+    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return schedules.flow_alpha_sigma(sigma) if self.use_flow_sigmas else schedules.vp_alpha_sigma(sigma)
+
+    # ------------------------------------------------------------------------------------------------ plan
+    def _schedule(self, n: int | None, timesteps: torch.Tensor | None, mu: float | None):
+        """Timesteps (int64) and sigmas (float32, with the final one) as diffusers' `set_timesteps` makes them."""
+        owner = self.name
+        if n is None and timesteps is None:
+            raise ValueError(f"{owner}: give num_inference_steps or custom timesteps.")
+        if n is not None and timesteps is not None:
+            raise ValueError(f"{owner}: give num_inference_steps or custom timesteps, not both.")
+        if timesteps is not None:
+            for option in (
+                "use_karras_sigmas",
+                "use_lu_lambdas",
+                "use_exponential_sigmas",
+                "use_beta_sigmas",
+                "use_flow_sigmas",
+            ):
+                if getattr(self, option):
+                    raise ValueError(f"{owner}: custom timesteps cannot be used with {option}=True.")
+            if len(timesteps) == 0:
+                raise ValueError(f"{owner}: custom timesteps must not be empty.")
+        if mu is not None and not self.use_dynamic_shifting:
+            raise ValueError(f"{owner}: mu is only used with use_dynamic_shifting=True.")
+
+        train = self.num_train_timesteps
+        cumulative = schedules.alphas_cumprod(
+            schedules.betas(train, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas),
+            self.rescale_betas_zero_snr,
+        )
+        lambdas = torch.log(torch.sqrt(cumulative)) - torch.log(torch.sqrt(1 - cumulative))
+        train_sigmas = schedules.vp_sigmas(cumulative)
+        log_sigmas = torch.log(train_sigmas)
+        if timesteps is not None:
+            timesteps, n = timesteps.to(torch.float64).to(torch.int64), len(timesteps)
+        else:
+            clipped = int(torch.searchsorted(torch.flip(lambdas, [0]), self.lambda_min_clipped))
+            timesteps = schedules.spaced_timesteps(self.timestep_spacing, n, train, self.steps_offset, train - clipped)
+
+        round_timesteps = self.beta_schedule != "squaredcos_cap_v2"
+        smallest, largest = train_sigmas[0].item(), train_sigmas[-1].item()
+        if self.use_karras_sigmas:
+            sigmas = schedules.karras_sigmas(smallest, largest, n)
+            timesteps = schedules.sigma_to_t(sigmas, log_sigmas)
+            timesteps = timesteps.round() if round_timesteps else timesteps
+        elif self.use_lu_lambdas:
+            sigmas = torch.exp(schedules.lu_log_sigmas(log_sigmas[0].item(), log_sigmas[-1].item(), n))
+            timesteps = schedules.sigma_to_t(sigmas, log_sigmas)
+            timesteps = timesteps.round() if round_timesteps else timesteps
+        elif self.use_exponential_sigmas:
+            sigmas = schedules.exponential_sigmas(smallest, largest, n)
+            timesteps = schedules.sigma_to_t(sigmas, log_sigmas)
+        elif self.use_beta_sigmas:
+            sigmas = schedules.beta_sigmas(smallest, largest, n)
+            timesteps = schedules.sigma_to_t(sigmas, log_sigmas)
+        elif self.use_flow_sigmas:
+            shift = math.exp(mu) if mu is not None else self.flow_shift
+            sigmas = 1.0 - schedules.np_linspace(1, 1 / train, n + 1)
+            sigmas = schedules.shift_sigmas(sigmas, shift).flip(0)[:-1]
+            timesteps = sigmas * train
+        else:
+            sigmas = train_sigmas[timesteps.clamp(0, train - 1)].to(torch.float64)  # np.interp at integers
+        final = train_sigmas[0] if self.final_sigmas_type == "sigma_min" else torch.zeros(())
+        sigmas = torch.cat([sigmas.to(torch.float32), final.reshape(1).to(torch.float32)])
+        return timesteps.to(torch.int64), sigmas
+
+    def _orders(self, n: int) -> torch.Tensor:
+        """The highest order each step may use (the warm-up is applied at step time)."""
+        few_steps = self.lower_order_final and n < 15
+        orders = torch.full((n,), self.solver_order, dtype=torch.int64)
+        if few_steps and n >= 2:
+            orders[n - 2] = min(self.solver_order, 2)
+        if self.euler_at_final or few_steps or self.final_sigmas_type == "zero":
+            orders[n - 1] = 1
+        return orders
+
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        if sigmas is not None:
+            raise ValueError(f"{self.name}: custom sigmas are not supported (diffusers' set_timesteps takes none).")
+        timesteps, sigmas = self._schedule(num_inference_steps, timesteps, mu)
+        n = len(timesteps)
+        orders = self._orders(n)
+        table = _coefficients(self, sigmas.to(dtype), orders)
+        return Plan(
+            timesteps=timesteps[None],
+            sigmas=sigmas.to(dtype)[None],
+            num_steps=torch.tensor([n]),
+            orders=orders[None],
+            coefficients=table[None],
+        )
+
+    # ------------------------------------------------------------------------------------------------ step
+    def _start(
+        self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor
+    ) -> DPMSolverState:
+        return DPMSolverState(
+            plan=plan,
+            step_index=step_index,
+            lower_order_nums=torch.zeros_like(step_index),
+            history=sample.new_zeros((self.solver_order, *sample.shape)),
+            fingerprint=fingerprint,
+        )
+
+    def step(
+        self,
+        state: DPMSolverState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, DPMSolverState]:
+        """One multistep update of every row: `(prev_sample, new_state)`, prev_sample in `sample`'s dtype.
+
+        The SDE algorithms need `noise` (standard normal, `sample`'s shape); draw it with
+        `functional_sched.randn_tensor(sample.shape, generator=g, dtype=torch.float32)` to match diffusers.
+        """
+        if _checks.checking():
+            self._check(state, model_output, sample, noise)
+        plan = state.plan
+        row_coefficients = gather_rows(plan.coefficients, state.step_index)  # [R, C]
+        order = torch.minimum(gather_rows(plan.orders, state.step_index), state.lower_order_nums + 1)
+        blocks = row_coefficients[:, CONVERSION:].reshape(-1, self.solver_order, BLOCK)
+        c = blocks.gather(1, (order - 1).view(-1, 1, 1).expand(-1, 1, BLOCK)).squeeze(1)  # [R, BLOCK]
+
+        m0 = self._convert(model_output, sample, row_coefficients).to(state.history.dtype)
+        history = torch.cat([state.history[1:], m0[None]])
+        x = scaled(c[:, A], sample.to(plan.coefficients.dtype)) + scaled(c[:, B0], m0)
+        if self.solver_order >= 2:
+            d1 = scaled(c[:, P0], m0 - history[-2])
+            if self.solver_order == 3:
+                d1_1 = scaled(c[:, P1], history[-2] - history[-3])
+                diff = d1 - d1_1
+                d1, d2 = d1 + scaled(c[:, Q], diff), scaled(c[:, U], diff)
+            x = x + scaled(c[:, B1], d1)
+            if self.solver_order == 3:
+                x = x + scaled(c[:, B2], d2)
+        if self.stochastic:
+            x = x + scaled(c[:, NOISE], noise.to(x.dtype))
+        new_state = state.replace(
+            step_index=state.step_index + 1,
+            lower_order_nums=torch.clamp(state.lower_order_nums + 1, max=self.solver_order),
+            history=history,
+        )
+        return x.to(sample.dtype), new_state
+
+    def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """diffusers' `convert_model_output`: x0 for DPM-Solver++, epsilon for DPM-Solver."""
+        alpha, sigma, raw_sigma = coefficients[:, ALPHA], coefficients[:, SIGMA], coefficients[:, RAW_SIGMA]
+        if self.variance_type is not None and self.prediction_type == "epsilon":
+            model_output = model_output[:, :3]  # the learned variance channels follow the first three
+        if self.data_prediction:
+            x0 = _predictions.to_data(self.prediction_type, model_output, sample, alpha, sigma, raw_sigma)
+            if self.thresholding:
+                x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+            return x0
+        epsilon = _predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
+        if self.thresholding:
+            x0 = divided(sample - per_row(sigma, epsilon) * epsilon, alpha)
+            x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+            epsilon = divided(sample - per_row(alpha, x0) * x0, sigma)
+        return epsilon
+
+    def _check(
+        self, state: DPMSolverState, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None
+    ) -> None:
+        owner = self.name
+        _checks.check_state(owner, state, DPMSolverState, self.fingerprint)
+        rows, device = state.step_index.shape[0], state.step_index.device
+        _checks.check_rows(owner, "sample", sample, rows, device)
+        _checks.check_rows(owner, "model_output", model_output, rows, device)
+        _checks.check_sample_matches_state(owner, sample, state.history.shape[1:], state.history.dtype)
+        if self.variance_type is None:
+            _checks.check_like(owner, "model_output", model_output, sample, "sample")
+        if self.stochastic:
+            if noise is None:
+                raise ValueError(
+                    f"{owner}: algorithm_type={self.algorithm_type!r} is stochastic and needs noise=...: draw it with "
+                    "functional_sched.randn_tensor(sample.shape, generator=..., dtype=torch.float32) as diffusers does."
+                )
+            _checks.check_like(owner, "noise", noise, sample, "sample")
+
+
+def _as_floats(values: Any) -> tuple[float, ...] | None:
+    return _validate.floats("DPMSolverMultistep", "trained_betas", values)
+
+
+def _coefficients(scheduler: DPMSolverMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+    """The [N, CONVERSION + order * BLOCK] table; each scalar formed as diffusers forms it in `step`."""
+    n = len(sigmas) - 1
+    alpha, sigma = scheduler._alpha_sigma(sigmas)
+    lam = torch.log(alpha) - torch.log(sigma)
+    index = torch.arange(n)
+    # Step i goes from sigmas[i] (s0) to sigmas[i + 1] (t); s1, s2 are the steps before (clamped where unused).
+    t, s0, s1, s2 = index + 1, index, (index - 1).clamp(min=0), (index - 2).clamp(min=0)
+    alpha_t, sigma_t = alpha[t], sigma[t]
+    h, h_0, h_1 = lam[t] - lam[s0], lam[s0] - lam[s1], lam[s1] - lam[s2]
+    r0, r1 = h_0 / h, h_1 / h
+    zero = torch.zeros_like(h)
+
+    if scheduler.data_prediction:
+        a = sigma_t / sigma[s0]
+        if scheduler.stochastic:
+            a = a * torch.exp(-h)
+            first = alpha_t * (1 - torch.exp(-2.0 * h))
+            heun = alpha_t * ((1.0 - torch.exp(-2.0 * h)) / (-2.0 * h) + 1.0)
+            third = alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5)
+            noise = sigma_t * torch.sqrt(1.0 - torch.exp(-2 * h))
+        else:
+            first = -(alpha_t * (torch.exp(-h) - 1.0))
+            heun = alpha_t * ((torch.exp(-h) - 1.0) / h + 1.0)
+            third = -(alpha_t * ((torch.exp(-h) - 1.0 + h) / h**2 - 0.5))
+            noise = zero
+        midpoint = 0.5 * first
+    else:
+        a = alpha_t / alpha[s0]
+        first = -(sigma_t * (torch.exp(h) - 1.0))
+        heun = -(sigma_t * ((torch.exp(h) - 1.0) / h - 1.0))
+        third = -(sigma_t * ((torch.exp(h) - 1.0 - h) / h**2 - 0.5))
+        if scheduler.stochastic:
+            first, heun = 2.0 * first, 2.0 * heun
+            midpoint = -(sigma_t * (torch.exp(h) - 1.0))
+            noise = sigma_t * torch.sqrt(torch.exp(2 * h) - 1.0)
+        else:
+            midpoint = 0.5 * first
+            noise = zero
+    second = heun if scheduler.solver_type == "heun" else midpoint
+
+    def block(b1, b2, p0, p1, q, u):
+        return torch.stack([a, first, b1, b2, p0, p1, q, u, noise], dim=-1)
+
+    blocks = [
+        block(zero, zero, zero, zero, zero, zero),
+        block(second, zero, 1.0 / r0, zero, zero, zero),
+        block(heun, third, 1.0 / r0, 1.0 / r1, r0 / (r0 + r1), 1.0 / (r0 + r1)),
+    ][: scheduler.solver_order]
+    table = torch.stack(blocks, dim=1)  # [N, order, BLOCK]
+    # Zero the blocks no step can select (too little history, or above a lower-order final step's cap); they
+    # may hold inf or nan from the final sigma.
+    usable = torch.arange(1, scheduler.solver_order + 1)[None, :] <= torch.minimum(orders, index + 1)[:, None]
+    table = torch.where(usable[..., None], table, torch.zeros_like(table))
+
+    alpha_s, sigma_s = alpha[:n], sigma[:n]
+    conversion = torch.stack([alpha_s, sigma_s, sigmas[:n]], dim=-1)
+    return torch.cat([conversion, table.reshape(n, -1)], dim=-1)
