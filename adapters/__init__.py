@@ -1,0 +1,9 @@
+"""functional_sched.adapters: interop with diffusers. The core (`functional_sched`) never imports this package.
+
+from functional_sched.adapters import from_diffusers
+sched = from_diffusers(pipe.scheduler)  # same algorithm and options; an unsupported option raises
+"""
+
+from .diffusers import from_diffusers, to_diffusers_config
+
+__all__ = ["from_diffusers", "to_diffusers_config"]

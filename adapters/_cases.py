@@ -1,0 +1,112 @@
+"""Real-pipeline scheduler configs: the grid the report and the benchmarks run, keyed by diffusers class name.
+
+Configs are the published `scheduler_config.json` of each model (Hugging Face hub, as of diffusers 0.42.1), and the
+`set_timesteps` arguments its diffusers pipeline passes (`pipelines/flux/pipeline_flux.py`,
+`pipelines/qwenimage/pipeline_qwenimage.py`, `pipelines/sana/pipeline_sana.py`, `pipelines/wan/pipeline_wan.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import functional_sched as fs
+
+# Stable Diffusion 1.5's betas (`runwayml/stable-diffusion-v1-5`, scheduler/scheduler_config.json).
+_SD15 = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scheduler config of a real pipeline, and how that pipeline sets its timesteps."""
+
+    label: str
+    diffusers_name: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    #: Packed latent tokens of the pipeline's default resolution; set for dynamically shifted schedules (mu).
+    image_seq_len: int | None = None
+    #: Flux and Qwen-Image pass `sigmas=np.linspace(1, 1 / n, n)` rather than a step count.
+    pipeline_sigmas: bool = False
+    #: SDE samplers: both sides draw the step noise from equally seeded generators.
+    stochastic: bool = False
+
+    @property
+    def mu(self) -> float | None:
+        """The resolution shift the pipeline passes: `calculate_shift` of `pipelines/flux/pipeline_flux.py`."""
+        if self.image_seq_len is None:
+            return None
+        base_len, max_len = self.config["base_image_seq_len"], self.config["max_image_seq_len"]
+        base_shift, max_shift = self.config["base_shift"], self.config["max_shift"]
+        slope = (max_shift - base_shift) / (max_len - base_len)
+        return self.image_seq_len * slope + base_shift - slope * base_len
+
+
+#: The grid, one row per (diffusers class, pipeline); a class that `functional_sched` lacks is skipped.
+GRID: tuple[Case, ...] = (
+    Case("SD3", "FlowMatchEulerDiscreteScheduler", {"shift": 3.0}),
+    Case(
+        "Flux.1-dev 1024px",
+        "FlowMatchEulerDiscreteScheduler",
+        {
+            "shift": 3.0,
+            "use_dynamic_shifting": True,
+            "base_shift": 0.5,
+            "max_shift": 1.15,
+            "base_image_seq_len": 256,
+            "max_image_seq_len": 4096,
+        },
+        image_seq_len=4096,
+        pipeline_sigmas=True,
+    ),
+    Case(
+        "Qwen-Image 1328px",
+        "FlowMatchEulerDiscreteScheduler",
+        {
+            "shift": 1.0,
+            "use_dynamic_shifting": True,
+            "base_shift": 0.5,
+            "max_shift": 0.9,
+            "base_image_seq_len": 256,
+            "max_image_seq_len": 8192,
+            "shift_terminal": 0.02,
+        },
+        image_seq_len=(1328 // 16) ** 2,
+        pipeline_sigmas=True,
+    ),
+    Case("SD1.5 DPM++ 2M", "DPMSolverMultistepScheduler", _SD15),
+    Case("SD1.5 DPM++ 2M Karras", "DPMSolverMultistepScheduler", {**_SD15, "use_karras_sigmas": True}),
+    Case(
+        "SD1.5 DPM++ 2M SDE",
+        "DPMSolverMultistepScheduler",
+        {**_SD15, "algorithm_type": "sde-dpmsolver++"},
+        stochastic=True,
+    ),
+    Case(
+        "Sana (flow)",
+        "DPMSolverMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0},
+    ),
+    Case("SD1.5 UniPC bh2", "UniPCMultistepScheduler", {**_SD15, "solver_type": "bh2"}),
+    Case(
+        "Wan2.1 (flow)",
+        "UniPCMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0},
+    ),
+)
+
+
+def cases(schedulers: Sequence[type] | None = None) -> tuple[Case, ...]:
+    """The grid's cases whose diffusers class `functional_sched` reproduces (all of `fs.SCHEDULERS` by default)."""
+    available = _names(schedulers)
+    return tuple(case for case in GRID if case.diffusers_name in available)
+
+
+def pending(schedulers: Sequence[type] | None = None) -> tuple[str, ...]:
+    """The grid's diffusers classes that `functional_sched` does not reproduce yet."""
+    available = _names(schedulers)
+    return tuple(dict.fromkeys(case.diffusers_name for case in GRID if case.diffusers_name not in available))
+
+
+def _names(schedulers: Sequence[type] | None) -> set[str]:
+    return {scheduler.diffusers_name for scheduler in (fs.SCHEDULERS if schedulers is None else schedulers)}

@@ -1,0 +1,176 @@
+"""Run one grid case with diffusers and with functional_sched side by side: parity over a full loop, and step times.
+
+Both sides run the loop a diffusers pipeline runs (`set_timesteps`, `set_begin_index(0)` as Flux and Wan do, then
+`scale_model_input`, model, `step` per timestep) with a deterministic toy denoiser in place of the model.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+
+import functional_sched as fs
+from functional_sched._scheduler import Scheduler
+
+from ._cases import Case
+from .diffusers import from_diffusers
+
+SEED = 0
+
+
+def toy_denoiser(sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    """A smooth, deterministic stand-in for a model: equal inputs give bit-equal outputs on either side.
+
+    `timestep` is diffusers' 0-d tensor or our per-row [R] one; both broadcast over the rows the same way.
+    """
+    t = timestep.to(device=sample.device, dtype=sample.dtype).reshape(-1, *([1] * (sample.dim() - 1))) / 1000
+    return 0.8 * torch.tanh(sample) + 0.2 * torch.cos(3 * t) * sample
+
+
+@dataclass(frozen=True)
+class Parity:
+    table_equal: bool  # timesteps equal diffusers' in values and dtype
+    worst_error: float  # max over steps of max|ours - diffusers|, over max|sample| along diffusers' trajectory
+    identical_steps: int  # steps whose output is bit-identical to diffusers'
+    steps: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """One case prepared on one device: both schedulers, the timestep arguments and the initial noise."""
+
+    case: Case
+    reference: Any  # the diffusers scheduler
+    ours: Scheduler
+    timestep_args: dict[str, Any]
+    sample: torch.Tensor
+
+    @classmethod
+    def prepare(cls, case: Case, steps: int, shape: tuple[int, ...], device: torch.device) -> Run:
+        reference = getattr(diffusers, case.diffusers_name)(**case.config)
+        args: dict[str, Any] = {"mu": case.mu} if case.mu is not None else {}
+        if case.pipeline_sigmas:
+            args["sigmas"] = np.linspace(1.0, 1 / steps, steps).tolist()
+        else:
+            args["num_inference_steps"] = steps
+        generator = torch.Generator("cpu").manual_seed(SEED)
+        sample = torch.randn(shape, generator=generator).to(device)
+        return cls(case, reference, from_diffusers(reference), args, sample)
+
+    def start_reference(self) -> torch.Tensor:
+        """Reset diffusers' scheduler for a new loop; returns its timesteps."""
+        self.reference.set_timesteps(device=self.sample.device, **self.timestep_args)
+        self.reference.set_begin_index(0)
+        return self.reference.timesteps
+
+    def start_ours(self) -> Any:
+        return self.ours.init(sample=self.sample, **self.timestep_args)
+
+    def noise_source(self) -> torch.Generator | None:
+        return torch.Generator(self.sample.device).manual_seed(SEED) if self.case.stochastic else None
+
+    def step_reference(
+        self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        extra = {"generator": generator} if generator is not None else {}
+        return self.reference.step(model_output, t, sample, return_dict=False, **extra)[0]
+
+    def step_ours(
+        self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, Any]:
+        noise = None
+        if generator is not None:
+            noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+        return self.ours.step(state, model_output, sample, noise=noise)
+
+    # ------------------------------------------------------------------------------------------------ parity
+    def parity(self) -> tuple[Parity, list[torch.Tensor], list[torch.Tensor]]:
+        """Both full loops, each fed by its own trajectory; also returns each side's model outputs for replay."""
+        timesteps = self.start_reference()
+        state = self.start_ours()
+        table_equal = timesteps.dtype == self.ours.timesteps(state).dtype and torch.equal(
+            timesteps.cpu(), self.ours.timesteps(state).cpu()
+        )
+        reference_sample = our_sample = self.sample
+        scale = reference_sample.abs().max().item()
+        worst, identical = 0.0, 0
+        reference_outputs, our_outputs = [], []
+        reference_noise, our_noise = self.noise_source(), self.noise_source()
+        for t in timesteps:
+            scaled_input = getattr(self.reference, "scale_model_input", lambda sample, _t: sample)
+            reference_outputs.append(toy_denoiser(scaled_input(reference_sample, t), t))
+            reference_sample = self.step_reference(reference_outputs[-1], t, reference_sample, reference_noise)
+
+            our_outputs.append(toy_denoiser(self.ours.scale_model_input(state, our_sample), self.ours.timestep(state)))
+            our_sample, state = self.step_ours(state, our_outputs[-1], our_sample, our_noise)
+
+            scale = max(scale, reference_sample.abs().max().item())
+            worst = max(worst, (our_sample.double() - reference_sample.double()).abs().max().item())
+            identical += int(our_sample.dtype == reference_sample.dtype and torch.equal(our_sample, reference_sample))
+        return Parity(table_equal, worst / scale, identical, len(timesteps)), reference_outputs, our_outputs
+
+    # ------------------------------------------------------------------------------------------------ timing
+    def time_reference(self, model_outputs: list[torch.Tensor], repeats: int) -> float:
+        """Median seconds per `step` call of diffusers over `repeats` full loops replaying `model_outputs`."""
+
+        def loop() -> Callable[[], None]:
+            timesteps = list(self.start_reference())
+            generator = self.noise_source()
+
+            def run() -> None:
+                sample = self.sample
+                for t, model_output in zip(timesteps, model_outputs, strict=True):
+                    sample = self.step_reference(model_output, t, sample, generator)
+
+            return run
+
+        return _median_per_step(loop, len(model_outputs), repeats, self.sample.device)
+
+    def time_ours(self, model_outputs: list[torch.Tensor], repeats: int) -> float:
+        """Median seconds per `step` call of ours over `repeats` full loops replaying `model_outputs`."""
+
+        def loop() -> Callable[[], None]:
+            state = self.start_ours()
+            generator = self.noise_source()
+
+            def run() -> None:
+                sample, loop_state = self.sample, state
+                for model_output in model_outputs:
+                    sample, loop_state = self.step_ours(loop_state, model_output, sample, generator)
+
+            return run
+
+        return _median_per_step(loop, len(model_outputs), repeats, self.sample.device)
+
+
+def _median_per_step(loop: Callable[[], Callable[[], None]], steps: int, repeats: int, device: torch.device) -> float:
+    """Set a loop up (untimed), run it (timed), `repeats` times after one warm-up run; median seconds per step."""
+    times = []
+    for repeat in range(repeats + 1):
+        run = loop()
+        elapsed = _timed(run, device)
+        if repeat:
+            times.append(elapsed / steps)
+    return statistics.median(times)
+
+
+def _timed(run: Callable[[], None], device: torch.device) -> float:
+    """Wall seconds of `run()`; on CUDA, between events recorded around it, after the queue is drained."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    begin = time.perf_counter()
+    run()
+    return time.perf_counter() - begin

@@ -1,0 +1,153 @@
+"""Interop with diffusers schedulers: map a configured diffusers scheduler to the functional one, and back.
+
+Only configuration crosses over. Per-run state (diffusers' `_step_index`, `model_outputs`, ...) does not: call
+`init` on the result, as you would call `set_timesteps`. diffusers itself is never imported here; the mapping reads
+the scheduler object it is given (diffusers 0.42.1, `diffusers/configuration_utils.py` and `schedulers/`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+import functional_sched as fs
+from functional_sched._scheduler import Scheduler
+
+
+def from_diffusers(scheduler: Any) -> Scheduler:
+    """The functional scheduler with the same algorithm and options as the diffusers `scheduler` object.
+
+    Each key of `scheduler.config` maps to the field of the same name. A key that is no field of ours raises
+    `NotImplementedError` unless its value is diffusers' default for that class (then it changes nothing).
+    Private keys (`_class_name`, `_use_default_values`, ...) and keys that are no parameter of the diffusers class
+    (left over by `from_config` of another class's config, e.g. PNDM's `skip_prk_steps` in an SD 1.5 config) are
+    ignored, as diffusers ignores them. Values that our constructors reject raise their `ValueError`/`TypeError`.
+
+    Runtime state that diffusers keeps outside `config.items()` and that changes the schedule is honoured:
+    - `DPMSolverMultistepScheduler.set_timesteps(mu=...)` assigns `config.flow_shift = exp(mu)`. That lands on an
+      attribute of the `FrozenDict`, not on its items, so `dict(scheduler.config)` still shows the old value while
+      the next `set_timesteps()` without `mu` reads the new one; the attribute is what we map.
+    - UniPC reads `scheduler.predict_x0`, `disable_corrector` and `solver_p` from instance attributes (copies of
+      the config made in `__init__`); those are what we map.
+    - FlowMatchEuler's `set_shift(s)` changes the shift applied in `set_timesteps` but not the sigma range, which
+      `__init__` fixed from `config.shift`; no config of ours reproduces that mix, so it raises (see `_flow_shift`).
+    """
+    diffusers_name = type(scheduler).__name__
+    ours = _scheduler_class(diffusers_name)
+    fields = {field.name for field in attrs.fields(ours) if field.init}
+    defaults = _diffusers_defaults(type(scheduler))
+    options: dict[str, Any] = {}
+    for key, value in _config_in_effect(scheduler).items():
+        if key.startswith("_"):
+            continue
+        if key in fields:
+            options[key] = value
+        elif key in defaults and not _same(value, defaults[key]):
+            raise NotImplementedError(
+                f"functional_sched does not support {diffusers_name} option {key}={_short_repr(value)} yet "
+                f"(only the default, {_short_repr(defaults[key])}); {ours.__name__}'s options are "
+                f"{', '.join(sorted(fields))}."
+            )
+    if diffusers_name in _RUNTIME_CHECKS:
+        _RUNTIME_CHECKS[diffusers_name](scheduler, options)
+    return ours(**options)
+
+
+def to_diffusers_config(scheduler: Scheduler) -> dict[str, Any]:
+    """The config dict of the diffusers class `type(scheduler).diffusers_name` with the same options.
+
+    Our fields carry diffusers' option names, so `getattr(diffusers, sched.diffusers_name).from_config(result)`
+    builds the equivalent diffusers scheduler; tuples become lists, as diffusers stores them.
+    """
+    return {
+        field.name: _as_lists(getattr(scheduler, field.name)) for field in attrs.fields(type(scheduler)) if field.init
+    }
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _scheduler_class(diffusers_name: str) -> type[Scheduler]:
+    for scheduler_class in fs.SCHEDULERS:
+        if scheduler_class.diffusers_name == diffusers_name:
+            return scheduler_class
+    supported = ", ".join(scheduler_class.diffusers_name for scheduler_class in fs.SCHEDULERS)
+    raise NotImplementedError(
+        f"functional_sched has no scheduler for diffusers' {diffusers_name}; supported: {supported}."
+    )
+
+
+def _diffusers_defaults(diffusers_class: type) -> dict[str, Any]:
+    """Default of each `__init__` parameter; `register_to_config` wraps `__init__` with `functools.wraps`."""
+    parameters = inspect.signature(diffusers_class.__init__).parameters
+    return {
+        name: _plain(parameter.default)
+        for name, parameter in parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def _config_in_effect(scheduler: Any) -> dict[str, Any]:
+    """`scheduler.config` as the scheduler reads it: `config.<key>` attributes win over the dict's items, and
+    instance copies of options (`_INSTANCE_COPIES`) over both."""
+    config: Mapping[str, Any] = scheduler.config
+    attributes = getattr(config, "__dict__", {})
+    in_effect = {key: attributes.get(key, value) for key, value in config.items()}
+    for name in _INSTANCE_COPIES.get(type(scheduler).__name__, ()):
+        if name in vars(scheduler):
+            in_effect[name] = vars(scheduler)[name]
+    return {key: _plain(value) for key, value in in_effect.items()}
+
+
+def _plain(value: Any) -> Any:
+    """numpy/torch scalars and arrays as Python numbers and tuples; lists as tuples (hashable, like our fields)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return tuple(_plain(item) for item in value)
+    return value
+
+
+def _as_lists(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_as_lists(item) for item in value]
+    return value
+
+
+def _same(value: Any, default: Any) -> bool:
+    try:
+        return bool(value == default)
+    except (TypeError, ValueError, RuntimeError):  # arrays, tensors, objects without a usable ==
+        return False
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"<{type(value).__name__}>"
+
+
+# ------------------------------------------------------------------------------------------------ runtime state
+#: Options a diffusers class reads from instance attributes that its `__init__` copied from the config.
+_INSTANCE_COPIES: dict[str, tuple[str, ...]] = {
+    "UniPCMultistepScheduler": ("predict_x0", "disable_corrector", "solver_p"),
+}
+
+
+def _flow_shift(scheduler: Any, options: dict[str, Any]) -> None:
+    """FlowMatchEuler's `set_shift`: diffusers 0.42.1 keeps `sigma_min/max` from `config.shift`, shifts by `_shift`."""
+    shift = _plain(scheduler.shift)
+    if options.get("use_dynamic_shifting") or shift == options.get("shift"):
+        return  # dynamic shifting never reads the shift; otherwise nothing changed
+    raise NotImplementedError(
+        f"functional_sched does not support FlowMatchEulerDiscreteScheduler.set_shift({shift!r}) on a scheduler "
+        f"built with shift={options.get('shift')!r}: diffusers then shifts by {shift!r} within the sigma range of "
+        f"shift={options.get('shift')!r}. Build the scheduler with shift={shift!r} instead "
+        "(FlowMatchEulerDiscreteScheduler.from_config(config, shift=...))."
+    )
+
+
+#: Runtime state, per diffusers class, that changes the schedule and that no config of ours can express.
+_RUNTIME_CHECKS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
+    "FlowMatchEulerDiscreteScheduler": _flow_shift,
+}
