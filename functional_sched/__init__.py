@@ -12,9 +12,10 @@ from ._record import record
 from .dpm_solver import DPMSolverMultistep, DPMSolverState
 from .flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
 from .noise import randn_tensor
+from .unipc import UniPCMultistep, UniPCState
 
 #: Every scheduler of the core, by diffusers class: `scheduler_cls.diffusers_name` names the class it reproduces.
-SCHEDULERS = (FlowMatchEulerDiscrete, DPMSolverMultistep)
+SCHEDULERS = (FlowMatchEulerDiscrete, DPMSolverMultistep, UniPCMultistep)
 
 __all__ = [
     "SCHEDULERS",
@@ -23,6 +24,8 @@ __all__ = [
     "FlowMatchEulerDiscrete",
     "FlowMatchEulerState",
     "Plan",
+    "UniPCMultistep",
+    "UniPCState",
     "randn_tensor",
     "record",
 ]

@@ -30,6 +30,15 @@ def gather_rows(table: torch.Tensor, step_index: torch.Tensor) -> torch.Tensor:
     return table[torch.arange(step_index.shape[0], device=step_index.device), step_index]
 
 
+def select_block(row: torch.Tensor, offset: int, order: torch.Tensor, width: int, count: int) -> torch.Tensor:
+    """Each row's block of `width` coefficients for the order it uses: blocks of orders 1..count start at `offset`.
+
+    [R, C] x [R] -> [R, width]; a gather, so rows at different orders select in one call.
+    """
+    blocks = row[:, offset : offset + count * width].reshape(row.shape[0], count, width)
+    return blocks.gather(1, (order - 1).view(-1, 1, 1).expand(-1, 1, width)).squeeze(1)
+
+
 def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[R] values viewed as [R, 1, ..., 1] to broadcast against `like`, in `like`'s dtype.
 

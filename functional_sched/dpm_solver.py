@@ -18,7 +18,7 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
-from ._plan import Plan, divided, gather_rows, per_row, scaled
+from ._plan import Plan, divided, gather_rows, per_row, scaled, select_block
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -282,8 +282,7 @@ class DPMSolverMultistep(Scheduler):
         plan = state.plan
         row_coefficients = gather_rows(plan.coefficients, state.step_index)  # [R, C]
         order = torch.minimum(gather_rows(plan.orders, state.step_index), state.lower_order_nums + 1)
-        blocks = row_coefficients[:, CONVERSION:].reshape(-1, self.solver_order, BLOCK)
-        c = blocks.gather(1, (order - 1).view(-1, 1, 1).expand(-1, 1, BLOCK)).squeeze(1)  # [R, BLOCK]
+        c = select_block(row_coefficients, CONVERSION, order, BLOCK, self.solver_order)
 
         m0 = self._convert(model_output, sample, row_coefficients).to(state.history.dtype)
         history = torch.cat([state.history[1:], m0[None]])

@@ -1,0 +1,383 @@
+"""UniPC: diffusers' `UniPCMultistepScheduler` (Wan 2.1/2.2, and a common SD/SDXL choice).
+
+Each step first corrects the sample it is given with the new model output (UniC, from the previous step's
+predictor order), then predicts the next one (UniP). Both are the same planned linear combination:
+
+    x_next = a x - b m0 - g (r0 (m1 - m0) / k1 + r1 (m2 - m0) / k2 [+ r_last (m_new - m0)])
+
+with coefficients per (step, order) computed once, in diffusers' order of operations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import attrs
+import torch
+
+from . import _checks, _predictions, _validate, schedules
+from ._plan import Plan, divided, gather_rows, scaled, select_block
+from ._record import record
+from ._scheduler import Scheduler
+
+SOLVER_TYPES = ("bh1", "bh2")
+FINAL_SIGMAS = ("zero", "sigma_min")
+
+# Columns: the conversion of step i, whether step i corrects, then per order a predictor and a corrector block.
+ALPHA, SIGMA, RAW_SIGMA, CORRECTS = range(4)
+HEADER = 4
+A, B, G, RHO0, RHO1, RHO_LAST, K1, K2 = range(8)  # RHO_LAST: the corrector's weight of the new model output
+BLOCK = 8
+
+
+@record
+class UniPCState:
+    plan: Plan
+    step_index: torch.Tensor  # [R], int64
+    lower_order_nums: torch.Tensor  # [R], int64: steps taken, capped at solver_order (the warm-up)
+    history: torch.Tensor  # [solver_order, R, ...]: converted model outputs, newest last
+    last_sample: torch.Tensor  # [R, ...]: the (corrected) sample the last predictor started from
+    last_order: torch.Tensor  # [R], int64: the last predictor's order, which the corrector repeats
+    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+
+
+@attrs.frozen
+class UniPCMultistep(Scheduler):
+    """UniPC predictor-corrector multistep solver of orders 1-3 (B(h) = h or e^h - 1).
+
+    Implements Zhao et al. (2023), "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
+    Diffusion Models", with diffusers 0.42.1's options and schedule.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    trained_betas: tuple[float, ...] | None = attrs.field(default=None, converter=lambda v: _as_floats(v))
+    solver_order: int = 2
+    prediction_type: str = "epsilon"
+    thresholding: bool = False
+    dynamic_thresholding_ratio: float = 0.995
+    sample_max_value: float = 1.0
+    predict_x0: bool = True
+    solver_type: str = "bh2"
+    lower_order_final: bool = True
+    disable_corrector: tuple[int, ...] = attrs.field(default=(), converter=lambda v: tuple(int(i) for i in v))
+    use_karras_sigmas: bool = False
+    use_exponential_sigmas: bool = False
+    use_beta_sigmas: bool = False
+    use_flow_sigmas: bool = False
+    flow_shift: float = 1.0
+    timestep_spacing: str = "linspace"
+    steps_offset: int = 0
+    final_sigmas_type: str = "zero"
+    rescale_betas_zero_snr: bool = False
+    use_dynamic_shifting: bool = False
+    time_shift_type: str = "exponential"
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+    shift_terminal: float | None = None
+
+    state_type: ClassVar[type] = UniPCState
+    diffusers_name: ClassVar[str] = "UniPCMultistepScheduler"
+
+    def __attrs_post_init__(self) -> None:
+        owner = self.name
+        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
+        _validate.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
+        _validate.integer(owner, "steps_offset", self.steps_offset, minimum=0)
+        _validate.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
+        _validate.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
+        _validate.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
+        _validate.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
+        _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
+        for option in (
+            "thresholding",
+            "predict_x0",
+            "lower_order_final",
+            "use_karras_sigmas",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+            "use_flow_sigmas",
+            "rescale_betas_zero_snr",
+            "use_dynamic_shifting",
+        ):
+            _validate.flag(owner, option, getattr(self, option))
+        for option in ("beta_start", "beta_end", "flow_shift", "dynamic_thresholding_ratio", "sample_max_value"):
+            _validate.real(owner, option, getattr(self, option), positive=True)
+        for option in ("sigma_min", "sigma_max"):
+            if getattr(self, option) is not None:
+                _validate.real(owner, option, getattr(self, option), positive=True)
+        predictions = _predictions.DATA_PREDICTIONS if self.predict_x0 else _predictions.NOISE_PREDICTIONS
+        _validate.one_of(
+            f"{owner} with predict_x0={self.predict_x0}", "prediction_type", self.prediction_type, predictions
+        )
+        _validate.at_most_one(
+            owner,
+            use_karras_sigmas=self.use_karras_sigmas,
+            use_exponential_sigmas=self.use_exponential_sigmas,
+            use_beta_sigmas=self.use_beta_sigmas,
+        )
+        if self.final_sigmas_type == "zero" and (self.solver_type == "bh1" or not self.predict_x0):
+            raise ValueError(
+                f"{owner}: solver_type={self.solver_type!r} with predict_x0={self.predict_x0} and "
+                "final_sigmas_type='zero' makes B(h) infinite at the last step, and diffusers 0.42.1 returns NaN "
+                "there; use final_sigmas_type='sigma_min' (or solver_type='bh2' with predict_x0=True)."
+            )
+        if self.shift_terminal is not None:
+            if not self.use_flow_sigmas:
+                raise ValueError(f"{owner}: shift_terminal is only supported with use_flow_sigmas=True.")
+            _validate.real(owner, "shift_terminal", self.shift_terminal)
+
+    def _step_options(self) -> tuple[Any, ...]:
+        return (
+            self.solver_order,
+            self.prediction_type,
+            self.thresholding,
+            self.dynamic_thresholding_ratio,
+            self.sample_max_value,
+            self.predict_x0,
+        )
+
+    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return schedules.flow_alpha_sigma(sigma) if self.use_flow_sigmas else schedules.vp_alpha_sigma(sigma)
+
+    # ------------------------------------------------------------------------------------------------ plan
+    def _schedule(self, n: int | None, custom_sigmas: torch.Tensor | None, mu: float | None):
+        """Timesteps (int64) and sigmas (float32, with the final one) as diffusers' `set_timesteps` makes them."""
+        owner = self.name
+        if self.use_dynamic_shifting and mu is None:
+            raise ValueError(f"{owner}: use_dynamic_shifting=True needs mu; pass init(..., mu=...).")
+        if custom_sigmas is not None:
+            if not self.use_flow_sigmas:
+                raise ValueError(f"{owner}: custom sigmas need use_flow_sigmas=True (as in diffusers).")
+            n = len(custom_sigmas)
+        if not n:
+            raise ValueError(f"{owner}: give num_inference_steps or custom sigmas.")
+        train = self.num_train_timesteps
+        cumulative = schedules.alphas_cumprod(
+            schedules.betas(train, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas),
+            self.rescale_betas_zero_snr,
+        )
+        train_sigmas = schedules.vp_sigmas(cumulative)
+        timesteps = schedules.spaced_timesteps(self.timestep_spacing, n, train, self.steps_offset, train)
+        converted = self.use_karras_sigmas or self.use_exponential_sigmas or self.use_beta_sigmas
+        if converted:
+            base = custom_sigmas if custom_sigmas is not None else train_sigmas
+            log_sigmas = torch.log(base)
+            smallest = self.sigma_min if self.sigma_min is not None else base[0].item()
+            largest = self.sigma_max if self.sigma_max is not None else base[-1].item()
+            if self.use_karras_sigmas:
+                sigmas = schedules.karras_sigmas(smallest, largest, n)
+            elif self.use_exponential_sigmas:
+                sigmas = schedules.exponential_sigmas(smallest, largest, n)
+            else:
+                sigmas = schedules.beta_sigmas(smallest, largest, n)
+            if self.use_karras_sigmas and self.use_flow_sigmas:
+                sigmas = sigmas / (sigmas + 1)
+                timesteps = sigmas * train
+            else:
+                timesteps = schedules.sigma_to_t(sigmas, log_sigmas)
+                timesteps = timesteps.round() if self.use_karras_sigmas else timesteps
+            final = sigmas[-1]
+        elif self.use_flow_sigmas:
+            sigmas = custom_sigmas if custom_sigmas is not None else schedules.np_linspace(1, 1 / train, n + 1)[:-1]
+            if self.use_dynamic_shifting:
+                sigmas = schedules.time_shift(sigmas, mu, self.time_shift_type)
+            else:
+                sigmas = schedules.shift_sigmas(sigmas, self.flow_shift)
+            if self.shift_terminal:
+                sigmas = schedules.stretch_to_terminal(sigmas, self.shift_terminal)
+            if math.fabs(sigmas[0].item() - 1) < 1e-6:
+                sigmas = torch.cat([sigmas[:1] - 1e-6, sigmas[1:]])  # diffusers' eps: keeps log(sigma_t) finite
+            timesteps = sigmas * train
+            final = sigmas[-1]
+        else:
+            sigmas = train_sigmas[timesteps.clamp(0, train - 1)].to(torch.float64)  # np.interp at integers
+            final = train_sigmas[0]
+        final = final if self.final_sigmas_type == "sigma_min" else torch.zeros(())
+        sigmas = torch.cat([sigmas.to(torch.float32), final.reshape(1).to(torch.float32)])
+        return timesteps.to(torch.int64), sigmas
+
+    def _orders(self, n: int) -> torch.Tensor:
+        """The highest order each step may use (the warm-up is applied at step time)."""
+        if not self.lower_order_final:
+            return torch.full((n,), self.solver_order, dtype=torch.int64)
+        return torch.clamp(n - torch.arange(n), max=self.solver_order)
+
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        if timesteps is not None:
+            raise ValueError(f"{self.name}: custom timesteps are not supported (diffusers' set_timesteps takes none).")
+        timesteps, sigmas = self._schedule(num_inference_steps, sigmas, mu)
+        n = len(timesteps)
+        orders = self._orders(n)
+        return Plan(
+            timesteps=timesteps[None],
+            sigmas=sigmas.to(dtype)[None],
+            num_steps=torch.tensor([n]),
+            orders=orders[None],
+            coefficients=_coefficients(self, sigmas.to(dtype), orders)[None],
+        )
+
+    # ------------------------------------------------------------------------------------------------ step
+    def _start(
+        self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor
+    ) -> UniPCState:
+        return UniPCState(
+            plan=plan,
+            step_index=step_index,
+            lower_order_nums=torch.zeros_like(step_index),
+            history=sample.new_zeros((self.solver_order, *sample.shape)),
+            last_sample=torch.zeros_like(sample),
+            last_order=torch.ones_like(step_index),
+            fingerprint=fingerprint,
+        )
+
+    def step(
+        self, state: UniPCState, model_output: torch.Tensor, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, UniPCState]:
+        """Correct `sample` with `model_output`, then predict the next sample: `(prev_sample, new_state)`."""
+        if _checks.checking():
+            self._check(state, model_output, sample)
+        plan = state.plan
+        row = gather_rows(plan.coefficients, state.step_index)  # [R, C]
+        m_new = self._convert(model_output, sample, row).to(sample.dtype)
+
+        corrector = select_block(row, HEADER + self.solver_order * BLOCK, state.last_order, BLOCK, self.solver_order)
+        corrects = (row[:, CORRECTS] > 0) & (state.lower_order_nums > 0)
+        corrected = self._update(corrector, state.last_sample, state.history, m_new)
+        sample = torch.where(corrects.view(-1, *([1] * (sample.dim() - 1))), corrected, sample)
+
+        history = torch.cat([state.history[1:], m_new[None]])
+        order = torch.minimum(gather_rows(plan.orders, state.step_index), state.lower_order_nums + 1)
+        predictor = select_block(row, HEADER, order, BLOCK, self.solver_order)
+        prev_sample = self._update(predictor, sample, history, None)
+        new_state = state.replace(
+            step_index=state.step_index + 1,
+            lower_order_nums=torch.clamp(state.lower_order_nums + 1, max=self.solver_order),
+            history=history,
+            last_sample=sample,
+            last_order=order,
+        )
+        return prev_sample, new_state
+
+    def _update(
+        self, c: torch.Tensor, x: torch.Tensor, history: torch.Tensor, m_new: torch.Tensor | None
+    ) -> torch.Tensor:
+        """`a x - b m0 - g residual`: UniP when `m_new` is None (m0 is the newest output), else UniC."""
+        m0 = history[-1]
+        base = scaled(c[:, A], x) - scaled(c[:, B], m0)
+        if self.solver_order >= 2:
+            d1 = divided(history[-2] - m0, c[:, K1])
+            if self.solver_order == 3:
+                residual = _weighted_sum(c[:, RHO0], d1, c[:, RHO1], divided(history[-3] - m0, c[:, K2]))
+            else:
+                residual = scaled(c[:, RHO0], d1)
+            if m_new is not None:
+                residual = residual + scaled(c[:, RHO_LAST], m_new - m0)
+        else:
+            residual = scaled(c[:, RHO_LAST], m_new - m0) if m_new is not None else torch.zeros_like(m0)
+        return base - scaled(c[:, G], residual)
+
+    def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """diffusers' `convert_model_output`: x0 with `predict_x0`, else epsilon."""
+        alpha, sigma, raw_sigma = row[:, ALPHA], row[:, SIGMA], row[:, RAW_SIGMA]
+        if self.predict_x0:
+            x0 = _predictions.to_data(self.prediction_type, model_output, sample, alpha, sigma, raw_sigma)
+            if self.thresholding:
+                x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+            return x0
+        return _predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
+
+    def _check(self, state: UniPCState, model_output: torch.Tensor, sample: torch.Tensor) -> None:
+        owner = self.name
+        _checks.check_state(owner, state, UniPCState, self.fingerprint)
+        rows, device = state.step_index.shape[0], state.step_index.device
+        _checks.check_rows(owner, "sample", sample, rows, device)
+        _checks.check_rows(owner, "model_output", model_output, rows, device)
+        _checks.check_sample_matches_state(owner, sample, state.history.shape[1:], state.history.dtype)
+        _checks.check_like(owner, "model_output", model_output, sample, "sample")
+
+
+def _weighted_sum(w0: torch.Tensor, d0: torch.Tensor, w1: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
+    """`w0 d0 + w1 d1` rounded as diffusers' `einsum("k,bk...")` rounds it: once, from float32, for half types."""
+    if d0.dtype in (torch.float32, torch.float64):
+        return scaled(w0, d0) + scaled(w1, d1)
+    w0, w1 = w0.to(d0.dtype).float(), w1.to(d1.dtype).float()  # the weights are cast to the sample's dtype first
+    return (scaled(w0, d0.float()) + scaled(w1, d1.float())).to(d0.dtype)
+
+
+def _as_floats(values: Any) -> tuple[float, ...] | None:
+    return _validate.floats("UniPCMultistep", "trained_betas", values)
+
+
+def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+    """The [N, HEADER + 2 * order * BLOCK] table; each scalar formed as diffusers forms it in `step`."""
+    n, max_order = len(sigmas) - 1, scheduler.solver_order
+    alpha, sigma = scheduler._alpha_sigma(sigmas)
+    lam = torch.log(alpha) - torch.log(sigma)
+    index = torch.arange(n)
+    t, s0 = index + 1, index
+    h = lam[t] - lam[s0]
+    # k1, k2: the ratios r_k = (lambda_{s_k} - lambda_{s0}) / h of the two steps before; 1 where there are none.
+    ratios = [(lam[(index - k).clamp(min=0)] - lam[s0]) / h for k in (1, 2)]
+    hh = -h if scheduler.predict_x0 else h
+    h_phi_1 = torch.expm1(hh)
+    b_h = hh if scheduler.solver_type == "bh1" else torch.expm1(hh)
+    alpha_t, sigma_t = alpha[t], sigma[t]
+    if scheduler.predict_x0:
+        a, b, g = sigma_t / sigma[s0], alpha_t * h_phi_1, alpha_t * b_h
+    else:
+        a, b, g = alpha_t / alpha[s0], sigma_t * h_phi_1, sigma_t * b_h
+    # b_j = j! h phi_j(hh) / B(h), j = 1..order (UniPC, eq. 8), by diffusers' recurrence.
+    weights, h_phi_k, factorial = [], h_phi_1 / hh - 1, 1
+    for j in range(1, max_order + 1):
+        weights.append(h_phi_k * factorial / b_h)
+        factorial *= j + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    one, zero = torch.ones_like(h), torch.zeros_like(h)
+
+    def block(rho0, rho1, rho_last, k1, k2):
+        return torch.stack([a, b, g, rho0, rho1, rho_last, k1, k2], dim=-1)
+
+    def solve(size: int, last_ratio_is_one: bool) -> torch.Tensor:
+        """diffusers' rhos: solve R rho = b, R_jk = r_k^j, with r = (r_1, ..., 1); identity where unusable."""
+        columns = [*ratios[: size - 1], one] if last_ratio_is_one else ratios[:size]
+        matrix = torch.stack([torch.stack([torch.pow(r, j) for r in columns], dim=-1) for j in range(size)], dim=-2)
+        usable = torch.minimum(orders, index + 1) >= (size if last_ratio_is_one else size + 1)
+        matrix = torch.where(usable[:, None, None], matrix, torch.eye(size, dtype=matrix.dtype))
+        return torch.linalg.solve(matrix, torch.stack(weights[:size], dim=-1))
+
+    half = torch.full_like(h, 0.5)
+    ones_k = [torch.where(torch.isfinite(r) & (r != 0), r, one) for r in ratios]
+    predictor = [block(zero, zero, zero, one, one), block(half, zero, zero, ones_k[0], one)]
+    corrector = [block(zero, zero, half, one, one)]
+    if max_order >= 2:
+        rho = solve(2, last_ratio_is_one=True)
+        corrector.append(block(rho[:, 0], zero, rho[:, 1], ones_k[0], one))
+    if max_order >= 3:
+        rho = solve(2, last_ratio_is_one=False)
+        predictor.append(block(rho[:, 0], rho[:, 1], zero, ones_k[0], ones_k[1]))
+        rho = solve(3, last_ratio_is_one=True)
+        corrector.append(block(rho[:, 0], rho[:, 1], rho[:, 2], ones_k[0], ones_k[1]))
+    predictor_table = _only_usable(torch.stack(predictor[:max_order], dim=1), torch.minimum(orders, index + 1))
+    corrector_table = _only_usable(torch.stack(corrector[:max_order], dim=1), torch.minimum(orders, index + 1))
+    # The corrector of step i repeats the predictor of step i - 1 (same sigmas), with its own weights.
+    corrector_table = torch.cat([torch.zeros_like(corrector_table[:1]), corrector_table[:-1]])
+    corrects = torch.tensor([i > 0 and (i - 1) not in scheduler.disable_corrector for i in range(n)])
+    header = torch.stack([alpha[:n], sigma[:n], sigmas[:n], corrects.to(sigmas.dtype)], dim=-1)
+    return torch.cat([header, predictor_table.reshape(n, -1), corrector_table.reshape(n, -1)], dim=-1)
+
+
+def _only_usable(table: torch.Tensor, highest: torch.Tensor) -> torch.Tensor:
+    """Zero the blocks of orders a step can never use; they may hold inf or nan from the final sigma."""
+    usable = torch.arange(1, table.shape[1] + 1)[None, :] <= highest[:, None]
+    return torch.where(usable[..., None], table, torch.zeros_like(table))
