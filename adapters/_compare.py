@@ -85,9 +85,9 @@ class Run:
     def step_ours(
         self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, Any]:
-        noise = None
-        if generator is not None:
-            noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+        if generator is None:
+            return self.ours.step(state, model_output, sample)
+        noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
         return self.ours.step(state, model_output, sample, noise=noise)
 
     # ------------------------------------------------------------------------------------------------ parity

@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
         "--shape", type=_shape, help="latent shape, rows first (default 1x4x64x64; 1x16x128x128 on cuda)"
     )
     parser.add_argument("--steps", type=_positive, default=25, help="inference steps (default 25)")
-    parser.add_argument("--repeats", type=_positive, default=10, help="timed loops per side (default 10)")
+    parser.add_argument("--repeats", type=_positive, default=20, help="timed loops per side (default 20)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows and the setup to PATH as JSON")
     return parser
 

@@ -1,0 +1,186 @@
+"""functional_sched.adapters: `from_diffusers` maps configs faithfully or refuses clearly; the report passes."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from typing import Any
+
+import attrs
+import diffusers
+import numpy as np
+import pytest
+import torch
+from functional_sched.adapters import from_diffusers, to_diffusers_config
+from functional_sched.adapters.report import GRID, cases, main
+
+import functional_sched as fs
+
+AVAILABLE = {scheduler.diffusers_name: scheduler for scheduler in fs.SCHEDULERS}
+needs = {
+    name: pytest.mark.skipif(name not in AVAILABLE, reason=f"{name} not in functional_sched.SCHEDULERS yet")
+    for name in ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+}
+
+
+def _fields(scheduler: Any) -> dict[str, Any]:
+    return {field.name: getattr(scheduler, field.name) for field in attrs.fields(type(scheduler)) if field.init}
+
+
+def _assert_mirrors(ours: Any, reference: Any) -> None:
+    """Every field of ours equals diffusers' config value of the same name (lists as tuples)."""
+    for name, value in _fields(ours).items():
+        expected = reference.config[name]
+        expected = tuple(expected) if isinstance(expected, list) else expected
+        assert value == expected or (math.isnan(value) and math.isnan(expected)), name
+
+
+@pytest.mark.parametrize("case", cases(), ids=lambda case: case.label)
+def test_grid_configs_round_trip(case):
+    reference = getattr(diffusers, case.diffusers_name)(**case.config)
+    ours = from_diffusers(reference)
+    assert type(ours) is AVAILABLE[case.diffusers_name]
+    _assert_mirrors(ours, reference)
+    rebuilt = getattr(diffusers, ours.diffusers_name).from_config(to_diffusers_config(ours))
+    assert from_diffusers(rebuilt) == ours
+
+
+def test_grid_covers_every_flow_match_pipeline():
+    assert {case.label for case in cases() if case.diffusers_name == "FlowMatchEulerDiscreteScheduler"} >= {
+        "SD3",
+        "Flux.1-dev 1024px",
+        "Qwen-Image 1328px",
+    }
+
+
+@pytest.mark.parametrize("scheduler_class", fs.SCHEDULERS, ids=lambda cls: cls.__name__)
+def test_default_configs_round_trip(scheduler_class):
+    reference = getattr(diffusers, scheduler_class.diffusers_name)()
+    ours = from_diffusers(reference)
+    _assert_mirrors(ours, reference)
+    assert ours == scheduler_class(), "our defaults differ from diffusers' defaults"
+
+
+def test_numpy_values_become_python():
+    reference = diffusers.FlowMatchEulerDiscreteScheduler(shift=np.float32(3.0), num_train_timesteps=np.int64(1000))
+    ours = from_diffusers(reference)
+    assert type(ours.shift) is float and ours.shift == 3.0
+    assert type(ours.num_train_timesteps) is int
+
+
+def test_invalid_value_is_rejected_by_our_constructor():
+    with pytest.raises(ValueError, match="shift"):
+        from_diffusers(diffusers.FlowMatchEulerDiscreteScheduler(shift=-1.0))
+
+
+def test_unknown_class_names_it_and_lists_the_supported():
+    class MadeUpScheduler:
+        config: dict[str, Any] = {}  # noqa: RUF012
+
+    with pytest.raises(NotImplementedError, match="MadeUpScheduler") as error:
+        from_diffusers(MadeUpScheduler())
+    for scheduler_class in fs.SCHEDULERS:
+        assert scheduler_class.diffusers_name in str(error.value)
+
+
+def _impostor(**config: Any) -> Any:
+    """A stand-in for a diffusers FlowMatchEulerDiscreteScheduler whose class has one more option, `exotic`."""
+    real = diffusers.FlowMatchEulerDiscreteScheduler
+    exotic = inspect.Parameter("exotic", inspect.Parameter.KEYWORD_ONLY, default="off")
+
+    class FlowMatchEulerDiscreteScheduler:
+        shift = 1.0
+
+        def __init__(self, config: dict[str, Any]) -> None:
+            self.config = config
+
+    FlowMatchEulerDiscreteScheduler.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*inspect.signature(real.__init__).parameters.values(), exotic]
+    )
+    return FlowMatchEulerDiscreteScheduler({**real().config, **config})
+
+
+def test_unsupported_option_names_option_and_value():
+    with pytest.raises(NotImplementedError, match=r"FlowMatchEulerDiscreteScheduler option exotic='on'"):
+        from_diffusers(_impostor(exotic="on"))
+
+
+def test_unsupported_option_at_its_default_is_ignored():
+    assert from_diffusers(_impostor(exotic="off")) == fs.FlowMatchEulerDiscrete()
+
+
+def test_private_and_foreign_keys_are_ignored():
+    # A config carried over from another class (SD 1.5's PNDM `skip_prk_steps`) and diffusers' bookkeeping keys.
+    assert from_diffusers(_impostor(_class_name="x", skip_prk_steps=True)) == fs.FlowMatchEulerDiscrete()
+
+
+def test_set_shift_is_refused_rather_than_silently_different():
+    reference = diffusers.FlowMatchEulerDiscreteScheduler(shift=1.0)
+    reference.set_shift(3.0)
+    with pytest.raises(NotImplementedError, match="set_shift"):
+        from_diffusers(reference)
+    reference.set_shift(1.0)
+    assert from_diffusers(reference).shift == 1.0
+
+
+def test_set_shift_is_harmless_with_dynamic_shifting():
+    reference = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+    reference.set_shift(3.0)
+    assert from_diffusers(reference) == fs.FlowMatchEulerDiscrete(use_dynamic_shifting=True)
+
+
+@needs["DPMSolverMultistepScheduler"]
+def test_dpm_set_timesteps_mu_rewrites_flow_shift():
+    reference = diffusers.DPMSolverMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True
+    )
+    reference.set_timesteps(10, mu=1.0)
+    assert reference.config["flow_shift"] == 1.0  # the dict keeps the old value; diffusers reads the attribute
+    ours = from_diffusers(reference)
+    assert ours.flow_shift == pytest.approx(math.e) and type(ours.flow_shift) is float
+    reference.set_timesteps(10)
+    state = ours.init(10, sample=torch.zeros(1, 4))
+    assert torch.equal(ours.timesteps(state), reference.timesteps)
+
+
+@needs["DPMSolverMultistepScheduler"]
+def test_dpm_from_an_sd15_pndm_config():
+    pndm = diffusers.PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    reference = diffusers.DPMSolverMultistepScheduler.from_config(pndm.config)
+    assert "skip_prk_steps" in reference.config
+    _assert_mirrors(from_diffusers(reference), reference)
+
+
+@needs["UniPCMultistepScheduler"]
+def test_unipc_solver_p_is_unsupported():
+    reference = diffusers.UniPCMultistepScheduler(solver_p=diffusers.DPMSolverMultistepScheduler())
+    with pytest.raises(
+        NotImplementedError, match="UniPCMultistepScheduler option solver_p=<DPMSolverMultistepScheduler>"
+    ):
+        from_diffusers(reference)
+
+
+@needs["UniPCMultistepScheduler"]
+def test_unipc_instance_copies_win_over_config():
+    reference = diffusers.UniPCMultistepScheduler(disable_corrector=[0])
+    assert from_diffusers(reference).disable_corrector == (0,)
+    reference.disable_corrector = [0, 1]  # what diffusers' step reads
+    assert from_diffusers(reference).disable_corrector == (0, 1)
+
+
+def test_report_passes_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "report.json"
+    assert main(["--steps", "4", "--repeats", "1", "--device", "cpu", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["case"] for row in rows] == [case.label for case in cases()]
+    assert all(row["passed"] and row["table_equal"] and row["worst_error"] <= 1e-5 for row in rows)
+    printed = capsys.readouterr().out
+    assert "PASS" in printed and "FAIL" not in printed
+
+
+def test_grid_names_real_diffusers_classes():
+    for case in GRID:
+        assert hasattr(diffusers, case.diffusers_name), case.diffusers_name
