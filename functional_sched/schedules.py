@@ -185,6 +185,11 @@ def time_shift(sigmas: torch.Tensor, mu: float, kind: str) -> torch.Tensor:
 def stretch_to_terminal(sigmas: torch.Tensor, shift_terminal: float) -> torch.Tensor:
     """Stretch a shifted schedule so it ends at `shift_terminal` (LTX-Video's `rf.py`)."""
     one_minus = 1 - sigmas
+    if one_minus[-1].item() == 0:
+        raise ValueError(
+            "shift_terminal cannot stretch a schedule whose last sigma is 1 (e.g. a single step from pure noise; "
+            "diffusers returns NaN timesteps there); use more steps or leave shift_terminal unset."
+        )
     scale = one_minus[-1] / (1 - shift_terminal)
     return 1 - (one_minus / scale)
 
