@@ -10,8 +10,6 @@ from typing import Any
 
 import torch
 
-from ._plan import Plan
-
 
 def fingerprint(owner: str, behaviour: tuple[Any, ...]) -> int:
     """A stable id of the options a step branches on; states remember the one they were built for."""
@@ -29,20 +27,20 @@ def check_state(owner: str, state: Any, state_type: type, expected_fingerprint: 
             f"{owner}.step got a {type(state).__name__}, not a {state_type.__name__}: "
             f"pass the state returned by this scheduler's init() or step()."
         )
-    plan: Plan = state.plan
-    num_steps = plan.num_steps if plan.num_steps.shape[0] > 1 else plan.num_steps.expand_as(state.step_index)
-    finished = state.step_index >= num_steps
-    found, any_finished = torch.stack([state.fingerprint, finished.any().long()]).tolist()
+    found = int(state.fingerprint)
     if found != expected_fingerprint:
         raise ValueError(
             f"{owner}: this state was built by a {owner} with different step options "
             f"(fingerprint {found}, this scheduler's is {expected_fingerprint}); "
             "step a state with the scheduler object (or an equal config) that created it."
         )
-    if any_finished:
+    num_steps = state.plan.num_steps
+    finished = state.step_index >= (num_steps[0] if num_steps.shape[0] == 1 else num_steps)
+    if bool(finished.any()):
         rows = finished.nonzero().flatten().tolist()
+        total = int(num_steps[0] if num_steps.shape[0] == 1 else num_steps[rows[0]])
         raise IndexError(
-            f"{owner}: row(s) {rows} already took all {num_steps[rows[0]].item()} steps of their schedule; "
+            f"{owner}: row(s) {rows} already took all {total} steps of their schedule; "
             "stop the loop after len(sched.timesteps(state)) steps, or init a new state."
         )
 

@@ -15,6 +15,7 @@ import torch
 import torch.utils._pytree as pytree
 
 RecordT = TypeVar("RecordT")
+_KEEP = object()  # "this field is not replaced"
 
 
 def record(cls: type[RecordT]) -> type[RecordT]:
@@ -30,7 +31,13 @@ def record(cls: type[RecordT]) -> type[RecordT]:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[misc]
     cls.__repr__ = _repr  # type: ignore[method-assign]
-    cls.replace = _replace  # type: ignore[attr-defined]
+    replace_source = f"def replace(self, *, {', '.join(f'{name}=_KEEP' for name in names)}):\n" + (
+        f"    return _cls({', '.join(f'{name}=self.{name} if {name} is _KEEP else {name}' for name in names)})\n"
+    )
+    namespace = {"_KEEP": _KEEP, "_cls": cls}
+    exec(replace_source, namespace)
+    namespace["replace"].__doc__ = "A copy with some fields replaced (traceable, unlike `attrs.evolve`)."
+    cls.replace = namespace["replace"]  # type: ignore[attr-defined]
 
     def flatten(value: Any) -> tuple[list[Any], None]:
         return [getattr(value, name) for name in names], None
@@ -54,14 +61,6 @@ def record(cls: type[RecordT]) -> type[RecordT]:
 def fields(value: Any) -> tuple[str, ...]:
     """The field names of a record, in declaration order."""
     return tuple(field.name for field in attrs.fields(type(value)))
-
-
-def _replace(self: RecordT, **changes: Any) -> RecordT:
-    """A copy with some fields replaced (traceable, unlike `attrs.evolve`)."""
-    values = {name: changes.pop(name, getattr(self, name)) for name in fields(self)}
-    if changes:
-        raise TypeError(f"{type(self).__name__} has no field(s) {sorted(changes)}; fields are {list(values)}")
-    return type(self)(**values)
 
 
 def _describe(value: Any) -> str:
