@@ -117,48 +117,45 @@ class Run:
         return Parity(table_equal, worst / scale, identical, len(timesteps)), reference_outputs, our_outputs
 
     # ------------------------------------------------------------------------------------------------ timing
-    def time_reference(self, model_outputs: list[torch.Tensor], repeats: int) -> float:
-        """Median seconds per `step` call of diffusers over `repeats` full loops replaying `model_outputs`."""
+    def reference_loop(self, model_outputs: list[torch.Tensor]) -> Callable[[], None]:
+        """diffusers' loop, set up (untimed) and ready to run: one `step` per recorded model output."""
+        timesteps = list(self.start_reference())
+        generator = self.noise_source()
 
-        def loop() -> Callable[[], None]:
-            timesteps = list(self.start_reference())
-            generator = self.noise_source()
+        def run() -> None:
+            sample = self.sample
+            for t, model_output in zip(timesteps, model_outputs, strict=True):
+                sample = self.step_reference(model_output, t, sample, generator)
 
-            def run() -> None:
-                sample = self.sample
-                for t, model_output in zip(timesteps, model_outputs, strict=True):
-                    sample = self.step_reference(model_output, t, sample, generator)
+        return run
 
-            return run
+    def our_loop(self, model_outputs: list[torch.Tensor]) -> Callable[[], None]:
+        """Our loop, set up (untimed) and ready to run: one `step` per recorded model output."""
+        state = self.start_ours()
+        generator = self.noise_source()
 
-        return _median_per_step(loop, len(model_outputs), repeats, self.sample.device)
+        def run() -> None:
+            sample, loop_state = self.sample, state
+            for model_output in model_outputs:
+                sample, loop_state = self.step_ours(loop_state, model_output, sample, generator)
 
-    def time_ours(self, model_outputs: list[torch.Tensor], repeats: int) -> float:
-        """Median seconds per `step` call of ours over `repeats` full loops replaying `model_outputs`."""
+        return run
 
-        def loop() -> Callable[[], None]:
-            state = self.start_ours()
-            generator = self.noise_source()
+    def time_steps(
+        self, reference_outputs: list[torch.Tensor], our_outputs: list[torch.Tensor], repeats: int
+    ) -> tuple[float, float]:
+        """Median seconds per `step` call of diffusers and of ours, over `repeats` loops each after a warm-up one.
 
-            def run() -> None:
-                sample, loop_state = self.sample, state
-                for model_output in model_outputs:
-                    sample, loop_state = self.step_ours(loop_state, model_output, sample, generator)
-
-            return run
-
-        return _median_per_step(loop, len(model_outputs), repeats, self.sample.device)
-
-
-def _median_per_step(loop: Callable[[], Callable[[], None]], steps: int, repeats: int, device: torch.device) -> float:
-    """Set a loop up (untimed), run it (timed), `repeats` times after one warm-up run; median seconds per step."""
-    times = []
-    for repeat in range(repeats + 1):
-        run = loop()
-        elapsed = _timed(run, device)
-        if repeat:
-            times.append(elapsed / steps)
-    return statistics.median(times)
+        The two sides' loops alternate, so both see the same machine load.
+        """
+        sides = ((self.reference_loop, reference_outputs), (self.our_loop, our_outputs))
+        times: tuple[list[float], list[float]] = ([], [])
+        for repeat in range(repeats + 1):
+            for (make_loop, model_outputs), side_times in zip(sides, times, strict=True):
+                elapsed = _timed(make_loop(model_outputs), self.sample.device)
+                if repeat:
+                    side_times.append(elapsed / len(model_outputs))
+        return statistics.median(times[0]), statistics.median(times[1])
 
 
 def _timed(run: Callable[[], None], device: torch.device) -> float:

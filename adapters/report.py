@@ -34,8 +34,8 @@ def measure(case: Case, steps: int, shape: tuple[int, ...], device: torch.device
     """One row of the report: parity of a full loop, then median eager microseconds per step of each side."""
     run = Run.prepare(case, steps, shape, device)
     parity, reference_outputs, our_outputs = run.parity()
-    reference_us = run.time_reference(reference_outputs, repeats) * 1e6
-    ours_us = run.time_ours(our_outputs, repeats) * 1e6
+    reference_seconds, our_seconds = run.time_steps(reference_outputs, our_outputs, repeats)
+    reference_us, ours_us = reference_seconds * 1e6, our_seconds * 1e6
     return {
         "scheduler": case.diffusers_name,
         "case": case.label,
