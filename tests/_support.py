@@ -71,6 +71,7 @@ class ParityResult:
 
     errors: list[float]
     identical: list[bool]
+    timestep_agrees: list[bool]  # our `timestep(state)` equals diffusers' t on every row, before each step
     ours_samples: list[torch.Tensor]
     ref_samples: list[torch.Tensor]
     ours_timesteps: torch.Tensor
@@ -139,14 +140,14 @@ def parity_run(
 
     step_kwargs = {"generator": g_diff} if stochastic else {}  # UniPC's step takes no generator
 
-    errors, identical, ours_samples, ref_samples = [], [], [], []
+    errors, identical, timestep_agrees, ours_samples, ref_samples = [], [], [], [], []
     for t in ref_timesteps[start:]:
+        our_timestep = functional_scheduler.timestep(state)
+        timestep_agrees.append(our_timestep.dtype == t.dtype and torch.equal(our_timestep, t.expand(shape[0])))
         ref_output = toy_model(scale_input(ref, t), t)
         ref = diffusers_scheduler.step(ref_output, t, ref, return_dict=False, **step_kwargs)[0]
 
-        our_output = toy_model(
-            functional_scheduler.scale_model_input(state, ours), functional_scheduler.timestep(state)
-        )
+        our_output = toy_model(functional_scheduler.scale_model_input(state, ours), our_timestep)
         noise = {"noise": step_noise(ours.shape, g_ours)} if stochastic else {}  # UniPC's step takes no noise
         ours, state = functional_scheduler.step(state, our_output, ours, **noise)
 
@@ -161,6 +162,7 @@ def parity_run(
     return ParityResult(
         errors=errors,
         identical=identical,
+        timestep_agrees=timestep_agrees,
         ours_samples=ours_samples,
         ref_samples=ref_samples,
         ours_timesteps=ours_timesteps,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
+import diffusers
 import pytest
 import torch
 import torch._dynamo.testing
@@ -62,7 +63,8 @@ def test_registry_covers_every_scheduler() -> None:
     registered = {case.functional_cls for case in ALL_CASES}
     assert set(fs.SCHEDULERS) <= registered
     assert {case.functional_cls for case in ALL_CASES if case.inductor} == registered
-    assert all(cls.diffusers_name == case.diffusers_cls.__name__ for case in ALL_CASES for cls in [case.functional_cls])
+    for cls in fs.SCHEDULERS:
+        assert issubclass(getattr(diffusers, cls.diffusers_name), diffusers.SchedulerMixin), cls.diffusers_name
 
 
 @pytest.mark.parametrize("case", FACTORIES)
@@ -73,6 +75,7 @@ def test_parity_with_diffusers(case: Case) -> None:
     assert result.ours_timesteps.dtype == result.ref_timesteps.dtype
     assert torch.equal(result.ours_sigmas, result.ref_sigmas)
     assert result.steps == case.steps
+    assert all(result.timestep_agrees)
     assert result.max_error <= 1e-5, result.first_difference()
     assert all(result.identical), result.first_difference()
 
@@ -313,6 +316,22 @@ def test_error_tensor_on_another_device(case: Case, what: str) -> None:
     arguments[what] = arguments[what].to("meta")
     with pytest.raises(ValueError, match=rf"{what} is on meta, but the state is on cpu"):
         sched.step(state, **arguments)
+
+
+HISTORY = [
+    pytest.param(case, id=case.id)
+    for case in ALL_CASES
+    if "history" in attrs.fields_dict(case.functional_cls.state_type)
+]
+
+
+@pytest.mark.parametrize("case", HISTORY)
+def test_error_sample_of_another_dtype_than_the_history(case: Case) -> None:
+    """Multistep states keep a history in the sample's dtype; a sample of another dtype is refused, not mixed in."""
+    sched, state, sample, inputs = one_step_inputs(case)
+    inputs = {key: value.to(torch.bfloat16) if key == "model_output" else value for key, value in inputs.items()}
+    with pytest.raises(ValueError, match=r"the sample is \(2, 4, 8, 8\) torch.bfloat16, but this state was built for"):
+        sched.step(state, sample=sample.to(torch.bfloat16), **inputs)
 
 
 @functools.cache

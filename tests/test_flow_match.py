@@ -30,6 +30,7 @@ def assert_parity(result: Any, *, exact: bool = True) -> None:
     assert result.ours_sigmas.dtype == result.ref_sigmas.dtype
     assert torch.equal(result.ours_sigmas, result.ref_sigmas), (result.ours_sigmas, result.ref_sigmas)
     assert result.steps > 0
+    assert all(result.timestep_agrees)
     assert result.max_error <= FLOAT32_TOLERANCE, result.first_difference()
     assert result.num_identical > result.steps // 2, result.first_difference()
     if exact:
