@@ -65,13 +65,13 @@ def beta_quantile(q: float, a: float, b: float) -> float:
         else:
             high = middle
     x = 0.5 * (low + high)
-    for _ in range(8):
+    for _ in range(8):  # the bracket is only ~1e-12 wide, so Newton may step just outside it: allow (0, 1)
         density = math.exp(_log_front(x, a, b) - math.log(x) - math.log1p(-x))
         step = (regularized_incomplete_beta(x, a, b) - q) / density
         candidate = x - step
-        if not low <= candidate <= high:
+        if not 0.0 < candidate < 1.0:
             break
         x = candidate
-        if abs(step) <= 1e-17 * max(x, 1e-300):
+        if abs(step) <= 1e-17 * x:
             break
     return x

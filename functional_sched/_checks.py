@@ -24,7 +24,7 @@ def check_state(owner: str, state: Any, state_type: type, expected_fingerprint: 
     """The state's type, the options it was built for, and that no row is past its last step (one host sync)."""
     if not isinstance(state, state_type):
         raise TypeError(
-            f"{owner}.step got a {type(state).__name__}, not a {state_type.__name__}: "
+            f"{owner} got a {type(state).__name__}, not a {state_type.__name__}: "
             f"pass the state returned by this scheduler's init() or step()."
         )
     found = int(state.fingerprint)

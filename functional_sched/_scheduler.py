@@ -141,6 +141,8 @@ class Scheduler:
 
     def timestep(self, state: Any) -> torch.Tensor:
         """The current timestep of each row, [R] (what the model is conditioned on)."""
+        if _checks.checking():
+            _checks.check_state(self.name, state, self.state_type, self.fingerprint)
         return gather_rows(state.plan.timesteps, state.step_index)
 
     def init_noise_sigma(self, state: Any) -> torch.Tensor:

@@ -139,8 +139,9 @@ def sigma_to_t(sigmas: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
     log_sigma = torch.log(torch.clamp(sigmas.to(F64), min=1e-10))
     distances = log_sigma[None, :] - log_sigmas.to(F64)[:, None]
     low = torch.cumsum(distances >= 0, dim=0).argmax(dim=0).clamp(max=log_sigmas.shape[0] - 2)
-    low_value, high_value = log_sigmas[low].to(F64), log_sigmas[low + 1].to(F64)
-    weight = ((low_value - log_sigma) / (low_value - high_value)).clamp(0, 1)
+    low_value, high_value = log_sigmas[low], log_sigmas[low + 1]
+    # numpy forms `low - high` in the table's dtype (float32 in diffusers), then divides in float64.
+    weight = ((low_value.to(F64) - log_sigma) / (low_value - high_value).to(F64)).clamp(0, 1)
     return (1 - weight) * low + weight * (low + 1)
 
 

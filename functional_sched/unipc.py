@@ -125,6 +125,12 @@ class UniPCMultistep(Scheduler):
                 "final_sigmas_type='zero' makes B(h) infinite at the last step, and diffusers 0.42.1 returns NaN "
                 "there; use final_sigmas_type='sigma_min' (or solver_type='bh2' with predict_x0=True)."
             )
+        if self.final_sigmas_type == "zero" and not self.lower_order_final and self.solver_order > 1:
+            raise ValueError(
+                f"{owner}: lower_order_final=False with final_sigmas_type='zero' runs the last step at order "
+                f"{self.solver_order} into sigma = 0, where the step ratios vanish and diffusers 0.42.1 returns inf; "
+                "keep lower_order_final=True or use final_sigmas_type='sigma_min'."
+            )
         if self.shift_terminal is not None:
             if not self.use_flow_sigmas:
                 raise ValueError(f"{owner}: shift_terminal is only supported with use_flow_sigmas=True.")
@@ -242,9 +248,17 @@ class UniPCMultistep(Scheduler):
         )
 
     def step(
-        self, state: UniPCState, model_output: torch.Tensor, sample: torch.Tensor
+        self,
+        state: UniPCState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, UniPCState]:
-        """Correct `sample` with `model_output`, then predict the next sample: `(prev_sample, new_state)`."""
+        """Correct `sample` with `model_output`, then predict the next sample: `(prev_sample, new_state)`.
+
+        UniPC is deterministic: `noise` is accepted, like every scheduler's step takes it, and not used.
+        """
         if _checks.checking():
             self._check(state, model_output, sample)
         plan = state.plan

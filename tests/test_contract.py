@@ -254,11 +254,12 @@ def test_rows_with_different_step_counts_step_as_alone(case: Case) -> None:
         states, samples = step_each(sched, states, samples, inputs)
         assert torch.equal(batch_sample, torch.cat(samples))
         assert same_state(batch_state, stack_states(sched, states, dims))
-    # The shortest request is done: stepping the batch again is refused for that row.
+    # The shortest request is done: asking for the batch's timesteps (or stepping it) is refused for that row.
     # (The padded plan still has an entry for row 2's index; a lone finished state has none.)
-    batch_inputs = step_inputs(sched, batch_state, batch_sample, generators[0])
     with pytest.raises(IndexError, match=rf"row\(s\) \[2\] already took all {counts[2]} steps"):
-        sched.step(batch_state, sample=batch_sample, **batch_inputs)
+        sched.timestep(batch_state)
+    with pytest.raises(IndexError, match=rf"row\(s\) \[2\] already took all {counts[2]} steps"):
+        sched.step(batch_state, sample=batch_sample, model_output=torch.zeros_like(batch_sample))
 
 
 @pytest.mark.parametrize("case", FACTORIES)
@@ -351,7 +352,7 @@ def test_error_state_from_another_scheduler(case: Case) -> None:
             foreign.append(start(other)[1])
             break
     for state in foreign:
-        with pytest.raises(TypeError, match=rf"{sched.name}\.step got a {type(state).__name__}, not a"):
+        with pytest.raises(TypeError, match=rf"{sched.name} got a {type(state).__name__}, not a"):
             sched.step(state, sample=sample, **inputs)
 
 
@@ -359,10 +360,10 @@ def test_error_state_from_another_scheduler(case: Case) -> None:
 def test_error_state_built_for_other_step_options(case: Case) -> None:
     assert case.other_step_options, "each config names a step option to change"
     other = case.scheduler(**case.other_step_options)
-    _, state, sample, _ = one_step_inputs(case)
-    inputs = step_inputs(other, state, sample, torch.Generator().manual_seed(6))
-    with pytest.raises(ValueError, match=r"this state was built by a \w+ with different step options"):
-        other.step(state, sample=sample, **inputs)
+    _, state, sample, inputs = one_step_inputs(case)
+    for refused in (lambda: other.timestep(state), lambda: other.step(state, sample=sample, **inputs)):
+        with pytest.raises(ValueError, match=r"this state was built by a \w+ with different step options"):
+            refused()
 
 
 @pytest.mark.parametrize("case", FACTORIES)
