@@ -125,7 +125,7 @@ def examples(draw: st.DrawFn) -> Example:
             values = draw(st.lists(st.floats(0.01, 1.0), min_size=1, max_size=30, unique=True))
             sigmas, steps = tuple(sorted(values, reverse=True)), None
     if config["final_sigmas_type"] == "zero" and config["solver_order"] > 1:
-        config["lower_order_final"] = True  # else the known mismatch of test_final_zero_sigma_at_full_order
+        config["lower_order_final"] = True  # else refused: test_final_zero_sigma_at_full_order
     return Example(config, steps=steps, sigmas=sigmas, mu=mu, seed=draw(st.integers(0, 3)))
 
 
@@ -147,7 +147,7 @@ OPTIONS = [
     {"predict_x0": False, "final_sigmas_type": "sigma_min", "prediction_type": "v_prediction"},
     {"prediction_type": "sample"},
     {"prediction_type": "v_prediction"},
-    {"lower_order_final": False, "final_sigmas_type": "sigma_min"},  # "zero": test_final_zero_sigma_at_full_order
+    {"lower_order_final": False, "final_sigmas_type": "sigma_min"},  # "zero" is refused: test_final_zero_sigma_...
     {"lower_order_final": False, "solver_order": 3, "final_sigmas_type": "sigma_min"},
     {"disable_corrector": [0]},
     {"disable_corrector": [0, 1, 2, 5], "solver_order": 3},
@@ -251,16 +251,13 @@ def test_zero_final_sigma_needs_bh2_and_predict_x0(config: dict[str, Any]) -> No
         UniPC(final_sigmas_type="zero", **config)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library mismatch: with final_sigmas_type='zero' and lower_order_final=False the last step runs at order "
-    ">= 2 into sigma = 0 (h = inf, r_k = 0); diffusers returns +-inf there, ours a finite sample (order 2) or a "
-    "LinAlgError from init (order 3, singular solve), instead of matching or refusing with a ValueError",
-)
 @pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("flow", [False, True], ids=["vp", "wan-flow"])
 def test_final_zero_sigma_at_full_order(order: int, flow: bool) -> None:
-    """Either refuse the config at construction (as for bh1 with a zero final sigma) or reproduce diffusers."""
+    """With final_sigmas_type="zero" and lower_order_final=False the last step runs at order >= 2 into sigma = 0,
+    where h = inf and the step ratios vanish: diffusers returns +-inf. Refused at construction, as for bh1 with a zero
+    final sigma, or else reproduced (an earlier version returned a finite sample at order 2 and raised LinAlgError
+    from `init` at order 3)."""
     config = {"solver_order": order, "lower_order_final": False, "final_sigmas_type": "zero"}
     if flow:
         config.update(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0)
