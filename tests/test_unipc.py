@@ -122,8 +122,9 @@ def examples(draw: st.DrawFn) -> Example:
             config.update(use_dynamic_shifting=True, time_shift_type=shift_type)
             mu = draw(st.sampled_from([0.5, 1.15, 2.0] if shift_type == "exponential" else [0.5, 3.0, 12.0]))
         if spacing == "flow_custom":
-            values = draw(st.lists(st.floats(0.01, 1.0), min_size=1, max_size=30, unique=True))
-            sigmas, steps = tuple(sorted(values, reverse=True)), None
+            # Distinct to 1e-3: diffusers moves a first sigma of 1 down by 1e-6, below a second one closer than that.
+            values = draw(st.lists(st.integers(10, 1000), min_size=1, max_size=30, unique=True))
+            sigmas, steps = tuple(value / 1000 for value in sorted(values, reverse=True)), None
     if config["final_sigmas_type"] == "zero" and config["solver_order"] > 1:
         config["lower_order_final"] = True  # else refused: test_final_zero_sigma_at_full_order
     return Example(config, steps=steps, sigmas=sigmas, mu=mu, seed=draw(st.integers(0, 3)))
