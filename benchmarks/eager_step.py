@@ -1,0 +1,123 @@
+"""Eager per-step time of the scheduler step alone (no model): diffusers 0.42.1 vs functional_sched.
+
+For each config of the report's grid (`functional_sched.adapters.report.GRID`) and each shape, both sides run full
+loops replaying the same toy model outputs; the figure is the median over loops of the time per `step` call.
+Prints a markdown table. `--profile LABEL` instead profiles one config (torch.profiler ops and cProfile's Python
+functions, by self time) on the first shape.
+
+    python benchmarks/eager_step.py                        # CPU: 1x4x64x64 and 1x16x128x128, 25 steps
+    python benchmarks/eager_step.py --profile "SD3"
+    python benchmarks/eager_step.py --no-checks            # diagnosis: our step without its eager input checks
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import datetime
+import io
+import pstats
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from unittest import mock
+
+import diffusers
+import torch
+from functional_sched.adapters._compare import Run
+from functional_sched.adapters.report import Case, cases, describe_device
+
+SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128))
+
+
+def table(shapes: Sequence[tuple[int, ...]], steps: int, repeats: int, device: torch.device, checks: bool) -> str:
+    lines = [
+        f"- device: {device.type}, {describe_device(device)} (`torch.get_num_threads()` = {torch.get_num_threads()})",
+        f"- torch {torch.__version__}, diffusers {diffusers.__version__}, float32, {steps} steps, "
+        f"median of {repeats} loops after one warm-up; our eager input checks "
+        + ("on (as shipped)" if checks else "OFF (diagnosis only)"),
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- command: `python {shlex.join(sys.argv)}`",
+        "",
+        "| scheduler | config | shape | diffusers us/step | ours us/step | ours / diffusers |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for shape in shapes:
+        for case in cases():
+            run = Run.prepare(case, steps, shape, device)
+            _, reference_outputs, our_outputs = run.parity()
+            reference_seconds, our_seconds = run.time_steps(reference_outputs, our_outputs, repeats)
+            reference_us, ours_us = reference_seconds * 1e6, our_seconds * 1e6
+            lines.append(
+                f"| {case.diffusers_name.removesuffix('Scheduler')} | {case.label} | {'x'.join(map(str, shape))} "
+                f"| {reference_us:.1f} | {ours_us:.1f} | {ours_us / reference_us:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def profile(case: Case, shape: tuple[int, ...], steps: int, repeats: int, device: torch.device) -> str:
+    """Top torch ops (one loop) and Python functions (`repeats` loops) by self time, for each side; setup excluded."""
+    run = Run.prepare(case, steps, shape, device)
+    _, reference_outputs, our_outputs = run.parity()
+    sides: dict[str, Callable[[], Callable[[], None]]] = {
+        "diffusers": lambda: run.reference_loop(reference_outputs),
+        "functional_sched": lambda: run.our_loop(our_outputs),
+    }
+    report = []
+    for name, make_loop in sides.items():
+        make_loop()()  # warm-up
+        loop = make_loop()
+        with torch.profiler.profile() as torch_profile:
+            loop()
+        python_profile = cProfile.Profile()
+        for _ in range(repeats):
+            loop = make_loop()
+            python_profile.runcall(loop)
+        stats = io.StringIO()
+        pstats.Stats(python_profile, stream=stats).sort_stats("tottime").print_stats(12)
+        ops = torch_profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+        report.append(f"## {name}: {case.label}, {'x'.join(map(str, shape))}\n{ops}\n{_trim(stats.getvalue())}")
+    return "\n".join(report)
+
+
+def _trim(pstats_text: str) -> str:
+    """pstats output from its column header on (drops the preamble of call counts and the sort order)."""
+    lines = pstats_text.splitlines()
+    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+    return "\n".join(line for line in lines[start:] if line.strip())
+
+
+@contextlib.contextmanager
+def eager_checks(enabled: bool) -> Iterator[None]:
+    """Our step's eager input checks on (as shipped) or off (as under torch.compile, where they are skipped)."""
+    if enabled:
+        yield
+        return
+    with mock.patch("functional_sched._checks.checking", return_value=False):
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--profile", metavar="LABEL", help="profile the config with this label instead")
+    parser.add_argument("--no-checks", action="store_true", help="time our step with its eager input checks off")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    diffusers.utils.logging.set_verbosity_error()
+    with eager_checks(not args.no_checks):
+        if args.profile:
+            matches = [case for case in cases() if case.label == args.profile]
+            if not matches:
+                parser.error(f"no config labelled {args.profile!r}; labels: {', '.join(c.label for c in cases())}")
+            print(profile(matches[0], SHAPES[0], args.steps, args.repeats, device))
+        else:
+            print(table(SHAPES, args.steps, args.repeats, device, not args.no_checks))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
