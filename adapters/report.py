@@ -31,14 +31,20 @@ TOLERANCE = 1e-5
 
 
 def measure(case: Case, steps: int, shape: tuple[int, ...], device: torch.device, repeats: int) -> dict[str, Any]:
-    """One row of the report: parity of a full loop, then median eager microseconds per step of each side."""
-    run = Run.prepare(case, steps, shape, device)
-    parity, reference_outputs, our_outputs = run.parity()
+    """One row of the report: parity of a full loop, then median eager microseconds per step of each side.
+
+    A config that functional_sched refuses (`from_diffusers` or `init` raising) is a failed row with the reason.
+    """
+    row: dict[str, Any] = {"scheduler": case.diffusers_name, "case": case.label}
+    try:
+        run = Run.prepare(case, steps, shape, device)
+        parity, reference_outputs, our_outputs = run.parity()
+    except (ValueError, NotImplementedError) as error:
+        return {**row, "steps": steps, "refused": str(error), "passed": False}
     reference_seconds, our_seconds = run.time_steps(reference_outputs, our_outputs, repeats)
     reference_us, ours_us = reference_seconds * 1e6, our_seconds * 1e6
     return {
-        "scheduler": case.diffusers_name,
-        "case": case.label,
+        **row,
         "steps": parity.steps,
         "table_equal": parity.table_equal,
         "worst_error": parity.worst_error,
@@ -83,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"functional_sched {meta['functional_sched']} vs diffusers {meta['diffusers']} | torch {meta['torch']} | "
         f"{device.type}: {meta['device']}\nfloat32 {'x'.join(map(str, shape))}, {args.steps} steps, toy denoiser; "
-        f"time = median over {args.repeats} loops of one eager step() call, model excluded\n"
+        f"time = median over {args.repeats} loop(s) of one eager step() call, model excluded\n"
     )
     print(_table(rows))
     print(_summary(rows))
@@ -95,20 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     header = ("scheduler", "case", "timesteps", "error/|x|", "identical", "diffusers", "ours", "speedup", "parity")
-    body = [
-        (
-            row["scheduler"].removesuffix("Scheduler"),
-            row["case"],
-            "equal" if row["table_equal"] else "DIFFER",
-            f"{row['worst_error']:.1e}",
-            f"{row['identical_steps']}/{row['steps']}",
-            f"{row['diffusers_us']:.1f} us",
-            f"{row['ours_us']:.1f} us",
-            f"{row['speedup']:.2f}x",
-            "PASS" if row["passed"] else "FAIL",
-        )
-        for row in rows
-    ]
+    body = [_cells(row) for row in rows]
     widths = [max(len(line[column]) for line in (header, *body)) for column in range(len(header))]
     numeric = {3, 4, 5, 6, 7}
 
@@ -123,17 +116,37 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([render(header), rule, *map(render, body)])
 
 
+def _cells(row: dict[str, Any]) -> tuple[str, ...]:
+    name = (row["scheduler"].removesuffix("Scheduler"), row["case"])
+    if "refused" in row:
+        return (*name, "-", "-", "-", "-", "-", "-", "REFUSED")
+    return (
+        *name,
+        "equal" if row["table_equal"] else "DIFFER",
+        f"{row['worst_error']:.1e}",
+        f"{row['identical_steps']}/{row['steps']}",
+        f"{row['diffusers_us']:.1f} us",
+        f"{row['ours_us']:.1f} us",
+        f"{row['speedup']:.2f}x",
+        "PASS" if row["passed"] else "FAIL",
+    )
+
+
 def _summary(rows: list[dict[str, Any]]) -> str:
     passed = sum(row["passed"] for row in rows)
-    faster = sum(row["ours_us"] <= row["diffusers_us"] for row in rows)
+    timed = [row for row in rows if "refused" not in row]
+    faster = sum(row["ours_us"] <= row["diffusers_us"] for row in timed)
     verdict = "PASS" if rows and passed == len(rows) else "FAIL"
     line = (
         f"\n{verdict}: {passed}/{len(rows)} configs at parity (equal timesteps, error <= {TOLERANCE:g} of the "
-        f"trajectory norm); ours no slower in {faster}/{len(rows)}"
+        f"trajectory norm); ours no slower in {faster}/{len(timed)}"
     )
-    if rows:
-        speedups = sorted(row["speedup"] for row in rows)
+    if timed:
+        speedups = sorted(row["speedup"] for row in timed)
         line += f", speedup {speedups[0]:.2f}x to {speedups[-1]:.2f}x"
+    for row in rows:
+        if "refused" in row:
+            line += f".\nREFUSED {row['case']}: {row['refused'].rstrip('.')}"
     if pending():
         line += f".\nNot in functional_sched yet, skipped: {', '.join(pending())}"
     return line + "."
