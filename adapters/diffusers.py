@@ -26,7 +26,8 @@ def from_diffusers(scheduler: Any) -> Scheduler:
     (left over by `from_config` of another class's config, e.g. PNDM's `skip_prk_steps` in an SD 1.5 config) are
     ignored, as diffusers ignores them. Values that our constructors reject raise their `ValueError`/`TypeError`.
 
-    Runtime state that diffusers keeps outside `config.items()` and that changes the schedule is honoured:
+    Runtime state that diffusers keeps outside `config.items()` and that changes the schedule is honoured, or
+    refused where no config of ours can express it:
     - `DPMSolverMultistepScheduler.set_timesteps(mu=...)` assigns `config.flow_shift = exp(mu)`. That lands on an
       attribute of the `FrozenDict`, not on its items, so `dict(scheduler.config)` still shows the old value while
       the next `set_timesteps()` without `mu` reads the new one; the attribute is what we map.
@@ -47,9 +48,8 @@ def from_diffusers(scheduler: Any) -> Scheduler:
             options[key] = value
         elif key in defaults and not _same(value, defaults[key]):
             raise NotImplementedError(
-                f"functional_sched does not support {diffusers_name} option {key}={_short_repr(value)} yet "
-                f"(only the default, {_short_repr(defaults[key])}); {ours.__name__}'s options are "
-                f"{', '.join(sorted(fields))}."
+                f"functional_sched does not support {diffusers_name} option {key}={_short_repr(value)} yet; "
+                f"only its default ({_short_repr(defaults[key])}) maps to {ours.__name__}."
             )
     if diffusers_name in _RUNTIME_CHECKS:
         _RUNTIME_CHECKS[diffusers_name](scheduler, options)
