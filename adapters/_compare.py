@@ -6,6 +6,7 @@ Both sides run the loop a diffusers pipeline runs (`set_timesteps`, `set_begin_i
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -103,8 +104,8 @@ class Run:
         worst, identical = 0.0, 0
         reference_outputs, our_outputs = [], []
         reference_noise, our_noise = self.noise_source(), self.noise_source()
+        scaled_input = getattr(self.reference, "scale_model_input", lambda sample, _t: sample)
         for t in timesteps:
-            scaled_input = getattr(self.reference, "scale_model_input", lambda sample, _t: sample)
             reference_outputs.append(toy_denoiser(scaled_input(reference_sample, t), t))
             reference_sample = self.step_reference(reference_outputs[-1], t, reference_sample, reference_noise)
 
@@ -112,7 +113,8 @@ class Run:
             our_sample, state = self.step_ours(state, our_outputs[-1], our_sample, our_noise)
 
             scale = max(scale, reference_sample.abs().max().item())
-            worst = max(worst, (our_sample.double() - reference_sample.double()).abs().max().item())
+            error = (our_sample.double() - reference_sample.double()).abs().max().item()
+            worst = max(worst, error if math.isfinite(error) else math.inf)  # NaN on either side fails
             identical += int(our_sample.dtype == reference_sample.dtype and torch.equal(our_sample, reference_sample))
         return Parity(table_equal, worst / scale, identical, len(timesteps)), reference_outputs, our_outputs
 
