@@ -25,6 +25,7 @@ from unittest import mock
 
 import diffusers
 import torch
+
 from functional_sched.adapters._compare import Run
 from functional_sched.adapters.report import Case, cases, describe_device
 

@@ -12,10 +12,10 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from functional_sched.adapters import from_diffusers, to_diffusers_config
-from functional_sched.adapters.report import GRID, cases, main
 
 import functional_sched as fs
+from functional_sched.adapters import from_diffusers, to_diffusers_config
+from functional_sched.adapters.report import GRID, cases, main
 
 AVAILABLE = {scheduler.diffusers_name: scheduler for scheduler in fs.SCHEDULERS}
 needs = {
