@@ -20,29 +20,40 @@ def checking() -> bool:
     return not torch.compiler.is_compiling()
 
 
-def check_state(owner: str, state: Any, state_type: type, expected_fingerprint: int) -> None:
-    """The state's type, the options it was built for, and that no row is past its last step (one host sync)."""
+def check_state(owner: str, state: Any, state_type: type, fingerprint: torch.Tensor) -> None:
+    """The state's type, the step options it was built for, and that no row is past its last step.
+
+    `fingerprint` is the scheduler's own fingerprint tensor, which the states it builds share: comparing identity
+    needs no device sync. Only a state that came another way (stacked, deserialised) has its value read.
+    On the CPU a single schedule's finished row is caught by the gather itself (`Scheduler._row`), at no cost.
+    """
     if not isinstance(state, state_type):
         raise TypeError(
             f"{owner} got a {type(state).__name__}, not a {state_type.__name__}: "
             f"pass the state returned by this scheduler's init() or step()."
         )
-    found = int(state.fingerprint)
-    if found != expected_fingerprint:
+    if state.fingerprint is not fingerprint and int(state.fingerprint) != int(fingerprint):
         raise ValueError(
             f"{owner}: this state was built by a {owner} with different step options "
-            f"(fingerprint {found}, this scheduler's is {expected_fingerprint}); "
+            f"(fingerprint {int(state.fingerprint)}, this scheduler's is {int(fingerprint)}); "
             "step a state with the scheduler object (or an equal config) that created it."
         )
     num_steps = state.plan.num_steps
+    if state.step_index.device.type == "cpu" and num_steps.shape[0] == 1:
+        return
+    if bool((state.step_index >= (num_steps[0] if num_steps.shape[0] == 1 else num_steps)).any()):
+        raise_finished(owner, state)
+
+
+def raise_finished(owner: str, state: Any) -> None:
+    num_steps = state.plan.num_steps
     finished = state.step_index >= (num_steps[0] if num_steps.shape[0] == 1 else num_steps)
-    if bool(finished.any()):
-        rows = finished.nonzero().flatten().tolist()
-        total = int(num_steps[0] if num_steps.shape[0] == 1 else num_steps[rows[0]])
-        raise IndexError(
-            f"{owner}: row(s) {rows} already took all {total} steps of their schedule; "
-            "stop the loop after len(sched.timesteps(state)) steps, or init a new state."
-        )
+    rows = finished.nonzero().flatten().tolist()
+    total = int(num_steps[0] if num_steps.shape[0] == 1 else num_steps[rows[0]])
+    raise IndexError(
+        f"{owner}: row(s) {rows} already took all {total} steps of their schedule; "
+        "stop the loop after len(sched.timesteps(state)) steps, or init a new state."
+    )
 
 
 def check_rows(owner: str, what: str, tensor: torch.Tensor, rows: int, device: torch.device) -> None:

@@ -1,8 +1,10 @@
 """The plan: everything a solver needs at step i that depends on the schedule alone, computed once per request.
 
 A `Plan` holds one row per schedule (`S` rows: 1 for a single request, whose rows all share it, or one per row
-after stacking requests) and one entry per step. `step` gathers entry `step_index[r]` of its row's schedule,
-so rows at different steps, and with different step counts (padded), step together in one call.
+after stacking requests) and one entry per step. A multistep solver's coefficients also depend on its warm-up
+(how many steps it has taken, capped at its order), so its table has one entry per (step, warm-up). `step`
+gathers row r's entry for `step_index[r]` (and its warm-up) in one indexing op, so rows at different steps, and
+with different step counts (padded), step together in one call.
 """
 
 from __future__ import annotations
@@ -14,56 +16,72 @@ from ._record import record
 
 @record
 class Plan:
-    """Per-schedule tables. S: schedules (1, or one per row), N: steps (padded to the longest), C: coefficients."""
+    """Per-schedule tables. S: schedules (1, or one per row), N: steps (padded to the longest), W: warm-up levels
+    (1 for one-step solvers, order + 1 for multistep ones), C: coefficients."""
 
     timesteps: torch.Tensor  # [S, N], diffusers' dtype (float32 for flow matching, else int64)
     sigmas: torch.Tensor  # [S, N + 1], working float dtype, ends with the final sigma
     num_steps: torch.Tensor  # [S], int64: real steps of each schedule (N for all but padded ones)
-    orders: torch.Tensor  # [S, N], int64: highest order step i may use (lower-order final steps)
-    coefficients: torch.Tensor  # [S, N, C], working float dtype: the solver's per-step constants
+    coefficients: torch.Tensor  # [S, N, W, C], working float dtype: the solver's constants per (step, warm-up)
 
 
-def gather_rows(table: torch.Tensor, step_index: torch.Tensor) -> torch.Tensor:
-    """Entry `step_index[r]` of row r's schedule: [S, N, ...] x [R] -> [R, ...]; no host sync, compiles."""
+def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Entry `index[r]` of row r's schedule: [S, M, ...] x [R] -> [R, ...]; no host sync, compiles."""
     if table.shape[0] == 1:
-        return table[0].index_select(0, step_index)
-    return table[torch.arange(step_index.shape[0], device=step_index.device), step_index]
+        return table[0].index_select(0, index)
+    return table[torch.arange(index.shape[0], device=index.device), index]
 
 
-def select_block(row: torch.Tensor, offset: int, order: torch.Tensor, width: int, count: int) -> torch.Tensor:
-    """Each row's block of `width` coefficients for the order it uses: blocks of orders 1..count start at `offset`.
+def gather_step(plan: Plan, step_index: torch.Tensor, warmup: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's coefficients [R, C] for its step and, for multistep solvers, its warm-up level."""
+    table = plan.coefficients
+    if warmup is None:
+        return gather_rows(table[:, :, 0], step_index)
+    return gather_rows(table.flatten(1, 2), step_index * table.shape[2] + warmup)
 
-    [R, C] x [R] -> [R, width]; a gather, so rows at different orders select in one call.
-    """
-    blocks = row[:, offset : offset + count * width].reshape(row.shape[0], count, width)
-    return blocks.gather(1, (order - 1).view(-1, 1, 1).expand(-1, 1, width)).squeeze(1)
 
-
-def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[R] values viewed as [R, 1, ..., 1] to broadcast against `like`, in `like`'s dtype.
-
-    Casting first is what diffusers' 0-d coefficient tensors get from type promotion: a bf16 sample is scaled by
-    the coefficient rounded to bf16, a float32 sample by the float32 coefficient.
-    """
-    return values.to(like.dtype).view(values.shape[0], *([1] * (like.dim() - 1)))
+def coefficient_views(row: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The C columns of [R, C] coefficients as [R, 1, ..., 1] views that broadcast against `like` (one op)."""
+    return row.view(*row.shape, *([1] * (like.dim() - 1))).unbind(1)
 
 
 def scaled(coefficient: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
-    """`coefficient * tensor` with per-row [R] coefficients."""
-    return per_row(coefficient, tensor) * tensor
+    """`coefficient * tensor` for a broadcastable per-row coefficient, formed in `tensor`'s dtype.
+
+    Casting first is what diffusers' 0-d coefficient tensors get from type promotion: a bf16 tensor is scaled by
+    the coefficient rounded to bf16, a float32 tensor by the float32 coefficient.
+    """
+    return (coefficient if coefficient.dtype == tensor.dtype else coefficient.to(tensor.dtype)) * tensor
 
 
 def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
-    """`tensor / coefficient` with per-row [R] coefficients, rounded as torch divides by diffusers' 0-d CPU scalars.
+    """`tensor / coefficient`, rounded as torch divides by diffusers' 0-d CPU scalar coefficients.
 
     For half types, and for any float on CUDA, torch multiplies by the reciprocal of the scalar's original
     (float32) value instead of dividing (`div_true_kernel`); on the CPU, float32 and float64 divide exactly.
     """
     if tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64):
-        return tensor / per_row(coefficient, tensor)
+        return tensor / (coefficient if coefficient.dtype == tensor.dtype else coefficient.to(tensor.dtype))
     opmath = torch.float64 if tensor.dtype == torch.float64 else torch.float32
-    reciprocal = per_row(torch.reciprocal(coefficient.to(opmath)), tensor.to(opmath))
-    return (tensor.to(opmath) * reciprocal).to(tensor.dtype)
+    return (tensor.to(opmath) * torch.reciprocal(coefficient.to(opmath))).to(tensor.dtype)
+
+
+def per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[R] values viewed as [R, 1, ..., 1] to broadcast against `like`, in `like`'s dtype."""
+    return values.to(like.dtype).view(values.shape[0], *([1] * (like.dim() - 1)))
+
+
+def by_warmup(by_order: torch.Tensor, highest_order: torch.Tensor) -> torch.Tensor:
+    """[N, order, C] blocks -> [N, order + 1, C]: warm-up level w uses order min(highest_order[i], w + 1).
+
+    Levels a step cannot reach (more steps taken than its index) are zero: their blocks may hold inf or nan.
+    """
+    steps, max_order = by_order.shape[0], by_order.shape[1]
+    warmup = torch.arange(max_order + 1)
+    order = torch.minimum(highest_order[:, None], warmup[None, :] + 1)  # [N, W]
+    table = by_order.gather(1, (order - 1)[..., None].expand(-1, -1, by_order.shape[2]))
+    reachable = warmup[None, :] <= torch.arange(steps)[:, None]
+    return torch.where(reachable[..., None], table, torch.zeros_like(table))
 
 
 def working_dtype(sample: torch.Tensor) -> torch.dtype:

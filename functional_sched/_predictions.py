@@ -1,15 +1,16 @@
 """Converting a model's output into the quantity a solver integrates, shared by DPM-Solver and UniPC.
 
 Data-prediction solvers (DPM-Solver++, UniPC with `predict_x0`) integrate x0; noise-prediction ones integrate
-epsilon. `alpha`, `sigma` are the current step's [R] coefficients of x_t = alpha x0 + sigma eps, `raw_sigma` the
-schedule's sigma (what flow prediction uses). The arithmetic runs in the sample's dtype, as diffusers' does.
+epsilon. `alpha`, `sigma` are the current step's coefficients of x_t = alpha x0 + sigma eps, `raw_sigma` the
+schedule's sigma (what flow prediction uses), each [R, 1, ..., 1]. The arithmetic runs in the sample's dtype,
+as diffusers' does.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._plan import divided, per_row
+from ._plan import divided, scaled
 
 DATA_PREDICTIONS = ("epsilon", "sample", "v_prediction", "flow_prediction")
 NOISE_PREDICTIONS = ("epsilon", "sample", "v_prediction")
@@ -25,14 +26,13 @@ def to_data(
 ) -> torch.Tensor:
     """The model's estimate of x0."""
     if prediction_type == "epsilon":
-        noisy_part = sample - per_row(sigma, model_output) * model_output
-        return divided(noisy_part, alpha)
+        return divided(sample - scaled(sigma, model_output), alpha)
     if prediction_type == "sample":
         return model_output
     if prediction_type == "v_prediction":
-        return per_row(alpha, sample) * sample - per_row(sigma, model_output) * model_output
+        return scaled(alpha, sample) - scaled(sigma, model_output)
     # flow_prediction: the model predicts the velocity noise - x0.
-    return sample - per_row(raw_sigma, model_output) * model_output
+    return sample - scaled(raw_sigma, model_output)
 
 
 def to_noise(
@@ -46,9 +46,8 @@ def to_noise(
     if prediction_type == "epsilon":
         return model_output
     if prediction_type == "sample":
-        noise_part = sample - per_row(alpha, model_output) * model_output
-        return divided(noise_part, sigma)
-    return per_row(alpha, model_output) * model_output + per_row(sigma, sample) * sample  # v_prediction
+        return divided(sample - scaled(alpha, model_output), sigma)
+    return scaled(alpha, model_output) + scaled(sigma, sample)  # v_prediction
 
 
 def threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from . import _checks
-from ._plan import Plan, gather_rows, per_row, working_dtype
+from ._plan import Plan, gather_rows, gather_step, per_row, working_dtype
 
 CustomTable = Sequence[float] | torch.Tensor | None
 
@@ -126,8 +126,7 @@ class Scheduler:
             raise ValueError(f"{self.name}.init: begin_index must be in [0, {steps}), got {begin_index!r}.")
         rows = sample.shape[0]
         step_index = torch.full((rows,), begin_index, dtype=torch.int64, device=sample.device)
-        fingerprint = torch.tensor(self.fingerprint, dtype=torch.int64, device=sample.device)
-        return self._start(plan, sample, step_index, fingerprint)
+        return self._start(plan, sample, step_index, self._fingerprint_on(sample.device))
 
     def timesteps(self, state: Any) -> torch.Tensor:
         """The timestep table, equal to diffusers' `scheduler.timesteps`: [N] for one schedule, [R, N] if stacked."""
@@ -142,8 +141,12 @@ class Scheduler:
     def timestep(self, state: Any) -> torch.Tensor:
         """The current timestep of each row, [R] (what the model is conditioned on)."""
         if _checks.checking():
-            _checks.check_state(self.name, state, self.state_type, self.fingerprint)
-        return gather_rows(state.plan.timesteps, state.step_index)
+            self._check_state(state)
+        try:
+            return gather_rows(state.plan.timesteps, state.step_index)
+        except IndexError:
+            _checks.raise_finished(self.name, state)
+            raise
 
     def init_noise_sigma(self, state: Any) -> torch.Tensor:
         """The standard deviation of the initial noise for each row, [R] (1 for these schedulers)."""
@@ -163,8 +166,29 @@ class Scheduler:
         alpha_t, sigma_t = self._alpha_sigma(sigma)
         return per_row(alpha_t, original_samples) * original_samples + per_row(sigma_t, noise) * noise
 
+    # ------------------------------------------------------------------ shared by the steps
+    def _fingerprint_on(self, device: torch.device) -> torch.Tensor:
+        return _fingerprint_tensor(self.fingerprint, str(device))
+
+    def _check_state(self, state: Any) -> None:
+        _checks.check_state(self.name, state, self.state_type, self._fingerprint_on(state.step_index.device))
+
+    def _row(self, state: Any, warmup: torch.Tensor | None = None) -> torch.Tensor:
+        """Each row's coefficients [R, C] for its step (and warm-up); a finished row is a clear IndexError."""
+        try:
+            return gather_step(state.plan, state.step_index, warmup)
+        except IndexError:  # only in eager mode on the CPU, where the check leaves it to the gather
+            _checks.raise_finished(self.name, state)
+            raise
+
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint_tensor(fingerprint: int, device: str) -> torch.Tensor:
+    """One shared tensor per (fingerprint, device): states carry it, and checks compare it by identity."""
+    return torch.tensor(fingerprint, dtype=torch.int64, device=device)
 
 
 @functools.lru_cache(maxsize=256)

@@ -18,7 +18,7 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
-from ._plan import Plan, divided, gather_rows, per_row, scaled, select_block
+from ._plan import Plan, by_warmup, coefficient_views, divided, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -27,19 +27,16 @@ SOLVER_TYPES = ("midpoint", "heun")
 FINAL_SIGMAS = ("zero", "sigma_min")
 VARIANCE_TYPES = (None, "learned", "learned_range")
 
-# Columns of the coefficient table: the conversion of step i, then one block of BLOCK columns per order.
-ALPHA, SIGMA, RAW_SIGMA = range(3)
-CONVERSION = 3
-A, B0, B1, B2, P0, P1, Q, U, NOISE = range(9)
-BLOCK = 9
+# Columns of the coefficient table: the conversion of step i, then the update of the order the warm-up allows.
+ALPHA, SIGMA, RAW_SIGMA, A, B0, B1, B2, P0, P1, Q, U, NOISE = range(12)
 
 
 @record
 class DPMSolverState:
     plan: Plan
     step_index: torch.Tensor  # [R], int64
-    lower_order_nums: torch.Tensor  # [R], int64: steps taken, capped at solver_order (the warm-up)
-    history: torch.Tensor  # [solver_order, R, ...]: converted model outputs, newest last, zeros before warm-up
+    lower_order_nums: torch.Tensor  # [R], int64: steps taken, capped at solver_order (the warm-up level)
+    history: tuple[torch.Tensor, ...]  # solver_order x [R, ...]: converted model outputs, newest last
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
 
 
@@ -242,14 +239,11 @@ class DPMSolverMultistep(Scheduler):
             raise ValueError(f"{self.name}: custom sigmas are not supported (diffusers' set_timesteps takes none).")
         timesteps, sigmas = self._schedule(num_inference_steps, timesteps, mu)
         n = len(timesteps)
-        orders = self._orders(n)
-        table = _coefficients(self, sigmas.to(dtype), orders)
         return Plan(
             timesteps=timesteps[None],
             sigmas=sigmas.to(dtype)[None],
             num_steps=torch.tensor([n]),
-            orders=orders[None],
-            coefficients=table[None],
+            coefficients=_coefficients(self, sigmas.to(dtype), self._orders(n))[None],
         )
 
     # ------------------------------------------------------------------------------------------------ step
@@ -260,7 +254,7 @@ class DPMSolverMultistep(Scheduler):
             plan=plan,
             step_index=step_index,
             lower_order_nums=torch.zeros_like(step_index),
-            history=sample.new_zeros((self.solver_order, *sample.shape)),
+            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),
             fingerprint=fingerprint,
         )
 
@@ -279,25 +273,20 @@ class DPMSolverMultistep(Scheduler):
         """
         if _checks.checking():
             self._check(state, model_output, sample, noise)
-        plan = state.plan
-        row_coefficients = gather_rows(plan.coefficients, state.step_index)  # [R, C]
-        order = torch.minimum(gather_rows(plan.orders, state.step_index), state.lower_order_nums + 1)
-        c = select_block(row_coefficients, CONVERSION, order, BLOCK, self.solver_order)
-
-        m0 = self._convert(model_output, sample, row_coefficients).to(state.history.dtype)
-        history = torch.cat([state.history[1:], m0[None]])
-        x = scaled(c[:, A], sample.to(plan.coefficients.dtype)) + scaled(c[:, B0], m0)
+        c = coefficient_views(self._row(state, state.lower_order_nums), sample)
+        m0 = self._convert(model_output, sample, c).to(sample.dtype)
+        history = (*state.history[1:], m0)
+        x = scaled(c[A], sample.to(state.plan.coefficients.dtype)) + scaled(c[B0], m0)
         if self.solver_order >= 2:
-            d1 = scaled(c[:, P0], m0 - history[-2])
+            d1 = scaled(c[P0], m0 - history[-2])
             if self.solver_order == 3:
-                d1_1 = scaled(c[:, P1], history[-2] - history[-3])
-                diff = d1 - d1_1
-                d1, d2 = d1 + scaled(c[:, Q], diff), scaled(c[:, U], diff)
-            x = x + scaled(c[:, B1], d1)
+                diff = d1 - scaled(c[P1], history[-2] - history[-3])
+                d1, d2 = d1 + scaled(c[Q], diff), scaled(c[U], diff)
+            x = x + scaled(c[B1], d1)
             if self.solver_order == 3:
-                x = x + scaled(c[:, B2], d2)
+                x = x + scaled(c[B2], d2)
         if self.stochastic:
-            x = x + scaled(c[:, NOISE], noise.to(x.dtype))
+            x = x + scaled(c[NOISE], noise.to(x.dtype))
         new_state = state.replace(
             step_index=state.step_index + 1,
             lower_order_nums=torch.clamp(state.lower_order_nums + 1, max=self.solver_order),
@@ -305,9 +294,9 @@ class DPMSolverMultistep(Scheduler):
         )
         return x.to(sample.dtype), new_state
 
-    def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 for DPM-Solver++, epsilon for DPM-Solver."""
-        alpha, sigma, raw_sigma = coefficients[:, ALPHA], coefficients[:, SIGMA], coefficients[:, RAW_SIGMA]
+        alpha, sigma, raw_sigma = c[ALPHA], c[SIGMA], c[RAW_SIGMA]
         if self.variance_type is not None and self.prediction_type == "epsilon":
             model_output = model_output[:, :3]  # the learned variance channels follow the first three
         if self.data_prediction:
@@ -317,20 +306,20 @@ class DPMSolverMultistep(Scheduler):
             return x0
         epsilon = _predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
         if self.thresholding:
-            x0 = divided(sample - per_row(sigma, epsilon) * epsilon, alpha)
+            x0 = divided(sample - scaled(sigma, epsilon), alpha)
             x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
-            epsilon = divided(sample - per_row(alpha, x0) * x0, sigma)
+            epsilon = divided(sample - scaled(alpha, x0), sigma)
         return epsilon
 
     def _check(
         self, state: DPMSolverState, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None
     ) -> None:
         owner = self.name
-        _checks.check_state(owner, state, DPMSolverState, self.fingerprint)
+        self._check_state(state)
         rows, device = state.step_index.shape[0], state.step_index.device
         _checks.check_rows(owner, "sample", sample, rows, device)
         _checks.check_rows(owner, "model_output", model_output, rows, device)
-        _checks.check_sample_matches_state(owner, sample, state.history.shape[1:], state.history.dtype)
+        _checks.check_sample_matches_state(owner, sample, state.history[0].shape, state.history[0].dtype)
         if self.variance_type is None:
             _checks.check_like(owner, "model_output", model_output, sample, "sample")
         if self.stochastic:
@@ -347,7 +336,7 @@ def _as_floats(values: Any) -> tuple[float, ...] | None:
 
 
 def _coefficients(scheduler: DPMSolverMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
-    """The [N, CONVERSION + order * BLOCK] table; each scalar formed as diffusers forms it in `step`."""
+    """The [N, order + 1, 12] table by (step, warm-up); each scalar formed as diffusers forms it in `step`."""
     n = len(sigmas) - 1
     alpha, sigma = scheduler._alpha_sigma(sigmas)
     lam = torch.log(alpha) - torch.log(sigma)
@@ -395,12 +384,6 @@ def _coefficients(scheduler: DPMSolverMultistep, sigmas: torch.Tensor, orders: t
         block(second, zero, 1.0 / r0, zero, zero, zero),
         block(heun, third, 1.0 / r0, 1.0 / r1, r0 / (r0 + r1), 1.0 / (r0 + r1)),
     ][: scheduler.solver_order]
-    table = torch.stack(blocks, dim=1)  # [N, order, BLOCK]
-    # Zero the blocks no step can select (too little history, or above a lower-order final step's cap); they
-    # may hold inf or nan from the final sigma.
-    usable = torch.arange(1, scheduler.solver_order + 1)[None, :] <= torch.minimum(orders, index + 1)[:, None]
-    table = torch.where(usable[..., None], table, torch.zeros_like(table))
-
-    alpha_s, sigma_s = alpha[:n], sigma[:n]
-    conversion = torch.stack([alpha_s, sigma_s, sigmas[:n]], dim=-1)
-    return torch.cat([conversion, table.reshape(n, -1)], dim=-1)
+    table = by_warmup(torch.stack(blocks, dim=1), orders)  # [N, order + 1, update columns]
+    conversion = torch.stack([alpha[:n], sigma[:n], sigmas[:n]], dim=-1)
+    return torch.cat([conversion[:, None].expand(-1, table.shape[1], -1), table], dim=-1)

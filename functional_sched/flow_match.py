@@ -8,7 +8,7 @@ import attrs
 import torch
 
 from . import _checks, _validate, schedules
-from ._plan import Plan, gather_rows, scaled
+from ._plan import Plan, coefficient_views, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -162,8 +162,7 @@ class FlowMatchEulerDiscrete(Scheduler):
             timesteps=timesteps[None],
             sigmas=sigmas[None],
             num_steps=torch.tensor([n]),
-            orders=torch.ones(1, n, dtype=torch.int64),
-            coefficients=coefficients[None],
+            coefficients=coefficients[None, :, None],
         )
 
     # ------------------------------------------------------------------------------------------------ step
@@ -187,15 +186,13 @@ class FlowMatchEulerDiscrete(Scheduler):
         """
         if _checks.checking():
             self._check(state, model_output, sample, noise)
-        coefficients = gather_rows(state.plan.coefficients, state.step_index)  # [R, C]
+        c = coefficient_views(self._row(state), sample)
         work = sample.to(state.plan.coefficients.dtype)
         if self.stochastic_sampling:
-            x0 = work - scaled(coefficients[:, SIGMA], model_output)
-            prev_sample = scaled(coefficients[:, ONE_MINUS_NEXT_SIGMA], x0) + scaled(
-                coefficients[:, NEXT_SIGMA], noise.to(work.dtype)
-            )
+            x0 = work - scaled(c[SIGMA], model_output)
+            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0) + scaled(c[NEXT_SIGMA], noise.to(work.dtype))
         else:
-            prev_sample = work + scaled(coefficients[:, DT], model_output)
+            prev_sample = work + scaled(c[DT], model_output)
         return prev_sample.to(sample.dtype), state.replace(step_index=state.step_index + 1)
 
     def _check(
@@ -205,7 +202,7 @@ class FlowMatchEulerDiscrete(Scheduler):
         sample: torch.Tensor,
         noise: torch.Tensor | None,
     ) -> None:
-        _checks.check_state(self.name, state, FlowMatchEulerState, self.fingerprint)
+        self._check_state(state)
         rows, device = state.step_index.shape[0], state.step_index.device
         _checks.check_rows(self.name, "sample", sample, rows, device)
         _checks.check_rows(self.name, "model_output", model_output, rows, device)

@@ -17,28 +17,29 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
-from ._plan import Plan, divided, gather_rows, scaled, select_block
+from ._plan import Plan, by_warmup, coefficient_views, divided, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
 SOLVER_TYPES = ("bh1", "bh2")
 FINAL_SIGMAS = ("zero", "sigma_min")
 
-# Columns: the conversion of step i, whether step i corrects, then per order a predictor and a corrector block.
+# Columns, per (step, warm-up): the conversion of step i and whether it corrects, then the predictor's block and
+# the corrector's block (the corrector repeats the previous step's predictor order, min(its cap, warm-up)).
 ALPHA, SIGMA, RAW_SIGMA, CORRECTS = range(4)
 HEADER = 4
 A, B, G, RHO0, RHO1, RHO_LAST, K1, K2 = range(8)  # RHO_LAST: the corrector's weight of the new model output
 BLOCK = 8
+PREDICTOR, CORRECTOR = HEADER, HEADER + BLOCK
 
 
 @record
 class UniPCState:
     plan: Plan
     step_index: torch.Tensor  # [R], int64
-    lower_order_nums: torch.Tensor  # [R], int64: steps taken, capped at solver_order (the warm-up)
-    history: torch.Tensor  # [solver_order, R, ...]: converted model outputs, newest last
+    lower_order_nums: torch.Tensor  # [R], int64: steps taken, capped at solver_order (the warm-up level)
+    history: tuple[torch.Tensor, ...]  # solver_order x [R, ...]: converted model outputs, newest last
     last_sample: torch.Tensor  # [R, ...]: the (corrected) sample the last predictor started from
-    last_order: torch.Tensor  # [R], int64: the last predictor's order, which the corrector repeats
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
 
 
@@ -224,13 +225,11 @@ class UniPCMultistep(Scheduler):
             raise ValueError(f"{self.name}: custom timesteps are not supported (diffusers' set_timesteps takes none).")
         timesteps, sigmas = self._schedule(num_inference_steps, sigmas, mu)
         n = len(timesteps)
-        orders = self._orders(n)
         return Plan(
             timesteps=timesteps[None],
             sigmas=sigmas.to(dtype)[None],
             num_steps=torch.tensor([n]),
-            orders=orders[None],
-            coefficients=_coefficients(self, sigmas.to(dtype), orders)[None],
+            coefficients=_coefficients(self, sigmas.to(dtype), self._orders(n))[None],
         )
 
     # ------------------------------------------------------------------------------------------------ step
@@ -241,9 +240,8 @@ class UniPCMultistep(Scheduler):
             plan=plan,
             step_index=step_index,
             lower_order_nums=torch.zeros_like(step_index),
-            history=sample.new_zeros((self.solver_order, *sample.shape)),
+            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),
             last_sample=torch.zeros_like(sample),
-            last_order=torch.ones_like(step_index),
             fingerprint=fingerprint,
         )
 
@@ -261,49 +259,45 @@ class UniPCMultistep(Scheduler):
         """
         if _checks.checking():
             self._check(state, model_output, sample)
-        plan = state.plan
-        row = gather_rows(plan.coefficients, state.step_index)  # [R, C]
-        m_new = self._convert(model_output, sample, row).to(sample.dtype)
-
-        corrector = select_block(row, HEADER + self.solver_order * BLOCK, state.last_order, BLOCK, self.solver_order)
-        corrects = (row[:, CORRECTS] > 0) & (state.lower_order_nums > 0)
-        corrected = self._update(corrector, state.last_sample, state.history, m_new)
-        sample = torch.where(corrects.view(-1, *([1] * (sample.dim() - 1))), corrected, sample)
-
-        history = torch.cat([state.history[1:], m_new[None]])
-        order = torch.minimum(gather_rows(plan.orders, state.step_index), state.lower_order_nums + 1)
-        predictor = select_block(row, HEADER, order, BLOCK, self.solver_order)
-        prev_sample = self._update(predictor, sample, history, None)
+        c = coefficient_views(self._row(state, state.lower_order_nums), sample)
+        m_new = self._convert(model_output, sample, c).to(sample.dtype)
+        corrected = self._update(c[CORRECTOR : CORRECTOR + BLOCK], state.last_sample, state.history, m_new)
+        sample = torch.where(c[CORRECTS] > 0, corrected, sample)
+        history = (*state.history[1:], m_new)
+        prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None)
         new_state = state.replace(
             step_index=state.step_index + 1,
             lower_order_nums=torch.clamp(state.lower_order_nums + 1, max=self.solver_order),
             history=history,
             last_sample=sample,
-            last_order=order,
         )
         return prev_sample, new_state
 
     def _update(
-        self, c: torch.Tensor, x: torch.Tensor, history: torch.Tensor, m_new: torch.Tensor | None
+        self,
+        c: tuple[torch.Tensor, ...],
+        x: torch.Tensor,
+        history: tuple[torch.Tensor, ...],
+        m_new: torch.Tensor | None,
     ) -> torch.Tensor:
         """`a x - b m0 - g residual`: UniP when `m_new` is None (m0 is the newest output), else UniC."""
         m0 = history[-1]
-        base = scaled(c[:, A], x) - scaled(c[:, B], m0)
+        base = scaled(c[A], x) - scaled(c[B], m0)
         if self.solver_order >= 2:
-            d1 = divided(history[-2] - m0, c[:, K1])
+            d1 = divided(history[-2] - m0, c[K1])
             if self.solver_order == 3:
-                residual = _weighted_sum(c[:, RHO0], d1, c[:, RHO1], divided(history[-3] - m0, c[:, K2]))
+                residual = _weighted_sum(c[RHO0], d1, c[RHO1], divided(history[-3] - m0, c[K2]))
             else:
-                residual = scaled(c[:, RHO0], d1)
+                residual = scaled(c[RHO0], d1)
             if m_new is not None:
-                residual = residual + scaled(c[:, RHO_LAST], m_new - m0)
+                residual = residual + scaled(c[RHO_LAST], m_new - m0)
         else:
-            residual = scaled(c[:, RHO_LAST], m_new - m0) if m_new is not None else torch.zeros_like(m0)
-        return base - scaled(c[:, G], residual)
+            residual = scaled(c[RHO_LAST], m_new - m0) if m_new is not None else torch.zeros_like(m0)
+        return base - scaled(c[G], residual)
 
-    def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 with `predict_x0`, else epsilon."""
-        alpha, sigma, raw_sigma = row[:, ALPHA], row[:, SIGMA], row[:, RAW_SIGMA]
+        alpha, sigma, raw_sigma = c[ALPHA], c[SIGMA], c[RAW_SIGMA]
         if self.predict_x0:
             x0 = _predictions.to_data(self.prediction_type, model_output, sample, alpha, sigma, raw_sigma)
             if self.thresholding:
@@ -313,11 +307,11 @@ class UniPCMultistep(Scheduler):
 
     def _check(self, state: UniPCState, model_output: torch.Tensor, sample: torch.Tensor) -> None:
         owner = self.name
-        _checks.check_state(owner, state, UniPCState, self.fingerprint)
+        self._check_state(state)
         rows, device = state.step_index.shape[0], state.step_index.device
         _checks.check_rows(owner, "sample", sample, rows, device)
         _checks.check_rows(owner, "model_output", model_output, rows, device)
-        _checks.check_sample_matches_state(owner, sample, state.history.shape[1:], state.history.dtype)
+        _checks.check_sample_matches_state(owner, sample, state.history[0].shape, state.history[0].dtype)
         _checks.check_like(owner, "model_output", model_output, sample, "sample")
 
 
@@ -334,7 +328,7 @@ def _as_floats(values: Any) -> tuple[float, ...] | None:
 
 
 def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
-    """The [N, HEADER + 2 * order * BLOCK] table; each scalar formed as diffusers forms it in `step`."""
+    """The [N, order + 1, HEADER + 2 * BLOCK] table by (step, warm-up); each scalar formed as diffusers does."""
     n, max_order = len(sigmas) - 1, scheduler.solver_order
     alpha, sigma = scheduler._alpha_sigma(sigmas)
     lam = torch.log(alpha) - torch.log(sigma)
@@ -382,16 +376,16 @@ def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch
         predictor.append(block(rho[:, 0], rho[:, 1], zero, ones_k[0], ones_k[1]))
         rho = solve(3, last_ratio_is_one=True)
         corrector.append(block(rho[:, 0], rho[:, 1], rho[:, 2], ones_k[0], ones_k[1]))
-    predictor_table = _only_usable(torch.stack(predictor[:max_order], dim=1), torch.minimum(orders, index + 1))
-    corrector_table = _only_usable(torch.stack(corrector[:max_order], dim=1), torch.minimum(orders, index + 1))
-    # The corrector of step i repeats the predictor of step i - 1 (same sigmas), with its own weights.
-    corrector_table = torch.cat([torch.zeros_like(corrector_table[:1]), corrector_table[:-1]])
-    corrects = torch.tensor([i > 0 and (i - 1) not in scheduler.disable_corrector for i in range(n)])
-    header = torch.stack([alpha[:n], sigma[:n], sigmas[:n], corrects.to(sigmas.dtype)], dim=-1)
-    return torch.cat([header, predictor_table.reshape(n, -1), corrector_table.reshape(n, -1)], dim=-1)
-
-
-def _only_usable(table: torch.Tensor, highest: torch.Tensor) -> torch.Tensor:
-    """Zero the blocks of orders a step can never use; they may hold inf or nan from the final sigma."""
-    usable = torch.arange(1, table.shape[1] + 1)[None, :] <= highest[:, None]
-    return torch.where(usable[..., None], table, torch.zeros_like(table))
+    steps = torch.arange(n)
+    predictor_table = by_warmup(torch.stack(predictor[:max_order], dim=1), orders)
+    # The corrector of step i repeats the predictor of step i - 1 (same sigmas) at that step's order, which is
+    # min(its cap, warm-up): the table of step i - 1 one warm-up level down. Step 0 and warm-up 0 never correct.
+    previous = by_warmup(torch.stack(corrector[:max_order], dim=1), orders)
+    corrector_table = torch.zeros_like(previous)
+    corrector_table[1:, 1:] = previous[:-1, :-1]
+    enabled = torch.tensor([i > 0 and (i - 1) not in scheduler.disable_corrector for i in range(n)])
+    warmup = torch.arange(max_order + 1)
+    corrects = enabled[:, None] & (warmup[None, :] >= 1) & (warmup[None, :] <= steps[:, None])
+    corrector_table = torch.where(corrects[..., None], corrector_table, torch.zeros_like(corrector_table))
+    header = torch.stack([alpha[:n], sigma[:n], sigmas[:n]], dim=-1)[:, None].expand(-1, max_order + 1, -1)
+    return torch.cat([header, corrects[..., None].to(sigmas.dtype), predictor_table, corrector_table], dim=-1)

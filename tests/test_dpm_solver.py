@@ -495,7 +495,7 @@ def test_float64_plans_run_close_to_float32(config: dict[str, Any]) -> None:
             noise = step_noise(SHAPE, generator).to(dtype) if scheduler.stochastic else None
             sample, state = scheduler.step(state, output, sample, noise=noise)
             assert sample.dtype == dtype
-            assert state.history.dtype == dtype
+            assert all(entry.dtype == dtype for entry in state.history)
             samples.append(sample)
         trajectories[dtype] = samples
     for index, (wide, narrow) in enumerate(zip(trajectories[torch.float64], trajectories[torch.float32], strict=True)):

@@ -414,7 +414,9 @@ def test_float64_plans_run_close_to_float32(config: dict[str, Any]) -> None:
         samples = []
         for _ in range(steps):
             sample, state = scheduler.step(state, toy_model(sample, scheduler.timestep(state)), sample)
-            assert sample.dtype == state.history.dtype == state.last_sample.dtype == dtype
+            assert sample.dtype == state.last_sample.dtype == dtype and all(
+                entry.dtype == dtype for entry in state.history
+            )
             samples.append(sample)
         trajectories[dtype] = samples
     for index, (wide, narrow) in enumerate(zip(trajectories[torch.float64], trajectories[torch.float32], strict=True)):
