@@ -45,13 +45,18 @@ def coefficient_views(row: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tens
     return row.view(*row.shape, *([1] * (like.dim() - 1))).unbind(1)
 
 
+def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor.to(dtype)` without the dispatch when it is already that dtype (eager steps pay per call)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
 def scaled(coefficient: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
     """`coefficient * tensor` for a broadcastable per-row coefficient, formed in `tensor`'s dtype.
 
     Casting first is what diffusers' 0-d coefficient tensors get from type promotion: a bf16 tensor is scaled by
     the coefficient rounded to bf16, a float32 tensor by the float32 coefficient.
     """
-    return (coefficient if coefficient.dtype == tensor.dtype else coefficient.to(tensor.dtype)) * tensor
+    return as_dtype(coefficient, tensor.dtype) * tensor
 
 
 def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
@@ -61,7 +66,7 @@ def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     (float32) value instead of dividing (`div_true_kernel`); on the CPU, float32 and float64 divide exactly.
     """
     if tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64):
-        return tensor / (coefficient if coefficient.dtype == tensor.dtype else coefficient.to(tensor.dtype))
+        return tensor / as_dtype(coefficient, tensor.dtype)
     opmath = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     return (tensor.to(opmath) * torch.reciprocal(coefficient.to(opmath))).to(tensor.dtype)
 

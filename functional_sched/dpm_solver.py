@@ -18,7 +18,7 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
-from ._plan import Plan, by_warmup, coefficient_views, divided, scaled
+from ._plan import Plan, as_dtype, by_warmup, coefficient_views, divided, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -274,9 +274,9 @@ class DPMSolverMultistep(Scheduler):
         if _checks.checking():
             self._check(state, model_output, sample, noise)
         c = coefficient_views(self._row(state, state.lower_order_nums), sample)
-        m0 = self._convert(model_output, sample, c).to(sample.dtype)
+        m0 = as_dtype(self._convert(model_output, sample, c), sample.dtype)
         history = (*state.history[1:], m0)
-        x = scaled(c[A], sample.to(state.plan.coefficients.dtype)) + scaled(c[B0], m0)
+        x = scaled(c[A], as_dtype(sample, state.plan.coefficients.dtype)) + scaled(c[B0], m0)
         if self.solver_order >= 2:
             d1 = scaled(c[P0], m0 - history[-2])
             if self.solver_order == 3:
@@ -286,13 +286,13 @@ class DPMSolverMultistep(Scheduler):
             if self.solver_order == 3:
                 x = x + scaled(c[B2], d2)
         if self.stochastic:
-            x = x + scaled(c[NOISE], noise.to(x.dtype))
+            x = x + scaled(c[NOISE], as_dtype(noise, x.dtype))
         new_state = state.replace(
             step_index=state.step_index + 1,
             lower_order_nums=torch.clamp(state.lower_order_nums + 1, max=self.solver_order),
             history=history,
         )
-        return x.to(sample.dtype), new_state
+        return as_dtype(x, sample.dtype), new_state
 
     def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 for DPM-Solver++, epsilon for DPM-Solver."""

@@ -8,7 +8,7 @@ import attrs
 import torch
 
 from . import _checks, _validate, schedules
-from ._plan import Plan, coefficient_views, scaled
+from ._plan import Plan, as_dtype, coefficient_views, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -186,14 +186,16 @@ class FlowMatchEulerDiscrete(Scheduler):
         """
         if _checks.checking():
             self._check(state, model_output, sample, noise)
-        c = coefficient_views(self._row(state), sample)
-        work = sample.to(state.plan.coefficients.dtype)
+        row = self._row(state)
+        work = as_dtype(sample, row.dtype)
         if self.stochastic_sampling:
+            c = coefficient_views(row, sample)
             x0 = work - scaled(c[SIGMA], model_output)
-            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0) + scaled(c[NEXT_SIGMA], noise.to(work.dtype))
+            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0) + scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype))
         else:
-            prev_sample = work + scaled(c[DT], model_output)
-        return prev_sample.to(sample.dtype), state.replace(step_index=state.step_index + 1)
+            dt = row[:, DT].view(-1, *([1] * (sample.dim() - 1)))
+            prev_sample = work + scaled(dt, model_output)
+        return as_dtype(prev_sample, sample.dtype), state.replace(step_index=state.step_index + 1)
 
     def _check(
         self,
