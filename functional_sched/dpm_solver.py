@@ -274,13 +274,16 @@ class DPMSolverMultistep(Scheduler):
         if _checks.checking():
             self._check(state, model_output, sample, noise)
         c = coefficient_views(self._row(state, state.lower_order_nums), sample)
-        m0 = as_dtype(self._convert(model_output, sample, c), sample.dtype)
-        history = (*state.history[1:], m0)
+        m0 = self._convert(model_output, sample, c)
+        # The history keeps the state's dtype; the arithmetic runs in the converted output's, as diffusers keeps
+        # its outputs (bf16 ones when a bf16 model predicts x0 for float32 latents; exact in either direction).
+        history = (*state.history[1:], as_dtype(m0, sample.dtype))
         x = scaled(c[A], as_dtype(sample, state.plan.coefficients.dtype)) + scaled(c[B0], m0)
         if self.solver_order >= 2:
-            d1 = scaled(c[P0], m0 - history[-2])
+            m1 = as_dtype(history[-2], m0.dtype)
+            d1 = scaled(c[P0], m0 - m1)
             if self.solver_order == 3:
-                diff = d1 - scaled(c[P1], history[-2] - history[-3])
+                diff = d1 - scaled(c[P1], m1 - as_dtype(history[-3], m0.dtype))
                 d1, d2 = d1 + scaled(c[Q], diff), scaled(c[U], diff)
             x = x + scaled(c[B1], d1)
             if self.solver_order == 3:

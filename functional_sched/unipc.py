@@ -260,11 +260,11 @@ class UniPCMultistep(Scheduler):
         if _checks.checking():
             self._check(state, model_output, sample)
         c = coefficient_views(self._row(state, state.lower_order_nums), sample)
-        m_new = as_dtype(self._convert(model_output, sample, c), sample.dtype)
+        m_new = self._convert(model_output, sample, c)
         corrected = self._update(c[CORRECTOR : CORRECTOR + BLOCK], state.last_sample, state.history, m_new)
         sample = torch.where(c[CORRECTS] > 0, corrected, sample)
-        history = (*state.history[1:], m_new)
-        prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None)
+        history = (*state.history[1:], as_dtype(m_new, sample.dtype))
+        prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None, m_new.dtype)
         new_state = state.replace(
             step_index=state.step_index + 1,
             lower_order_nums=torch.clamp(state.lower_order_nums + 1, max=self.solver_order),
@@ -279,14 +279,20 @@ class UniPCMultistep(Scheduler):
         x: torch.Tensor,
         history: tuple[torch.Tensor, ...],
         m_new: torch.Tensor | None,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """`a x - b m0 - g residual`: UniP when `m_new` is None (m0 is the newest output), else UniC."""
-        m0 = history[-1]
+        """`a x - b m0 - g residual`: UniP when `m_new` is None (m0 is the newest output), else UniC.
+
+        The history entries take the converted outputs' dtype (`m_new`'s, or `dtype`), as diffusers keeps them.
+        """
+        dtype = m_new.dtype if m_new is not None else dtype
+        m0 = as_dtype(history[-1], dtype)
         base = scaled(c[A], x) - scaled(c[B], m0)
         if self.solver_order >= 2:
-            d1 = divided(history[-2] - m0, c[K1])
+            d1 = divided(as_dtype(history[-2], dtype) - m0, c[K1])
             if self.solver_order == 3:
-                residual = _weighted_sum(c[RHO0], d1, c[RHO1], divided(history[-3] - m0, c[K2]))
+                d2 = divided(as_dtype(history[-3], dtype) - m0, c[K2])
+                residual = _weighted_sum(c[RHO0], d1, c[RHO1], d2)
             else:
                 residual = scaled(c[RHO0], d1)
             if m_new is not None:

@@ -355,17 +355,7 @@ MIXED = {
 }
 
 
-BF16_TERMS = pytest.mark.xfail(
-    strict=True,
-    reason="library mismatch: where the converted model output stays bf16, diffusers forms `coefficient * output` in "
-    "bf16 (a 0-d float32 tensor times a bf16 tensor stays bf16) and its history holds bf16; ours converts to float32 "
-    "first, so the step differs by several bf16 ulps (up to ~176 where the result nearly cancels)",
-)
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(name, marks=BF16_TERMS) if MIXED[name][1] == torch.bfloat16 else name for name in MIXED]
-)
+@pytest.mark.parametrize("name", list(MIXED))
 def test_float32_latents_with_bf16_model_output(name: str) -> None:
     """float32 latents, bf16 model output: ours returns float32 (the sample's dtype), diffusers the converted model
     output's dtype. Where that is float32 the two are bit-identical; where it is bf16, ours cast to bf16 lies within
