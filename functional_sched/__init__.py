@@ -7,6 +7,7 @@ for _ in range(len(sched.timesteps(state))):
     latents, state = sched.step(state, model_output, latents)
 """
 
+from ._checks import unchecked
 from ._plan import Plan
 from ._record import record
 from .dpm_solver import DPMSolverMultistep, DPMSolverState
@@ -28,5 +29,6 @@ __all__ = [
     "UniPCState",
     "randn_tensor",
     "record",
+    "unchecked",
 ]
 __version__ = "0.1.0"

@@ -5,7 +5,10 @@ Each error says what was wrong and what to do instead.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,8 +19,28 @@ def fingerprint(owner: str, behaviour: tuple[Any, ...]) -> int:
     return zlib.crc32(repr((owner, behaviour)).encode())
 
 
+_ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("functional_sched_checks", default=True)
+
+
 def checking() -> bool:
-    return not torch.compiler.is_compiling()
+    """Whether to check inputs now: in eager mode, outside `unchecked()`. (Under compile: never, and the context
+    variable is not even read, so it costs the graph nothing.)"""
+    return not torch.compiler.is_compiling() and _ENABLED.get()
+
+
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Skip the eager input checks of `step`, `timestep` and `add_noise` inside the block (this thread or task).
+
+    The checks read the step index back to the host, which on CUDA synchronises the device once per step; a loop
+    known to be right can drop them. Compiled steps never check. A finished row then still fails loudly on the
+    CPU (its index is past the table) but is undefined on CUDA.
+    """
+    token = _ENABLED.set(False)
+    try:
+        yield
+    finally:
+        _ENABLED.reset(token)
 
 
 def check_state(owner: str, state: Any, state_type: type, fingerprint: torch.Tensor) -> None:

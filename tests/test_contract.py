@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -430,3 +431,39 @@ def test_error_stochastic_step_without_noise(case: Case) -> None:
     inputs["noise"] = torch.zeros(SHAPE[0], 3)
     with pytest.raises(ValueError, match=r"noise has shape \(2, 3\), but sample has \(2, 4, 8, 8\)"):
         sched.step(state, sample=sample, **inputs)
+
+
+# ------------------------------------------------------------------------------------------------ unchecked()
+@pytest.mark.parametrize("case", FACTORIES[:3] + FACTORIES[-3:])
+def test_unchecked_steps_equal_checked_steps(case: Case) -> None:
+    sched, state, sample, inputs = one_step_inputs(case)
+    checked_sample, checked_state = sched.step(state, sample=sample, **inputs)
+    with fs.unchecked():
+        unchecked_sample, unchecked_state = sched.step(state, sample=sample, **inputs)
+    assert torch.equal(unchecked_sample, checked_sample)
+    assert same_state(unchecked_state, checked_state)
+
+
+def test_unchecked_is_scoped_to_its_block_and_thread() -> None:
+    sched = fs.FlowMatchEulerDiscrete()
+    sample = torch.randn(2, 3)
+    state = sched.init(4, sample=sample)
+    wrong_rows = torch.randn(3, 3)
+    with pytest.raises(RuntimeError, match="boom"), fs.unchecked():
+        raise RuntimeError("boom")
+    with pytest.raises(ValueError, match="the state has 2 rows"):
+        sched.step(state, wrong_rows, wrong_rows)  # checks are back after the block, even one that raised
+
+    seen_in_thread: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            sched.step(state, wrong_rows, wrong_rows)
+        except ValueError as error:
+            seen_in_thread.append(error)
+
+    with fs.unchecked():
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+    assert len(seen_in_thread) == 1, "another thread keeps its checks while this one runs unchecked"
