@@ -8,6 +8,8 @@ as diffusers' does.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._plan import divided, scaled
@@ -60,5 +62,25 @@ def threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
     rows = x0.reshape(x0.shape[0], -1)
     if dtype not in (torch.float32, torch.float64):
         rows = rows.float()  # quantile needs it, and clamp has no CPU half kernel
-    s = torch.quantile(rows.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
+    s = _quantile(rows.abs(), ratio).clamp(min=1, max=max_value).unsqueeze(1)
     return (torch.clamp(rows, -s, s) / s).reshape(x0.shape).to(dtype)
+
+
+def _quantile(rows: torch.Tensor, q: float) -> torch.Tensor:
+    """`torch.quantile(rows, q, dim=1)` (linear interpolation), bit for bit, in a form every torch compiles.
+
+    torch 2.11 cannot trace `torch.quantile` (a data-dependent `aten.equal` inside); here the rank is host
+    arithmetic on static sizes, rounded to the input's precision as torch rounds it.
+    """
+    rank = _rounded(_rounded(q, rows.dtype) * (rows.shape[1] - 1), rows.dtype)
+    below, above = math.floor(rank), math.ceil(rank)
+    ordered = rows.sort(dim=1).values
+    return torch.lerp(ordered[:, below], ordered[:, above], _rounded(rank - below, rows.dtype))
+
+
+def _rounded(value: float, dtype: torch.dtype) -> float:
+    """A Python float rounded to float32 (half to even) when `dtype` is float32; as is for float64."""
+    if dtype == torch.float64 or value == 0:
+        return value
+    mantissa, exponent = math.frexp(value)
+    return math.ldexp(round(mantissa * 2**24), exponent - 24)

@@ -173,6 +173,16 @@ def parity_run(
 
 
 # ----------------------------------------------------------------------------------------------------- registry
+def bit_identical_expected(functional_cls: type, config: Mapping[str, Any]) -> bool:
+    """Whether parity must be bit for bit on any machine, or within the design's bound only.
+
+    Everything is bit-identical to diffusers on the CPU except UniPC at order 3: there diffusers sums its two
+    weighted differences with `einsum`, whose rounding depends on the BLAS kernel the CPU gets (bit-identical on
+    an AMD EPYC with torch 2.13, one float32 ulp off on an Intel Xeon with torch 2.11). The bound holds everywhere.
+    """
+    return not (functional_cls.__name__ == "UniPCMultistep" and config.get("solver_order", 2) >= 3)
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One representative scheduler config: the same option names build ours and diffusers' scheduler.

@@ -19,6 +19,7 @@ from _support import (
     ALL_CASES,
     FACTORIES,
     Case,
+    bit_identical_expected,
     is_stochastic,
     latents,
     rows_dims,
@@ -70,7 +71,8 @@ def test_registry_covers_every_scheduler() -> None:
 
 @pytest.mark.parametrize("case", FACTORIES)
 def test_parity_with_diffusers(case: Case) -> None:
-    """Every registered config: tables equal, every float32 step within 1e-5 and, today, bit-identical."""
+    """Every registered config: tables equal, every float32 step within 1e-5 and bit-identical where that holds on
+    every machine (`bit_identical_expected`)."""
     result = case.parity(shape=SHAPE)
     assert torch.equal(result.ours_timesteps, result.ref_timesteps)
     assert result.ours_timesteps.dtype == result.ref_timesteps.dtype
@@ -78,7 +80,8 @@ def test_parity_with_diffusers(case: Case) -> None:
     assert result.steps == case.steps
     assert all(result.timestep_agrees)
     assert result.max_error <= 1e-5, result.first_difference()
-    assert all(result.identical), result.first_difference()
+    if bit_identical_expected(case.functional_cls, case.config):
+        assert all(result.identical), result.first_difference()
 
 
 # ------------------------------------------------------------------------------------------------- compile
