@@ -11,7 +11,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from . import _checks
-from ._plan import Plan, gather_rows, gather_step, per_row, working_dtype
+from ._plan import Plan, coefficient_views, gather_rows, gather_step, per_row, working_dtype
 
 CustomTable = Sequence[float] | torch.Tensor | None
 
@@ -173,16 +173,40 @@ class Scheduler:
     def _check_state(self, state: Any) -> None:
         _checks.check_state(self.name, state, self.state_type, self._fingerprint_on(state.step_index.device))
 
-    def _row(self, state: Any, warmup: torch.Tensor | None = None) -> torch.Tensor:
-        """Each row's coefficients [R, C] for its step (and warm-up); a finished row is a clear IndexError."""
+    def _coefficients(
+        self, state: Any, like: torch.Tensor, warmup: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """The step's coefficients, each broadcastable against `like`: one per row, for its step (and warm-up).
+
+        In eager mode on the CPU, where reading the index costs no device sync, rows that share one step and one
+        schedule (the usual case) take 0-d views of the plan's entry, which is what diffusers multiplies by;
+        otherwise one gather serves all rows. The values and the arithmetic are the same either way.
+        """
         try:
-            return gather_step(state.plan, state.step_index, warmup)
-        except IndexError:  # only in eager mode on the CPU, where the check leaves it to the gather
+            if state.step_index.device.type == "cpu" and not torch.compiler.is_compiling():
+                shared = _shared_entry(state.plan, state.step_index, warmup)
+                if shared is not None:
+                    return shared.unbind(0)
+            return coefficient_views(gather_step(state.plan, state.step_index, warmup), like)
+        except IndexError:  # an index past the end: on the CPU the checks leave it to the lookup
             _checks.raise_finished(self.name, state)
             raise
 
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
+
+
+def _shared_entry(plan: Plan, step_index: torch.Tensor, warmup: torch.Tensor | None) -> torch.Tensor | None:
+    """The plan's [C] entry when every row is at the same step (and warm-up) of one schedule, else None."""
+    if plan.coefficients.shape[0] != 1:
+        return None
+    steps = step_index.tolist()
+    levels = warmup.tolist() if warmup is not None else [0]
+    if steps.count(steps[0]) != len(steps) or levels.count(levels[0]) != len(levels):
+        return None
+    if steps[0] >= plan.coefficients.shape[1]:
+        raise IndexError("past the last step")
+    return plan.coefficients[0, steps[0], levels[0]]
 
 
 @functools.lru_cache(maxsize=64)

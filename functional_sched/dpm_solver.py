@@ -18,7 +18,7 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
-from ._plan import Plan, as_dtype, by_warmup, coefficient_views, divided, scaled
+from ._plan import Plan, as_dtype, by_warmup, divided, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -273,7 +273,7 @@ class DPMSolverMultistep(Scheduler):
         """
         if _checks.checking():
             self._check(state, model_output, sample, noise)
-        c = coefficient_views(self._row(state, state.lower_order_nums), sample)
+        c = self._coefficients(state, sample, state.lower_order_nums)
         m0 = self._convert(model_output, sample, c)
         # The history keeps the state's dtype; the arithmetic runs in the converted output's, as diffusers keeps
         # its outputs (bf16 ones when a bf16 model predicts x0 for float32 latents; exact in either direction).

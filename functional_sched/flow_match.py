@@ -8,7 +8,7 @@ import attrs
 import torch
 
 from . import _checks, _validate, schedules
-from ._plan import Plan, as_dtype, coefficient_views, scaled
+from ._plan import Plan, as_dtype, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -186,15 +186,13 @@ class FlowMatchEulerDiscrete(Scheduler):
         """
         if _checks.checking():
             self._check(state, model_output, sample, noise)
-        row = self._row(state)
-        work = as_dtype(sample, row.dtype)
+        c = self._coefficients(state, sample)
+        work = as_dtype(sample, state.plan.coefficients.dtype)
         if self.stochastic_sampling:
-            c = coefficient_views(row, sample)
             x0 = work - scaled(c[SIGMA], model_output)
             prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0) + scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype))
         else:
-            dt = row[:, DT].view(-1, *([1] * (sample.dim() - 1)))
-            prev_sample = work + scaled(dt, model_output)
+            prev_sample = work + scaled(c[DT], model_output)
         return as_dtype(prev_sample, sample.dtype), state.replace(step_index=state.step_index + 1)
 
     def _check(

@@ -17,7 +17,7 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
-from ._plan import Plan, as_dtype, by_warmup, coefficient_views, divided, scaled
+from ._plan import Plan, as_dtype, by_warmup, divided, scaled
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -259,7 +259,7 @@ class UniPCMultistep(Scheduler):
         """
         if _checks.checking():
             self._check(state, model_output, sample)
-        c = coefficient_views(self._row(state, state.lower_order_nums), sample)
+        c = self._coefficients(state, sample, state.lower_order_nums)
         m_new = self._convert(model_output, sample, c)
         corrected = self._update(c[CORRECTOR : CORRECTOR + BLOCK], state.last_sample, state.history, m_new)
         sample = torch.where(c[CORRECTS] > 0, corrected, sample)
