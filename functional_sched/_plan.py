@@ -25,6 +25,16 @@ class Plan:
     coefficients: torch.Tensor  # [S, N, W, C], working float dtype: the solver's constants per (step, warm-up)
 
 
+def single_plan(timesteps: torch.Tensor, sigmas: torch.Tensor, coefficients: torch.Tensor) -> Plan:
+    """The plan of one schedule (S = 1) from its [N] timesteps, [N + 1] sigmas and [N, W, C] coefficients."""
+    return Plan(
+        timesteps=timesteps[None],
+        sigmas=sigmas[None],
+        num_steps=torch.tensor([len(timesteps)]),
+        coefficients=coefficients[None],
+    )
+
+
 def gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Entry `index[r]` of row r's schedule: [S, M, ...] x [R] -> [R, ...]; no host sync, compiles."""
     if table.shape[0] == 1:

@@ -92,9 +92,8 @@ class Scheduler:
                 raise ValueError(f"{self.name}: mu must be finite, got {mu!r}.")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"{self.name}: plans are float32 or float64, got {dtype}.")
-        return _plan_on_device(
-            self, num_inference_steps, _table_key(timesteps), _table_key(sigmas), mu, dtype, str(torch.device(device))
-        )
+        key = (num_inference_steps, _table_key(timesteps), _table_key(sigmas), mu, dtype)
+        return _plan_on_device(self, key, str(torch.device(device)))
 
     def init(
         self,
@@ -215,27 +214,16 @@ def _fingerprint_tensor(fingerprint: int, device: str) -> torch.Tensor:
     return torch.tensor(fingerprint, dtype=torch.int64, device=device)
 
 
+PlanKey = tuple[int | None, Any, Any, float | None, torch.dtype]  # steps, custom timesteps, custom sigmas, mu, dtype
+
+
 @functools.lru_cache(maxsize=256)
-def _cpu_plan(
-    scheduler: Scheduler,
-    num_inference_steps: int | None,
-    timesteps: tuple[tuple[float, ...], str] | None,
-    sigmas: tuple[tuple[float, ...], str] | None,
-    mu: float | None,
-    dtype: torch.dtype,
-) -> Plan:
+def _cpu_plan(scheduler: Scheduler, key: PlanKey) -> Plan:
+    num_inference_steps, timesteps, sigmas, mu, dtype = key
     return scheduler._build_plan(num_inference_steps, _table(timesteps), _table(sigmas), mu, dtype)
 
 
 @functools.lru_cache(maxsize=256)
-def _plan_on_device(
-    scheduler: Scheduler,
-    num_inference_steps: int | None,
-    timesteps: tuple[tuple[float, ...], str] | None,
-    sigmas: tuple[tuple[float, ...], str] | None,
-    mu: float | None,
-    dtype: torch.dtype,
-    device: str,
-) -> Plan:
-    plan = _cpu_plan(scheduler, num_inference_steps, timesteps, sigmas, mu, dtype)
-    return pytree.tree_map(lambda table: table.to(device), plan)
+def _plan_on_device(scheduler: Scheduler, key: PlanKey, device: str) -> Plan:
+    """The CPU plan moved to `device` once; requests on that device share it."""
+    return pytree.tree_map(lambda table: table.to(device), _cpu_plan(scheduler, key))

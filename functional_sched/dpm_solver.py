@@ -18,13 +18,12 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
+from ._multistep import MultistepScheduler
 from ._plan import Plan, as_dtype, by_warmup, divided, scaled
 from ._record import record
-from ._scheduler import Scheduler
 
 ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")
 SOLVER_TYPES = ("midpoint", "heun")
-FINAL_SIGMAS = ("zero", "sigma_min")
 VARIANCE_TYPES = (None, "learned", "learned_range")
 
 # Columns of the coefficient table: the conversion of step i, then the update of the order the warm-up allows.
@@ -41,7 +40,7 @@ class DPMSolverState:
 
 
 @attrs.frozen
-class DPMSolverMultistep(Scheduler):
+class DPMSolverMultistep(MultistepScheduler):
     """Multistep DPM-Solver(++) of orders 1-3, deterministic or SDE, for VP or flow schedules.
 
     Implements Lu et al. (2022), "DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling in
@@ -83,44 +82,14 @@ class DPMSolverMultistep(Scheduler):
 
     def __attrs_post_init__(self) -> None:
         owner = self.name
-        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
-        _validate.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
-        _validate.integer(owner, "steps_offset", self.steps_offset, minimum=0)
-        _validate.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
+        self._validate_common("euler_at_final", "use_lu_lambdas")
         _validate.one_of(owner, "algorithm_type", self.algorithm_type, ALGORITHMS)
         _validate.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
-        _validate.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
         _validate.one_of(owner, "variance_type", self.variance_type, VARIANCE_TYPES)
-        _validate.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
         _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential",))
-        data_prediction = self.algorithm_type in ("dpmsolver++", "sde-dpmsolver++")
-        predictions = _predictions.DATA_PREDICTIONS if data_prediction else _predictions.NOISE_PREDICTIONS
-        _validate.one_of(
-            f"{owner} with algorithm_type={self.algorithm_type!r}", "prediction_type", self.prediction_type, predictions
-        )
-        for option in (
-            "thresholding",
-            "lower_order_final",
-            "euler_at_final",
-            "use_karras_sigmas",
-            "use_exponential_sigmas",
-            "use_beta_sigmas",
-            "use_lu_lambdas",
-            "use_flow_sigmas",
-            "rescale_betas_zero_snr",
-            "use_dynamic_shifting",
-        ):
-            _validate.flag(owner, option, getattr(self, option))
-        for option in ("beta_start", "beta_end", "flow_shift", "dynamic_thresholding_ratio", "sample_max_value"):
-            _validate.real(owner, option, getattr(self, option), positive=True)
         _validate.real(owner, "lambda_min_clipped", self.lambda_min_clipped, allow_inf=True)
-        _validate.at_most_one(
-            owner,
-            use_karras_sigmas=self.use_karras_sigmas,
-            use_exponential_sigmas=self.use_exponential_sigmas,
-            use_beta_sigmas=self.use_beta_sigmas,
-        )
-        if not data_prediction and self.final_sigmas_type == "zero":
+        self._validate_prediction(self.data_prediction, f"algorithm_type={self.algorithm_type!r}")
+        if not self.data_prediction and self.final_sigmas_type == "zero":
             raise ValueError(
                 f"{owner}: final_sigmas_type='zero' needs a data-prediction algorithm (dpmsolver++ or "
                 f"sde-dpmsolver++); with algorithm_type={self.algorithm_type!r} use final_sigmas_type='sigma_min'."
@@ -139,24 +108,16 @@ class DPMSolverMultistep(Scheduler):
     def data_prediction(self) -> bool:
         return self.algorithm_type.endswith("++")
 
-    def _step_options(self) -> tuple[Any, ...]:
-        return (
-            self.solver_order,
-            self.prediction_type,
-            self.thresholding,
-            self.dynamic_thresholding_ratio,
-            self.sample_max_value,
-            self.algorithm_type,
-            self.variance_type,
-        )
-
-    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return schedules.flow_alpha_sigma(sigma) if self.use_flow_sigmas else schedules.vp_alpha_sigma(sigma)
+    def _solver_step_options(self) -> tuple[Any, ...]:
+        return (self.algorithm_type, self.variance_type)
 
     # ------------------------------------------------------------------------------------------------ plan
-    def _schedule(self, n: int | None, timesteps: torch.Tensor | None, mu: float | None):
-        """Timesteps (int64) and sigmas (float32, with the final one) as diffusers' `set_timesteps` makes them."""
+    def _schedule(
+        self, n: int | None, timesteps: torch.Tensor | None, sigmas: torch.Tensor | None, mu: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         owner = self.name
+        if sigmas is not None:
+            raise ValueError(f"{owner}: custom sigmas are not supported (diffusers' set_timesteps takes none).")
         if n is None and timesteps is None:
             raise ValueError(f"{owner}: give num_inference_steps or custom timesteps.")
         if n is not None and timesteps is not None:
@@ -177,10 +138,7 @@ class DPMSolverMultistep(Scheduler):
             raise ValueError(f"{owner}: mu is only used with use_dynamic_shifting=True.")
 
         train = self.num_train_timesteps
-        cumulative = schedules.alphas_cumprod(
-            schedules.betas(train, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas),
-            self.rescale_betas_zero_snr,
-        )
+        cumulative = self._training_cumprod()
         lambdas = torch.log(torch.sqrt(cumulative)) - torch.log(torch.sqrt(1 - cumulative))
         train_sigmas = schedules.vp_sigmas(cumulative)
         log_sigmas = torch.log(train_sigmas)
@@ -227,37 +185,10 @@ class DPMSolverMultistep(Scheduler):
             orders[n - 1] = 1
         return orders
 
-    def _build_plan(
-        self,
-        num_inference_steps: int | None,
-        timesteps: torch.Tensor | None,
-        sigmas: torch.Tensor | None,
-        mu: float | None,
-        dtype: torch.dtype,
-    ) -> Plan:
-        if sigmas is not None:
-            raise ValueError(f"{self.name}: custom sigmas are not supported (diffusers' set_timesteps takes none).")
-        timesteps, sigmas = self._schedule(num_inference_steps, timesteps, mu)
-        n = len(timesteps)
-        return Plan(
-            timesteps=timesteps[None],
-            sigmas=sigmas.to(dtype)[None],
-            num_steps=torch.tensor([n]),
-            coefficients=_coefficients(self, sigmas.to(dtype), self._orders(n))[None],
-        )
+    def _table(self, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+        return _coefficients(self, sigmas, orders)
 
     # ------------------------------------------------------------------------------------------------ step
-    def _start(
-        self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor
-    ) -> DPMSolverState:
-        return DPMSolverState(
-            plan=plan,
-            step_index=step_index,
-            lower_order_nums=torch.zeros_like(step_index),
-            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),
-            fingerprint=fingerprint,
-        )
-
     def step(
         self,
         state: DPMSolverState,
@@ -303,10 +234,7 @@ class DPMSolverMultistep(Scheduler):
         if self.variance_type is not None and self.prediction_type == "epsilon":
             model_output = model_output[:, :3]  # the learned variance channels follow the first three
         if self.data_prediction:
-            x0 = _predictions.to_data(self.prediction_type, model_output, sample, alpha, sigma, raw_sigma)
-            if self.thresholding:
-                x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
-            return x0
+            return self._data_prediction(model_output, sample, (alpha, sigma, raw_sigma))
         epsilon = _predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
         if self.thresholding:
             x0 = divided(sample - scaled(sigma, epsilon), alpha)
@@ -314,15 +242,8 @@ class DPMSolverMultistep(Scheduler):
             epsilon = divided(sample - scaled(alpha, x0), sigma)
         return epsilon
 
-    def _check(
-        self, state: DPMSolverState, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None
-    ) -> None:
+    def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
         owner = self.name
-        self._check_state(state)
-        rows, device = state.step_index.shape[0], state.step_index.device
-        _checks.check_rows(owner, "sample", sample, rows, device)
-        _checks.check_rows(owner, "model_output", model_output, rows, device)
-        _checks.check_sample_matches_state(owner, sample, state.history[0].shape, state.history[0].dtype)
         if self.variance_type is None:
             _checks.check_like(owner, "model_output", model_output, sample, "sample")
         if self.stochastic:

@@ -8,7 +8,7 @@ import attrs
 import torch
 
 from . import _checks, _validate, schedules
-from ._plan import Plan, as_dtype, scaled
+from ._plan import Plan, as_dtype, scaled, single_plan
 from ._record import record
 from ._scheduler import Scheduler
 
@@ -158,12 +158,7 @@ class FlowMatchEulerDiscrete(Scheduler):
         sigmas = sigmas.to(dtype)
         current, following = sigmas[:-1], sigmas[1:]
         coefficients = torch.stack([current, following - current, 1.0 - following, following], dim=-1)
-        return Plan(
-            timesteps=timesteps[None],
-            sigmas=sigmas[None],
-            num_steps=torch.tensor([n]),
-            coefficients=coefficients[None, :, None],
-        )
+        return single_plan(timesteps, sigmas, coefficients[:, None])
 
     # ------------------------------------------------------------------------------------------------ step
     def _start(

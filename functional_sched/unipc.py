@@ -17,12 +17,11 @@ import attrs
 import torch
 
 from . import _checks, _predictions, _validate, schedules
+from ._multistep import MultistepScheduler
 from ._plan import Plan, as_dtype, by_warmup, divided, scaled
 from ._record import record
-from ._scheduler import Scheduler
 
 SOLVER_TYPES = ("bh1", "bh2")
-FINAL_SIGMAS = ("zero", "sigma_min")
 
 # Columns, per (step, warm-up): the conversion of step i and whether it corrects, then the predictor's block and
 # the corrector's block (the corrector repeats the previous step's predictor order, min(its cap, warm-up)).
@@ -44,7 +43,7 @@ class UniPCState:
 
 
 @attrs.frozen
-class UniPCMultistep(Scheduler):
+class UniPCMultistep(MultistepScheduler):
     """UniPC predictor-corrector multistep solver of orders 1-3 (B(h) = h or e^h - 1).
 
     Implements Zhao et al. (2023), "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
@@ -85,41 +84,13 @@ class UniPCMultistep(Scheduler):
 
     def __attrs_post_init__(self) -> None:
         owner = self.name
-        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
-        _validate.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
-        _validate.integer(owner, "steps_offset", self.steps_offset, minimum=0)
-        _validate.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
+        self._validate_common("predict_x0")
         _validate.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
-        _validate.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
-        _validate.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
         _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
-        for option in (
-            "thresholding",
-            "predict_x0",
-            "lower_order_final",
-            "use_karras_sigmas",
-            "use_exponential_sigmas",
-            "use_beta_sigmas",
-            "use_flow_sigmas",
-            "rescale_betas_zero_snr",
-            "use_dynamic_shifting",
-        ):
-            _validate.flag(owner, option, getattr(self, option))
-        for option in ("beta_start", "beta_end", "flow_shift", "dynamic_thresholding_ratio", "sample_max_value"):
-            _validate.real(owner, option, getattr(self, option), positive=True)
         for option in ("sigma_min", "sigma_max"):
             if getattr(self, option) is not None:
                 _validate.real(owner, option, getattr(self, option), positive=True)
-        predictions = _predictions.DATA_PREDICTIONS if self.predict_x0 else _predictions.NOISE_PREDICTIONS
-        _validate.one_of(
-            f"{owner} with predict_x0={self.predict_x0}", "prediction_type", self.prediction_type, predictions
-        )
-        _validate.at_most_one(
-            owner,
-            use_karras_sigmas=self.use_karras_sigmas,
-            use_exponential_sigmas=self.use_exponential_sigmas,
-            use_beta_sigmas=self.use_beta_sigmas,
-        )
+        self._validate_prediction(self.predict_x0, f"predict_x0={self.predict_x0}")
         if self.final_sigmas_type == "zero" and (self.solver_type == "bh1" or not self.predict_x0):
             raise ValueError(
                 f"{owner}: solver_type={self.solver_type!r} with predict_x0={self.predict_x0} and "
@@ -137,23 +108,16 @@ class UniPCMultistep(Scheduler):
                 raise ValueError(f"{owner}: shift_terminal is only supported with use_flow_sigmas=True.")
             _validate.real(owner, "shift_terminal", self.shift_terminal)
 
-    def _step_options(self) -> tuple[Any, ...]:
-        return (
-            self.solver_order,
-            self.prediction_type,
-            self.thresholding,
-            self.dynamic_thresholding_ratio,
-            self.sample_max_value,
-            self.predict_x0,
-        )
-
-    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return schedules.flow_alpha_sigma(sigma) if self.use_flow_sigmas else schedules.vp_alpha_sigma(sigma)
+    def _solver_step_options(self) -> tuple[Any, ...]:
+        return (self.predict_x0,)
 
     # ------------------------------------------------------------------------------------------------ plan
-    def _schedule(self, n: int | None, custom_sigmas: torch.Tensor | None, mu: float | None):
-        """Timesteps (int64) and sigmas (float32, with the final one) as diffusers' `set_timesteps` makes them."""
+    def _schedule(
+        self, n: int | None, timesteps: torch.Tensor | None, custom_sigmas: torch.Tensor | None, mu: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         owner = self.name
+        if timesteps is not None:
+            raise ValueError(f"{owner}: custom timesteps are not supported (diffusers' set_timesteps takes none).")
         if self.use_dynamic_shifting and mu is None:
             raise ValueError(f"{owner}: use_dynamic_shifting=True needs mu; pass init(..., mu=...).")
         if custom_sigmas is not None:
@@ -163,11 +127,7 @@ class UniPCMultistep(Scheduler):
         if not n:
             raise ValueError(f"{owner}: give num_inference_steps or custom sigmas.")
         train = self.num_train_timesteps
-        cumulative = schedules.alphas_cumprod(
-            schedules.betas(train, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas),
-            self.rescale_betas_zero_snr,
-        )
-        train_sigmas = schedules.vp_sigmas(cumulative)
+        train_sigmas = schedules.vp_sigmas(self._training_cumprod())
         timesteps = schedules.spaced_timesteps(self.timestep_spacing, n, train, self.steps_offset, train)
         converted = self.use_karras_sigmas or self.use_exponential_sigmas or self.use_beta_sigmas
         if converted:
@@ -213,38 +173,13 @@ class UniPCMultistep(Scheduler):
             return torch.full((n,), self.solver_order, dtype=torch.int64)
         return torch.clamp(n - torch.arange(n), max=self.solver_order)
 
-    def _build_plan(
-        self,
-        num_inference_steps: int | None,
-        timesteps: torch.Tensor | None,
-        sigmas: torch.Tensor | None,
-        mu: float | None,
-        dtype: torch.dtype,
-    ) -> Plan:
-        if timesteps is not None:
-            raise ValueError(f"{self.name}: custom timesteps are not supported (diffusers' set_timesteps takes none).")
-        timesteps, sigmas = self._schedule(num_inference_steps, sigmas, mu)
-        n = len(timesteps)
-        return Plan(
-            timesteps=timesteps[None],
-            sigmas=sigmas.to(dtype)[None],
-            num_steps=torch.tensor([n]),
-            coefficients=_coefficients(self, sigmas.to(dtype), self._orders(n))[None],
-        )
+    def _table(self, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+        return _coefficients(self, sigmas, orders)
+
+    def _extra_state(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"last_sample": torch.zeros_like(sample)}
 
     # ------------------------------------------------------------------------------------------------ step
-    def _start(
-        self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor
-    ) -> UniPCState:
-        return UniPCState(
-            plan=plan,
-            step_index=step_index,
-            lower_order_nums=torch.zeros_like(step_index),
-            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),
-            last_sample=torch.zeros_like(sample),
-            fingerprint=fingerprint,
-        )
-
     def step(
         self,
         state: UniPCState,
@@ -258,7 +193,7 @@ class UniPCMultistep(Scheduler):
         UniPC is deterministic: `noise` is accepted, like every scheduler's step takes it, and not used.
         """
         if _checks.checking():
-            self._check(state, model_output, sample)
+            self._check(state, model_output, sample, noise)
         c = self._coefficients(state, sample, state.lower_order_nums)
         m_new = self._convert(model_output, sample, c)
         corrected = self._update(c[CORRECTOR : CORRECTOR + BLOCK], state.last_sample, state.history, m_new)
@@ -305,20 +240,8 @@ class UniPCMultistep(Scheduler):
         """diffusers' `convert_model_output`: x0 with `predict_x0`, else epsilon."""
         alpha, sigma, raw_sigma = c[ALPHA], c[SIGMA], c[RAW_SIGMA]
         if self.predict_x0:
-            x0 = _predictions.to_data(self.prediction_type, model_output, sample, alpha, sigma, raw_sigma)
-            if self.thresholding:
-                x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
-            return x0
+            return self._data_prediction(model_output, sample, (alpha, sigma, raw_sigma))
         return _predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
-
-    def _check(self, state: UniPCState, model_output: torch.Tensor, sample: torch.Tensor) -> None:
-        owner = self.name
-        self._check_state(state)
-        rows, device = state.step_index.shape[0], state.step_index.device
-        _checks.check_rows(owner, "sample", sample, rows, device)
-        _checks.check_rows(owner, "model_output", model_output, rows, device)
-        _checks.check_sample_matches_state(owner, sample, state.history[0].shape, state.history[0].dtype)
-        _checks.check_like(owner, "model_output", model_output, sample, "sample")
 
 
 def _weighted_sum(w0: torch.Tensor, d0: torch.Tensor, w1: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:

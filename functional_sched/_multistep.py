@@ -1,0 +1,136 @@
+"""What the multistep solvers (DPM-Solver, UniPC) share: their training-schedule options, the plan's shape, the
+warm-up and history their states carry, and the checks of a step. Each solver keeps its own list of options (the
+config a diffusers user reads) and its own schedule and coefficients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _checks, _predictions, _validate, schedules
+from ._plan import Plan, single_plan
+from ._scheduler import Scheduler
+
+FINAL_SIGMAS = ("zero", "sigma_min")
+_FLAGS = (
+    "thresholding",
+    "lower_order_final",
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "use_flow_sigmas",
+    "rescale_betas_zero_snr",
+    "use_dynamic_shifting",
+)
+_POSITIVE = ("beta_start", "beta_end", "flow_shift", "dynamic_thresholding_ratio", "sample_max_value")
+
+
+class MultistepScheduler(Scheduler):
+    """Base of the multistep solvers; the subclass is an attrs class with diffusers' option names."""
+
+    # ------------------------------------------------------------------ hooks for the subclasses
+    def _schedule(
+        self, n: int | None, timesteps: torch.Tensor | None, sigmas: torch.Tensor | None, mu: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps (int64) and sigmas (float32, with the final one), as diffusers' `set_timesteps` makes them."""
+        raise NotImplementedError
+
+    def _orders(self, n: int) -> torch.Tensor:
+        """The highest order each of n steps may use (the warm-up is applied at step time)."""
+        raise NotImplementedError
+
+    def _table(self, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
+        """The [N, order + 1, C] coefficients by (step, warm-up level)."""
+        raise NotImplementedError
+
+    def _solver_step_options(self) -> tuple[Any, ...]:
+        """The solver's own options that `step` branches on."""
+        raise NotImplementedError
+
+    def _extra_state(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fields a solver's state has beyond the common ones, at their initial values."""
+        return {}
+
+    # ------------------------------------------------------------------ shared
+    def _step_options(self) -> tuple[Any, ...]:
+        conversion = (self.prediction_type, self.thresholding, self.dynamic_thresholding_ratio, self.sample_max_value)
+        return (self.solver_order, *conversion, *self._solver_step_options())
+
+    def _validate_common(self, *flags: str) -> None:
+        """The options both solvers have; `flags` are the solver's own boolean options."""
+        owner = self.name
+        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
+        _validate.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
+        _validate.integer(owner, "steps_offset", self.steps_offset, minimum=0)
+        _validate.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
+        _validate.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
+        _validate.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
+        for option in (*_FLAGS, *flags):
+            _validate.flag(owner, option, getattr(self, option))
+        for option in _POSITIVE:
+            _validate.real(owner, option, getattr(self, option), positive=True)
+        _validate.at_most_one(
+            owner,
+            use_karras_sigmas=self.use_karras_sigmas,
+            use_exponential_sigmas=self.use_exponential_sigmas,
+            use_beta_sigmas=self.use_beta_sigmas,
+        )
+
+    def _validate_prediction(self, data_prediction: bool, condition: str) -> None:
+        predictions = _predictions.DATA_PREDICTIONS if data_prediction else _predictions.NOISE_PREDICTIONS
+        _validate.one_of(f"{self.name} with {condition}", "prediction_type", self.prediction_type, predictions)
+
+    def _training_cumprod(self) -> torch.Tensor:
+        """alpha_bar of the training schedule, float32."""
+        betas = schedules.betas(
+            self.num_train_timesteps, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas
+        )
+        return schedules.alphas_cumprod(betas, self.rescale_betas_zero_snr)
+
+    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return schedules.flow_alpha_sigma(sigma) if self.use_flow_sigmas else schedules.vp_alpha_sigma(sigma)
+
+    def _data_prediction(
+        self, model_output: torch.Tensor, sample: torch.Tensor, conversion: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """x0 from the model output (thresholded if configured); `conversion` is (alpha, sigma, raw sigma)."""
+        x0 = _predictions.to_data(self.prediction_type, model_output, sample, *conversion)
+        if self.thresholding:
+            x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+        return x0
+
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        timesteps, sigmas = self._schedule(num_inference_steps, timesteps, sigmas, mu)
+        sigmas = sigmas.to(dtype)
+        return single_plan(timesteps, sigmas, self._table(sigmas, self._orders(len(timesteps))))
+
+    def _start(self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor) -> Any:
+        return self.state_type(
+            plan=plan,
+            step_index=step_index,
+            lower_order_nums=torch.zeros_like(step_index),
+            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),
+            fingerprint=fingerprint,
+            **self._extra_state(sample),
+        )
+
+    def _check(self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
+        owner = self.name
+        self._check_state(state)
+        rows, device = state.step_index.shape[0], state.step_index.device
+        _checks.check_rows(owner, "sample", sample, rows, device)
+        _checks.check_rows(owner, "model_output", model_output, rows, device)
+        _checks.check_sample_matches_state(owner, sample, state.history[0].shape, state.history[0].dtype)
+        self._check_inputs(model_output, sample, noise)
+
+    def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
+        """The solver's own checks of its step inputs; by default the model output has the sample's shape."""
+        _checks.check_like(self.name, "model_output", model_output, sample, "sample")
