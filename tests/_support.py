@@ -297,99 +297,90 @@ FLOW_MATCH_CASES = [
     ),
 ]
 
-# ---- DPMSolverMultistep / UniPCMultistep entries: each list stays empty while its class does not exist.
-_DPM = getattr(fs, "DPMSolverMultistep", None)
-_UNIPC = getattr(fs, "UniPCMultistep", None)
+_DPM = fs.DPMSolverMultistep
+_UNIPC = fs.UniPCMultistep
 
 _DPM_ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")
-DPM_CASES: list[Case] = (
-    [
-        Case(
-            "dpm++2m",
-            _DPM,
-            {"solver_order": 2, "algorithm_type": "dpmsolver++"},
-            invalid_option=("algorithm_type", "dpm-fast", _DPM_ALGORITHMS),
-            other_step_options={"solver_order": 3},
-            inductor=True,
-        ),
-        Case(
-            "dpm++3m-karras-v",
-            _DPM,
-            {
-                "solver_order": 3,
-                "prediction_type": "v_prediction",
-                "beta_schedule": "scaled_linear",
-                "beta_start": 0.00085,
-                "beta_end": 0.012,
-                "use_karras_sigmas": True,
-            },
-            steps=12,
-            invalid_option=("algorithm_type", "dpm-fast", _DPM_ALGORITHMS),
-            other_step_options={"prediction_type": "epsilon"},
-        ),
-        Case(
-            "dpm++2m-sde",
-            _DPM,
-            {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"},
-            invalid_option=("algorithm_type", "dpm-fast", _DPM_ALGORITHMS),
-            other_step_options={"algorithm_type": "dpmsolver++"},
-        ),
-        Case(
-            "dpm-flow-sana",
-            _DPM,
-            {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "flow_prediction"},
-            steps=10,
-            invalid_option=("solver_type", "rk4", ("midpoint", "heun")),
-            other_step_options={"solver_order": 1},
-        ),
-        Case(
-            "dpmsolver-sigma-min-thresholding",
-            _DPM,
-            {
-                "algorithm_type": "dpmsolver",
-                "final_sigmas_type": "sigma_min",
-                "solver_type": "heun",
-                "thresholding": True,
-                "sample_max_value": 1.5,
-            },
-            invalid_option=("final_sigmas_type", "one", ("zero", "sigma_min")),
-            other_step_options={"thresholding": False},
-        ),
-    ]
-    if _DPM is not None
-    else []
-)
+DPM_CASES: list[Case] = [
+    Case(
+        "dpm++2m",
+        _DPM,
+        {"solver_order": 2, "algorithm_type": "dpmsolver++"},
+        invalid_option=("algorithm_type", "dpm-fast", _DPM_ALGORITHMS),
+        other_step_options={"solver_order": 3},
+        inductor=True,
+    ),
+    Case(
+        "dpm++3m-karras-v",
+        _DPM,
+        {
+            "solver_order": 3,
+            "prediction_type": "v_prediction",
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "use_karras_sigmas": True,
+        },
+        steps=12,
+        invalid_option=("algorithm_type", "dpm-fast", _DPM_ALGORITHMS),
+        other_step_options={"prediction_type": "epsilon"},
+    ),
+    Case(
+        "dpm++2m-sde",
+        _DPM,
+        {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"},
+        invalid_option=("algorithm_type", "dpm-fast", _DPM_ALGORITHMS),
+        other_step_options={"algorithm_type": "dpmsolver++"},
+    ),
+    Case(
+        "dpm-flow-sana",
+        _DPM,
+        {"use_flow_sigmas": True, "flow_shift": 3.0, "prediction_type": "flow_prediction"},
+        steps=10,
+        invalid_option=("solver_type", "rk4", ("midpoint", "heun")),
+        other_step_options={"solver_order": 1},
+    ),
+    Case(
+        "dpmsolver-sigma-min-thresholding",
+        _DPM,
+        {
+            "algorithm_type": "dpmsolver",
+            "final_sigmas_type": "sigma_min",
+            "solver_type": "heun",
+            "thresholding": True,
+            "sample_max_value": 1.5,
+        },
+        invalid_option=("final_sigmas_type", "one", ("zero", "sigma_min")),
+        other_step_options={"thresholding": False},
+    ),
+]
 
-UNIPC_CASES: list[Case] = (
-    [
-        Case(
-            "unipc-bh2",
-            _UNIPC,
-            {"solver_order": 2},
-            invalid_option=("solver_type", "bh3", ("bh1", "bh2")),
-            other_step_options={"solver_order": 3},
-            inductor=True,
-        ),
-        Case(
-            "unipc-wan-flow",
-            _UNIPC,
-            {"use_flow_sigmas": True, "flow_shift": 5.0, "prediction_type": "flow_prediction"},
-            steps=10,
-            invalid_option=("timestep_spacing", "uniform", ("linspace", "leading", "trailing")),
-            other_step_options={"solver_order": 1},
-        ),
-        Case(
-            "unipc-bh1-3-karras",
-            _UNIPC,
-            {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min", "use_karras_sigmas": True},
-            steps=12,
-            invalid_option=("solver_type", "bh3", ("bh1", "bh2")),
-            other_step_options={"solver_order": 2},
-        ),
-    ]
-    if _UNIPC is not None
-    else []
-)
+UNIPC_CASES: list[Case] = [
+    Case(
+        "unipc-bh2",
+        _UNIPC,
+        {"solver_order": 2},
+        invalid_option=("solver_type", "bh3", ("bh1", "bh2")),
+        other_step_options={"solver_order": 3},
+        inductor=True,
+    ),
+    Case(
+        "unipc-wan-flow",
+        _UNIPC,
+        {"use_flow_sigmas": True, "flow_shift": 5.0, "prediction_type": "flow_prediction"},
+        steps=10,
+        invalid_option=("timestep_spacing", "uniform", ("linspace", "leading", "trailing")),
+        other_step_options={"solver_order": 1},
+    ),
+    Case(
+        "unipc-bh1-3-karras",
+        _UNIPC,
+        {"solver_order": 3, "solver_type": "bh1", "final_sigmas_type": "sigma_min", "use_karras_sigmas": True},
+        steps=12,
+        invalid_option=("solver_type", "bh3", ("bh1", "bh2")),
+        other_step_options={"solver_order": 2},
+    ),
+]
 
 ALL_CASES = FLOW_MATCH_CASES + DPM_CASES + UNIPC_CASES
 FACTORIES = [pytest.param(case, id=case.id) for case in ALL_CASES]

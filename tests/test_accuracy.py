@@ -158,8 +158,7 @@ def fitted_slope(step_counts: list[int], errors: list[float]) -> float:
     return -float(np.polyfit(np.log(step_counts), np.log(errors), 1)[0])
 
 
-UniPC = getattr(fs, "UniPCMultistep", None)
-needs_unipc = pytest.mark.skipif(UniPC is None, reason="functional_sched.UniPCMultistep does not exist yet")
+UniPC = fs.UniPCMultistep
 EVERY_STEP = tuple(range(400))  # disable_corrector on every step: UniP alone
 VP_LAMBDA = {"use_exponential_sigmas": True, "final_sigmas_type": "sigma_min", "lower_order_final": False}
 FLOW_KARRAS = {
@@ -257,7 +256,6 @@ def test_convergence_order(
     assert errors == sorted(errors, reverse=True), errors  # more steps, smaller error, every time
 
 
-@needs_unipc
 @pytest.mark.parametrize(
     ("config", "prediction_type", "flow", "order"), [pytest.param(*case[1:], id=case[0]) for case in UNIPC_CONVERGENCE]
 )
@@ -268,7 +266,6 @@ def test_unipc_convergence_order(config: dict[str, Any], prediction_type: str, f
     assert errors == sorted(errors, reverse=True), errors
 
 
-@needs_unipc
 @pytest.mark.parametrize("corrector", [False, True], ids=["unip-3", "unipc-3"])
 def test_unipc_third_order_is_at_least_third_order(corrector: bool) -> None:
     """Order 3 converges faster than its nominal order on this problem (see the module docstring): lower bound only."""
@@ -287,7 +284,6 @@ def test_third_order_multistep_beats_second_order() -> None:
     assert all(e3 < e2 / 1.5 for e2, e3 in zip(two, three, strict=True)), (two, three)
 
 
-@needs_unipc
 def test_corrector_lowers_the_error() -> None:
     """At every step count, UniPC-2 (with UniC) is more accurate than UniP-2 alone, and by more as N grows."""
     with_corrector = [final_error(UniPC(**VP_LAMBDA), n, "epsilon", False, "last_listed") for n in STEPS]

@@ -18,10 +18,6 @@ from functional_sched.adapters import from_diffusers, to_diffusers_config
 from functional_sched.adapters.report import GRID, cases, main
 
 AVAILABLE = {scheduler.diffusers_name: scheduler for scheduler in fs.SCHEDULERS}
-needs = {
-    name: pytest.mark.skipif(name not in AVAILABLE, reason=f"{name} not in functional_sched.SCHEDULERS yet")
-    for name in ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
-}
 
 
 def _fields(scheduler: Any) -> dict[str, Any]:
@@ -130,7 +126,6 @@ def test_set_shift_is_harmless_with_dynamic_shifting():
     assert from_diffusers(reference) == fs.FlowMatchEulerDiscrete(use_dynamic_shifting=True)
 
 
-@needs["DPMSolverMultistepScheduler"]
 def test_dpm_set_timesteps_mu_rewrites_flow_shift():
     reference = diffusers.DPMSolverMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, use_dynamic_shifting=True
@@ -144,7 +139,6 @@ def test_dpm_set_timesteps_mu_rewrites_flow_shift():
     assert torch.equal(ours.timesteps(state), reference.timesteps)
 
 
-@needs["DPMSolverMultistepScheduler"]
 def test_dpm_from_an_sd15_pndm_config():
     pndm = diffusers.PNDMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
@@ -154,7 +148,6 @@ def test_dpm_from_an_sd15_pndm_config():
     _assert_mirrors(from_diffusers(reference), reference)
 
 
-@needs["UniPCMultistepScheduler"]
 def test_unipc_solver_p_is_unsupported():
     reference = diffusers.UniPCMultistepScheduler(solver_p=diffusers.DPMSolverMultistepScheduler())
     with pytest.raises(
@@ -163,7 +156,6 @@ def test_unipc_solver_p_is_unsupported():
         from_diffusers(reference)
 
 
-@needs["UniPCMultistepScheduler"]
 def test_unipc_instance_copies_win_over_config():
     reference = diffusers.UniPCMultistepScheduler(disable_corrector=[0])
     assert from_diffusers(reference).disable_corrector == (0,)

@@ -22,8 +22,7 @@ from test_dpm_solver import BOUND, SCALED_LINEAR, SHAPE, assert_parity, assert_t
 
 import functional_sched as fs
 
-UniPC = getattr(fs, "UniPCMultistep", None)
-pytestmark = pytest.mark.skipif(UniPC is None, reason="functional_sched.UniPCMultistep does not exist yet")
+UniPC = fs.UniPCMultistep
 
 
 @dataclasses.dataclass(frozen=True)
