@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -185,18 +186,27 @@ class Scheduler:
             if state.step_index.device.type == "cpu" and not torch.compiler.is_compiling():
                 shared = _shared_entry(state.plan, state.step_index, warmup)
                 if shared is not None:
-                    return shared.unbind(0)
+                    return _entry_scalars(state.plan.coefficients, *shared)
             return coefficient_views(gather_step(state.plan, state.step_index, warmup), like)
         except IndexError:  # an index past the end: on the CPU the checks leave it to the lookup
             _checks.raise_finished(self.name, state)
             raise
 
+    def _next(self, counter: torch.Tensor, cap: int | None = None) -> torch.Tensor:
+        """`counter + 1` (at most `cap`); on the CPU in eager mode, rows that agree share a cached tensor."""
+        if counter.device.type == "cpu" and not torch.compiler.is_compiling():
+            values = counter.tolist()
+            if values.count(values[0]) == len(values):
+                return _counter(values[0] + 1 if cap is None else min(values[0] + 1, cap), len(values))
+        following = counter + 1
+        return following if cap is None else torch.clamp(following, max=cap)
+
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
 
 
-def _shared_entry(plan: Plan, step_index: torch.Tensor, warmup: torch.Tensor | None) -> torch.Tensor | None:
-    """The plan's [C] entry when every row is at the same step (and warm-up) of one schedule, else None."""
+def _shared_entry(plan: Plan, step_index: torch.Tensor, warmup: torch.Tensor | None) -> tuple[int, int] | None:
+    """(step, warm-up level) when every row is at the same one of a single schedule, else None."""
     if plan.coefficients.shape[0] != 1:
         return None
     steps = step_index.tolist()
@@ -205,7 +215,29 @@ def _shared_entry(plan: Plan, step_index: torch.Tensor, warmup: torch.Tensor | N
         return None
     if steps[0] >= plan.coefficients.shape[1]:
         raise IndexError("past the last step")
-    return plan.coefficients[0, steps[0], levels[0]]
+    return steps[0], levels[0]
+
+
+# Eager CPU steps re-use, per plan, the 0-d coefficients of each (step, warm-up) entry, and share small counter
+# tensors: plans and states are never written, so neither are these. Entries are copies, not views, so a plan
+# that is dropped is freed (and its entries with it).
+_ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}
+
+
+def _entry_scalars(coefficients: torch.Tensor, step: int, level: int) -> tuple[torch.Tensor, ...]:
+    entries = _ENTRIES.get(id(coefficients))
+    if entries is None:
+        entries = _ENTRIES[id(coefficients)] = {}
+        weakref.finalize(coefficients, _ENTRIES.pop, id(coefficients), None)
+    entry = entries.get((step, level))
+    if entry is None:
+        entry = entries[(step, level)] = coefficients[0, step, level].clone().unbind(0)
+    return entry
+
+
+@functools.lru_cache(maxsize=1024)
+def _counter(value: int, rows: int) -> torch.Tensor:
+    return torch.full((rows,), value, dtype=torch.int64)
 
 
 @functools.lru_cache(maxsize=64)

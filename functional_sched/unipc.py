@@ -201,8 +201,8 @@ class UniPCMultistep(MultistepScheduler):
         history = (*state.history[1:], as_dtype(m_new, sample.dtype))
         prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None, m_new.dtype)
         new_state = state.replace(
-            step_index=state.step_index + 1,
-            lower_order_nums=torch.clamp(state.lower_order_nums + 1, max=self.solver_order),
+            step_index=self._next(state.step_index),
+            lower_order_nums=self._next(state.lower_order_nums, cap=self.solver_order),
             history=history,
             last_sample=sample,
         )

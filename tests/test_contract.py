@@ -4,6 +4,7 @@ parity, compilation into one graph, purity, a state of fixed structure, independ
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -470,3 +471,19 @@ def test_unchecked_is_scoped_to_its_block_and_thread() -> None:
         worker.start()
         worker.join()
     assert len(seen_in_thread) == 1, "another thread keeps its checks while this one runs unchecked"
+
+
+def test_eager_entry_caches_are_freed_with_their_plans() -> None:
+    """Eager CPU steps cache each plan's 0-d coefficients; dropping the plan drops them (no leak)."""
+    from functional_sched import _scheduler
+
+    sched, sample = fs.FlowMatchEulerDiscrete(), torch.randn(1, 4)
+    state = sched.init(sample=sample, sigmas=[0.987654, 0.5, 0.25])
+    sched.step(state, sample, sample)
+    key = id(state.plan.coefficients)
+    assert key in _scheduler._ENTRIES
+    _scheduler._plan_on_device.cache_clear()
+    _scheduler._cpu_plan.cache_clear()
+    del state
+    gc.collect()
+    assert key not in _scheduler._ENTRIES
