@@ -43,12 +43,13 @@ def unchecked() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
-def check_state(owner: str, state: Any, state_type: type, fingerprint: torch.Tensor) -> None:
+def check_state(owner: str, state: Any, state_type: type, fingerprint: torch.Tensor, step_known: bool) -> None:
     """The state's type, the step options it was built for, and that no row is past its last step.
 
     `fingerprint` is the scheduler's own fingerprint tensor, which the states it builds share: comparing identity
     needs no device sync. Only a state that came another way (stacked, deserialised) has its value read.
-    On the CPU a single schedule's finished row is caught by the gather itself (`Scheduler._row`), at no cost.
+    When the host knows the step (`step_known`, see `_host`), or on the CPU for a single schedule, the lookup
+    itself catches a finished row, at no cost; otherwise the index is read back here.
     """
     if not isinstance(state, state_type):
         raise TypeError(
@@ -62,7 +63,7 @@ def check_state(owner: str, state: Any, state_type: type, fingerprint: torch.Ten
             "step a state with the scheduler object (or an equal config) that created it."
         )
     num_steps = state.plan.num_steps
-    if state.step_index.device.type == "cpu" and num_steps.shape[0] == 1:
+    if step_known or (state.step_index.device.type == "cpu" and num_steps.shape[0] == 1):
         return
     if bool((state.step_index >= (num_steps[0] if num_steps.shape[0] == 1 else num_steps)).any()):
         raise_finished(owner, state)

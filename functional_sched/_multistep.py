@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from . import _checks, _predictions, _validate, schedules
+from . import _checks, _host, _predictions, _validate, schedules
 from ._plan import Plan, single_plan
 from ._scheduler import Scheduler
 
@@ -116,7 +116,7 @@ class MultistepScheduler(Scheduler):
         return self.state_type(
             plan=plan,
             step_index=step_index,
-            lower_order_nums=torch.zeros_like(step_index),
+            lower_order_nums=_host.counter("lower_order_nums", 0, step_index.shape[0], step_index.device),
             history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),
             fingerprint=fingerprint,
             **self._extra_state(sample),

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.utils._pytree as pytree
 
-from . import _checks
+from . import _checks, _host
 from ._plan import Plan, coefficient_views, gather_rows, gather_step, per_row, working_dtype
 
 CustomTable = Sequence[float] | torch.Tensor | None
@@ -125,7 +124,7 @@ class Scheduler:
         if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < steps:
             raise ValueError(f"{self.name}.init: begin_index must be in [0, {steps}), got {begin_index!r}.")
         rows = sample.shape[0]
-        step_index = torch.full((rows,), begin_index, dtype=torch.int64, device=sample.device)
+        step_index = _host.counter("step_index", begin_index, rows, sample.device)
         return self._start(plan, sample, step_index, self._fingerprint_on(sample.device))
 
     def timesteps(self, state: Any) -> torch.Tensor:
@@ -142,8 +141,14 @@ class Scheduler:
         """The current timestep of each row, [R] (what the model is conditioned on)."""
         if _checks.checking():
             self._check_state(state)
+        plan = state.plan
+        step = _host.read(state.step_index) if not torch.compiler.is_compiling() else None
+        if step is not None and plan.timesteps.shape[0] == 1:
+            if step >= plan.timesteps.shape[1]:
+                _checks.raise_finished(self.name, state)
+            return plan.timesteps[0, step].expand(state.step_index.shape[0])  # a view, as diffusers' timesteps[i]
         try:
-            return gather_rows(state.plan.timesteps, state.step_index)
+            return gather_rows(plan.timesteps, state.step_index)
         except IndexError:
             _checks.raise_finished(self.name, state)
             raise
@@ -171,73 +176,51 @@ class Scheduler:
         return _fingerprint_tensor(self.fingerprint, str(device))
 
     def _check_state(self, state: Any) -> None:
-        _checks.check_state(self.name, state, self.state_type, self._fingerprint_on(state.step_index.device))
+        fingerprint = self._fingerprint_on(state.step_index.device)
+        _checks.check_state(self.name, state, self.state_type, fingerprint, _host.read(state.step_index) is not None)
+
+    def _host_entry(self, state: Any, warmup: torch.Tensor | None) -> tuple[torch.Tensor, int, int] | None:
+        """(host table, step, warm-up level) when the host knows them without a device read (see `_host`)."""
+        plan = state.plan
+        if plan.coefficients.shape[0] != 1 or torch.compiler.is_compiling():
+            return None
+        table = _host.host_table(plan.coefficients)
+        step = _host.read(state.step_index) if table is not None else None
+        level = 0 if warmup is None or step is None else _host.read(warmup)
+        return None if step is None or level is None else (table, step, level)
 
     def _coefficients(
         self, state: Any, like: torch.Tensor, warmup: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
         """The step's coefficients, each broadcastable against `like`: one per row, for its step (and warm-up).
 
-        In eager mode on the CPU, where reading the index costs no device sync, rows that share one step and one
-        schedule (the usual case) take 0-d views of the plan's entry, which is what diffusers multiplies by;
-        otherwise one gather serves all rows. The values and the arithmetic are the same either way.
+        When the host knows the step (`_host`), they are the plan entry's 0-d CPU scalars, what diffusers multiplies
+        by; otherwise one gather on the device serves all rows. The values and the arithmetic are the same.
         """
+        known = self._host_entry(state, warmup)
+        if known is not None:
+            table, step, level = known
+            if step >= table.shape[1]:
+                _checks.raise_finished(self.name, state)
+            return _host.entry_scalars(table, step, level)
         try:
-            if state.step_index.device.type == "cpu" and not torch.compiler.is_compiling():
-                shared = _shared_entry(state.plan, state.step_index, warmup)
-                if shared is not None:
-                    return _entry_scalars(state.plan.coefficients, *shared)
             return coefficient_views(gather_step(state.plan, state.step_index, warmup), like)
         except IndexError:  # an index past the end: on the CPU the checks leave it to the lookup
             _checks.raise_finished(self.name, state)
             raise
 
-    def _next(self, counter: torch.Tensor, cap: int | None = None) -> torch.Tensor:
-        """`counter + 1` (at most `cap`); on the CPU in eager mode, rows that agree share a cached tensor."""
-        if counter.device.type == "cpu" and not torch.compiler.is_compiling():
-            values = counter.tolist()
-            if values.count(values[0]) == len(values):
-                return _counter(values[0] + 1 if cap is None else min(values[0] + 1, cap), len(values))
+    def _next(self, role: str, counter: torch.Tensor, cap: int | None = None) -> torch.Tensor:
+        """`counter + 1` (at most `cap`): a shared counter when the host knows the value, else a device op."""
+        if not torch.compiler.is_compiling():
+            value = _host.read(counter)
+            if value is not None:
+                value = value + 1 if cap is None else min(value + 1, cap)
+                return _host.counter(role, value, counter.shape[0], counter.device)
         following = counter + 1
         return following if cap is None else torch.clamp(following, max=cap)
 
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
-
-
-def _shared_entry(plan: Plan, step_index: torch.Tensor, warmup: torch.Tensor | None) -> tuple[int, int] | None:
-    """(step, warm-up level) when every row is at the same one of a single schedule, else None."""
-    if plan.coefficients.shape[0] != 1:
-        return None
-    steps = step_index.tolist()
-    levels = warmup.tolist() if warmup is not None else [0]
-    if steps.count(steps[0]) != len(steps) or levels.count(levels[0]) != len(levels):
-        return None
-    if steps[0] >= plan.coefficients.shape[1]:
-        raise IndexError("past the last step")
-    return steps[0], levels[0]
-
-
-# Eager CPU steps re-use, per plan, the 0-d coefficients of each (step, warm-up) entry, and share small counter
-# tensors: plans and states are never written, so neither are these. Entries are copies, not views, so a plan
-# that is dropped is freed (and its entries with it).
-_ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}
-
-
-def _entry_scalars(coefficients: torch.Tensor, step: int, level: int) -> tuple[torch.Tensor, ...]:
-    entries = _ENTRIES.get(id(coefficients))
-    if entries is None:
-        entries = _ENTRIES[id(coefficients)] = {}
-        weakref.finalize(coefficients, _ENTRIES.pop, id(coefficients), None)
-    entry = entries.get((step, level))
-    if entry is None:
-        entry = entries[(step, level)] = coefficients[0, step, level].clone().unbind(0)
-    return entry
-
-
-@functools.lru_cache(maxsize=1024)
-def _counter(value: int, rows: int) -> torch.Tensor:
-    return torch.full((rows,), value, dtype=torch.int64)
 
 
 @functools.lru_cache(maxsize=64)
@@ -258,4 +241,7 @@ def _cpu_plan(scheduler: Scheduler, key: PlanKey) -> Plan:
 @functools.lru_cache(maxsize=256)
 def _plan_on_device(scheduler: Scheduler, key: PlanKey, device: str) -> Plan:
     """The CPU plan moved to `device` once; requests on that device share it."""
-    return pytree.tree_map(lambda table: table.to(device), _cpu_plan(scheduler, key))
+    host = _cpu_plan(scheduler, key)
+    plan = pytree.tree_map(lambda table: table.to(device), host)
+    _host.remember_host_table(plan.coefficients, host.coefficients)
+    return plan

@@ -222,8 +222,8 @@ class DPMSolverMultistep(MultistepScheduler):
         if self.stochastic:
             x = x + scaled(c[NOISE], as_dtype(noise, x.dtype))
         new_state = state.replace(
-            step_index=self._next(state.step_index),
-            lower_order_nums=self._next(state.lower_order_nums, cap=self.solver_order),
+            step_index=self._next("step_index", state.step_index),
+            lower_order_nums=self._next("lower_order_nums", state.lower_order_nums, cap=self.solver_order),
             history=history,
         )
         return as_dtype(x, sample.dtype), new_state

@@ -188,7 +188,7 @@ class FlowMatchEulerDiscrete(Scheduler):
             prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0) + scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype))
         else:
             prev_sample = work + scaled(c[DT], model_output)
-        return as_dtype(prev_sample, sample.dtype), state.replace(step_index=self._next(state.step_index))
+        return as_dtype(prev_sample, sample.dtype), state.replace(step_index=self._next("step_index", state.step_index))
 
     def _check(
         self,

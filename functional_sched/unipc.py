@@ -196,13 +196,16 @@ class UniPCMultistep(MultistepScheduler):
             self._check(state, model_output, sample, noise)
         c = self._coefficients(state, sample, state.lower_order_nums)
         m_new = self._convert(model_output, sample, c)
-        corrected = self._update(c[CORRECTOR : CORRECTOR + BLOCK], state.last_sample, state.history, m_new)
-        sample = torch.where(c[CORRECTS] > 0, corrected, sample)
+        corrector, corrects = c[CORRECTOR : CORRECTOR + BLOCK], c[CORRECTS] > 0
+        if corrects.dim() > 0:  # per-row coefficients: select, branch-free
+            sample = torch.where(corrects, self._update(corrector, state.last_sample, state.history, m_new), sample)
+        elif bool(corrects):  # one host scalar for all rows: correct only if this step does
+            sample = self._update(corrector, state.last_sample, state.history, m_new)
         history = (*state.history[1:], as_dtype(m_new, sample.dtype))
         prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None, m_new.dtype)
         new_state = state.replace(
-            step_index=self._next(state.step_index),
-            lower_order_nums=self._next(state.lower_order_nums, cap=self.solver_order),
+            step_index=self._next("step_index", state.step_index),
+            lower_order_nums=self._next("lower_order_nums", state.lower_order_nums, cap=self.solver_order),
             history=history,
             last_sample=sample,
         )

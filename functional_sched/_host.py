@@ -1,0 +1,76 @@
+"""What an eager step can know on the host without reading the device.
+
+States built by `init` and `step` carry their counters (step index, warm-up) as shared, uniform tensors from a
+cache that remembers each one's value, and every device plan remembers the CPU plan it was copied from. An eager
+step of such a state knows its step on the host: it multiplies by the plan's 0-d CPU scalars, as diffusers does
+(no lookup kernel, no increment kernel), and checks its range without a device sync. Any other state (rows
+stacked from several requests, one rebuilt by hand) takes the device path, which is also what compiled steps run.
+
+Shared tensors are never written (states are immutable); a counter written in place anyway (its `_version`
+moves) is simply no longer trusted.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+_MAX_COUNTERS = 1 << 16
+_COUNTERS: dict[tuple[str, int, int, str], torch.Tensor] = {}
+_VALUES: dict[int, tuple[torch.Tensor, int, int]] = {}  # id -> (tensor, value, its _version when made)
+_HOST_TABLES: dict[int, torch.Tensor] = {}  # id of a device plan's coefficients -> the CPU plan's
+_ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}  # per host table: 0-d scalars by entry
+
+
+def counter(role: str, value: int, rows: int, device: torch.device) -> torch.Tensor:
+    """A [rows] int64 tensor filled with `value`, shared by every state that needs one, its value remembered.
+
+    `role` names the state field: two fields never share a tensor (compiled steps guard on which inputs alias).
+    """
+    key = (role, value, rows, str(device))
+    tensor = _COUNTERS.get(key)
+    if tensor is None or tensor._version != _VALUES[id(tensor)][2]:  # new, or written in place by someone
+        tensor = torch.full((rows,), value, dtype=torch.int64, device=device)
+        if len(_COUNTERS) < _MAX_COUNTERS:
+            _COUNTERS[key] = tensor
+            _VALUES[id(tensor)] = (tensor, value, tensor._version)
+    return tensor
+
+
+def read(tensor: torch.Tensor) -> int | None:
+    """A counter's value when all its rows agree and it is known (or on the CPU, where reading is free)."""
+    entry = _VALUES.get(id(tensor))
+    if entry is not None and entry[0] is tensor and tensor._version == entry[2]:
+        return entry[1]
+    if tensor.device.type == "cpu" and tensor.numel():
+        values = tensor.tolist()
+        if values.count(values[0]) == len(values):
+            return values[0]
+    return None
+
+
+def remember_host_table(device_table: torch.Tensor, host_table: torch.Tensor) -> None:
+    """Record the CPU original of a plan table moved to a device (forgotten when the device copy is freed)."""
+    if device_table is not host_table:
+        _HOST_TABLES[id(device_table)] = host_table
+        weakref.finalize(device_table, _HOST_TABLES.pop, id(device_table), None)
+
+
+def host_table(table: torch.Tensor) -> torch.Tensor | None:
+    return table if table.device.type == "cpu" else _HOST_TABLES.get(id(table))
+
+
+def entry_scalars(table: torch.Tensor, step: int, level: int) -> tuple[torch.Tensor, ...]:
+    """The 0-d CPU coefficients of a host table's (step, warm-up) entry, made once per table and entry.
+
+    They are copies, not views, so a table that is dropped is freed, and its entries with it.
+    """
+    entries = _ENTRIES.get(id(table))
+    if entries is None:
+        entries = _ENTRIES[id(table)] = {}
+        weakref.finalize(table, _ENTRIES.pop, id(table), None)
+    entry = entries.get((step, level))
+    if entry is None:
+        entry = entries[(step, level)] = table[0, step, level].clone().unbind(0)
+    return entry
