@@ -43,7 +43,7 @@ def read(tensor: torch.Tensor) -> int | None:
     entry = _VALUES.get(id(tensor))
     if entry is not None and entry[0] is tensor and tensor._version == entry[2]:
         return entry[1]
-    if tensor.device.type == "cpu" and tensor.numel():
+    if tensor.is_cpu and tensor.numel():
         values = tensor.tolist()
         if values.count(values[0]) == len(values):
             return values[0]
@@ -58,7 +58,7 @@ def remember_host_table(device_table: torch.Tensor, host_table: torch.Tensor) ->
 
 
 def host_table(table: torch.Tensor) -> torch.Tensor | None:
-    return table if table.device.type == "cpu" else _HOST_TABLES.get(id(table))
+    return table if table.is_cpu else _HOST_TABLES.get(id(table))
 
 
 def entry_scalars(table: torch.Tensor, step: int, level: int) -> tuple[torch.Tensor, ...]:

@@ -75,7 +75,7 @@ def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     For half types, and for any float on CUDA, torch multiplies by the reciprocal of the scalar's original
     (float32) value instead of dividing (`div_true_kernel`); on the CPU, float32 and float64 divide exactly.
     """
-    if tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64):
+    if tensor.is_cpu and tensor.dtype in (torch.float32, torch.float64):
         return tensor / as_dtype(coefficient, tensor.dtype)
     opmath = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     return (tensor.to(opmath) * torch.reciprocal(coefficient.to(opmath))).to(tensor.dtype)

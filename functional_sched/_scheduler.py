@@ -173,11 +173,12 @@ class Scheduler:
 
     # ------------------------------------------------------------------ shared by the steps
     def _fingerprint_on(self, device: torch.device) -> torch.Tensor:
-        return _fingerprint_tensor(self.fingerprint, str(device))
+        return _checks.fingerprint_tensor(self.fingerprint, device)
 
     def _check_state(self, state: Any) -> None:
-        fingerprint = self._fingerprint_on(state.step_index.device)
-        _checks.check_state(self.name, state, self.state_type, fingerprint, _host.read(state.step_index) is not None)
+        index = state.step_index
+        step_known = not index.is_cpu and _host.read(index) is not None  # a CPU read is free anyway
+        _checks.check_state(self.name, state, self.state_type, self.fingerprint, step_known)
 
     def _host_entry(self, state: Any, warmup: torch.Tensor | None) -> tuple[torch.Tensor, int, int] | None:
         """(host table, step, warm-up level) when the host knows them without a device read (see `_host`)."""
@@ -221,12 +222,6 @@ class Scheduler:
 
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
-
-
-@functools.lru_cache(maxsize=64)
-def _fingerprint_tensor(fingerprint: int, device: str) -> torch.Tensor:
-    """One shared tensor per (fingerprint, device): states carry it, and checks compare it by identity."""
-    return torch.tensor(fingerprint, dtype=torch.int64, device=device)
 
 
 PlanKey = tuple[int | None, Any, Any, float | None, torch.dtype]  # steps, custom timesteps, custom sigmas, mu, dtype
