@@ -1,0 +1,407 @@
+"""Drop-in diffusers schedulers backed by the functional core: `pipe.scheduler = as_diffusers(pipe.scheduler)`.
+
+Each class here carries the name, constructor, config, `set_timesteps` and `step` signatures of the diffusers class
+it replaces, so `DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`, `save_config`/`from_pretrained` and
+a pipeline's `inspect.signature(scheduler.step)` checks work unchanged. Inside, an object holds the functional
+scheduler (`_functional`), the plan of the last `set_timesteps` (`_plan`, with the arguments that made it in
+`_request`), the `set_begin_index` value, and the functional state (`_state`, made at the first `step`, when the
+sample's shape, dtype and device are known); each `step` threads that state through the pure core.
+
+Outputs are cast to the dtype diffusers returns: the model output's for FlowMatchEuler, the converted model output's
+for DPM-Solver, the sample's for UniPC. Not supported: FlowMatchEuler's `per_token_timesteps` (NotImplementedError),
+`set_shift`, reading `timesteps`/`sigmas` before `set_timesteps`, float64 samples bit for bit (the core keeps
+float64 where diffusers computes in float32).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import attrs
+import diffusers
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
+
+import functional_sched as fs
+from functional_sched import _host
+from functional_sched._scheduler import Scheduler
+
+from .diffusers import from_diffusers, to_diffusers_config
+
+__all__ = [
+    "DPMSolverMultistepScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+    "UniPCMultistepScheduler",
+    "as_diffusers",
+]
+
+
+class _Request(NamedTuple):
+    """The `set_timesteps` arguments that made the plan (the state is initialised with the same ones)."""
+
+    num_inference_steps: int | None
+    timesteps: Any
+    sigmas: Any
+    mu: float | None
+
+
+def _signed(impl: Callable[..., Any], reference: Callable[..., Any]) -> Callable[..., Any]:
+    """A method with `reference`'s signature (binding errors included) that calls `impl(self, **arguments)`."""
+    signature = inspect.signature(reference)
+
+    def method(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        self = arguments.pop("self")
+        return impl(self, **arguments)
+
+    method.__signature__ = signature  # type: ignore[attr-defined]
+    method.__name__ = reference.__name__
+    method.__qualname__ = reference.__qualname__
+    method.__doc__ = reference.__doc__
+    return method
+
+
+class _DropIn(SchedulerMixin, ConfigMixin):
+    """What the drop-ins share; each subclass names its functional class and gets diffusers' signatures."""
+
+    _functional_class: ClassVar[type[Scheduler]]
+    _diffusers_class: ClassVar[type]
+    _output_class: ClassVar[type] = SchedulerOutput
+    order = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_functional_class" not in cls.__dict__:
+            return  # a shared base (_Multistep), not a drop-in
+        reference = getattr(diffusers, cls._functional_class.diffusers_name)
+        if cls.__name__ != reference.__name__:
+            raise TypeError(f"drop-in {cls.__name__} must carry diffusers' name {reference.__name__}")
+        cls._diffusers_class = reference
+        cls._compatibles = list(reference._compatibles)
+        cls.order = reference.order
+        cls.__init__ = register_to_config(_signed(_DropIn._configure, reference.__init__))  # type: ignore[misc]
+        cls.set_timesteps = _signed(_DropIn._set_timesteps, reference.set_timesteps)  # type: ignore[method-assign]
+        cls.step = _signed(_DropIn._step, reference.step)  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------------------------------------ construction
+    def _configure(self, **options: Any) -> None:
+        # from_diffusers maps the options (and refuses unsupported ones) from a throwaway diffusers instance.
+        self._functional: Scheduler = from_diffusers(self._diffusers_class(**options))
+        self._plan: Any = None
+        self._request: _Request | None = None
+        self._begin_index: int | None = None
+        self._state: Any = None
+
+    # ------------------------------------------------------------------------------------------------ read-outs
+    def _require_plan(self) -> Any:
+        if self._plan is None:
+            raise RuntimeError(f"{type(self).__name__}: call set_timesteps first (the drop-in has no table before it).")
+        return self._plan
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self._functional.timesteps(self._require_plan_state())
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        return self._functional.sigmas(self._require_plan_state()).cpu()
+
+    def _require_plan_state(self) -> Any:
+        # Scheduler.timesteps/sigmas read only `state.plan`; a tiny stand-in avoids needing a sample.
+        return _PlanOnly(self._require_plan())
+
+    @property
+    def num_inference_steps(self) -> int | None:
+        return None if self._plan is None else int(self._plan.timesteps.shape[1])
+
+    @property
+    def step_index(self) -> int | None:
+        if self._state is None:
+            return None
+        value = _host.read(self._state.step_index)
+        return int(self._state.step_index[0]) if value is None else value
+
+    @property
+    def begin_index(self) -> int | None:
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        self._begin_index = begin_index
+
+    def scale_model_input(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return sample
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    # ------------------------------------------------------------------------------------------------ schedule
+    def _set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        sigmas: Any = None,
+        mu: float | None = None,
+        timesteps: Any = None,
+    ) -> None:
+        self._validate_request(num_inference_steps, sigmas, mu, timesteps)
+        mu = self._resolve_mu(mu)
+        plan = self._functional.plan(
+            num_inference_steps,
+            timesteps=timesteps,
+            sigmas=sigmas,
+            mu=mu,
+            dtype=torch.float32,
+            device=device if device is not None else "cpu",
+        )
+        self._plan = plan
+        self._request = _Request(num_inference_steps, timesteps, sigmas, mu)
+        self._state = None
+        self._begin_index = None
+
+    def _validate_request(self, num_inference_steps: Any, sigmas: Any, mu: Any, timesteps: Any) -> None:
+        """diffusers' own checks where the core would word them differently (the core checks the rest)."""
+        if getattr(self.config, "use_dynamic_shifting", False) and mu is None and not self._dpm:
+            raise ValueError("`mu` must be passed when `use_dynamic_shifting` is set to be `True`")
+
+    @property
+    def _dpm(self) -> bool:
+        return isinstance(self._functional, fs.DPMSolverMultistep)
+
+    def _resolve_mu(self, mu: float | None) -> float | None:
+        return mu
+
+    # ------------------------------------------------------------------------------------------------ step
+    def _step(
+        self,
+        model_output: torch.Tensor,
+        timestep: Any,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        variance_noise: torch.Tensor | None = None,
+        return_dict: bool = True,
+        per_token_timesteps: torch.Tensor | None = None,
+        **ignored: Any,  # FlowMatchEuler's s_churn, s_tmin, s_tmax, s_noise: diffusers ignores them too
+    ) -> Any:
+        if per_token_timesteps is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__}.step: per_token_timesteps is not supported by functional_sched yet."
+            )
+        self._check_timestep(timestep)
+        if self._plan is None:
+            raise ValueError(
+                "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
+            )
+        out_dtype = self._output_dtype(model_output, sample)
+        state = self._state
+        if state is None:
+            index = self._begin_index if self._begin_index is not None else self._index_for_timestep(timestep)
+            work = self._core_sample(sample, None, out_dtype)
+            request = self._request
+            assert request is not None
+            state = self._functional.init(
+                request.num_inference_steps,
+                sample=work,
+                timesteps=request.timesteps,
+                sigmas=request.sigmas,
+                mu=request.mu,
+                begin_index=index,
+            )
+        else:
+            work = self._core_sample(sample, state, out_dtype)
+        noise = self._noise(model_output, work, generator, variance_noise)
+        prev_sample, self._state = self._functional.step(state, model_output, work, noise=noise)
+        prev_sample = prev_sample.to(out_dtype)
+        if not return_dict:
+            return (prev_sample,)
+        return self._output_class(prev_sample=prev_sample)
+
+    def _check_timestep(self, timestep: Any) -> None:
+        pass
+
+    def _output_dtype(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.dtype:
+        raise NotImplementedError
+
+    def _core_sample(self, sample: torch.Tensor, state: Any, out_dtype: torch.dtype) -> torch.Tensor:
+        return sample
+
+    def _noise(
+        self,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None,
+        variance_noise: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        return None
+
+    # ------------------------------------------------------------------------------------------------ indices
+    def _index_for_timestep(self, timestep: Any, schedule_timesteps: torch.Tensor | None = None) -> int:
+        """diffusers' `index_for_timestep`: the second match if repeated; not found -> last (DPM/UniPC)."""
+        if schedule_timesteps is None:
+            schedule_timesteps = self.timesteps
+            if isinstance(timestep, torch.Tensor):
+                timestep = timestep.to(schedule_timesteps.device)
+        candidates = (schedule_timesteps == timestep).nonzero()
+        if len(candidates) == 0:
+            return len(self.timesteps) - 1
+        return candidates[1 if len(candidates) > 1 else 0].item()
+
+    def _noising_sigma(self, like: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The sigma of each row by diffusers' `add_noise`/`scale_noise` index rules, broadcastable to `like`."""
+        sigmas = self.sigmas.to(device=like.device, dtype=like.dtype)
+        schedule = self.timesteps.to(like.device)
+        timesteps = timesteps.to(like.device)
+        if self._begin_index is None:
+            indices = [self._index_for_timestep(t, schedule) for t in timesteps]
+        elif self.step_index is not None:
+            indices = [self.step_index] * timesteps.shape[0]
+        else:
+            indices = [self._begin_index] * timesteps.shape[0]
+        sigma = sigmas[indices].flatten()
+        while sigma.dim() < like.dim():
+            sigma = sigma.unsqueeze(-1)
+        return sigma
+
+
+@attrs.frozen
+class _PlanOnly:
+    plan: Any
+
+
+# ---------------------------------------------------------------------------------------------------- the classes
+class FlowMatchEulerDiscreteScheduler(_DropIn):
+    """diffusers' `FlowMatchEulerDiscreteScheduler` on `functional_sched.FlowMatchEulerDiscrete`."""
+
+    _functional_class = fs.FlowMatchEulerDiscrete
+    _output_class = FlowMatchEulerDiscreteSchedulerOutput
+
+    @property
+    def sigmas(self) -> torch.Tensor:  # diffusers leaves them on set_timesteps' device
+        return self._functional.sigmas(self._require_plan_state())
+
+    def _index_for_timestep(self, timestep: Any, schedule_timesteps: torch.Tensor | None = None) -> int:
+        if schedule_timesteps is None:
+            schedule_timesteps = self.timesteps
+            if isinstance(timestep, torch.Tensor):
+                timestep = timestep.to(schedule_timesteps.device)
+        candidates = (schedule_timesteps == timestep).nonzero()
+        return candidates[1 if len(candidates) > 1 else 0].item()  # IndexError when absent, as diffusers
+
+    def _check_timestep(self, timestep: Any) -> None:
+        if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
+            raise ValueError(
+                "Passing integer indices (e.g. from `enumerate(timesteps)`) as timesteps to"
+                " `FlowMatchEulerDiscreteScheduler.step()` is not supported. Make sure to pass"
+                " one of the `scheduler.timesteps` as a timestep."
+            )
+
+    def _output_dtype(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.dtype:
+        return model_output.dtype
+
+    def _core_sample(self, sample: torch.Tensor, state: Any, out_dtype: torch.dtype) -> torch.Tensor:
+        return sample.to(torch.float32)  # diffusers upcasts the sample and steps in float32
+
+    def _noise(self, model_output, sample, generator, variance_noise):  # type: ignore[no-untyped-def]
+        if not self.config.stochastic_sampling:
+            return None
+        return fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+
+    def scale_noise(
+        self,
+        sample: torch.Tensor,
+        timestep: float | torch.Tensor,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        sigma = self._noising_sigma(sample, timestep)
+        return sigma * noise + (1.0 - sigma) * sample
+
+
+class _Multistep(_DropIn):
+    """DPM-Solver and UniPC: `init_noise_sigma`, `add_noise`, sigmas kept on the CPU."""
+
+    init_noise_sigma = 1.0
+
+    def _core_sample(self, sample: torch.Tensor, state: Any, out_dtype: torch.dtype) -> torch.Tensor:
+        if state is None:  # the state's dtype: diffusers' converted outputs promote with the sample
+            return sample.to(torch.promote_types(sample.dtype, out_dtype))
+        return sample.to(state.history[0].dtype)
+
+    def add_noise(
+        self,
+        original_samples: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.IntTensor,
+    ) -> torch.Tensor:
+        sigma = self._noising_sigma(original_samples, timesteps)
+        alpha_t, sigma_t = self._functional._alpha_sigma(sigma)
+        return alpha_t * original_samples + sigma_t * noise
+
+
+class DPMSolverMultistepScheduler(_Multistep):
+    """diffusers' `DPMSolverMultistepScheduler` on `functional_sched.DPMSolverMultistep`."""
+
+    _functional_class = fs.DPMSolverMultistep
+
+    def _resolve_mu(self, mu: float | None) -> float | None:
+        # diffusers: `assert use_dynamic_shifting and time_shift_type == "exponential"`, then config.flow_shift =
+        # exp(mu), which later set_timesteps calls without mu keep using; so does the drop-in.
+        if mu is None:
+            return None
+        assert self.config.use_dynamic_shifting and self.config.time_shift_type == "exponential"
+        shift = np.exp(mu)
+        self.config.flow_shift = shift
+        self._functional = attrs.evolve(self._functional, flow_shift=float(shift))
+        return None
+
+    def _output_dtype(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.dtype:
+        functional = self._functional
+        assert isinstance(functional, fs.DPMSolverMultistep)
+        if functional.data_prediction:
+            keeps_model_dtype = functional.prediction_type == "sample"
+        else:
+            keeps_model_dtype = functional.prediction_type == "epsilon" and not functional.thresholding
+        return model_output.dtype if keeps_model_dtype else torch.promote_types(sample.dtype, model_output.dtype)
+
+    def _noise(self, model_output, sample, generator, variance_noise):  # type: ignore[no-untyped-def]
+        if not self.config.algorithm_type.startswith("sde-"):
+            return None
+        if variance_noise is not None:
+            return variance_noise.to(device=model_output.device, dtype=torch.float32)
+        # diffusers draws the converted model output's shape, which is the sample's.
+        return fs.randn_tensor(sample.shape, generator=generator, device=model_output.device, dtype=torch.float32)
+
+
+class UniPCMultistepScheduler(_Multistep):
+    """diffusers' `UniPCMultistepScheduler` on `functional_sched.UniPCMultistep`."""
+
+    _functional_class = fs.UniPCMultistep
+
+    def _output_dtype(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.dtype:
+        return sample.dtype
+
+
+DROP_INS: dict[str, type[_DropIn]] = {
+    cls.__name__: cls for cls in (FlowMatchEulerDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)
+}
+
+
+def as_diffusers(scheduler: Any) -> _DropIn:
+    """The drop-in for a diffusers scheduler (its config in effect) or a functional one (`to_diffusers_config`).
+
+    A diffusers option that functional_sched does not support raises `from_diffusers`' NotImplementedError; a class
+    it lacks raises too. The result starts a fresh run: call `set_timesteps` on it, as on a new scheduler.
+    """
+    if isinstance(scheduler, Scheduler):
+        functional = scheduler
+        config: dict[str, Any] = {}
+    else:
+        functional = from_diffusers(scheduler)
+        config = dict(scheduler.config)
+    drop_in = DROP_INS[functional.diffusers_name]
+    return drop_in.from_config({**config, **to_diffusers_config(functional)})
