@@ -1,0 +1,420 @@
+"""The drop-ins inside real diffusers pipelines: tiny random components, same seed, bit-equal latents and images.
+
+Every pipeline is built offline from config (no hub download, no tokenizer or text encoder: the prompt embeddings
+are passed in), once with diffusers' scheduler and once with `as_diffusers(...)` or a drop-in class built
+`from_config`, from the same generator seed. On the CPU the drop-ins step bit for bit like diffusers, so the final
+latents (and decoded images) must be equal, not merely close. The pipelines need `transformers` to import.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import diffusers
+import numpy as np
+import pytest
+import torch
+
+from functional_sched.adapters import drop_in
+from functional_sched.adapters.drop_in import as_diffusers
+
+pytest.importorskip("transformers")  # diffusers' pipelines are dummies without it
+
+diffusers.utils.logging.set_verbosity_error()
+
+SEED = 0
+STEPS = 5
+SD_KWARGS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+
+
+# ------------------------------------------------------------------------------------------------ components
+def _seeded(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    torch.manual_seed(SEED)
+    return build().eval()
+
+
+def _embeds(*shapes: tuple[int, ...]) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1234)
+    return [torch.randn(shape, generator=generator) for shape in shapes]
+
+
+@pytest.fixture(scope="module")
+def sd_parts() -> dict[str, Any]:
+    unet = _seeded(
+        lambda: diffusers.UNet2DConditionModel(
+            block_out_channels=(4, 8),
+            layers_per_block=1,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=8,
+            norm_num_groups=2,
+            attention_head_dim=2,
+        )
+    )
+    vae = _seeded(
+        lambda: diffusers.AutoencoderKL(
+            block_out_channels=(4, 8),
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            latent_channels=4,
+            norm_num_groups=2,
+            sample_size=32,
+        )
+    )
+    prompt, negative = _embeds((1, 7, 8), (1, 7, 8))
+    return {"unet": unet, "vae": vae, "prompt_embeds": prompt, "negative_prompt_embeds": negative}
+
+
+def _sd(parts: dict[str, Any], scheduler: Any, cls: type = diffusers.StableDiffusionPipeline) -> Any:
+    pipe = cls(
+        vae=parts["vae"],
+        unet=parts["unet"],
+        scheduler=scheduler,
+        text_encoder=None,
+        tokenizer=None,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _sd_call(parts: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    return {
+        "prompt_embeds": parts["prompt_embeds"],
+        "negative_prompt_embeds": parts["negative_prompt_embeds"],
+        "num_inference_steps": STEPS,
+        "guidance_scale": 3.0,
+        "generator": torch.Generator().manual_seed(SEED),
+        "output_type": "latent",
+        **kwargs,
+    }
+
+
+def _txt2img(parts: dict[str, Any], scheduler: Any, **kwargs: Any) -> Any:
+    return _sd(parts, scheduler)(height=32, width=32, **_sd_call(parts, **kwargs)).images
+
+
+def _is_drop_in(scheduler: Any) -> bool:
+    return type(scheduler).__module__ == drop_in.__name__
+
+
+def _assert_same(reference: Any, ours: Any) -> None:
+    if isinstance(reference, np.ndarray):
+        assert reference.dtype == ours.dtype and reference.shape == ours.shape
+        assert np.array_equal(reference, ours), f"max |diff| {np.abs(reference - ours).max()}"
+    else:
+        assert reference.dtype == ours.dtype and reference.shape == ours.shape
+        assert torch.equal(reference, ours), f"max |diff| {(reference - ours).abs().max().item()}"
+
+
+# ------------------------------------------------------------------------------------------------ Stable Diffusion
+SD_CASES = {
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "DPM++ 3M v": ("DPMSolverMultistepScheduler", {"solver_order": 3, "prediction_type": "v_prediction"}),
+    "UniPC bh2": ("UniPCMultistepScheduler", {}),
+    "UniPC bh1 Karras": (
+        "UniPCMultistepScheduler",
+        {"solver_type": "bh1", "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SD_CASES))
+def test_stable_diffusion_latents_equal(sd_parts: dict[str, Any], case: str) -> None:
+    name, options = SD_CASES[case]
+    reference = _txt2img(sd_parts, getattr(diffusers, name)(**SD_KWARGS, **options))
+    ours_scheduler = as_diffusers(getattr(diffusers, name)(**SD_KWARGS, **options))
+    assert _is_drop_in(ours_scheduler) and type(ours_scheduler).__name__ == name
+    ours = _txt2img(sd_parts, ours_scheduler)
+    assert ours_scheduler.step_index == STEPS  # the pipeline really stepped the drop-in
+    _assert_same(reference, ours)
+
+
+def test_stable_diffusion_images_equal(sd_parts: dict[str, Any]) -> None:
+    reference = _txt2img(sd_parts, diffusers.DPMSolverMultistepScheduler(**SD_KWARGS), output_type="np")
+    ours = _txt2img(sd_parts, drop_in.DPMSolverMultistepScheduler(**SD_KWARGS), output_type="np")
+    assert reference.shape == (1, 32, 32, 3)
+    _assert_same(reference, ours)
+
+
+def test_comparison_is_sensitive(sd_parts: dict[str, Any]) -> None:
+    """The equalities above are not vacuous: another solver, or another SDE seed, moves the latents."""
+    dpm = _txt2img(sd_parts, drop_in.DPMSolverMultistepScheduler(**SD_KWARGS))
+    unipc = _txt2img(sd_parts, drop_in.UniPCMultistepScheduler(**SD_KWARGS))
+    assert not torch.equal(dpm, unipc)
+    sde = drop_in.DPMSolverMultistepScheduler(**SD_KWARGS, algorithm_type="sde-dpmsolver++")
+    pipe = _sd(sd_parts, sde)
+    first = pipe(height=32, width=32, **_sd_call(sd_parts)).images
+    latents = torch.randn(first.shape, generator=torch.Generator().manual_seed(SEED))
+    # The same initial latents, but the step noise drawn from a different generator state.
+    again = pipe(height=32, width=32, **_sd_call(sd_parts, latents=latents)).images
+    assert not torch.equal(first, again)
+
+
+# ------------------------------------------------------------------------------------------------ class switches
+SWITCHES = [
+    ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler"),
+    ("UniPCMultistepScheduler", "DPMSolverMultistepScheduler"),
+    ("DPMSolverMultistepScheduler", "DPMSolverMultistepScheduler"),
+]
+
+
+@pytest.mark.parametrize(("start", "target"), SWITCHES)
+def test_from_config_switch(sd_parts: dict[str, Any], start: str, target: str) -> None:
+    """`pipe.scheduler = X.from_config(pipe.scheduler.config)`, from a diffusers and from a drop-in scheduler."""
+    reference_pipe = _sd(sd_parts, getattr(diffusers, start)(**SD_KWARGS))
+    reference_pipe.scheduler = getattr(diffusers, target).from_config(reference_pipe.scheduler.config)
+    reference = reference_pipe(height=32, width=32, **_sd_call(sd_parts)).images
+
+    # diffusers scheduler -> drop-in class
+    pipe = _sd(sd_parts, getattr(diffusers, start)(**SD_KWARGS))
+    pipe.scheduler = getattr(drop_in, target).from_config(pipe.scheduler.config)
+    assert _is_drop_in(pipe.scheduler)
+    _assert_same(reference, pipe(height=32, width=32, **_sd_call(sd_parts)).images)
+
+    # drop-in -> drop-in class, and the drop-in's config feeds diffusers' class too
+    pipe = _sd(sd_parts, getattr(drop_in, start)(**SD_KWARGS))
+    assert target in {cls.__name__ for cls in pipe.scheduler.compatibles}
+    switched = getattr(drop_in, target).from_config(pipe.scheduler.config)
+    back = getattr(diffusers, target).from_config(pipe.scheduler.config)
+    pipe.scheduler = switched
+    assert _is_drop_in(pipe.scheduler) and type(pipe.scheduler).__name__ == target
+    _assert_same(reference, pipe(height=32, width=32, **_sd_call(sd_parts)).images)
+    pipe.scheduler = back
+    _assert_same(reference, pipe(height=32, width=32, **_sd_call(sd_parts)).images)
+
+
+# ------------------------------------------------------------------------------------------------ callbacks
+def _recorded(pipe: Any, parts: dict[str, Any]) -> list[tuple[Any, ...]]:
+    seen: list[tuple[Any, ...]] = []
+
+    def callback(pipeline: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        scheduler = pipeline.scheduler
+        seen.append((i, scheduler.step_index, scheduler.begin_index, scheduler.timesteps.clone(), t, kwargs["latents"]))
+        return kwargs
+
+    pipe(height=32, width=32, callback_on_step_end=callback, **_sd_call(parts))
+    return seen
+
+
+@pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_callback_reads_scheduler_mid_run(sd_parts: dict[str, Any], name: str) -> None:
+    reference = _recorded(_sd(sd_parts, getattr(diffusers, name)(**SD_KWARGS)), sd_parts)
+    ours = _recorded(_sd(sd_parts, getattr(drop_in, name)(**SD_KWARGS)), sd_parts)
+    assert [row[1] for row in reference] == list(range(1, STEPS + 1))
+    assert len(ours) == len(reference) == STEPS
+    for (i, index, begin, timesteps, t, latents), (i_, index_, begin_, timesteps_, t_, latents_) in zip(
+        reference, ours, strict=True
+    ):
+        assert (i, index, begin) == (i_, index_, begin_)
+        _assert_same(timesteps, timesteps_)
+        _assert_same(torch.as_tensor(t), torch.as_tensor(t_))
+        _assert_same(latents, latents_)
+
+
+# ------------------------------------------------------------------------------------------------ img2img strength
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("DPMSolverMultistepScheduler", {}),
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
+        ("UniPCMultistepScheduler", {}),
+    ],
+)
+@pytest.mark.parametrize("strength", [0.6, 1.0])
+def test_img2img_strength(sd_parts: dict[str, Any], name: str, options: dict[str, Any], strength: float) -> None:
+    image = np.random.default_rng(7).random((1, 32, 32, 3), dtype=np.float32)
+
+    def run(scheduler: Any) -> tuple[Any, Any]:
+        pipe = _sd(sd_parts, scheduler, diffusers.StableDiffusionImg2ImgPipeline)
+        call = _sd_call(sd_parts, num_inference_steps=6)
+        latents = pipe(image=image, strength=strength, **call).images
+        return latents, (scheduler.begin_index, scheduler.step_index, scheduler.timesteps.clone())
+
+    reference, (begin, index, timesteps) = run(getattr(diffusers, name)(**SD_KWARGS, **options))
+    ours, (begin_, index_, timesteps_) = run(as_diffusers(getattr(diffusers, name)(**SD_KWARGS, **options)))
+    assert begin == begin_ == 6 - int(6 * strength)
+    assert index == index_ == 6
+    _assert_same(timesteps, timesteps_)
+    _assert_same(reference, ours)
+
+
+# ------------------------------------------------------------------------------------------------ Flux (flow match)
+@pytest.fixture(scope="module")
+def flux_parts() -> dict[str, Any]:
+    transformer = _seeded(
+        lambda: diffusers.FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8],
+        )
+    )
+    vae = _seeded(
+        lambda: diffusers.AutoencoderKL(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(4,),
+            layers_per_block=1,
+            latent_channels=1,
+            norm_num_groups=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+        )
+    )
+    prompt, pooled = _embeds((1, 7, 32), (1, 32))
+    return {"transformer": transformer, "vae": vae, "prompt_embeds": prompt, "pooled_prompt_embeds": pooled}
+
+
+FLUX_SCHEDULER = {
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
+
+
+def _flux(
+    parts: dict[str, Any], scheduler: Any, output_type: str = "latent", seed: int = SEED
+) -> tuple[Any, list[torch.Tensor]]:
+    pipe = diffusers.FluxPipeline(
+        scheduler=scheduler,
+        vae=parts["vae"],
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=parts["transformer"],
+    )
+    pipe.set_progress_bar_config(disable=True)
+    requests: list[dict[str, Any]] = []
+    set_timesteps = scheduler.set_timesteps
+
+    @functools.wraps(set_timesteps)  # keeps the signature the pipeline inspects for `sigmas`
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        requests.append(kwargs)
+        return set_timesteps(*args, **kwargs)
+
+    scheduler.set_timesteps = spy  # the pipeline calls it with `sigmas=` and `mu=`; seen, then passed on
+    torch.manual_seed(seed)  # FluxPipeline passes no generator to `step`: stochastic sampling draws from the global RNG
+    images = pipe(
+        prompt_embeds=parts["prompt_embeds"],
+        pooled_prompt_embeds=parts["pooled_prompt_embeds"],
+        num_inference_steps=4,
+        height=16,
+        width=16,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type=output_type,
+    ).images
+    assert len(requests) == 1 and requests[0].get("mu") is not None and requests[0].get("sigmas") is not None
+    return images, [scheduler.timesteps.clone(), scheduler.sigmas.clone()]
+
+
+@pytest.mark.parametrize("output_type", ["latent", "np"])
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_flux_flow_match(flux_parts: dict[str, Any], output_type: str, stochastic: bool) -> None:
+    config = {**FLUX_SCHEDULER, "stochastic_sampling": stochastic}
+    reference, tables = _flux(flux_parts, diffusers.FlowMatchEulerDiscreteScheduler(**config), output_type)
+    ours_scheduler = as_diffusers(diffusers.FlowMatchEulerDiscreteScheduler(**config))
+    ours, tables_ = _flux(flux_parts, ours_scheduler, output_type)
+    assert _is_drop_in(ours_scheduler) and ours_scheduler.step_index == 4
+    for table, table_ in zip(tables, tables_, strict=True):
+        _assert_same(table, table_)
+    _assert_same(reference, ours)
+
+
+def test_flux_comparison_is_sensitive(flux_parts: dict[str, Any]) -> None:
+    """Stochastic sampling reads the global RNG (reseeded above); another seed there moves the latents."""
+    config = {**FLUX_SCHEDULER, "stochastic_sampling": True}
+    first, _ = _flux(flux_parts, as_diffusers(diffusers.FlowMatchEulerDiscreteScheduler(**config)))
+    other, _ = _flux(flux_parts, as_diffusers(diffusers.FlowMatchEulerDiscreteScheduler(**config)), seed=SEED + 1)
+    assert not torch.equal(first, other)
+
+
+# ------------------------------------------------------------------------------------------------ Wan (UniPC flow)
+@pytest.fixture(scope="module")
+def wan_parts() -> dict[str, Any]:
+    vae = _seeded(
+        lambda: diffusers.AutoencoderKLWan(
+            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+        )
+    )
+    transformer = _seeded(
+        lambda: diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=2,
+            attention_head_dim=12,
+            in_channels=16,
+            out_channels=16,
+            text_dim=32,
+            freq_dim=256,
+            ffn_dim=32,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=32,
+        )
+    )
+    prompt, negative = _embeds((1, 7, 32), (1, 7, 32))
+    return {"transformer": transformer, "vae": vae, "prompt_embeds": prompt, "negative_prompt_embeds": negative}
+
+
+WAN_SCHEDULERS = {
+    "UniPC flow": ("UniPCMultistepScheduler", {"prediction_type": "flow_prediction", "use_flow_sigmas": True}),
+    "DPM++ flow": (
+        "DPMSolverMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "algorithm_type": "dpmsolver++"},
+    ),
+}
+
+
+def _wan(parts: dict[str, Any], scheduler: Any, output_type: str) -> Any:
+    pipe = diffusers.WanPipeline(
+        tokenizer=None, text_encoder=None, vae=parts["vae"], transformer=parts["transformer"], scheduler=scheduler
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompt_embeds=parts["prompt_embeds"],
+        negative_prompt_embeds=parts["negative_prompt_embeds"],
+        num_inference_steps=4,
+        height=16,
+        width=16,
+        num_frames=9,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(SEED),
+        output_type=output_type,
+    ).frames
+
+
+@pytest.mark.parametrize("output_type", ["latent", "np"])
+@pytest.mark.parametrize("case", list(WAN_SCHEDULERS))
+def test_wan(wan_parts: dict[str, Any], case: str, output_type: str) -> None:
+    name, options = WAN_SCHEDULERS[case]
+    config = {"flow_shift": 3.0, **options}
+    reference = _wan(wan_parts, getattr(diffusers, name)(**config), output_type)
+    ours_scheduler = as_diffusers(getattr(diffusers, name)(**config))
+    ours = _wan(wan_parts, ours_scheduler, output_type)
+    assert _is_drop_in(ours_scheduler) and ours_scheduler.step_index == 4
+    _assert_same(reference, ours)
