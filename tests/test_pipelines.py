@@ -418,3 +418,94 @@ def test_wan(wan_parts: dict[str, Any], case: str, output_type: str) -> None:
     ours = _wan(wan_parts, ours_scheduler, output_type)
     assert _is_drop_in(ours_scheduler) and ours_scheduler.step_index == 4
     _assert_same(reference, ours)
+
+
+# ------------------------------------------------------------------------------------------------ SD3 (flow match)
+@pytest.fixture(scope="module")
+def sd3_parts() -> dict[str, Any]:
+    transformer = _seeded(
+        lambda: diffusers.SD3Transformer2DModel(
+            sample_size=32,
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=32,
+            pooled_projection_dim=64,
+            out_channels=4,
+        )
+    )
+    vae = _seeded(
+        lambda: diffusers.AutoencoderKL(
+            sample_size=32,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(4,),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=1,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5035,
+        )
+    )
+    prompt, negative, pooled, negative_pooled = _embeds((1, 7, 32), (1, 7, 32), (1, 64), (1, 64))
+    return {
+        "transformer": transformer,
+        "vae": vae,
+        "prompt_embeds": prompt,
+        "negative_prompt_embeds": negative,
+        "pooled_prompt_embeds": pooled,
+        "negative_pooled_prompt_embeds": negative_pooled,
+    }
+
+
+SD3_CASES = {
+    "shift": ({"shift": 3.0}, {}),
+    "dynamic shifting (mu)": (
+        {"shift": 3.0, "use_dynamic_shifting": True, "base_image_seq_len": 16, "max_image_seq_len": 4096},
+        {},
+    ),
+    "custom sigmas": ({"shift": 3.0}, {"sigmas": [1.0, 0.8, 0.5, 0.2]}),
+}
+
+
+@pytest.mark.parametrize("case", list(SD3_CASES))
+def test_sd3_flow_match(sd3_parts: dict[str, Any], case: str) -> None:
+    config, call = SD3_CASES[case]
+
+    def run(scheduler: Any) -> tuple[Any, torch.Tensor]:
+        pipe = diffusers.StableDiffusion3Pipeline(
+            scheduler=scheduler,
+            text_encoder=None,
+            tokenizer=None,
+            text_encoder_2=None,
+            tokenizer_2=None,
+            text_encoder_3=None,
+            tokenizer_3=None,
+            transformer=sd3_parts["transformer"],
+            vae=sd3_parts["vae"],
+        )
+        pipe.set_progress_bar_config(disable=True)
+        embeds = {key: value for key, value in sd3_parts.items() if key.endswith("embeds")}
+        latents = pipe(
+            **embeds,
+            **call,
+            num_inference_steps=4,
+            height=16,
+            width=16,
+            guidance_scale=3.0,
+            generator=torch.Generator().manual_seed(SEED),
+            output_type="latent",
+        ).images
+        return latents, scheduler.timesteps.clone()
+
+    reference, timesteps = run(diffusers.FlowMatchEulerDiscreteScheduler(**config))
+    ours_scheduler = as_diffusers(diffusers.FlowMatchEulerDiscreteScheduler(**config))
+    ours, timesteps_ = run(ours_scheduler)
+    assert _is_drop_in(ours_scheduler) and ours_scheduler.step_index == 4
+    _assert_same(timesteps, timesteps_)
+    _assert_same(reference, ours)
