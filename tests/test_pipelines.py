@@ -16,11 +16,10 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+import transformers  # noqa: F401  (diffusers' pipeline classes are import-time dummies without it)
 
 from functional_sched.adapters import drop_in
 from functional_sched.adapters.drop_in import as_diffusers
-
-pytest.importorskip("transformers")  # diffusers' pipelines are dummies without it
 
 diffusers.utils.logging.set_verbosity_error()
 
