@@ -46,9 +46,10 @@ def checking() -> bool:
 def unchecked() -> Iterator[None]:
     """Skip the eager input checks of `step`, `timestep` and `add_noise` inside the block (this thread or task).
 
-    The checks read the step index back to the host, which on CUDA synchronises the device once per step; a loop
-    known to be right can drop them. Compiled steps never check. A finished row then still fails loudly on the
-    CPU (its index is past the table) but is undefined on CUDA.
+    They cost a few microseconds per step, and for a state the host cannot read for free (rows stacked from several
+    requests, on CUDA) a device sync; a loop known to be right can drop them. Compiled steps never check. Without
+    the checks a finished row still fails loudly for a single schedule (states from `init`/`step`, or any state on
+    the CPU); a state of stacked, padded schedules stepped past a row's end is not checked.
     """
     token = _ENABLED.set(False)
     try:
