@@ -15,6 +15,7 @@ float64 where diffusers computes in float32).
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
@@ -38,6 +39,7 @@ __all__ = [
     "FlowMatchEulerDiscreteScheduler",
     "UniPCMultistepScheduler",
     "as_diffusers",
+    "for_request",
 ]
 
 
@@ -405,3 +407,18 @@ def as_diffusers(scheduler: Any) -> _DropIn:
         config = dict(scheduler.config)
     drop_in = DROP_INS[functional.diffusers_name]
     return drop_in.from_config({**config, **to_diffusers_config(functional)})
+
+
+def for_request(pipe: Any) -> Any:
+    """A per-request view of a diffusers pipeline: run `for_request(pipe)(...)` from as many threads as you like.
+
+    The result is a shallow copy of `pipe` whose `scheduler` is a fresh drop-in with the same config
+    (`as_diffusers(pipe.scheduler)`, from a drop-in or a diffusers scheduler). It shares every model, tokenizer,
+    processor and hook with `pipe` (no weights are copied); it does not share the scheduler, its plan or its state,
+    nor the pipeline's instance attributes (a request's `_guidance_scale`, `_num_timesteps`, ... land on the copy).
+    `pipe` is left as it was: the same `scheduler`, the same `config` object, unmodified. Calls on the copy are as
+    thread-safe as the shared models' forward passes (plain inference is; shared offload hooks may not be).
+    """
+    request = copy.copy(pipe)
+    request.scheduler = as_diffusers(pipe.scheduler)  # `__setattr__` rebinds the copy's config, never `pipe`'s
+    return request
