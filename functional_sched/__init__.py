@@ -7,6 +7,7 @@ for _ in range(len(sched.timesteps(state))):
     latents, state = sched.step(state, model_output, latents)
 """
 
+from . import batching
 from ._checks import unchecked
 from ._plan import Plan
 from ._record import record
@@ -27,6 +28,7 @@ __all__ = [
     "Plan",
     "UniPCMultistep",
     "UniPCState",
+    "batching",
     "randn_tensor",
     "record",
     "unchecked",

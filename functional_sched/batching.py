@@ -1,0 +1,174 @@
+"""Stacking requests into one state and splitting them back: many requests, one model call, one step call.
+
+    state = batching.stack([state_a, state_b])          # rows of a, then rows of b
+    sample, state = sched.step(state, model_output=out, sample=torch.cat([sample_a, sample_b]))
+    state_a, state_b = batching.split(state, [rows_a, rows_b])
+
+The states must come from one scheduler class with the same step options (equal fingerprints). Their per-row
+fields (step counters, solver history, UniPC's last sample) are concatenated along rows; the plan is shared when
+every state holds the same plan object, else it becomes one schedule per row, each schedule's per-step tables
+padded to the longest by repeating their last entry. Padded entries lie past that row's `num_steps`, so stepping a
+finished row is still refused. `split` undoes `stack`: each piece gets its rows and its own rows of the plan,
+trimmed back to its longest `num_steps` (one shared schedule when the piece's rows all hold the same one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ._plan import Plan
+from ._record import fields
+
+__all__ = ["split", "stack"]
+
+_SHARED = ("plan", "fingerprint")  # every other field of a state is per row
+
+
+def _rows(state: Any) -> int:
+    return state.step_index.shape[0]
+
+
+def _check_state(state: Any, what: str) -> None:
+    if not isinstance(getattr(state, "plan", None), Plan) or not isinstance(
+        getattr(state, "step_index", None), torch.Tensor
+    ):
+        raise TypeError(f"{what}: expected a scheduler state (from init() or step()), got {type(state).__name__}.")
+
+
+def _per_row_fields(state: Any) -> tuple[str, ...]:
+    return tuple(name for name in fields(state) if name not in _SHARED)
+
+
+def _pad_steps(table: torch.Tensor, size: int) -> torch.Tensor:
+    """Dim 1 (steps) padded to `size` by repeating the last entry."""
+    if table.shape[1] == size:
+        return table
+    tail = table[:, -1:].expand(table.shape[0], size - table.shape[1], *table.shape[2:])
+    return torch.cat([table, tail], dim=1)
+
+
+def _per_row_plan(plan: Plan, rows: int) -> Plan:
+    """The plan with one schedule per row (a shared schedule repeated for each of `rows` rows)."""
+    if plan.num_steps.shape[0] == rows:
+        return plan
+    return Plan(
+        timesteps=plan.timesteps.expand(rows, -1),
+        sigmas=plan.sigmas.expand(rows, -1),
+        num_steps=plan.num_steps.expand(rows),
+        coefficients=plan.coefficients.expand(rows, -1, -1, -1),
+    )
+
+
+def _stack_plans(plans: Sequence[Plan], rows: Sequence[int]) -> Plan:
+    if all(plan is plans[0] for plan in plans):
+        return plans[0]
+    first = plans[0]
+    for plan in plans[1:]:
+        for name in ("timesteps", "sigmas", "coefficients"):
+            a, b = getattr(first, name), getattr(plan, name)
+            if a.dtype != b.dtype or a.shape[2:] != b.shape[2:]:
+                raise ValueError(
+                    f"batching.stack: the plans' {name} differ in dtype or layout ({a.dtype} {tuple(a.shape)} vs "
+                    f"{b.dtype} {tuple(b.shape)}); stack requests whose samples have one dtype."
+                )
+    expanded = [_per_row_plan(plan, count) for plan, count in zip(plans, rows, strict=True)]
+    steps = max(plan.timesteps.shape[1] for plan in expanded)
+    return Plan(
+        timesteps=torch.cat([_pad_steps(plan.timesteps, steps) for plan in expanded]),
+        sigmas=torch.cat([_pad_steps(plan.sigmas, steps + 1) for plan in expanded]),
+        num_steps=torch.cat([plan.num_steps for plan in expanded]),
+        coefficients=torch.cat([_pad_steps(plan.coefficients, steps) for plan in expanded]),
+    )
+
+
+def _cat_rows(values: Sequence[Any], name: str) -> Any:
+    first = values[0]
+    if isinstance(first, tuple):
+        if any(not isinstance(value, tuple) or len(value) != len(first) for value in values):
+            raise ValueError(f"batching.stack: the states' {name} differ in length.")
+        return tuple(_cat_rows(column, f"{name}[{index}]") for index, column in enumerate(zip(*values, strict=True)))
+    for value in values[1:]:
+        if value.dtype != first.dtype or value.shape[1:] != first.shape[1:] or value.device != first.device:
+            raise ValueError(
+                f"batching.stack: the states' {name} differ beyond their rows ({first.dtype} "
+                f"{tuple(first.shape)} on {first.device} vs {value.dtype} {tuple(value.shape)} on {value.device}); "
+                "stack requests whose samples have one shape, dtype and device."
+            )
+    return torch.cat(list(values))
+
+
+def stack(states: Sequence[Any]) -> Any:
+    """One state holding the rows of `states`, in order; see the module's docstring."""
+    states = list(states)
+    if not states:
+        raise ValueError("batching.stack: no states to stack.")
+    for state in states:
+        _check_state(state, "batching.stack")
+    kind = type(states[0])
+    if any(type(state) is not kind for state in states):
+        names = sorted({type(state).__name__ for state in states})
+        raise TypeError(f"batching.stack: states of one scheduler class only, got {', '.join(names)}.")
+    fingerprints = [state.fingerprint for state in states]
+    if any(value is not fingerprints[0] for value in fingerprints) and len({int(value) for value in fingerprints}) > 1:
+        raise ValueError(
+            f"batching.stack: these {kind.__name__}s were built by schedulers with different step options "
+            "(different fingerprints); stack only states of one scheduler config."
+        )
+    if len(states) == 1:
+        return states[0]
+    rows = [_rows(state) for state in states]
+    values: dict[str, Any] = {
+        name: _cat_rows([getattr(state, name) for state in states], name) for name in _per_row_fields(states[0])
+    }
+    values["plan"] = _stack_plans([state.plan for state in states], rows)
+    values["fingerprint"] = states[0].fingerprint
+    return kind(**values)
+
+
+def _slice_rows(value: Any, start: int, stop: int) -> Any:
+    if isinstance(value, tuple):
+        return tuple(_slice_rows(item, start, stop) for item in value)
+    return value[start:stop]
+
+
+def _split_plan(plan: Plan, start: int, stop: int) -> Plan:
+    if plan.num_steps.shape[0] == 1:
+        return plan
+    num_steps = plan.num_steps[start:stop]
+    timesteps, sigmas, coefficients = (table[start:stop] for table in (plan.timesteps, plan.sigmas, plan.coefficients))
+    steps = int(num_steps.max())
+    timesteps, sigmas, coefficients = timesteps[:, :steps], sigmas[:, : steps + 1], coefficients[:, :steps]
+    if stop - start > 1 and not (
+        bool((num_steps == num_steps[0]).all())
+        and torch.equal(timesteps, timesteps[:1].expand_as(timesteps))
+        and torch.equal(sigmas, sigmas[:1].expand_as(sigmas))
+        and torch.equal(coefficients, coefficients[:1].expand_as(coefficients))
+    ):
+        return Plan(timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients)
+    return Plan(timesteps=timesteps[:1], sigmas=sigmas[:1], num_steps=num_steps[:1], coefficients=coefficients[:1])
+
+
+def split(state: Any, sizes: Sequence[int]) -> list[Any]:
+    """The states of consecutive row groups of `state`, `sizes[i]` rows each (they must add up to its rows)."""
+    _check_state(state, "batching.split")
+    sizes = list(sizes)
+    total = _rows(state)
+    if any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in sizes) or sum(sizes) != total:
+        raise ValueError(
+            f"batching.split: sizes must be positive integers adding up to the state's {total} rows, got {sizes}."
+        )
+    kind = type(state)
+    per_row = _per_row_fields(state)
+    pieces = []
+    start = 0
+    for size in sizes:
+        stop = start + size
+        values = {name: _slice_rows(getattr(state, name), start, stop) for name in per_row}
+        values["plan"] = _split_plan(state.plan, start, stop)
+        values["fingerprint"] = state.fingerprint
+        pieces.append(kind(**values))
+        start = stop
+    return pieces
