@@ -1,0 +1,116 @@
+"""`functional_sched.stages`: the request record and the denoising stage, one request at a time or many at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+import torch
+from _support import FACTORIES, Case, is_stochastic, latents, same_state
+
+from functional_sched.stages import Denoise, Req
+from functional_sched.stages.denoise import _step_noise
+
+SHAPE = (2, 4, 4)  # per-row latent shape
+EMBED = (2, 4, 4)
+
+
+def tiny_model(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    """Deterministic, elementwise per row: conditioned on the timestep and the embeddings."""
+    t = timestep.to(torch.float32).view(-1, *([1] * (sample.dim() - 1))) / 1000.0
+    return (torch.tanh(sample) * (0.5 + t) + 0.2 * torch.sin(embeds + t) - 0.1 * sample).to(sample.dtype)
+
+
+def make_req(case: Case, index: int, steps: int, rows: int = 1, guided: bool = True, **settings: Any) -> Req:
+    sample = latents((rows, *SHAPE), torch.float32, seed=50 + index)
+    return Req(
+        latents=sample,
+        state=case.scheduler().init(sample=sample, **case.init_kwargs(steps)),
+        prompt_embeds=latents((rows, *EMBED), torch.float32, seed=60 + index),
+        negative_prompt_embeds=latents((rows, *EMBED), torch.float32, seed=70 + index) if guided else None,
+        guidance_scale=settings.get("guidance_scale", 4.0 + index),
+        guidance_rescale=settings.get("guidance_rescale", 0.0),
+        seed=index,
+    )
+
+
+def same_req(a: Req, b: Req) -> bool:
+    return torch.equal(a.latents, b.latents) and same_state(a.state, b.state)
+
+
+def test_req_is_immutable() -> None:
+    case = FACTORIES[0].values[0]
+    req = make_req(case, 0, 4)
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        req.latents = torch.zeros(1)  # type: ignore[misc]
+    other = req.evolve(guidance_scale=2.0)
+    assert other.guidance_scale == 2.0 and req.guidance_scale == 4.0 and other.latents is req.latents
+
+
+@pytest.mark.parametrize("case", [FACTORIES[0], FACTORIES[2], FACTORIES[6], FACTORIES[9]])
+def test_step_is_scale_model_guidance_step(case: Case) -> None:
+    """`step` of one request equals the loop written out by hand (stochastic configs: noise from the request)."""
+    sched = case.scheduler()
+    stage = Denoise(model=tiny_model, scheduler=sched)
+    req = make_req(case, 1, case.steps, rows=2, guidance_rescale=0.7)
+    latents_, state = req.latents, req.state
+    for _ in range(3):
+        x = sched.scale_model_input(state, latents_)
+        t = sched.timestep(state)
+        uncond = tiny_model(x, t, req.negative_prompt_embeds)
+        cond = tiny_model(x, t, req.prompt_embeds)
+        guided = uncond + req.guidance_scale * (cond - uncond)
+        dims = list(range(1, cond.dim()))
+        rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+        output = req.guidance_rescale * rescaled + (1 - req.guidance_rescale) * guided
+        noise = None
+        if is_stochastic(sched):
+            noise = _step_noise(req.evolve(latents=latents_, state=state))
+        latents_, state = sched.step(state, output, latents_, noise=noise)
+        req = stage.step(req)
+        assert torch.equal(req.latents, latents_)
+        assert torch.equal(req.state.step_index, state.step_index)
+
+
+@pytest.mark.parametrize("guided", [True, False], ids=["cfg", "no-cfg"])
+@pytest.mark.parametrize("case", FACTORIES)
+def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
+    """Requests with different step counts, at different steps, with their own guidance, stepped together in one
+    model call: every result equals the request stepped alone, bit for bit, to the end of every request."""
+    stage = Denoise(model=tiny_model, scheduler=case.scheduler())
+    counts = [case.steps, case.steps + 2, case.steps - 2]
+    reqs = [
+        make_req(case, i, count, rows=rows, guided=guided, guidance_rescale=rescale)
+        for i, (count, rows, rescale) in enumerate(zip(counts, [1, 2, 1], [0.0, 0.5, 0.0], strict=True))
+    ]
+    reqs[1] = stage.step(stage.step(reqs[1]))  # at different steps
+    alone = list(reqs)
+    calls = 0
+    while reqs:
+        reqs = stage.step_many(reqs)
+        alone = [stage.step(req) for req in alone]
+        calls += 1
+        for ours, ref in zip(reqs, alone, strict=True):
+            assert same_req(ours, ref)
+        done = [int(req.state.step_index.max()) >= int(req.state.plan.num_steps[0]) for req in reqs]
+        reqs = [req for req, finished in zip(reqs, done, strict=True) if not finished]
+        alone = [req for req, finished in zip(alone, done, strict=True) if not finished]
+    assert calls == max(counts[0], counts[1] - 2, counts[2])
+
+
+def test_forward_runs_to_the_end_and_step_many_refuses_mixed_guidance() -> None:
+    case = FACTORIES[4].values[0]
+    stage = Denoise(model=tiny_model, scheduler=case.scheduler())
+    req = make_req(case, 0, 5)
+    done = stage.forward(req)
+    assert int(done.state.step_index[0]) == 5
+    manual = req
+    for _ in range(5):
+        manual = stage.step(manual)
+    assert same_req(done, manual)
+    with pytest.raises(IndexError, match="already took all 5 steps"):
+        stage.step(done)
+    with pytest.raises(ValueError, match="with and without guidance"):
+        stage.step_many([make_req(case, 0, 5), make_req(case, 1, 5, guided=False)])
+    assert stage.step_many([]) == []
