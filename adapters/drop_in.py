@@ -76,6 +76,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
     _functional_class: ClassVar[type[Scheduler]]
     _diffusers_class: ClassVar[type]
     _output_class: ClassVar[type] = SchedulerOutput
+    _missing_timestep_is_last: ClassVar[bool] = True
     order = 1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -244,13 +245,14 @@ class _DropIn(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------------------------------------ indices
     def _index_for_timestep(self, timestep: Any, schedule_timesteps: torch.Tensor | None = None) -> int:
-        """diffusers' `index_for_timestep`: the second match if repeated; not found -> last (DPM/UniPC)."""
+        """diffusers' `index_for_timestep`: the second match if repeated; not found -> the last index (DPM/UniPC)
+        or diffusers' IndexError (FlowMatchEuler, `_missing_timestep_is_last = False`)."""
         if schedule_timesteps is None:
             schedule_timesteps = self.timesteps
             if isinstance(timestep, torch.Tensor):
                 timestep = timestep.to(schedule_timesteps.device)
         candidates = (schedule_timesteps == timestep).nonzero()
-        if len(candidates) == 0:
+        if len(candidates) == 0 and self._missing_timestep_is_last:
             return len(self.timesteps) - 1
         return candidates[1 if len(candidates) > 1 else 0].item()
 
@@ -282,18 +284,11 @@ class FlowMatchEulerDiscreteScheduler(_DropIn):
 
     _functional_class = fs.FlowMatchEulerDiscrete
     _output_class = FlowMatchEulerDiscreteSchedulerOutput
+    _missing_timestep_is_last = False  # diffusers' FlowMatchEuler raises IndexError for an unknown timestep
 
     @property
     def sigmas(self) -> torch.Tensor:  # diffusers leaves them on set_timesteps' device
         return self._functional.sigmas(self._require_plan_state())
-
-    def _index_for_timestep(self, timestep: Any, schedule_timesteps: torch.Tensor | None = None) -> int:
-        if schedule_timesteps is None:
-            schedule_timesteps = self.timesteps
-            if isinstance(timestep, torch.Tensor):
-                timestep = timestep.to(schedule_timesteps.device)
-        candidates = (schedule_timesteps == timestep).nonzero()
-        return candidates[1 if len(candidates) > 1 else 0].item()  # IndexError when absent, as diffusers
 
     def _check_timestep(self, timestep: Any) -> None:
         if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):

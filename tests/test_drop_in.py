@@ -404,3 +404,27 @@ def test_as_diffusers_refuses_unsupported():
         as_diffusers(diffusers.EulerDiscreteScheduler())
     with pytest.raises(NotImplementedError):
         UniPCMultistepScheduler(solver_p=diffusers.DDIMScheduler())
+
+
+@pytest.mark.parametrize(
+    "name", ["FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"]
+)
+def test_unknown_first_timestep_is_handled_as_diffusers(name: str) -> None:
+    """A first `step` with a timestep that is not in the table: FlowMatchEuler raises IndexError, DPM and UniPC
+    start from the last index; the drop-in does the same."""
+    reference, ours = getattr(diffusers, name)(), getattr(drop_in, name)()
+    reference.set_timesteps(6)
+    ours.set_timesteps(6)
+    sample = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    unknown = torch.tensor(123.25) if name.startswith("FlowMatch") else torch.tensor(123)
+    model_output = torch.tanh(sample)
+    if name.startswith("FlowMatch"):
+        with pytest.raises(IndexError):
+            reference.step(model_output, unknown, sample)
+        with pytest.raises(IndexError):
+            ours.step(model_output, unknown, sample)
+        return
+    expected = reference.step(model_output, unknown, sample).prev_sample
+    assert reference.step_index == len(reference.timesteps)
+    assert torch.equal(ours.step(model_output, unknown, sample).prev_sample, expected)
+    assert ours.step_index == reference.step_index
