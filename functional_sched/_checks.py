@@ -122,6 +122,16 @@ def check_like(owner: str, what: str, tensor: torch.Tensor, like: torch.Tensor, 
         )
 
 
+def check_noise(owner: str, reason: str, noise: torch.Tensor | None, sample: torch.Tensor) -> None:
+    """A stochastic step's noise: present (`reason` says why it is needed) and shaped like the sample."""
+    if noise is None:
+        raise ValueError(
+            f"{owner}: {reason} needs noise=...: draw it with "
+            "functional_sched.randn_tensor(sample.shape, generator=..., dtype=torch.float32) as diffusers does."
+        )
+    check_like(owner, "noise", noise, sample, "sample")
+
+
 def check_sample_matches_state(owner: str, sample: torch.Tensor, shape: torch.Size, dtype: torch.dtype) -> None:
     if sample.shape != shape or sample.dtype != dtype:
         raise ValueError(

@@ -123,12 +123,8 @@ class MultistepScheduler(Scheduler):
         )
 
     def _check(self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
-        owner = self.name
-        self._check_state(state)
-        rows, device = state.step_index.shape[0], state.step_index.device
-        _checks.check_rows(owner, "sample", sample, rows, device)
-        _checks.check_rows(owner, "model_output", model_output, rows, device)
-        _checks.check_sample_matches_state(owner, sample, state.history[0].shape, state.history[0].dtype)
+        self._check_step_rows(state, model_output, sample)
+        _checks.check_sample_matches_state(self.name, sample, state.history[0].shape, state.history[0].dtype)
         self._check_inputs(model_output, sample, noise)
 
     def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:

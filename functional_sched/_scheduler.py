@@ -175,6 +175,13 @@ class Scheduler:
     def _fingerprint_on(self, device: torch.device) -> torch.Tensor:
         return _checks.fingerprint_tensor(self.fingerprint, device)
 
+    def _check_step_rows(self, state: Any, model_output: torch.Tensor, sample: torch.Tensor) -> None:
+        """The state, and that the sample and the model output have its rows and device."""
+        self._check_state(state)
+        rows, device = state.step_index.shape[0], state.step_index.device
+        _checks.check_rows(self.name, "sample", sample, rows, device)
+        _checks.check_rows(self.name, "model_output", model_output, rows, device)
+
     def _check_state(self, state: Any) -> None:
         index = state.step_index
         step_known = not index.is_cpu and _host.read(index) is not None  # a CPU read is free anyway

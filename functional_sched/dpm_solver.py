@@ -247,12 +247,7 @@ class DPMSolverMultistep(MultistepScheduler):
         if self.variance_type is None:
             _checks.check_like(owner, "model_output", model_output, sample, "sample")
         if self.stochastic:
-            if noise is None:
-                raise ValueError(
-                    f"{owner}: algorithm_type={self.algorithm_type!r} is stochastic and needs noise=...: draw it with "
-                    "functional_sched.randn_tensor(sample.shape, generator=..., dtype=torch.float32) as diffusers does."
-                )
-            _checks.check_like(owner, "noise", noise, sample, "sample")
+            _checks.check_noise(owner, f"algorithm_type={self.algorithm_type!r} is stochastic and", noise, sample)
 
 
 def _as_floats(values: Any) -> tuple[float, ...] | None:

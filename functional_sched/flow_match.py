@@ -197,15 +197,7 @@ class FlowMatchEulerDiscrete(Scheduler):
         sample: torch.Tensor,
         noise: torch.Tensor | None,
     ) -> None:
-        self._check_state(state)
-        rows, device = state.step_index.shape[0], state.step_index.device
-        _checks.check_rows(self.name, "sample", sample, rows, device)
-        _checks.check_rows(self.name, "model_output", model_output, rows, device)
+        self._check_step_rows(state, model_output, sample)
         _checks.check_like(self.name, "model_output", model_output, sample, "sample")
         if self.stochastic_sampling:
-            if noise is None:
-                raise ValueError(
-                    f"{self.name}: stochastic_sampling=True needs noise=...: draw it with "
-                    "functional_sched.randn_tensor(sample.shape, generator=..., dtype=torch.float32) as diffusers does."
-                )
-            _checks.check_like(self.name, "noise", noise, sample, "sample")
+            _checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)
