@@ -110,15 +110,11 @@ class _DropIn(SchedulerMixin, ConfigMixin):
 
     @property
     def timesteps(self) -> torch.Tensor:
-        return self._functional.timesteps(self._require_plan_state())
+        return self._require_plan().timesteps[0]  # a drop-in's plan holds one schedule
 
     @property
     def sigmas(self) -> torch.Tensor:
-        return self._functional.sigmas(self._require_plan_state()).cpu()
-
-    def _require_plan_state(self) -> Any:
-        # Scheduler.timesteps/sigmas read only `state.plan`; a tiny stand-in avoids needing a sample.
-        return _PlanOnly(self._require_plan())
+        return self._require_plan().sigmas[0].cpu()
 
     @property
     def num_inference_steps(self) -> int | None:
@@ -273,11 +269,6 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         return sigma
 
 
-@attrs.frozen
-class _PlanOnly:
-    plan: Any
-
-
 # ---------------------------------------------------------------------------------------------------- the classes
 class FlowMatchEulerDiscreteScheduler(_DropIn):
     """diffusers' `FlowMatchEulerDiscreteScheduler` on `functional_sched.FlowMatchEulerDiscrete`."""
@@ -288,7 +279,7 @@ class FlowMatchEulerDiscreteScheduler(_DropIn):
 
     @property
     def sigmas(self) -> torch.Tensor:  # diffusers leaves them on set_timesteps' device
-        return self._functional.sigmas(self._require_plan_state())
+        return self._require_plan().sigmas[0]
 
     def _check_timestep(self, timestep: Any) -> None:
         if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
