@@ -153,6 +153,29 @@ class Scheduler:
             _checks.raise_finished(self.name, state)
             raise
 
+    def steps_taken(self, state: Any) -> int:
+        """The step index of the state's rows (the steps they took), read without a device sync where the host
+        knows it; rows at different steps raise (split them with `batching.split` first)."""
+        index = state.step_index
+        step = _host.read(index) if not torch.compiler.is_compiling() else None
+        if step is None:
+            values = index.tolist()
+            if not values or values.count(values[0]) != len(values):
+                raise ValueError(f"{self.name}.steps_taken: the rows are at different steps {values}.")
+            step = values[0]
+        return step
+
+    def steps_left(self, state: Any) -> int:
+        """How many steps the state's furthest-behind row still has to take; 0 when every row is finished.
+
+        A state of one schedule whose step the host knows (from `init`/`step`) answers without a device sync.
+        """
+        plan, index = state.plan, state.step_index
+        step = _host.read(index) if not torch.compiler.is_compiling() else None
+        if step is not None and plan.num_steps.shape[0] == 1:
+            return max(plan.timesteps.shape[1] - step, 0)
+        return int((plan.num_steps - index).clamp(min=0).max())
+
     def init_noise_sigma(self, state: Any) -> torch.Tensor:
         """The standard deviation of the initial noise for each row, [R] (1 for these schedulers)."""
         return torch.ones(state.step_index.shape, dtype=state.plan.sigmas.dtype, device=state.step_index.device)

@@ -1,11 +1,24 @@
 """functional_sched.stages: the serving side, requests that carry their own scheduler state through a pipeline.
 
-Installed as `functional_sched.stages`; it builds on the core (`functional_sched`) and the diffusers adapters
-(`functional_sched.adapters`), never the other way round. So far: the request record (`Req`) and the denoising
-stage (`Denoise`: one step of one request, or one step of many requests in one model and scheduler call).
+Installed as `functional_sched.stages`; it builds on the core (`functional_sched`), never the other way round.
+A request (`Req`) is an immutable record; each stage holds only models and config and maps a request to a new
+one (`forward`). The standard chain, `Pipeline((PrepareTimesteps(s), PrepareLatents(s), Denoise(model, s),
+Decode(vae)))`; the denoising stages also advance one request by one step (`step`) and many requests at any steps
+in one model call and one scheduler call (`step_many`, `forward_many`).
 """
 
-from .denoise import Denoise
+from .denoise import Denoise, guided_output
+from .prepare import Decode, Pipeline, PrepareLatents, PrepareTimesteps, calculate_shift, packed_seq_len
 from .request import Req
 
-__all__ = ["Denoise", "Req"]
+__all__ = [
+    "Decode",
+    "Denoise",
+    "Pipeline",
+    "PrepareLatents",
+    "PrepareTimesteps",
+    "Req",
+    "calculate_shift",
+    "guided_output",
+    "packed_seq_len",
+]

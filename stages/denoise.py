@@ -16,11 +16,12 @@ from functional_sched import batching, randn_tensor
 
 from .request import Req
 
-#: model(latent_model_input [R, ...], timestep [R], prompt_embeds [R, ...]) -> model output like the latents.
+#: model(latent_model_input [R, ...], timestep [R], prompt_embeds [R, ...] or None) -> an output like the latents.
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _stochastic(scheduler: Any) -> bool:
+def stochastic(scheduler: Any) -> bool:
+    """Whether the scheduler's step takes fresh noise."""
     return bool(getattr(scheduler, "stochastic_sampling", False)) or str(
         getattr(scheduler, "algorithm_type", "")
     ).startswith("sde")
@@ -36,6 +37,40 @@ def _per_row(values: Sequence[float], counts: Sequence[int], like: torch.Tensor)
     return column.view(-1, *([1] * (like.dim() - 1)))
 
 
+def guided_output(
+    model: Model, reqs: Sequence[Req], model_input: torch.Tensor, timestep: torch.Tensor, scales: Sequence[float]
+) -> torch.Tensor:
+    """The model's output for the rows of `reqs` (concatenated in order), with classifier-free guidance.
+
+    Guided requests call the model once on the unconditional and conditional halves together (negative embeddings
+    first) and combine them as diffusers does, `uncond + scale * (cond - uncond)` with each request's `scales[i]`,
+    then `rescale_noise_cfg` where a request asks for `guidance_rescale`.
+    """
+    guided = {req.guided for req in reqs}
+    if len(guided) > 1:
+        raise ValueError("Denoise.step_many: requests with and without guidance cannot share a model call.")
+    embeds = _cat_embeds([req.prompt_embeds for req in reqs], "prompt_embeds")
+    if not guided.pop():
+        return model(model_input, timestep, embeds)
+    counts = [req.rows for req in reqs]
+    negative = _cat_embeds([req.negative_prompt_embeds for req in reqs], "negative_prompt_embeds")
+    both = model(torch.cat([model_input, model_input]), torch.cat([timestep, timestep]), torch.cat([negative, embeds]))
+    uncond, cond = both.chunk(2)
+    output = uncond + _per_row(scales, counts, cond) * (cond - uncond)
+    if any(req.guidance_rescale > 0 for req in reqs):
+        output = _rescale(output, cond, _per_row([req.guidance_rescale for req in reqs], counts, cond))
+    return output
+
+
+def _cat_embeds(embeds: Sequence[torch.Tensor | None], name: str) -> torch.Tensor | None:
+    present = [value is not None for value in embeds]
+    if not any(present):
+        return None
+    if not all(present):
+        raise ValueError(f"Denoise: some requests have {name} and some have none; they cannot share a model call.")
+    return torch.cat(list(embeds))  # type: ignore[arg-type]
+
+
 @attrs.frozen
 class Denoise:
     """Holds a model and a scheduler, nothing per request."""
@@ -43,12 +78,25 @@ class Denoise:
     model: Model
     scheduler: Any
 
+    def done(self, req: Req) -> bool:
+        """Whether every row of the request has taken all its steps."""
+        return self.scheduler.steps_left(req.state) == 0
+
     def forward(self, req: Req) -> Req:
         """The whole denoising loop of one request (until every row has taken all its steps)."""
-        remaining = int((req.state.plan.num_steps.max() - req.state.step_index.max()).item())
-        for _ in range(remaining):
+        while not self.done(req):
             req = self.step(req)
         return req
+
+    def forward_many(self, reqs: Sequence[Req]) -> list[Req]:
+        """Every request to its end, the unfinished ones stepped together (one model and one step call a round)."""
+        reqs = list(reqs)
+        while True:
+            active = [index for index, req in enumerate(reqs) if not self.done(req)]
+            if not active:
+                return reqs
+            for index, req in zip(active, self.step_many([reqs[index] for index in active]), strict=True):
+                reqs[index] = req
 
     def step(self, req: Req) -> Req:
         """One step of one request."""
@@ -59,35 +107,27 @@ class Denoise:
         reqs = list(reqs)
         if not reqs:
             return []
-        guided = {req.guided for req in reqs}
-        if len(guided) > 1:
-            raise ValueError("Denoise.step_many: requests with and without guidance cannot share a model call.")
+        for req in reqs:
+            if req.state is None or req.latents is None:
+                raise ValueError(
+                    "Denoise: the request has no scheduler state or no latents yet; run PrepareTimesteps and "
+                    "PrepareLatents first."
+                )
         sched = self.scheduler
         counts = [req.rows for req in reqs]
         state = batching.stack([req.state for req in reqs])
         latents = torch.cat([req.latents for req in reqs])
-        embeds = torch.cat([req.prompt_embeds for req in reqs])
         model_input = sched.scale_model_input(state, latents)
-        timestep = sched.timestep(state)
-        if guided.pop():
-            negative = torch.cat([req.negative_prompt_embeds for req in reqs])
-            both = self.model(
-                torch.cat([model_input, model_input]), torch.cat([timestep, timestep]), torch.cat([negative, embeds])
-            )
-            uncond, cond = both.chunk(2)
-            scale = _per_row([req.guidance_scale for req in reqs], counts, cond)
-            output = uncond + scale * (cond - uncond)
-            if any(req.guidance_rescale > 0 for req in reqs):
-                output = _rescale(output, cond, _per_row([req.guidance_rescale for req in reqs], counts, cond))
-        else:
-            output = self.model(model_input, timestep, embeds)
-        noise = None
-        if _stochastic(sched):
-            noise = torch.cat([_step_noise(req) for req in reqs])
+        output = self.predict(reqs, model_input, sched.timestep(state))
+        noise = torch.cat([step_noise(sched, req) for req in reqs]) if stochastic(sched) else None
         latents, state = sched.step(state, output, latents, noise=noise)
         pieces = batching.split(state, counts)
         rows = latents.split(counts)
         return [req.evolve(latents=row, state=piece) for req, row, piece in zip(reqs, rows, pieces, strict=True)]
+
+    def predict(self, reqs: Sequence[Req], model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The (guided) model output for the requests' rows; stages with other model choices override this."""
+        return guided_output(self.model, reqs, model_input, timestep, [req.guidance_scale for req in reqs])
 
 
 def _rescale(output: torch.Tensor, cond: torch.Tensor, rescale: torch.Tensor) -> torch.Tensor:
@@ -97,9 +137,10 @@ def _rescale(output: torch.Tensor, cond: torch.Tensor, rescale: torch.Tensor) ->
     return rescale * rescaled + (1 - rescale) * output
 
 
-def _step_noise(req: Req) -> torch.Tensor:
-    """The request's noise for its current step: a generator seeded by (seed, step), independent of batching."""
-    step = int(req.state.step_index[0])
-    generator = torch.Generator().manual_seed(hash((req.seed, step)) & ((1 << 63) - 1))
+def step_noise(scheduler: Any, req: Req) -> torch.Tensor:
+    """The request's noise for its current step, from a generator seeded by (seed, step): the same whether the
+    request is stepped alone or batched, in this process or after a handoff."""
+    step = scheduler.steps_taken(req.state)
+    generator = torch.Generator().manual_seed((req.seed * 1_000_003 + step) % (1 << 63))
     noise = randn_tensor(tuple(req.latents.shape), generator=generator, dtype=torch.float32)
     return noise.to(req.latents.device)

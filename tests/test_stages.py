@@ -10,7 +10,7 @@ import torch
 from _support import FACTORIES, Case, is_stochastic, latents, same_state
 
 from functional_sched.stages import Denoise, Req
-from functional_sched.stages.denoise import _step_noise
+from functional_sched.stages.denoise import step_noise
 
 SHAPE = (2, 4, 4)  # per-row latent shape
 EMBED = (2, 4, 4)
@@ -66,7 +66,7 @@ def test_step_is_scale_model_guidance_step(case: Case) -> None:
         output = req.guidance_rescale * rescaled + (1 - req.guidance_rescale) * guided
         noise = None
         if is_stochastic(sched):
-            noise = _step_noise(req.evolve(latents=latents_, state=state))
+            noise = step_noise(sched, req.evolve(latents=latents_, state=state))
         latents_, state = sched.step(state, output, latents_, noise=noise)
         req = stage.step(req)
         assert torch.equal(req.latents, latents_)
