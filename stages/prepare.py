@@ -75,7 +75,9 @@ class PrepareTimesteps:
         sigmas = req.sigmas
         if sigmas is None and req.timesteps is None and self.flux_sigmas:
             if steps is None:
-                raise ValueError("PrepareTimesteps: flux_sigmas needs num_inference_steps (the stage's or the request's).")
+                raise ValueError(
+                    "PrepareTimesteps: flux_sigmas needs num_inference_steps (the stage's or the request's)."
+                )
             if not getattr(self.scheduler, "use_flow_sigmas", False):
                 sigmas = tuple(np_linspace(1.0, 1 / steps, steps).tolist())
         if steps is None and sigmas is None and req.timesteps is None:
