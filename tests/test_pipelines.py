@@ -9,9 +9,9 @@ latents (and decoded images) must be equal, not merely close. The pipelines need
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
+import _tiny_pipelines as tiny
 import diffusers
 import numpy as np
 import pytest
@@ -29,46 +29,9 @@ SD_KWARGS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_
 
 
 # ------------------------------------------------------------------------------------------------ components
-def _seeded(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
-    torch.manual_seed(SEED)
-    return build().eval()
-
-
-def _embeds(*shapes: tuple[int, ...]) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(1234)
-    return [torch.randn(shape, generator=generator) for shape in shapes]
-
-
 @pytest.fixture(scope="module")
 def sd_parts() -> dict[str, Any]:
-    unet = _seeded(
-        lambda: diffusers.UNet2DConditionModel(
-            block_out_channels=(4, 8),
-            layers_per_block=1,
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=8,
-            norm_num_groups=2,
-            attention_head_dim=2,
-        )
-    )
-    vae = _seeded(
-        lambda: diffusers.AutoencoderKL(
-            block_out_channels=(4, 8),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            latent_channels=4,
-            norm_num_groups=2,
-            sample_size=32,
-        )
-    )
-    prompt, negative = _embeds((1, 7, 8), (1, 7, 8))
-    return {"unet": unet, "vae": vae, "prompt_embeds": prompt, "negative_prompt_embeds": negative}
+    return tiny.sd_parts()
 
 
 def _sd(parts: dict[str, Any], scheduler: Any, cls: type = diffusers.StableDiffusionPipeline) -> Any:
@@ -253,36 +216,7 @@ def test_img2img_strength(sd_parts: dict[str, Any], name: str, options: dict[str
 # ------------------------------------------------------------------------------------------------ Flux (flow match)
 @pytest.fixture(scope="module")
 def flux_parts() -> dict[str, Any]:
-    transformer = _seeded(
-        lambda: diffusers.FluxTransformer2DModel(
-            patch_size=1,
-            in_channels=4,
-            num_layers=1,
-            num_single_layers=1,
-            attention_head_dim=16,
-            num_attention_heads=2,
-            joint_attention_dim=32,
-            pooled_projection_dim=32,
-            axes_dims_rope=[4, 4, 8],
-        )
-    )
-    vae = _seeded(
-        lambda: diffusers.AutoencoderKL(
-            sample_size=32,
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(4,),
-            layers_per_block=1,
-            latent_channels=1,
-            norm_num_groups=1,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            shift_factor=0.0609,
-            scaling_factor=1.5035,
-        )
-    )
-    prompt, pooled = _embeds((1, 7, 32), (1, 32))
-    return {"transformer": transformer, "vae": vae, "prompt_embeds": prompt, "pooled_prompt_embeds": pooled}
+    return tiny.flux_parts()
 
 
 FLUX_SCHEDULER = {
@@ -355,29 +289,7 @@ def test_flux_comparison_is_sensitive(flux_parts: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------------ Wan (UniPC flow)
 @pytest.fixture(scope="module")
 def wan_parts() -> dict[str, Any]:
-    vae = _seeded(
-        lambda: diffusers.AutoencoderKLWan(
-            base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-        )
-    )
-    transformer = _seeded(
-        lambda: diffusers.WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=2,
-            attention_head_dim=12,
-            in_channels=16,
-            out_channels=16,
-            text_dim=32,
-            freq_dim=256,
-            ffn_dim=32,
-            num_layers=2,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=32,
-        )
-    )
-    prompt, negative = _embeds((1, 7, 32), (1, 7, 32))
-    return {"transformer": transformer, "vae": vae, "prompt_embeds": prompt, "negative_prompt_embeds": negative}
+    return tiny.wan_parts()
 
 
 WAN_SCHEDULERS = {
@@ -422,44 +334,7 @@ def test_wan(wan_parts: dict[str, Any], case: str, output_type: str) -> None:
 # ------------------------------------------------------------------------------------------------ SD3 (flow match)
 @pytest.fixture(scope="module")
 def sd3_parts() -> dict[str, Any]:
-    transformer = _seeded(
-        lambda: diffusers.SD3Transformer2DModel(
-            sample_size=32,
-            patch_size=1,
-            in_channels=4,
-            num_layers=1,
-            attention_head_dim=8,
-            num_attention_heads=4,
-            caption_projection_dim=32,
-            joint_attention_dim=32,
-            pooled_projection_dim=64,
-            out_channels=4,
-        )
-    )
-    vae = _seeded(
-        lambda: diffusers.AutoencoderKL(
-            sample_size=32,
-            in_channels=3,
-            out_channels=3,
-            block_out_channels=(4,),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=1,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            shift_factor=0.0609,
-            scaling_factor=1.5035,
-        )
-    )
-    prompt, negative, pooled, negative_pooled = _embeds((1, 7, 32), (1, 7, 32), (1, 64), (1, 64))
-    return {
-        "transformer": transformer,
-        "vae": vae,
-        "prompt_embeds": prompt,
-        "negative_prompt_embeds": negative,
-        "pooled_prompt_embeds": pooled,
-        "negative_pooled_prompt_embeds": negative_pooled,
-    }
+    return tiny.sd3_parts()
 
 
 SD3_CASES = {
