@@ -48,7 +48,7 @@ def guided_output(
     """
     guided = {req.guided for req in reqs}
     if len(guided) > 1:
-        raise ValueError("Denoise.step_many: requests with and without guidance cannot share a model call.")
+        raise ValueError("guided_output: requests with and without guidance cannot share a model call.")
     embeds = _cat_embeds([req.prompt_embeds for req in reqs], "prompt_embeds")
     if not guided.pop():
         return model(model_input, timestep, embeds)
@@ -67,20 +67,32 @@ def _cat_embeds(embeds: Sequence[torch.Tensor | None], name: str) -> torch.Tenso
     if not any(present):
         return None
     if not all(present):
-        raise ValueError(f"Denoise: some requests have {name} and some have none; they cannot share a model call.")
+        raise ValueError(f"guided_output: some requests have {name} and some none; they cannot share a model call.")
     return torch.cat(list(embeds))  # type: ignore[arg-type]
+
+
+def scheduler_of(req: Req, default: Any, stage: str) -> Any:
+    """The request's own scheduler (a per-request sampler choice), else the stage's."""
+    scheduler = req.scheduler if req.scheduler is not None else default
+    if scheduler is None:
+        raise ValueError(f"{stage}: no scheduler; give the stage one, or the request (Req(scheduler=...)).")
+    return scheduler
+
+
+def _shape(value: torch.Tensor | None) -> tuple[Any, ...] | None:
+    return None if value is None else (tuple(value.shape[1:]), value.dtype, value.device)
 
 
 @attrs.frozen
 class Denoise:
-    """Holds a model and a scheduler, nothing per request."""
+    """Holds a model and a default scheduler, nothing per request (a request may bring its own scheduler)."""
 
     model: Model
-    scheduler: Any
+    scheduler: Any = None
 
     def done(self, req: Req) -> bool:
         """Whether every row of the request has taken all its steps."""
-        return self.scheduler.steps_left(req.state) == 0
+        return scheduler_of(req, self.scheduler, type(self).__name__).steps_left(req.state) == 0
 
     def forward(self, req: Req) -> Req:
         """The whole denoising loop of one request (until every row has taken all its steps)."""
@@ -89,7 +101,7 @@ class Denoise:
         return req
 
     def forward_many(self, reqs: Sequence[Req]) -> list[Req]:
-        """Every request to its end, the unfinished ones stepped together (one model and one step call a round)."""
+        """Every request to its end, the unfinished ones stepped together each round (see `step_many`)."""
         reqs = list(reqs)
         while True:
             active = [index for index, req in enumerate(reqs) if not self.done(req)]
@@ -103,17 +115,33 @@ class Denoise:
         return self.step_many([req])[0]
 
     def step_many(self, reqs: Sequence[Req]) -> list[Req]:
-        """One step of each request, all in one model call and one scheduler call."""
+        """One step of each request, in order. Requests that can share a batch (one scheduler config, guided or not,
+        latents and embeddings alike but for their rows) take one model call and one scheduler call together,
+        whatever their steps and step counts; each comes out as it would alone."""
         reqs = list(reqs)
-        if not reqs:
-            return []
-        for req in reqs:
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, req in enumerate(reqs):
             if req.state is None or req.latents is None:
                 raise ValueError(
-                    "Denoise: the request has no scheduler state or no latents yet; run PrepareTimesteps and "
-                    "PrepareLatents first."
+                    f"{type(self).__name__}: the request has no scheduler state or no latents yet; run "
+                    "PrepareTimesteps and PrepareLatents first."
                 )
-        sched = self.scheduler
+            sched = scheduler_of(req, self.scheduler, type(self).__name__)
+            key = (
+                sched,
+                _shape(req.latents),
+                _shape(req.prompt_embeds),
+                _shape(req.negative_prompt_embeds),
+                _shape(req.state.plan.timesteps),
+            )
+            groups.setdefault(key, []).append(index)
+        stepped: list[Req | None] = [None] * len(reqs)
+        for key, members in groups.items():
+            for index, req in zip(members, self._step_batch(key[0], [reqs[i] for i in members]), strict=True):
+                stepped[index] = req
+        return stepped  # type: ignore[return-value]
+
+    def _step_batch(self, sched: Any, reqs: list[Req]) -> list[Req]:
         counts = [req.rows for req in reqs]
         state = batching.stack([req.state for req in reqs])
         latents = torch.cat([req.latents for req in reqs])

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import attrs
 import torch
 
-from .denoise import Denoise, Model, guided_output
+from .denoise import Denoise, Model, guided_output, scheduler_of
 from .request import Req
 
 
@@ -28,16 +28,15 @@ class TwoExperts(Denoise):
     requests, in one model call.
     """
 
-    low_noise_model: Model
-    boundary_ratio: float = attrs.field(validator=_positive_ratio)
+    low_noise_model: Model = attrs.field(kw_only=True)
+    boundary_ratio: float = attrs.field(kw_only=True, validator=_positive_ratio)
 
-    @property
-    def boundary_timestep(self) -> float:
-        return self.boundary_ratio * self.scheduler.num_train_timesteps
+    def boundary_timestep(self, req: Req) -> float:
+        return self.boundary_ratio * scheduler_of(req, self.scheduler, "TwoExperts").num_train_timesteps
 
     def predict(self, reqs: Sequence[Req], model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         counts = [req.rows for req in reqs]
-        high_rows = (timestep >= self.boundary_timestep).tolist()  # diffusers' `t >= boundary_timestep`, per row
+        high_rows = (timestep >= self.boundary_timestep(reqs[0])).tolist()  # diffusers' `t >= boundary`, per row
         inputs, steps = model_input.split(counts), timestep.split(counts)
         sides: dict[bool, list[int]] = {True: [], False: []}
         start = 0

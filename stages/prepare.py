@@ -12,6 +12,7 @@ import torch
 from functional_sched import randn_tensor
 from functional_sched.schedules import np_linspace
 
+from .denoise import scheduler_of
 from .request import Req
 
 
@@ -53,15 +54,15 @@ class PrepareTimesteps:
     `max_image_seq_len`, `base_shift` and `max_shift` (diffusers' defaults 256, 4096, 0.5, 1.15 where it has none).
     """
 
-    scheduler: Any
+    scheduler: Any = None
     num_inference_steps: int | None = None
     flux_sigmas: bool = False
     image_seq_len: Callable[[tuple[int, ...]], int] = packed_seq_len
 
     def mu(self, req: Req, shape: tuple[int, ...]) -> float | None:
-        if req.mu is not None or not getattr(self.scheduler, "use_dynamic_shifting", False):
+        sched = scheduler_of(req, self.scheduler, "PrepareTimesteps")
+        if req.mu is not None or not getattr(sched, "use_dynamic_shifting", False):
             return req.mu
-        sched = self.scheduler
         return calculate_shift(
             self.image_seq_len(shape),
             getattr(sched, "base_image_seq_len", 256),
@@ -71,6 +72,7 @@ class PrepareTimesteps:
         )
 
     def forward(self, req: Req) -> Req:
+        sched = scheduler_of(req, self.scheduler, "PrepareTimesteps")
         steps = req.num_inference_steps if req.num_inference_steps is not None else self.num_inference_steps
         sigmas = req.sigmas
         if sigmas is None and req.timesteps is None and self.flux_sigmas:
@@ -78,7 +80,7 @@ class PrepareTimesteps:
                 raise ValueError(
                     "PrepareTimesteps: flux_sigmas needs num_inference_steps (the stage's or the request's)."
                 )
-            if not getattr(self.scheduler, "use_flow_sigmas", False):
+            if not getattr(sched, "use_flow_sigmas", False):
                 sigmas = tuple(np_linspace(1.0, 1 / steps, steps).tolist())
         if steps is None and sigmas is None and req.timesteps is None:
             raise ValueError(
@@ -87,7 +89,7 @@ class PrepareTimesteps:
             )
         template = _template(req)
         mu = self.mu(req, tuple(template.shape))
-        state = self.scheduler.init(
+        state = sched.init(
             steps if sigmas is None and req.timesteps is None else None,
             sample=template,
             timesteps=req.timesteps,
@@ -104,7 +106,7 @@ class PrepareLatents:
     schedulers). `pack` reshapes the noise (Flux's 2x2 patch packing) before it becomes the latents. A request that
     brings its own latents keeps them."""
 
-    scheduler: Any
+    scheduler: Any = None
     pack: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def forward(self, req: Req) -> Req:
@@ -116,7 +118,7 @@ class PrepareLatents:
         noise = randn_tensor(req.latent_shape, generator=generator, device=req.device, dtype=req.dtype)
         latents = noise if self.pack is None else self.pack(noise)
         if req.state is not None:
-            sigma = self.scheduler.init_noise_sigma(req.state).to(latents.dtype)
+            sigma = scheduler_of(req, self.scheduler, "PrepareLatents").init_noise_sigma(req.state).to(latents.dtype)
             latents = latents * sigma.view(-1, *([1] * (latents.dim() - 1)))
         return req.evolve(latents=latents)
 

@@ -34,7 +34,8 @@ class Req:
     with `guidance_scale` and `guidance_rescale` as diffusers' `rescale_noise_cfg`), `seed` (the initial noise, and
     one generator per step for stochastic schedulers), the schedule (`num_inference_steps`, or custom `timesteps` /
     `sigmas`, and `mu` for dynamically shifted schedules; left `None`, the timestep stage computes it from the image
-    sequence length) and the latents' `latent_shape`, `dtype` and `device` (rows first).
+    sequence length) and the latents' `latent_shape`, `dtype` and `device` (rows first). `scheduler` is the request's
+    own sampler choice, used by every stage instead of the stage's.
     Made by the stages: `latents` and the scheduler `state` (R rows each), and the decoded `output`.
     `extras` holds what a particular stage needs beyond these (a second guidance scale, audio latents, ...): a
     read-only mapping, replaced as a whole with `req.with_extras(...)`.
@@ -52,6 +53,7 @@ class Req:
     latent_shape: tuple[int, ...] | None = attrs.field(default=None, converter=_optional_shape)
     dtype: torch.dtype = torch.float32
     device: torch.device = attrs.field(default="cpu", converter=torch.device)
+    scheduler: Any = None
     latents: torch.Tensor | None = None
     state: Any = None
     output: Any = None

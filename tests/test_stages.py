@@ -99,7 +99,7 @@ def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
     assert calls == max(counts[0], counts[1] - 2, counts[2])
 
 
-def test_forward_runs_to_the_end_and_step_many_refuses_mixed_guidance() -> None:
+def test_forward_runs_to_the_end() -> None:
     case = FACTORIES[4].values[0]
     stage = Denoise(model=tiny_model, scheduler=case.scheduler())
     req = make_req(case, 0, 5)
@@ -111,6 +111,31 @@ def test_forward_runs_to_the_end_and_step_many_refuses_mixed_guidance() -> None:
     assert same_req(done, manual)
     with pytest.raises(IndexError, match="already took all 5 steps"):
         stage.step(done)
-    with pytest.raises(ValueError, match="with and without guidance"):
-        stage.step_many([make_req(case, 0, 5), make_req(case, 1, 5, guided=False)])
     assert stage.step_many([]) == []
+
+
+def test_step_many_groups_what_cannot_share_a_batch() -> None:
+    """Guided and unguided requests, two scheduler configs (the request's own), two latent shapes: one call to
+    `step_many`, every request equal to its run alone and in its place."""
+    flow, dpm = FACTORIES[0].values[0], FACTORIES[4].values[0]
+    stage = Denoise(model=tiny_model, scheduler=flow.scheduler())
+    reqs = [
+        make_req(flow, 0, 5),
+        make_req(dpm, 1, 6, guided=False).evolve(scheduler=dpm.scheduler()),
+        make_req(flow, 2, 4, guided=False),
+        make_req(dpm, 3, 5).evolve(scheduler=dpm.scheduler()),
+    ]
+    wide, wide_embeds = latents((1, 2, 4, 6), torch.float32, seed=99), latents((1, 2, 4, 6), torch.float32, seed=98)
+    wide_req = make_req(flow, 4, 5, guided=False)
+    reqs.append(wide_req.evolve(latents=wide, state=flow.scheduler().init(5, sample=wide), prompt_embeds=wide_embeds))
+    alone = list(reqs)
+    for _ in range(4):
+        reqs = stage.step_many(reqs)
+        alone = [stage.step(req) for req in alone]
+        for ours, ref in zip(reqs, alone, strict=True):
+            assert same_req(ours, ref)
+    assert [req.seed for req in reqs] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="no scheduler state or no latents yet"):
+        stage.step(reqs[0].evolve(state=None))
+    with pytest.raises(ValueError, match="no scheduler; give the stage one"):
+        Denoise(model=tiny_model).step(make_req(flow, 0, 5))
