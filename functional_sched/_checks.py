@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from . import _host
+
 
 def fingerprint(owner: str, behaviour: tuple[Any, ...]) -> int:
     """A stable id of the options a step branches on; states remember the one they were built for."""
@@ -37,9 +39,9 @@ def fingerprint_tensor(value: int, device: torch.device) -> torch.Tensor:
 
 
 def checking() -> bool:
-    """Whether to check inputs now: in eager mode, outside `unchecked()`. (Under compile: never, and the context
-    variable is not even read, so it costs the graph nothing.)"""
-    return not torch.compiler.is_compiling() and _ENABLED.get()
+    """Whether to check inputs now: in eager mode, outside `unchecked()`. (Under compile or a CUDA graph capture:
+    never, and the context variable is not even read, so it costs the graph nothing.)"""
+    return not _host.tracing() and _ENABLED.get()
 
 
 @contextlib.contextmanager

@@ -23,11 +23,20 @@ _HOST_TABLES: dict[int, torch.Tensor] = {}  # id of a device plan's coefficients
 _ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}  # per host table: 0-d scalars by entry
 
 
+def tracing() -> bool:
+    """Whether the code runs under `torch.compile` or inside a CUDA graph capture: then no host reads (a capture
+    cannot sync), no 0-d host scalars (a graph would bake them in) and no new cached counters (they would live in the
+    graph's private memory pool)."""
+    return torch.compiler.is_compiling() or (torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
+
+
 def counter(role: str, value: int, rows: int, device: torch.device) -> torch.Tensor:
     """A [rows] int64 tensor filled with `value`, shared by every state that needs one, its value remembered.
 
     `role` names the state field: two fields never share a tensor (compiled steps guard on which inputs alias).
     """
+    if tracing():  # a graph capture: a plain device tensor, neither cached nor remembered
+        return torch.full((rows,), value, dtype=torch.int64, device=device)
     key = (role, value, rows, str(device))
     tensor = _COUNTERS.get(key)
     if tensor is None or tensor._version != _VALUES[id(tensor)][2]:  # new, or written in place by someone

@@ -142,7 +142,7 @@ class Scheduler:
         if _checks.checking():
             self._check_state(state)
         plan = state.plan
-        step = _host.read(state.step_index) if not torch.compiler.is_compiling() else None
+        step = _host.read(state.step_index) if not _host.tracing() else None
         if step is not None and plan.timesteps.shape[0] == 1:
             if step >= plan.timesteps.shape[1]:
                 _checks.raise_finished(self.name, state)
@@ -157,7 +157,7 @@ class Scheduler:
         """The step index of the state's rows (the steps they took), read without a device sync where the host
         knows it; rows at different steps raise (split them with `batching.split` first)."""
         index = state.step_index
-        step = _host.read(index) if not torch.compiler.is_compiling() else None
+        step = _host.read(index) if not _host.tracing() else None
         if step is None:
             values = index.tolist()
             if not values or values.count(values[0]) != len(values):
@@ -171,7 +171,7 @@ class Scheduler:
         A state of one schedule whose step the host knows (from `init`/`step`) answers without a device sync.
         """
         plan, index = state.plan, state.step_index
-        step = _host.read(index) if not torch.compiler.is_compiling() else None
+        step = _host.read(index) if not _host.tracing() else None
         if step is not None and plan.num_steps.shape[0] == 1:
             return max(plan.timesteps.shape[1] - step, 0)
         return int((plan.num_steps - index).clamp(min=0).max())
@@ -213,7 +213,7 @@ class Scheduler:
     def _host_entry(self, state: Any, warmup: torch.Tensor | None) -> tuple[torch.Tensor, int, int] | None:
         """(host table, step, warm-up level) when the host knows them without a device read (see `_host`)."""
         plan = state.plan
-        if plan.coefficients.shape[0] != 1 or torch.compiler.is_compiling():
+        if plan.coefficients.shape[0] != 1 or _host.tracing():
             return None
         table = _host.host_table(plan.coefficients)
         step = _host.read(state.step_index) if table is not None else None
@@ -242,7 +242,7 @@ class Scheduler:
 
     def _next(self, role: str, counter: torch.Tensor, cap: int | None = None) -> torch.Tensor:
         """`counter + 1` (at most `cap`): a shared counter when the host knows the value, else a device op."""
-        if not torch.compiler.is_compiling():
+        if not _host.tracing():
             value = _host.read(counter)
             if value is not None:
                 value = value + 1 if cap is None else min(value + 1, cap)

@@ -1,0 +1,232 @@
+"""`SamplingLoop`: a whole sampling loop (scale the input, call the denoiser, classifier-free guidance, step) run
+eagerly, as compiled steps, or captured once into a CUDA graph and replayed with static buffers.
+
+    loop = SamplingLoop(sched, denoiser, guidance_scale=5.0)          # mode="auto": a CUDA graph on CUDA, else eager
+    latents = loop(noise, negative_and_positive_embeds, num_inference_steps=50)
+
+The graph mode compiles one step (`torch.compile(fullgraph=True)`, inductor) and captures the Python loop of all
+its steps in one `torch.cuda.CUDAGraph`, once per schedule and shapes; each call copies its inputs into the graph's
+static buffers, replays it, and returns a copy of the static output. It does not use `mode="reduce-overhead"`: on
+torch 2.11 that mode handed out output buffers that its next call overwrote while they were still read (pytorch
+#152887). Where no graph can be used (no CUDA device, or more distinct shapes and schedules than `max_graphs`) the
+loop falls back to compiled steps (`mode="graph"` on a CPU raises instead). Every mode computes the same loop: the
+eager one is the reference, and on the CPU compiled steps equal it bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from . import _checks
+from .noise import randn_tensor
+
+#: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
+Denoiser = Callable[..., torch.Tensor]
+MODES = ("auto", "graph", "compile", "eager")
+
+
+def _stochastic(scheduler: Any) -> bool:
+    return bool(getattr(scheduler, "stochastic_sampling", False)) or str(
+        getattr(scheduler, "algorithm_type", "")
+    ).startswith("sde")
+
+
+def _schedule_key(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().reshape(-1).tolist()
+    return tuple(float(item) for item in value)
+
+
+def _signature(tensor: torch.Tensor) -> tuple[Any, ...]:
+    return tuple(tensor.shape), tensor.dtype, str(tensor.device)
+
+
+class _Graph:
+    """One captured loop: static inputs, the graph, and its static output."""
+
+    def __init__(
+        self,
+        run: Callable[..., torch.Tensor],
+        latents: torch.Tensor,
+        conditioning: Sequence[torch.Tensor],
+        noise: torch.Tensor | None,
+    ) -> None:
+        self.latents = latents.clone()
+        self.conditioning = [value.clone() for value in conditioning]
+        self.noise = None if noise is None else noise.clone()
+        side = torch.cuda.Stream(device=latents.device)
+        side.wait_stream(torch.cuda.current_stream(latents.device))
+        with torch.cuda.stream(side):  # compile and autotune outside the capture
+            run(self.latents, self.conditioning, self.noise)
+        torch.cuda.current_stream(latents.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = run(self.latents, self.conditioning, self.noise)
+
+    def __call__(
+        self, latents: torch.Tensor, conditioning: Sequence[torch.Tensor], noise: torch.Tensor | None
+    ) -> torch.Tensor:
+        self.latents.copy_(latents)
+        for static, value in zip(self.conditioning, conditioning, strict=True):
+            static.copy_(value)
+        if noise is not None:
+            self.noise.copy_(noise)  # type: ignore[union-attr]
+        self.graph.replay()
+        return self.output.clone()  # the static output is overwritten by the next replay
+
+
+class SamplingLoop:
+    """A sampling loop over one scheduler and one denoiser; see the module's docstring.
+
+    With `guidance_scale`, each conditioning tensor holds the negative rows then the positive rows (2R rows), the
+    denoiser sees the latents twice (`cat([x, x])`), and the output is `uncond + guidance_scale * (cond - uncond)`,
+    as diffusers' pipelines combine it. A stochastic scheduler takes `noise=`: the noise of every step, [steps, R,
+    ...], or a `torch.Generator` from which the loop draws it step by step as `randn_tensor` does.
+    """
+
+    def __init__(
+        self,
+        scheduler: Any,
+        denoiser: Denoiser,
+        *,
+        guidance_scale: float | None = None,
+        mode: str = "auto",
+        max_graphs: int = 8,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"SamplingLoop: mode must be one of {', '.join(MODES)}, got {mode!r}.")
+        if guidance_scale is not None and not isinstance(guidance_scale, int | float):
+            raise TypeError(f"SamplingLoop: guidance_scale must be a number or None, got {guidance_scale!r}.")
+        self.scheduler = scheduler
+        self.denoiser = denoiser
+        self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
+        self.mode = mode
+        self.max_graphs = max_graphs
+        self._compiled_step = torch.compile(self._step, fullgraph=True)
+        self._graphs: dict[tuple[Any, ...], _Graph] = {}
+
+    # ------------------------------------------------------------------ one step and the loop
+    def _step(
+        self, state: Any, latents: torch.Tensor, conditioning: Sequence[torch.Tensor], noise: torch.Tensor | None
+    ) -> tuple[torch.Tensor, Any]:
+        sched = self.scheduler
+        model_input = sched.scale_model_input(state, latents)
+        timestep = sched.timestep(state)
+        if self.guidance_scale is None:
+            output = self.denoiser(model_input, timestep, *conditioning)
+        else:
+            both = self.denoiser(torch.cat([model_input, model_input]), torch.cat([timestep, timestep]), *conditioning)
+            uncond, cond = both.chunk(2)
+            output = uncond + self.guidance_scale * (cond - uncond)
+        return sched.step(state, output, latents, noise=noise)
+
+    def _loop(
+        self,
+        step: Callable[..., tuple[torch.Tensor, Any]],
+        schedule: dict[str, Any],
+        steps: int,
+        latents: torch.Tensor,
+        conditioning: Sequence[torch.Tensor],
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        state = self.scheduler.init(sample=latents, **schedule)
+        for index in range(steps):
+            latents, state = step(state, latents, conditioning, None if noise is None else noise[index])
+        return latents
+
+    # ------------------------------------------------------------------ calls
+    def resolved_mode(self, latents: torch.Tensor) -> str:
+        """The mode a call with these latents runs in (`auto` resolved)."""
+        if self.mode == "auto":
+            return "graph" if latents.is_cuda else "eager"
+        if self.mode == "graph" and not latents.is_cuda:
+            raise ValueError(
+                f"SamplingLoop: mode='graph' needs CUDA latents, got latents on {latents.device}; use mode='compile' "
+                "or 'eager' (or 'auto', which picks eager off CUDA)."
+            )
+        return self.mode
+
+    def __call__(
+        self,
+        latents: torch.Tensor,
+        *conditioning: torch.Tensor,
+        num_inference_steps: int | None = None,
+        timesteps: Sequence[float] | torch.Tensor | None = None,
+        sigmas: Sequence[float] | torch.Tensor | None = None,
+        mu: float | None = None,
+        noise: torch.Tensor | torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The denoised latents after every step of the schedule (given as `init` takes it)."""
+        schedule = {"num_inference_steps": num_inference_steps, "timesteps": timesteps, "sigmas": sigmas, "mu": mu}
+        steps = self.scheduler.plan(**schedule).timesteps.shape[1]  # cached
+        noise = self._noise(noise, steps, latents)
+        if _checks.checking():
+            self._check(latents, conditioning)
+        mode = self.resolved_mode(latents)
+        if mode == "eager":
+            return self._loop(self._step, schedule, steps, latents, conditioning, noise)
+        key = (
+            _signature(latents),
+            tuple(_signature(value) for value in conditioning),
+            num_inference_steps,
+            _schedule_key(timesteps),
+            _schedule_key(sigmas),
+            mu,
+            noise is None,
+        )
+        graph = self._graphs.get(key) if mode == "graph" else None
+        if graph is None and mode == "graph" and len(self._graphs) < self.max_graphs:
+
+            def run(x: torch.Tensor, cond: Sequence[torch.Tensor], eps: torch.Tensor | None) -> torch.Tensor:
+                return self._loop(self._compiled_step, schedule, steps, x, cond, eps)
+
+            graph = self._graphs[key] = _Graph(run, latents, conditioning, noise)
+        if graph is not None:
+            return graph(latents, conditioning, noise)
+        return self._loop(self._compiled_step, schedule, steps, latents, conditioning, noise)
+
+    def _noise(
+        self, noise: torch.Tensor | torch.Generator | None, steps: int, latents: torch.Tensor
+    ) -> torch.Tensor | None:
+        if not _stochastic(self.scheduler):
+            if noise is not None:
+                raise ValueError(f"SamplingLoop: {self.scheduler.name} is deterministic; it takes no noise.")
+            return None
+        if noise is None:
+            raise ValueError(
+                f"SamplingLoop: this {self.scheduler.name} draws fresh noise each step; pass noise= (a tensor "
+                f"[{steps}, *latents.shape] or a torch.Generator)."
+            )
+        if isinstance(noise, torch.Generator):
+            generator = noise
+            return torch.stack(
+                [
+                    randn_tensor(tuple(latents.shape), generator=generator, device=latents.device, dtype=latents.dtype)
+                    for _ in range(steps)
+                ]
+            )
+        expected = (steps, *latents.shape)
+        if tuple(noise.shape) != expected or noise.dtype != latents.dtype or noise.device != latents.device:
+            raise ValueError(
+                f"SamplingLoop: noise must be {list(expected)} {latents.dtype} on {latents.device} (one draw per "
+                f"step), got {list(noise.shape)} {noise.dtype} on {noise.device}."
+            )
+        return noise
+
+    def _check(self, latents: torch.Tensor, conditioning: Sequence[torch.Tensor]) -> None:
+        if not isinstance(latents, torch.Tensor) or not latents.is_floating_point() or latents.dim() == 0:
+            raise TypeError("SamplingLoop: latents must be a floating-point tensor with a leading rows dim.")
+        rows = latents.shape[0] * (1 if self.guidance_scale is None else 2)
+        for index, value in enumerate(conditioning):
+            if not isinstance(value, torch.Tensor) or value.shape[:1] != (rows,) or value.device != latents.device:
+                got = f"{list(value.shape)} on {value.device}" if isinstance(value, torch.Tensor) else type(value)
+                raise ValueError(
+                    f"SamplingLoop: conditioning[{index}] must have {rows} rows on {latents.device}"
+                    + (" (negative rows, then positive)" if self.guidance_scale is not None else "")
+                    + f", got {got}."
+                )
