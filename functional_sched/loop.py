@@ -15,6 +15,8 @@ eager one is the reference, and on the CPU compiled steps equal it bit for bit.
 
 from __future__ import annotations
 
+import itertools
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +28,16 @@ from .noise import randn_tensor
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
 MODES = ("auto", "graph", "compile", "eager")
+_LOOPS = itertools.count()
+
+
+def _with_own_code(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of `function` with a code object of its own. Dynamo keeps its compiled graphs per code object and
+    stops compiling one after `torch._dynamo.config.recompile_limit` (8) guard failures; every loop instance (its
+    scheduler, denoiser and shapes) would otherwise spend one shared budget."""
+    code = function.__code__
+    own = code.replace(co_name=f"{code.co_name}_loop{next(_LOOPS)}")
+    return types.FunctionType(own, function.__globals__, own.co_name, function.__defaults__, function.__closure__)
 
 
 def _stochastic(scheduler: Any) -> bool:
@@ -107,7 +119,8 @@ class SamplingLoop:
         self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
         self.mode = mode
         self.max_graphs = max_graphs
-        self._compiled_step = torch.compile(self._step, fullgraph=True)
+        own_step = types.MethodType(_with_own_code(type(self)._step), self)
+        self._compiled_step = torch.compile(own_step, fullgraph=True)
         self._graphs: dict[tuple[Any, ...], _Graph] = {}
 
     # ------------------------------------------------------------------ one step and the loop

@@ -1,0 +1,499 @@
+"""The benchmark suite: diffusers eager vs functional eager, compiled steps and the whole loop in one CUDA graph.
+
+For each scheduler (flow-match Euler, DPM-Solver++ 2M, UniPC bh2), shape and dtype, four ways to run a full loop of
+`--steps` steps with a fixed model output (the model excluded, so the figures are the scheduler's own cost):
+
+- diffusers eager: `scheduler.step(v, t, x)` per step, a fresh `deepcopy` of a scheduler after `set_timesteps`;
+- ours eager: `sched.step(state, v, x)` per step, from `sched.init` (checks on, as shipped);
+- compiled per step: `SamplingLoop(mode="compile")`, one `torch.compile(fullgraph=True)` call a step;
+- whole loop in one graph: `SamplingLoop(mode="graph")`, the compiled steps of the whole loop captured in one CUDA
+  graph and replayed (on a CPU, where there are no graphs, this column is the compiled loop again).
+
+Figures are microseconds per step: the median over `--repeats` loops (after warm-up) of loop time / steps, between
+CUDA events on CUDA. Beside them: the memory floor of a step (the bytes it must move over the device-to-device copy
+bandwidth measured in the same run), R = 1, 8, 64 requests at mixed steps stepped in one call, request set-up
+(`init` with a cached plan vs `deepcopy` + `set_timesteps`), the first-call (cold compile) time, and checks: ours vs
+diffusers, the graph vs the eager loop, and that a graph's output survives the next call (pytorch #152887).
+
+    python benchmarks/suite.py --device cpu --quick --out /tmp/bench     # CI's smoke run (tiny sizes)
+    python benchmarks/suite.py --device cuda --out bench-h100             # the H100 figures in RESULTS.md
+
+Writes `results.json`, `results.md` and, where matplotlib is installed, `latency.png` and `scaling.png` to `--out`;
+prints the markdown last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+
+import functional_sched as fs
+from functional_sched import batching
+from functional_sched.adapters import from_diffusers
+from functional_sched.loop import SamplingLoop
+
+SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+
+# name: (diffusers class, config, passes). `passes` counts the latent-sized tensors a step must read or write at
+# least once: Euler reads x and v and writes x (3); DPM++ 2M reads x, the model output and the previous data
+# prediction and writes x and the new data prediction (5); UniPC bh2 also reads and writes its last sample for the
+# corrector (reads x, model output, last sample, previous data prediction; writes x, data prediction, last sample: 7).
+SCHEDULERS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "flow-euler": ("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, 3),
+    "dpm++2m": ("DPMSolverMultistepScheduler", dict(SD), 5),
+    "unipc-bh2": ("UniPCMultistepScheduler", dict(SD), 7),
+}
+CUDA_SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128), (1, 16, 21, 60, 104))
+CPU_SHAPES = ((1, 4, 64, 64),)
+QUICK_SHAPES = ((1, 4, 16, 16),)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _shape_name(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+class Timer:
+    """Medians of loop times: CUDA events on CUDA (the device's time), else the host clock."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def seconds(self, make_loop: Callable[[], Callable[[], Any]], repeats: int, warmup: int = 1) -> float:
+        times = []
+        for index in range(warmup + repeats):
+            loop = make_loop()  # set-up, untimed
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                loop()
+                end.record()
+                end.synchronize()
+                elapsed = start.elapsed_time(end) / 1e3
+            else:
+                began = time.perf_counter()
+                loop()
+                elapsed = time.perf_counter() - began
+            if index >= warmup:
+                times.append(elapsed)
+        return statistics.median(times)
+
+    def host_seconds(self, call: Callable[[], Any], repeats: int) -> float:
+        """Median host time of `call`, each finished on the device before the clock stops."""
+        times = []
+        for _ in range(repeats + 1):
+            began = time.perf_counter()
+            call()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - began)
+        return statistics.median(times[1:])
+
+
+def copy_bandwidth(device: torch.device, timer: Timer, megabytes: int) -> float:
+    """Bytes read plus bytes written per second of a large device-to-device copy."""
+    numel = megabytes * (1 << 20) // 4
+    source, target = torch.randn(numel, device=device), torch.empty(numel, device=device)
+    seconds = timer.seconds(lambda: lambda: target.copy_(source), repeats=20, warmup=3)
+    return 2 * numel * 4 / seconds
+
+
+def _relative(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    ours, reference = ours.double(), reference.double()
+    return float((ours - reference).abs().max() / reference.abs().max().clamp_min(1e-30))
+
+
+def _fixed_output(model_input: torch.Tensor, timestep: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """The benchmark's denoiser: the fixed model output, so a loop costs the scheduler alone."""
+    return output
+
+
+class Config:
+    """One scheduler, shape and dtype: the inputs and the runners of the four modes."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, steps: int, device: torch.device) -> None:
+        cls_name, options, self.passes = SCHEDULERS[name]
+        self.name, self.shape, self.dtype, self.steps, self.device = name, shape, dtype, steps, device
+        self.reference = getattr(diffusers, cls_name)(**options)
+        self.sched = from_diffusers(self.reference)
+        generator = torch.Generator().manual_seed(0)
+        self.latents = torch.randn(shape, generator=generator).to(device, dtype)
+        self.output = (0.5 * torch.randn(shape, generator=generator)).to(device, dtype)
+        self.template = copy.deepcopy(self.reference)
+        self.template.set_timesteps(steps, device=device)
+        self.compiled = SamplingLoop(self.sched, _fixed_output, mode="compile")
+        self.graphed = SamplingLoop(self.sched, _fixed_output, mode="graph" if device.type == "cuda" else "compile")
+        self.graphed._compiled_step = self.compiled._compiled_step  # one compile serves both
+
+    @property
+    def floor_bytes(self) -> int:
+        return self.passes * math.prod(self.shape) * self.latents.element_size()
+
+    def diffusers_loop(self) -> Callable[[], torch.Tensor]:
+        scheduler = copy.deepcopy(self.template)
+        output, latents = self.output, self.latents
+
+        def loop() -> torch.Tensor:
+            x = latents
+            for t in scheduler.timesteps:
+                x = scheduler.step(output, t, x, return_dict=False)[0]
+            return x
+
+        return loop
+
+    def eager_loop(self) -> Callable[[], torch.Tensor]:
+        sched, output, latents = self.sched, self.output, self.latents
+        state = sched.init(self.steps, sample=latents)
+
+        def loop() -> torch.Tensor:
+            x, s = latents, state
+            for _ in range(self.steps):
+                x, s = sched.step(s, output, x)
+            return x
+
+        return loop
+
+    def compiled_loop(self) -> Callable[[], torch.Tensor]:
+        return lambda: self.compiled(self.latents, self.output, num_inference_steps=self.steps)
+
+    def graph_loop(self) -> Callable[[], torch.Tensor]:
+        return lambda: self.graphed(self.latents, self.output, num_inference_steps=self.steps)
+
+
+def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "scheduler": config.name,
+        "shape": _shape_name(config.shape),
+        "dtype": str(config.dtype).removeprefix("torch."),
+        "steps": config.steps,
+        "graph_mode": config.graphed.resolved_mode(config.latents),
+    }
+    began = time.perf_counter()
+    compiled_result = config.compiled_loop()()
+    _sync(config.device)
+    row["first_compiled_call_s"] = time.perf_counter() - began
+    began = time.perf_counter()
+    graph_result = config.graph_loop()()
+    _sync(config.device)
+    row["first_graph_call_s"] = time.perf_counter() - began  # the capture (compiled already)
+    # Checks: ours vs diffusers, compiled and graph vs our eager loop, and a graph's output surviving the next call.
+    reference, eager = config.diffusers_loop()(), config.eager_loop()()
+    row["eager_vs_diffusers"] = _relative(eager, reference)
+    row["compiled_vs_eager"] = _relative(compiled_result, eager)
+    row["graph_vs_eager"] = _relative(graph_result, eager)
+    kept = graph_result.clone()
+    other = config.graphed(torch.randn_like(config.latents), config.output, num_inference_steps=config.steps)
+    row["graph_output_survives_next_call"] = bool(torch.equal(graph_result, kept)) and not torch.equal(other, kept)
+    row["graph_replays_equal"] = bool(torch.equal(config.graph_loop()(), kept))
+    # Timings: microseconds per step.
+    for mode, make in (
+        ("diffusers_eager", config.diffusers_loop),
+        ("ours_eager", config.eager_loop),
+        ("compiled_step", lambda: config.compiled_loop()),
+        ("graph_loop", lambda: config.graph_loop()),
+    ):
+        row[f"{mode}_us"] = timer.seconds(make, repeats) / config.steps * 1e6
+    row["floor_us"] = config.floor_bytes / bandwidth * 1e6
+    row["graph_over_floor"] = row["graph_loop_us"] / row["floor_us"]
+    row["diffusers_over_graph"] = row["diffusers_eager_us"] / row["graph_loop_us"]
+    row["eager_ours_over_diffusers"] = row["ours_eager_us"] / row["diffusers_eager_us"]
+    return row
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _mixed_steps_state(sched: Any, latents: torch.Tensor, output: torch.Tensor, steps: int) -> Any:
+    """One state of `latents.shape[0]` requests, request r at step r mod (steps - 1), stacked from single states."""
+    states = []
+    with fs.unchecked():
+        for row in range(latents.shape[0]):
+            x, state = latents[row : row + 1], sched.init(steps, sample=latents[row : row + 1])
+            for _ in range(row % (steps - 1)):
+                x, state = sched.step(state, output[row : row + 1], x)
+            states.append(state)
+    return batching.stack(states)
+
+
+def measure_requests(
+    name: str,
+    shape: tuple[int, ...],
+    requests: int,
+    steps: int,
+    device: torch.device,
+    timer: Timer,
+    repeats: int,
+    bandwidth: float,
+) -> dict[str, Any]:
+    """`requests` requests at mixed steps in one step call: eager, compiled, and the compiled step in a CUDA graph."""
+    cls_name, options, passes = SCHEDULERS[name]
+    sched = from_diffusers(getattr(diffusers, cls_name)(**options))
+    generator = torch.Generator().manual_seed(1)
+    latents = torch.randn((requests, *shape[1:]), generator=generator).to(device)
+    output = (0.5 * torch.randn((requests, *shape[1:]), generator=generator)).to(device)
+    state = _mixed_steps_state(sched, latents, output, steps)
+    step = torch.compile(sched.step, fullgraph=True)
+    row: dict[str, Any] = {"scheduler": name, "requests": requests, "shape_per_request": _shape_name(shape)}
+    row["eager_us"] = timer.seconds(lambda: lambda: sched.step(state, output, latents), repeats) * 1e6
+    began = time.perf_counter()
+    step(state, output, latents)
+    _sync(device)
+    row["first_compiled_call_s"] = time.perf_counter() - began
+    row["compiled_us"] = timer.seconds(lambda: lambda: step(state, output, latents), repeats) * 1e6
+    if device.type == "cuda":
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            step(state, output, latents)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            captured, _ = step(state, output, latents)
+        expected, _ = step(state, output, latents)
+        graph.replay()
+        row["graph_vs_compiled"] = _relative(captured, expected)
+        row["graph_us"] = timer.seconds(lambda: graph.replay, repeats, warmup=3) * 1e6
+        best = row["graph_us"]
+    else:
+        best = row["compiled_us"]
+    moved = passes * latents.numel() * latents.element_size()
+    row["bytes"] = moved
+    row["bandwidth_gbs"] = moved / (best / 1e6) / 1e9
+    row["share_of_copy_bandwidth"] = moved / (best / 1e6) / bandwidth
+    return row
+
+
+def measure_setup(name: str, shape: tuple[int, ...], steps: int, device: torch.device, timer: Timer) -> dict[str, Any]:
+    """A new request's scheduler: `init` with the plan cached vs diffusers' `deepcopy` + `set_timesteps`."""
+    cls_name, options, _ = SCHEDULERS[name]
+    reference = getattr(diffusers, cls_name)(**options)
+    sched = from_diffusers(reference)
+    latents = torch.zeros(shape, device=device)
+    sched.init(steps, sample=latents)  # builds and caches the plan
+    ours = timer.host_seconds(lambda: sched.init(steps, sample=latents), repeats=200)
+
+    def diffusers_setup() -> None:
+        copy.deepcopy(reference).set_timesteps(steps, device=device)
+
+    theirs = timer.host_seconds(diffusers_setup, repeats=200)
+    return {"scheduler": name, "ours_init_us": ours * 1e6, "diffusers_us": theirs * 1e6, "speedup": theirs / ours}
+
+
+# ---------------------------------------------------------------------------------------------------- reporting
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        f"- device: {meta['device']} ({meta['device_name']}); torch {meta['torch']}, diffusers {meta['diffusers']}, "
+        f"Python {meta['python']}; {meta['date']}",
+        f"- {meta['steps']} steps; medians of {meta['repeats']} loops after warm-up; copy bandwidth "
+        f"{meta['copy_bandwidth_gbs']:.0f} GB/s (read + write); command: `{meta['command']}`",
+        "",
+        "Microseconds per step, model excluded. floor: the bytes a step must move over the copy bandwidth.",
+        "",
+        "| scheduler | shape | dtype | diffusers eager | ours eager | compiled step | whole loop, one graph | "
+        "diffusers / graph | floor | graph / floor | ours eager / diffusers |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["configs"]:
+        lines.append(
+            f"| {row['scheduler']} | {row['shape']} | {row['dtype']} | {row['diffusers_eager_us']:.1f} | "
+            f"{row['ours_eager_us']:.1f} | {row['compiled_step_us']:.1f} | {row['graph_loop_us']:.2f} | "
+            f"{row['diffusers_over_graph']:.1f}x | {row['floor_us']:.2f} | {row['graph_over_floor']:.2f} | "
+            f"{row['eager_ours_over_diffusers']:.2f} |"
+        )
+    lines += [
+        "",
+        "Requests at mixed steps in one call (microseconds per call; bandwidth from the fastest mode):",
+        "",
+        "| scheduler | requests | per request | eager | compiled | compiled, in a CUDA graph | GB/s "
+        "| of copy bandwidth |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["requests"]:
+        graph = f"{row['graph_us']:.1f}" if "graph_us" in row else "n/a"
+        lines.append(
+            f"| {row['scheduler']} | {row['requests']} | {row['shape_per_request']} | {row['eager_us']:.1f} | "
+            f"{row['compiled_us']:.1f} | {graph} | {row['bandwidth_gbs']:.0f} | "
+            f"{100 * row['share_of_copy_bandwidth']:.0f}% |"
+        )
+    lines += [
+        "",
+        "Request set-up (microseconds): `init` with the plan cached vs diffusers' `deepcopy` + `set_timesteps`:",
+        "",
+        "| scheduler | ours | diffusers | speedup |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in results["setup"]:
+        lines.append(
+            f"| {row['scheduler']} | {row['ours_init_us']:.1f} | {row['diffusers_us']:.1f} | {row['speedup']:.0f}x |"
+        )
+    lines += [
+        "",
+        "Checks and first calls (relative max error; seconds):",
+        "",
+        "| scheduler | shape | dtype | ours vs diffusers | compiled vs eager | graph vs eager | graph output kept "
+        "| first compiled call | graph capture |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for row in results["configs"]:
+        kept = "yes" if row["graph_output_survives_next_call"] and row["graph_replays_equal"] else "NO"
+        lines.append(
+            f"| {row['scheduler']} | {row['shape']} | {row['dtype']} | {row['eager_vs_diffusers']:.1e} | "
+            f"{row['compiled_vs_eager']:.1e} | {row['graph_vs_eager']:.1e} | {kept} | "
+            f"{row['first_compiled_call_s']:.1f} | {row['first_graph_call_s']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def plots(results: dict[str, Any], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    modes = (
+        ("diffusers_eager_us", "diffusers eager"),
+        ("ours_eager_us", "ours eager"),
+        ("compiled_step_us", "compiled step"),
+        ("graph_loop_us", "whole loop, one graph"),
+    )
+    dtypes = sorted({row["dtype"] for row in results["configs"]})
+    figure, axes = plt.subplots(1, len(dtypes), figsize=(7 * len(dtypes), 4.5), squeeze=False)
+    for axis, dtype in zip(axes[0], dtypes, strict=True):
+        rows = [row for row in results["configs"] if row["dtype"] == dtype]
+        width = 0.8 / len(modes)
+        for index, (key, label) in enumerate(modes):
+            axis.bar([i + index * width for i in range(len(rows))], [row[key] for row in rows], width, label=label)
+        axis.scatter(
+            [i + 1.5 * width for i in range(len(rows))],
+            [row["floor_us"] for row in rows],
+            marker="_",
+            s=300,
+            color="black",
+            label="memory floor",
+            zorder=3,
+        )
+        axis.set_xticks([i + 1.5 * width for i in range(len(rows))])
+        axis.set_xticklabels([f"{row['scheduler']}\n{row['shape']}" for row in rows], fontsize=7, rotation=30)
+        axis.set_yscale("log")
+        axis.set_ylabel("us per step (log)")
+        axis.set_title(f"{dtype}, {results['meta']['device_name']}")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "latency.png", dpi=120)
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name in SCHEDULERS:
+        rows = [row for row in results["requests"] if row["scheduler"] == name]
+        axis.plot([row["requests"] for row in rows], [row["bandwidth_gbs"] for row in rows], marker="o", label=name)
+    axis.axhline(results["meta"]["copy_bandwidth_gbs"], color="black", linestyle="--", label="copy bandwidth")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("requests at mixed steps in one call")
+    axis.set_ylabel("GB/s moved")
+    axis.set_title(f"Scaling with requests, {results['meta']['device_name']}")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(out / "scaling.png", dpi=120)
+    plt.close(figure)
+    return ["latency.png", "scaling.png"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: the CPU smoke run")
+    parser.add_argument("--steps", type=int, default=None, help="default 50 (quick: 6)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 20 (quick: 2)")
+    parser.add_argument("--schedulers", default=",".join(SCHEDULERS))
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--shapes", default=None, help="e.g. 1x4x64x64,1x16x128x128 (default: by device)")
+    parser.add_argument("--requests", default=None, help="default 1,8,64 (quick: 1,4)")
+    parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    diffusers.utils.logging.set_verbosity_error()
+    steps = args.steps or (6 if args.quick else 50)
+    repeats = args.repeats or (2 if args.quick else 20)
+    if args.shapes:
+        shapes = tuple(tuple(int(size) for size in text.split("x")) for text in args.shapes.split(","))
+    else:
+        shapes = QUICK_SHAPES if args.quick else CUDA_SHAPES if device.type == "cuda" else CPU_SHAPES
+    request_counts = [int(text) for text in (args.requests or ("1,4" if args.quick else "1,8,64")).split(",")]
+    names = args.schedulers.split(",")
+    unknown = [name for name in names if name not in SCHEDULERS]
+    if unknown:
+        parser.error(f"unknown schedulers {unknown}; choose from {', '.join(SCHEDULERS)}")
+    timer = Timer(device)
+    bandwidth = copy_bandwidth(device, timer, megabytes=16 if args.quick else 512)
+    results: dict[str, Any] = {
+        "meta": {
+            "device": device.type,
+            "device_name": describe(device),
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "functional_sched": fs.__version__,
+            "python": platform.python_version(),
+            "date": datetime.date.today().isoformat(),
+            "steps": steps,
+            "repeats": repeats,
+            "copy_bandwidth_gbs": bandwidth / 1e9,
+            "command": "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        },
+        "configs": [],
+        "requests": [],
+        "setup": [],
+    }
+    for dtype_name in args.dtypes.split(","):
+        for shape in shapes:
+            for name in names:
+                config = Config(name, shape, DTYPES[dtype_name], steps, device)
+                results["configs"].append(measure_config(config, timer, repeats, bandwidth))
+                print(f"measured {name} {_shape_name(shape)} {dtype_name}", file=sys.stderr, flush=True)
+    per_request = shapes[1] if len(shapes) > 1 else shapes[0]
+    for name in names:
+        for count in request_counts:
+            row = measure_requests(name, per_request, count, steps, device, timer, repeats, bandwidth)
+            results["requests"].append(row)
+        results["setup"].append(measure_setup(name, per_request, steps, device, timer))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    text = markdown(results)
+    (args.out / "results.md").write_text(text + "\n")
+    written = plots(results, args.out)
+    print(text)
+    print(f"\nwrote {', '.join(['results.json', 'results.md', *written])} to {args.out}")
+    failed = [
+        row
+        for row in results["configs"]
+        if not (row["graph_output_survives_next_call"] and row["graph_replays_equal"])
+        or row["graph_vs_eager"] > (1e-5 if row["dtype"] == "float32" else 5e-2)
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

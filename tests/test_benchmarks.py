@@ -1,0 +1,56 @@
+"""The benchmark suite's CPU smoke run (tiny sizes): every mode runs, the checks it reports hold, the files appear.
+
+Timings are not asserted (they live in benchmarks/RESULTS.md); the parity figures the suite computes are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
+
+
+def _suite():
+    spec = importlib.util.spec_from_file_location("benchmark_suite", SUITE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_smoke_run(tmp_path: Path) -> None:
+    suite = _suite()
+    assert suite.main(["--device", "cpu", "--quick", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    markdown = (tmp_path / "results.md").read_text()
+    assert {(row["scheduler"], row["dtype"]) for row in results["configs"]} == {
+        (name, dtype) for name in suite.SCHEDULERS for dtype in ("float32", "bfloat16")
+    }
+    for row in results["configs"]:
+        assert row["graph_mode"] == "compile"  # no CUDA graphs on a CPU: the compiled loop
+        for mode in ("diffusers_eager_us", "ours_eager_us", "compiled_step_us", "graph_loop_us", "floor_us"):
+            assert row[mode] > 0
+        assert row["graph_output_survives_next_call"] and row["graph_replays_equal"]
+        if row["dtype"] == "float32":  # bit-equal on the CPU: to diffusers, and compiled to eager
+            assert row["eager_vs_diffusers"] == row["compiled_vs_eager"] == row["graph_vs_eager"] == 0
+        else:  # bf16: inductor keeps float32 between ops where eager rounds each one
+            assert row["eager_vs_diffusers"] == 0 and row["graph_vs_eager"] < 5e-2
+    assert {(row["scheduler"], row["requests"]) for row in results["requests"]} == {
+        (name, count) for name in suite.SCHEDULERS for count in (1, 4)
+    }
+    assert all(row["speedup"] > 0 for row in results["setup"])
+    assert results["meta"]["copy_bandwidth_gbs"] > 0 and results["meta"]["steps"] == 6
+    for heading in (
+        "| scheduler | shape | dtype | diffusers eager",
+        "| scheduler | requests |",
+        "| scheduler | ours |",
+    ):
+        assert heading in markdown
+
+
+def test_unknown_scheduler_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        _suite().main(["--device", "cpu", "--quick", "--schedulers", "euler-a", "--out", str(tmp_path)])
