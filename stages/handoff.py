@@ -1,0 +1,321 @@
+"""Handing a request to another worker mid-loop: to bytes and back (`dumps`, `loads`), or over `torch.distributed`.
+
+    handoff.send(req, scheduler, dst=1)              # rank 0, after k steps
+    req = handoff.recv(scheduler, src=0)             # rank 1: Denoise(model, scheduler).forward(req) finishes it
+
+The receiver finishes bit for bit as the sender would have: the state carries the solver's history and counters,
+and stochastic steps draw their noise from (seed, step) (`denoise.step_noise`). The payload is a safetensors file,
+never pickle, so loading one cannot run code. Tensors: the scheduler state under "state." (see
+`functional_sched.serialize`), "latents", "prompt_embeds", "negative_prompt_embeds", a tensor "output", and tensor
+extras under "extras.". Metadata (JSON, under the "functional_sched" key of the safetensors header): the format's
+name and version, the scheduler's class and config, the request's scalar fields (its device is not carried: `loads`
+puts the tensors on the device it is given), the JSON extras, the state's metadata, and a SHA-256 over the rest of
+the metadata and every tensor's key, dtype, shape and bytes. Loading checks the format, then the checksum, then the
+state against the receiving scheduler; anything that does not fit raises a ValueError saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+from functional_sched import serialize
+from functional_sched._plan import Plan
+
+from .request import Req
+
+__all__ = ["FORMAT", "VERSION", "dumps", "load", "loads", "recv", "save", "send"]
+
+FORMAT = "functional_sched.request"
+VERSION = 1
+_READABLE = (1,)
+_HEADER_KEY = "functional_sched"  # the safetensors metadata entry that holds the JSON
+_TENSOR_FIELDS = ("latents", "prompt_embeds", "negative_prompt_embeds", "output")
+_STATE, _EXTRAS = "state.", "extras."
+_JSON_SCALARS = (bool, int, float, str, type(None))
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.torch
+    except ImportError as error:
+        raise ImportError("functional_sched.stages.handoff needs safetensors: pip install safetensors") from error
+    return safetensors.torch
+
+
+def _corrupt(problem: str) -> ValueError:
+    return ValueError(f"handoff: the payload is corrupt or not a functional-sched request ({problem}).")
+
+
+def _json_value(value: Any) -> bool:
+    """Whether an extra is JSON (scalars, strings, lists of them); a tuple would come back a list, so it is refused."""
+    if isinstance(value, list):
+        return all(_json_value(item) for item in value)
+    return isinstance(value, _JSON_SCALARS)
+
+
+def _owned(tensor: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy with memory of its own (safetensors refuses views and tensors that share storage)."""
+    return tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+
+
+def _config(scheduler: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(attrs.asdict(scheduler)))
+
+
+def _digest(metadata: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of the metadata (less the digest itself) and every tensor's key, dtype, shape and bytes."""
+    hasher = hashlib.sha256(json.dumps({k: v for k, v in metadata.items() if k != "sha256"}, sort_keys=True).encode())
+    for key in sorted(tensors):
+        tensor = tensors[key]
+        hasher.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return hasher.hexdigest()
+
+
+def dumps(req: Req, scheduler: Any) -> bytes:
+    """The request as safetensors bytes; its state must come from `scheduler` (class and step options)."""
+    save = _safetensors().save
+    tensors: dict[str, torch.Tensor] = {}
+    state_metadata = None
+    if req.state is not None:
+        state = req.state
+        if type(state) is not scheduler.state_type or int(state.fingerprint) != scheduler.fingerprint:
+            raise ValueError(
+                f"handoff.dumps: the request's {type(state).__name__} was not built by this {scheduler.name} "
+                "(another class or other step options); pass the scheduler that steps the request."
+            )
+        state_tensors, state_metadata = serialize.state_to_tensors(state)
+        tensors.update({_STATE + key: value.cpu() for key, value in state_tensors.items()})  # already copies
+    present = []
+    for name in _TENSOR_FIELDS:
+        value = getattr(req, name)
+        if value is None:
+            continue
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"handoff.dumps: Req.{name} is a {type(value).__name__}; only a tensor (or None) can be handed off."
+            )
+        tensors[name] = _owned(value)
+        present.append(name)
+    json_extras, tensor_extras = {}, []
+    for key, value in req.extras.items():
+        if not isinstance(key, str):
+            raise TypeError(f"handoff.dumps: extras key {key!r} is a {type(key).__name__}; name extras with strings.")
+        if isinstance(value, torch.Tensor):
+            tensors[_EXTRAS + key] = _owned(value)
+            tensor_extras.append(key)
+        elif _json_value(value):
+            json_extras[key] = value
+        else:
+            raise TypeError(
+                f"handoff.dumps: extras[{key!r}] is a {type(value).__name__}; extras travel as tensors or JSON "
+                "(bool, int, float, str, None, and lists of them); convert it, or drop it before the handoff."
+            )
+    request = {name: getattr(req, name) for name in _REQUEST_FIELDS}
+    request.update(
+        {name: list(request[name]) for name in ("timesteps", "sigmas", "latent_shape") if request[name] is not None}
+    )
+    request["dtype"] = str(req.dtype).removeprefix("torch.")
+    for name, check in _REQUEST_FIELDS.items():
+        if not check(request[name]):
+            raise TypeError(
+                f"handoff.dumps: Req.{name}={request[name]!r} ({type(request[name]).__name__}) does not travel as "
+                "JSON; use a Python int or float (or None where the field allows it)."
+            )
+    metadata: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "scheduler": {"class": scheduler.name, "config": _config(scheduler)},
+        "request": request,
+        "tensors": present,
+        "extras": {"values": json_extras, "tensors": tensor_extras},
+        "state": state_metadata,
+    }
+    metadata["sha256"] = _digest(metadata, tensors)
+    return save(tensors, metadata={_HEADER_KEY: json.dumps(metadata)})
+
+
+def _read(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the checked metadata (format, version, checksum, structure) of a payload."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"handoff.loads: expected bytes, got {type(data).__name__}.")
+    data = bytes(data)
+    try:
+        tensors = _safetensors().load(data)
+        size = int.from_bytes(data[:8], "little")
+        text = json.loads(data[8 : 8 + size]).get("__metadata__", {}).get(_HEADER_KEY)
+        metadata = json.loads(text) if text is not None else None
+    except ImportError:
+        raise
+    except Exception as error:  # safetensors' parser errors are not one type
+        raise _corrupt(f"not a safetensors file: {error}") from error
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise _corrupt(f"a safetensors file without a {FORMAT} header")
+    if type(metadata.get("version")) is not int or metadata["version"] not in _READABLE:
+        raise ValueError(
+            f"handoff.loads: request format version {metadata.get('version')!r}, but this functional-sched reads "
+            f"version(s) {list(_READABLE)}; run the same functional-sched version on the sending and receiving worker."
+        )
+    if metadata.get("sha256") != _digest(metadata, tensors):
+        raise ValueError(
+            "handoff.loads: checksum mismatch: the payload's bytes changed after it was made (corrupted in transit "
+            "or edited); send it again from the worker that made it."
+        )
+    _check_sections(metadata)
+    return tensors, metadata
+
+
+def _check_scheduler(metadata: Mapping[str, Any], scheduler: Any) -> None:
+    sender = metadata["scheduler"]
+    if sender["class"] != scheduler.name:
+        raise ValueError(
+            f"handoff.loads: the payload was made by a {sender['class']}, but this worker's scheduler is a "
+            f"{scheduler.name}; load it with a {sender['class']} of the sender's config."
+        )
+    state = metadata["state"]
+    if state is not None and state.get("fingerprint") != scheduler.fingerprint:
+        ours = _config(scheduler)
+        differ = [
+            f"{option}={value!r} (here {ours.get(option)!r})"
+            for option, value in sender["config"].items()
+            if ours.get(option) != value
+        ]
+        raise ValueError(
+            f"handoff.loads: the payload was made by a {scheduler.name} with other step options "
+            f"({', '.join(differ) or 'equal configs: does the sender run another functional-sched version?'}); "
+            "load it with a scheduler of the sender's config."
+        )
+
+
+def _cached_plans(scheduler: Any, request: Mapping[str, Any], dtype: torch.dtype, device: torch.device) -> list[Plan]:
+    """The cached plan of the request's own schedule settings, to share if the payload's plan equals it."""
+    custom = request["timesteps"] is not None or request["sigmas"] is not None
+    try:
+        plan = scheduler.plan(
+            None if custom else request["num_inference_steps"],
+            timesteps=request["timesteps"],
+            sigmas=request["sigmas"],
+            mu=request["mu"],
+            dtype=dtype,
+            device=device,
+        )
+    except ValueError:  # the settings do not describe the schedule (a stage chose it): the payload's tables serve
+        return []
+    return [plan]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _optional_list(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or (isinstance(value, list) and all(check(item) for item in value))
+
+
+_REQUEST_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "guidance_scale": _is_number,
+    "guidance_rescale": _is_number,
+    "seed": _is_int,
+    "num_inference_steps": lambda value: value is None or _is_int(value),
+    "timesteps": _optional_list(_is_number),
+    "sigmas": _optional_list(_is_number),
+    "mu": lambda value: value is None or _is_number(value),
+    "latent_shape": _optional_list(_is_int),
+    "dtype": lambda value: isinstance(getattr(torch, str(value), None), torch.dtype),
+}
+_SECTIONS = {"scheduler": dict, "request": dict, "tensors": list, "extras": dict, "state": (dict, type(None))}
+
+
+def _check_sections(metadata: Mapping[str, Any]) -> None:
+    """The metadata's structure (a payload that passed the checksum yet was not made by `dumps`)."""
+    for key, kind in _SECTIONS.items():
+        if not isinstance(metadata.get(key), kind):
+            raise _corrupt(f"metadata {key!r} missing or malformed")
+    scheduler, extras, request = metadata["scheduler"], metadata["extras"], metadata["request"]
+    if not isinstance(scheduler.get("class"), str) or not isinstance(scheduler.get("config"), dict):
+        raise _corrupt("metadata 'scheduler' needs a class name and a config")
+    if not isinstance(extras.get("values"), dict) or not isinstance(extras.get("tensors"), list):
+        raise _corrupt("metadata 'extras' needs values and tensors")
+    listed = metadata["tensors"]
+    if len(set(listed)) != len(listed) or not set(listed) <= set(_TENSOR_FIELDS):
+        raise _corrupt(f"tensor fields {listed}, not distinct names among {list(_TENSOR_FIELDS)}")
+    for name, check in _REQUEST_FIELDS.items():
+        if name not in request or not check(request[name]):
+            raise _corrupt(f"request field {name}={request.get(name)!r} missing or malformed")
+
+
+def loads(data: bytes, scheduler: Any, *, device: torch.device | str | None = None) -> Req:
+    """The request that `dumps` wrote, checked against `scheduler`, its tensors on `device` (default: the CPU)."""
+    tensors, metadata = _read(data)
+    _check_scheduler(metadata, scheduler)
+    device = torch.empty(0, device=device or "cpu").device  # "cuda" -> "cuda:0", as tensors report it
+    extras = metadata["extras"]
+    listed = [*metadata["tensors"], *(_EXTRAS + key for key in extras["tensors"])]
+    own = {key: value for key, value in tensors.items() if not key.startswith(_STATE)}
+    missing, unexpected = [key for key in listed if key not in own], sorted(set(own) - set(listed))
+    if missing or unexpected:
+        raise _corrupt(f"tensors missing {missing}, unexpected {unexpected}")
+    fields = {**metadata["request"], "dtype": getattr(torch, metadata["request"]["dtype"])}
+    state = None
+    if metadata["state"] is not None:
+        state_tensors = {key.removeprefix(_STATE): value for key, value in tensors.items() if key.startswith(_STATE)}
+        sigmas = state_tensors.get("plan.sigmas")
+        plans = []
+        if isinstance(sigmas, torch.Tensor) and sigmas.dim() == 2 and sigmas.shape[0] == 1:
+            plans = _cached_plans(scheduler, fields, sigmas.dtype, device)
+        state = serialize.state_from_tensors(state_tensors, metadata["state"], scheduler, device=device, plans=plans)
+    values = {name: own[name].to(device) for name in metadata["tensors"]}
+    latents = values.get("latents")
+    if (
+        state is not None
+        and latents is not None
+        and (latents.dim() == 0 or latents.shape[0] != state.step_index.shape[0])
+    ):
+        raise _corrupt(f"latents {tuple(latents.shape)} for a state of {state.step_index.shape[0]} rows")
+    extras_values = {**extras["values"], **{key: own[_EXTRAS + key].to(device) for key in extras["tensors"]}}
+    return Req(**fields, **values, state=state, device=device, extras=extras_values)
+
+
+def save(req: Req, scheduler: Any, path: str | Path) -> None:
+    """Write `dumps(req, scheduler)` to `path` (a .safetensors file)."""
+    Path(path).write_bytes(dumps(req, scheduler))
+
+
+def load(path: str | Path, scheduler: Any, *, device: torch.device | str | None = None) -> Req:
+    """The request that `save` wrote to `path`."""
+    return loads(Path(path).read_bytes(), scheduler, device=device)
+
+
+def send(req: Req, scheduler: Any, dst: int, *, group: Any = None, device: torch.device | str = "cpu") -> None:
+    """Send the request to rank `dst`: its length (an int64 tensor), then its bytes (uint8), both on `device`
+    ("cpu" for gloo, the rank's GPU for NCCL)."""
+    import torch.distributed as dist
+
+    payload = torch.frombuffer(bytearray(dumps(req, scheduler)), dtype=torch.uint8)
+    dist.send(torch.tensor([payload.numel()], dtype=torch.int64, device=device), dst, group=group)
+    dist.send(payload.to(device), dst, group=group)
+
+
+def recv(scheduler: Any, src: int, *, group: Any = None, device: torch.device | str = "cpu") -> Req:
+    """Receive a request that rank `src` sent with `send`; its tensors land on `device`."""
+    import torch.distributed as dist
+
+    length = torch.empty(1, dtype=torch.int64, device=device)
+    dist.recv(length, src, group=group)
+    size = int(length)
+    if size < 8:
+        raise _corrupt(f"a length of {size} bytes")
+    payload = torch.empty(size, dtype=torch.uint8, device=device)
+    dist.recv(payload, src, group=group)
+    return loads(payload.cpu().numpy().tobytes(), scheduler, device=device)

@@ -1,0 +1,526 @@
+"""`functional_sched.serialize` and `stages.handoff`: a request handed to another worker mid-loop (bytes, or
+torch.distributed between two processes) finishes bit for bit as the undisturbed run, and a payload that does not
+fit (corrupt, edited, from another scheduler or version) fails with an error that says so."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pickle
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import safetensors.torch
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from _support import ALL_CASES, FACTORIES, Case, is_stochastic, latents, same_state
+from test_stages import SHAPE, make_req, same_req, tiny_model
+
+import functional_sched as fs
+from functional_sched import _host, batching, serialize
+from functional_sched.stages import Denoise, Req, handoff
+
+CPU = torch.device("cpu")
+CASES = {case.id: case for case in ALL_CASES}
+
+
+def trajectory(stage: Denoise, req: Req) -> list[Req]:
+    """The request before each step and after the last (Denoise.step, one at a time)."""
+    reqs = [req]
+    while not stage.done(reqs[-1]):
+        reqs.append(stage.step(reqs[-1]))
+    return reqs
+
+
+def scheduled_req(case: Case, index: int, rows: int = 2) -> Req:
+    """`make_req` with the schedule settings on the request too, as PrepareTimesteps leaves them."""
+    return make_req(case, index, case.steps, rows=rows, guidance_rescale=0.5).evolve(**case.init_kwargs())
+
+
+# --------------------------------------------------------------------------------------------- bit-identical resume
+@pytest.mark.parametrize("case", FACTORIES)
+def test_handoff_mid_loop_finishes_bit_identically(case: Case) -> None:
+    """Denoise k steps, dumps, loads, finish: every remaining step equals the undisturbed run, at k = 0, 1, the
+    middle, the last step and after it (stochastic configs too: the noise comes from (seed, step))."""
+    sched = case.scheduler()
+    stage = Denoise(model=tiny_model, scheduler=sched)
+    undisturbed = trajectory(stage, scheduled_req(case, 3))
+    steps = len(undisturbed) - 1
+    assert steps == case.steps
+    for k in sorted({0, 1, steps // 2, steps - 1, steps}):
+        resumed = handoff.loads(handoff.dumps(undisturbed[k], sched), sched)
+        assert same_req(resumed, undisturbed[k])
+        assert resumed.state.plan is undisturbed[k].state.plan  # the cached plan, shared again
+        assert resumed.state.fingerprint is sched._fingerprint_on(CPU)
+        for expected in undisturbed[k + 1 :]:
+            resumed = stage.step(resumed)
+            assert same_req(resumed, expected), f"resumed at step {k} of {steps}"
+        assert stage.done(resumed)
+
+
+@pytest.mark.parametrize("case", FACTORIES)
+def test_handoff_of_stacked_requests(case: Case) -> None:
+    """One request holding the stacked rows of three with different step counts (a padded plan, one schedule per
+    row): handed off at several steps, stepped together to the shortest's end, then split and each finished; every
+    step equals the undisturbed run's."""
+    sched = case.scheduler()
+    stage = Denoise(model=tiny_model, scheduler=sched)
+    counts, rows = [case.steps, case.steps + 2, case.steps - 2], [1, 2, 1]
+    parts = [make_req(case, i, count, rows=n) for i, (count, n) in enumerate(zip(counts, rows, strict=True))]
+    stacked = Req(
+        latents=torch.cat([part.latents for part in parts]),
+        state=batching.stack([part.state for part in parts]),
+        prompt_embeds=torch.cat([part.prompt_embeds for part in parts]),
+        negative_prompt_embeds=torch.cat([part.negative_prompt_embeds for part in parts]),
+        guidance_scale=5.0,
+        seed=11,
+    )
+    assert stacked.state.plan.num_steps.tolist() == [counts[0], counts[1], counts[1], counts[2]]
+
+    def finish(req: Req) -> list[torch.Tensor]:
+        """The latents after each step: together up to the shortest schedule's end, then each part alone."""
+        out = []
+        while sched.steps_taken(req.state) < min(counts):
+            req = stage.step(req)
+            out.append(req.latents)
+        states = batching.split(req.state, rows)
+        for index, (state, part_latents) in enumerate(zip(states, req.latents.split(rows), strict=True)):
+            part = parts[index].evolve(latents=part_latents, state=state)
+            out += [step.latents for step in trajectory(stage, part)[1:]]
+        return out
+
+    expected = finish(stacked)
+    assert len(expected) == min(counts) + sum(count - min(counts) for count in counts)
+    req = stacked
+    for k in range(min(counts) + 1):
+        if k in (0, 1, min(counts) - 1, min(counts)):
+            resumed = handoff.loads(handoff.dumps(req, sched), sched)
+            assert same_req(resumed, req)
+            got = finish(resumed)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected[k:], strict=True)), f"resumed at step {k}"
+        if k < min(counts):
+            req = stage.step(req)
+
+
+def _row_noise(state: Any, row_ids: list[int]) -> torch.Tensor:
+    """Each row's noise from a generator seeded by (row, its step): independent of how rows are grouped."""
+    draws = [
+        fs.randn_tensor((1, *SHAPE), generator=torch.Generator().manual_seed(1000 * row + step), dtype=torch.float32)
+        for row, step in zip(row_ids, state.step_index.tolist(), strict=True)
+    ]
+    return torch.cat(draws)
+
+
+@pytest.mark.parametrize("case", FACTORIES)
+def test_state_of_rows_at_different_steps_round_trips(case: Case) -> None:
+    """`serialize` alone: rows at different steps of different schedules (per-row counters and warm-up) resume bit
+    for bit from the tensors and the JSON metadata (through json.dumps, as a header would carry it)."""
+    sched = case.scheduler()
+    embeds = latents((4, *SHAPE), torch.float32, seed=5)
+
+    def advance(sample: torch.Tensor, state: Any, row_ids: list[int]) -> tuple[torch.Tensor, Any]:
+        output = tiny_model(sample, sched.timestep(state), embeds[row_ids])
+        noise = _row_noise(state, row_ids) if is_stochastic(sched) else None
+        return sched.step(state, output, sample, noise=noise)
+
+    counts, begins = [case.steps, case.steps + 2, case.steps - 2], [0, 0, 1]
+    samples = [latents((n, *SHAPE), torch.float32, seed=20 + i) for i, n in enumerate([1, 2, 1])]
+    states = [
+        sched.init(sample=sample, begin_index=begin, **case.init_kwargs(count))
+        for sample, count, begin in zip(samples, counts, begins, strict=True)
+    ]
+    for _ in range(2):  # the first request warms up alone: its history and warm-up differ from the others'
+        samples[0], states[0] = advance(samples[0], states[0], [0])
+    state, sample = batching.stack(states), torch.cat(samples)
+    rows = [0, 1, 2, 3]
+    assert len(set(state.step_index.tolist())) == 3
+    remaining = min(count - int(s.step_index[0]) for count, s in zip(counts, states, strict=True))
+    undisturbed = [(sample, state)]
+    for _ in range(remaining):
+        undisturbed.append(advance(*undisturbed[-1], rows))
+    for k, (sample_k, state_k) in enumerate(undisturbed):
+        tensors, metadata = serialize.state_to_tensors(state_k)
+        resumed = serialize.state_from_tensors(tensors, json.loads(json.dumps(metadata)), sched)
+        assert same_state(resumed, state_k)
+        current = sample_k
+        for expected_sample, expected_state in undisturbed[k + 1 :]:
+            current, resumed = advance(current, resumed, rows)
+            assert torch.equal(current, expected_sample) and same_state(resumed, expected_state)
+
+
+def test_state_keys_metadata_and_shared_counters() -> None:
+    """The documented keys and metadata; uniform counters come back as the host-known shared ones."""
+    case = CASES["unipc-bh2"]
+    sched = case.scheduler()
+    state = Denoise(model=tiny_model, scheduler=sched).step(make_req(case, 0, 6, rows=3)).state
+    tensors, metadata = serialize.state_to_tensors(state)
+    assert list(tensors) == [
+        "plan.timesteps",
+        "plan.sigmas",
+        "plan.num_steps",
+        "plan.coefficients",
+        "step_index",
+        "lower_order_nums",
+        "history.0",
+        "history.1",
+        "last_sample",
+    ]
+    assert metadata == {
+        "format": "functional_sched.state",
+        "version": 1,
+        "state": "UniPCState",
+        "fingerprint": sched.fingerprint,
+        "fields": {
+            "plan": "plan",
+            "step_index": "tensor",
+            "lower_order_nums": "tensor",
+            "history": 2,
+            "last_sample": "tensor",
+            "fingerprint": "fingerprint",
+        },
+    }
+    assert all(tensor.is_contiguous() for tensor in tensors.values())
+    resumed = serialize.state_from_tensors(tensors, metadata, sched)
+    assert resumed.step_index is _host.counter("step_index", 1, 3, CPU)
+    assert resumed.lower_order_nums is _host.counter("lower_order_nums", 1, 3, CPU)
+    assert resumed.plan is not state.plan and same_state(resumed, state)  # no cached plan offered: its own tables
+    shared = serialize.state_from_tensors(tensors, metadata, sched, plans=[state.plan])
+    assert shared.plan is state.plan
+
+
+def test_rows_are_checked_against_their_own_schedules() -> None:
+    sched = CASES["dpm++2m"].scheduler()
+    states = [sched.init(n, sample=latents((1, *SHAPE), torch.float32, seed=n)) for n in (4, 8)]
+    tensors, metadata = serialize.state_to_tensors(batching.stack(states))
+    finished_row = {**tensors, "step_index": torch.tensor([4, 5])}
+    assert serialize.state_from_tensors(finished_row, metadata, sched).step_index.tolist() == [4, 5]
+    with pytest.raises(ValueError, match=r"step_index \[5, 5\] lies outside \[0, num_steps \[4, 8\]\]"):
+        serialize.state_from_tensors({**tensors, "step_index": torch.tensor([5, 5])}, metadata, sched)
+    three = {key: torch.cat([value[:1]] * 3) if key.startswith("plan.") else value for key, value in tensors.items()}
+    with pytest.raises(ValueError, match="the plan has 3 schedules for 2 rows"):
+        serialize.state_from_tensors(three, metadata, sched)
+
+
+def test_views_and_shared_tensors_are_saved() -> None:
+    """A state split from a stack holds views (its plan trimmed out of wider tables) and latents may be the state's
+    own last sample: safetensors refuses both as they are; the handoff saves copies."""
+    case = CASES["unipc-bh2"]
+    sched = case.scheduler()
+    stage = Denoise(model=tiny_model, scheduler=sched)
+    reqs = [stage.step(make_req(case, i, steps)) for i, steps in enumerate([10, 6, 8])]
+    state = batching.split(batching.stack([req.state for req in reqs]), [1, 2])[1]  # 2 schedules, trimmed to 8 steps
+    assert not state.plan.timesteps.is_contiguous()
+    with pytest.raises(ValueError, match="non contiguous tensor"):
+        safetensors.torch.save({"timesteps": state.plan.timesteps})
+    req = Req(latents=state.last_sample, state=state, prompt_embeds=torch.zeros(2, *SHAPE), seed=1)
+    resumed = handoff.loads(handoff.dumps(req, sched), sched)
+    assert same_req(resumed, req)
+    assert same_req(stage.step(resumed), stage.step(req))
+
+
+def test_request_fields_and_extras_round_trip(tmp_path: Path) -> None:
+    case = CASES["flow-flux-dev"]
+    sched = case.scheduler()
+    req = scheduled_req(case, 1).with_extras(
+        audio=torch.arange(6, dtype=torch.bfloat16).view(2, 3),
+        second_scale=2.5,
+        tags=["a", 1, None, [True, 0.5]],
+    )
+    req = req.evolve(latent_shape=(2, *SHAPE), output=torch.ones(2), timesteps=None, dtype=torch.float16)
+    handoff.save(req, sched, tmp_path / "req.safetensors")
+    back = handoff.load(tmp_path / "req.safetensors", sched)
+    for name in ("guidance_scale", "guidance_rescale", "seed", "num_inference_steps", "sigmas", "mu", "latent_shape"):
+        assert getattr(back, name) == getattr(req, name), name
+    assert back.dtype == torch.float16 and back.device == CPU and back.timesteps is None
+    assert torch.equal(back.output, req.output) and same_req(back, req)
+    assert back.extras["second_scale"] == 2.5 and back.extras["tags"] == ["a", 1, None, [True, 0.5]]
+    assert back.extras["audio"].dtype == torch.bfloat16 and torch.equal(back.extras["audio"], req.extras["audio"])
+    empty = handoff.loads(handoff.dumps(Req(latent_shape=(1, 4), seed=9), sched), sched)
+    assert empty.state is None and empty.latents is None and empty.seed == 9 and empty.latent_shape == (1, 4)
+
+
+# ---------------------------------------------------------------------------------------------------- bad payloads
+def _payload() -> tuple[Any, bytes]:
+    case = CASES["dpm++2m"]
+    sched = case.scheduler()
+    stage = Denoise(model=tiny_model, scheduler=sched)
+    req = stage.step(stage.step(make_req(case, 3, case.steps, rows=2)))
+    return sched, handoff.dumps(req, sched)
+
+
+def _parts(data: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    return safetensors.torch.load(data), json.loads(header["__metadata__"]["functional_sched"])
+
+
+def _forged(data: bytes, edit: Callable[[dict[str, torch.Tensor], dict[str, Any]], None]) -> bytes:
+    """The payload edited, with a valid checksum: what only a deliberate forger (or a bug) could send."""
+    tensors, metadata = _parts(data)
+    edit(tensors, metadata)
+    tensors = {key: value.contiguous() for key, value in tensors.items()}
+    metadata["sha256"] = handoff._digest(metadata, tensors)
+    return safetensors.torch.save(tensors, metadata={"functional_sched": json.dumps(metadata)})
+
+
+def test_payload_is_safetensors_with_versioned_json_header() -> None:
+    _, data = _payload()
+    size = int.from_bytes(data[:8], "little")
+    assert data[8:9] == b"{" and len(data) > 8 + size
+    tensors, metadata = _parts(data)
+    assert metadata["format"] == "functional_sched.request" and metadata["version"] == 1
+    assert (
+        metadata["scheduler"]["class"] == "DPMSolverMultistep" and metadata["scheduler"]["config"]["solver_order"] == 2
+    )
+    assert metadata["state"]["format"] == "functional_sched.state" and len(metadata["sha256"]) == 64
+    assert set(metadata["request"]) == {
+        "guidance_scale",
+        "guidance_rescale",
+        "seed",
+        "num_inference_steps",
+        "timesteps",
+        "sigmas",
+        "mu",
+        "latent_shape",
+        "dtype",
+    }
+    assert set(tensors) == {
+        "latents",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        *(f"state.{key}" for key in ("step_index", "lower_order_nums", "history.0", "history.1")),
+        *(f"state.plan.{table}" for table in ("timesteps", "sigmas", "num_steps", "coefficients")),
+    }
+
+
+class _Trap:
+    """Unpickling this creates a file: proof that a loader ran code from the payload."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (Path(self.path),))
+
+
+def test_pickle_payload_is_refused_without_running_it(tmp_path: Path) -> None:
+    sched, _ = _payload()
+    trap = tmp_path / "ran"
+    for data in (pickle.dumps(_Trap(str(trap))), pickle.dumps({"latents": torch.zeros(2)})):
+        with pytest.raises(ValueError, match="corrupt or not a functional-sched request"):
+            handoff.loads(data, sched)
+    assert not trap.exists()
+    pickle.loads(pickle.dumps(_Trap(str(trap))))  # the trap works: unpickling it is what loads never does
+    assert trap.exists()
+
+
+@pytest.mark.parametrize("cut", [0, 7, 8, 100, -100, -1])
+def test_truncated_payload(cut: int) -> None:
+    sched, data = _payload()
+    with pytest.raises(ValueError, match="corrupt or not a functional-sched request"):
+        handoff.loads(data[:cut], sched)
+
+
+def test_garbage_and_foreign_safetensors() -> None:
+    sched, _ = _payload()
+    garbage = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="corrupt or not a functional-sched request"):
+        handoff.loads(garbage.numpy().tobytes(), sched)
+    with pytest.raises(ValueError, match=r"without a functional_sched\.request header"):
+        handoff.loads(safetensors.torch.save({"weight": torch.zeros(3)}), sched)
+    with pytest.raises(TypeError, match="expected bytes"):
+        handoff.loads("not bytes", sched)  # type: ignore[arg-type]
+
+
+def test_flipped_bytes_fail_the_checksum() -> None:
+    sched, data = _payload()
+    start = 8 + int.from_bytes(data[:8], "little")
+    for offset in (start, (start + len(data)) // 2, len(data) - 1):
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x01
+        with pytest.raises(ValueError, match="checksum mismatch"):
+            handoff.loads(bytes(flipped), sched)
+    edited = data.replace(b'\\"seed\\": 3', b'\\"seed\\": 4')  # a metadata value; the header stays valid JSON
+    assert edited != data and len(edited) == len(data)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        handoff.loads(edited, sched)
+
+
+def test_other_scheduler_class_or_step_options() -> None:
+    sched, data = _payload()
+    with pytest.raises(ValueError, match="made by a DPMSolverMultistep, but this worker's scheduler is a UniPC"):
+        handoff.loads(data, fs.UniPCMultistep())
+    with pytest.raises(ValueError, match=r"other step options \(solver_order=2 \(here 3\)\)"):
+        handoff.loads(data, fs.DPMSolverMultistep(solver_order=3))
+    plan_only = fs.DPMSolverMultistep(beta_end=0.015)  # shapes the plan, not the step: the payload's plan serves
+    assert same_req(handoff.loads(data, plan_only), handoff.loads(data, sched))
+    tensors, metadata = _parts(data)
+    state_tensors = {key.removeprefix("state."): value for key, value in tensors.items() if key.startswith("state.")}
+    with pytest.raises(ValueError, match="another scheduler class"):
+        serialize.state_from_tensors(state_tensors, metadata["state"], fs.UniPCMultistep())
+    with pytest.raises(ValueError, match="other step options"):
+        serialize.state_from_tensors(state_tensors, metadata["state"], fs.DPMSolverMultistep(prediction_type="sample"))
+    with pytest.raises(ValueError, match=r"handoff\.dumps: .* was not built by this UniPCMultistep"):
+        handoff.dumps(handoff.loads(data, sched), fs.UniPCMultistep())
+
+
+def _set(key: str, value: Callable[[torch.Tensor], torch.Tensor]) -> Callable[..., None]:
+    def edit(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        tensors[key] = value(tensors[key])
+
+    return edit
+
+
+def _meta(path: tuple[str, ...], value: Any) -> Callable[..., None]:
+    def edit(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        node = metadata
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return edit
+
+
+def _drop(key: str) -> Callable[..., None]:
+    return lambda tensors, metadata: tensors.pop(key)
+
+
+def _add(key: str) -> Callable[..., None]:
+    return lambda tensors, metadata: tensors.__setitem__(key, torch.zeros(2))
+
+
+FORGERIES = [
+    ("version", _meta(("version",), 2), "request format version 2, but this functional-sched reads"),
+    ("version-true", _meta(("version",), True), "request format version True"),
+    ("state-version", _meta(("state", "version"), 2), "format version 2, but this functional-sched reads"),
+    ("state-class", _meta(("state", "state"), "UniPCState"), "another scheduler class"),
+    ("layout", _meta(("state", "fields", "history"), 3), "laid out as"),
+    ("missing-history", _drop("state.history.1"), r"missing \['history.1'\]"),
+    ("extra-state-key", _add("state.bogus"), r"unexpected \['bogus'\]"),
+    ("missing-latents", _drop("latents"), r"tensors missing \['latents'\]"),
+    ("extra-key", _add("weights"), r"unexpected \['weights'\]"),
+    (
+        "step-index-dtype",
+        _set("state.step_index", lambda t: t.float()),
+        r"step_index is torch.float32 \(2,\), not int64",
+    ),
+    (
+        "history-dtype",
+        _set("state.history.0", lambda t: t.double()),
+        r"history.1 is torch.float32 .*, unlike history.0 \(torch.float64",
+    ),
+    ("plan-dtype", _set("state.plan.sigmas", lambda t: t.double()), "sigmas and coefficients are torch.float64"),
+    (
+        "history-shape",
+        _set("state.history.1", lambda t: t[..., :2]),
+        r"history.1 is .* \(2, 2, 4, 2\), unlike history.0",
+    ),
+    ("history-rows", _set("state.history.1", lambda t: t[:1]), "not a float tensor of 2 rows"),
+    ("counter-rows", _set("state.lower_order_nums", lambda t: t[:1]), "lower_order_nums has 1 rows"),
+    ("sigmas-length", _set("state.plan.sigmas", lambda t: t[:, :-1]), r"plan.sigmas has shape .*, but timesteps"),
+    ("schedules", _set("state.plan.num_steps", lambda t: t.repeat(3)), r"plan.num_steps has shape \(3,\)"),
+    ("step-index-range", _set("state.step_index", lambda t: t + 7), r"step_index \[9, 9\] lies outside \[0, num_steps"),
+    ("negative-step", _set("state.step_index", lambda t: t - 3), r"step_index \[-1, -1\] lies outside"),
+    ("warmup-range", _set("state.lower_order_nums", lambda t: t + 1), r"lower_order_nums \[3, 3\] lies outside"),
+    ("num-steps-range", _set("state.plan.num_steps", lambda t: t + 1), r"num_steps \[9\] lie outside \[1, 8\]"),
+    ("latent-rows", _set("latents", lambda t: t[:1]), "latents .* for a state of 2 rows"),
+    ("request-field", _meta(("request", "seed"), "three"), "request field seed='three' missing or malformed"),
+    ("dtype-field", _meta(("request", "dtype"), "Tensor"), "request field dtype='Tensor'"),
+    ("section", _meta(("extras",), None), "metadata 'extras' missing or malformed"),
+]
+
+
+@pytest.mark.parametrize(("edit", "match"), [pytest.param(e, m, id=i) for i, e, m in FORGERIES])
+def test_forged_payloads_are_refused(edit: Callable[..., None], match: str) -> None:
+    """Payloads with a valid checksum that do not fit: each refused with a message naming the problem."""
+    sched, data = _payload()
+    handoff.loads(_forged(data, lambda tensors, metadata: None), sched)  # the forger itself is sound
+    with pytest.raises(ValueError, match=match):
+        handoff.loads(_forged(data, edit), sched)
+
+
+def test_what_cannot_be_handed_off() -> None:
+    sched, data = _payload()
+    req = handoff.loads(data, sched)
+    with pytest.raises(TypeError, match=r"extras\['shape'\] is a tuple; extras travel as tensors or JSON"):
+        handoff.dumps(req.with_extras(shape=(1, 2)), sched)
+    with pytest.raises(TypeError, match=r"extras\['fn'\] is a builtin_function_or_method"):
+        handoff.dumps(req.with_extras(fn=print), sched)
+    with pytest.raises(TypeError, match="extras key 1 is a int; name extras with strings"):
+        handoff.dumps(req.evolve(extras={1: 2.0}), sched)
+    with pytest.raises(TypeError, match=r"Req\.guidance_scale=tensor\(4\.\) \(Tensor\) does not travel as JSON"):
+        handoff.dumps(req.evolve(guidance_scale=torch.tensor(4.0)), sched)
+    with pytest.raises(TypeError, match=r"Req\.output is a str; only a tensor"):
+        handoff.dumps(req.evolve(output="image"), sched)
+    with pytest.raises(TypeError, match="expected a scheduler state"):
+        serialize.state_to_tensors(object())
+    tensors, metadata = serialize.state_to_tensors(req.state)
+    with pytest.raises(TypeError, match=r"'step_index' is a list, not a torch\.Tensor"):
+        serialize.state_from_tensors({**tensors, "step_index": [2, 2]}, metadata, sched)
+    with pytest.raises(ValueError, match=r"not a functional_sched\.state header"):
+        serialize.state_from_tensors(tensors, {"format": "npz"}, sched)
+
+
+# -------------------------------------------------------------------------------------------- torch.distributed
+DISTRIBUTED_CASES = ("dpm++2m-sde", "unipc-bh1-3-karras", "flow-stochastic-karras")
+DISTRIBUTED_STEPS = 3  # taken on rank 0 before the handoff
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _distributed_worker(rank: int, port: int, out_dir: str) -> None:
+    """Rank 0 denoises each request a few steps and sends it; rank 1 receives, finishes and saves the latents."""
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=2,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        for index, case_id in enumerate(DISTRIBUTED_CASES):
+            case = CASES[case_id]
+            sched = case.scheduler()
+            stage = Denoise(model=tiny_model, scheduler=sched)
+            if rank == 0:
+                req = make_req(case, index, case.steps, rows=2)
+                for _ in range(DISTRIBUTED_STEPS):
+                    req = stage.step(req)
+                handoff.send(req, sched, dst=1)
+            else:
+                req = stage.forward(handoff.recv(sched, src=0))
+                safetensors.torch.save_file({"latents": req.latents}, os.path.join(out_dir, f"{case_id}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not built in")
+def test_send_recv_between_two_processes(tmp_path: Path) -> None:
+    """gloo between two spawned processes (the same code runs over NCCL with device="cuda"): rank 1's results
+    equal an undisturbed run in this process, bit for bit."""
+    context = mp.start_processes(
+        _distributed_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=90)
+    try:
+        while not context.join(timeout=1):
+            if datetime.datetime.now() > deadline:
+                pytest.fail("the two handoff processes did not finish within 90 s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+    for index, case_id in enumerate(DISTRIBUTED_CASES):
+        case = CASES[case_id]
+        expected = Denoise(model=tiny_model, scheduler=case.scheduler()).forward(make_req(case, index, case.steps, 2))
+        got = safetensors.torch.load_file(str(tmp_path / f"{case_id}.safetensors"))["latents"]
+        assert torch.equal(got, expected.latents), case_id
