@@ -7,12 +7,13 @@ for _ in range(len(sched.timesteps(state))):
     latents, state = sched.step(state, model_output, latents)
 """
 
-from . import batching
+from . import batching, serialize
 from ._checks import unchecked
 from ._plan import Plan
 from ._record import record
 from .dpm_solver import DPMSolverMultistep, DPMSolverState
 from .flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
+from .loop import SamplingLoop
 from .noise import randn_tensor
 from .unipc import UniPCMultistep, UniPCState
 
@@ -26,11 +27,13 @@ __all__ = [
     "FlowMatchEulerDiscrete",
     "FlowMatchEulerState",
     "Plan",
+    "SamplingLoop",
     "UniPCMultistep",
     "UniPCState",
     "batching",
     "randn_tensor",
     "record",
+    "serialize",
     "unchecked",
 ]
 __version__ = "0.1.0"

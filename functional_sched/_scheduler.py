@@ -93,7 +93,7 @@ class Scheduler:
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"{self.name}: plans are float32 or float64, got {dtype}.")
         key = (num_inference_steps, _table_key(timesteps), _table_key(sigmas), mu, dtype)
-        return _plan_on_device(self, key, str(torch.device(device)))
+        return _plan_on_device(self, key, _device_key(device))
 
     def init(
         self,
@@ -252,6 +252,14 @@ class Scheduler:
 
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
+
+
+def _device_key(device: torch.device | str) -> str:
+    """`cuda` and `cuda:0` (the current device) name one cache entry, as tensors' devices always carry an index."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return str(device)
 
 
 PlanKey = tuple[int | None, Any, Any, float | None, torch.dtype]  # steps, custom timesteps, custom sigmas, mu, dtype

@@ -203,10 +203,14 @@ class SamplingLoop:
             return graph(latents, conditioning, noise)
         return self._loop(self._compiled_step, schedule, steps, latents, conditioning, noise)
 
+    def _stochastic(self) -> bool:
+        """Whether the scheduler's step takes fresh noise (then every call takes `noise=`)."""
+        return _stochastic(self.scheduler)
+
     def _noise(
         self, noise: torch.Tensor | torch.Generator | None, steps: int, latents: torch.Tensor
     ) -> torch.Tensor | None:
-        if not _stochastic(self.scheduler):
+        if not self._stochastic():
             if noise is not None:
                 raise ValueError(f"SamplingLoop: {self.scheduler.name} is deterministic; it takes no noise.")
             return None

@@ -7,7 +7,9 @@ Decode(vae)))`; the denoising stages also advance one request by one step (`step
 in one model call and one scheduler call (`step_many`, `forward_many`).
 """
 
+from . import handoff
 from .denoise import Denoise, guided_output
+from .experts import TwoExperts
 from .prepare import Decode, Pipeline, PrepareLatents, PrepareTimesteps, calculate_shift, packed_seq_len
 from .request import Req
 
@@ -18,7 +20,9 @@ __all__ = [
     "PrepareLatents",
     "PrepareTimesteps",
     "Req",
+    "TwoExperts",
     "calculate_shift",
     "guided_output",
+    "handoff",
     "packed_seq_len",
 ]

@@ -96,7 +96,8 @@ class PrepareTimesteps:
             sigmas=sigmas,
             mu=mu,
         )
-        return req.evolve(state=state, mu=mu)
+        # The schedule as resolved here travels with the request (a handoff rebuilds the same cached plan from it).
+        return req.evolve(state=state, mu=mu, num_inference_steps=steps, sigmas=sigmas)
 
 
 @attrs.frozen
