@@ -42,6 +42,8 @@ def test_cpu_smoke_run(tmp_path: Path) -> None:
         (name, count) for name in suite.SCHEDULERS for count in (1, 4)
     }
     assert all(row["speedup"] > 0 for row in results["setup"])
+    assert [row["config"] for row in results["driver_checks"]] == list(suite.DRIVER_CHECKS)
+    assert all(row["outputs_kept"] and row["vs_eager"] < 1e-5 for row in results["driver_checks"])
     assert results["meta"]["copy_bandwidth_gbs"] > 0 and results["meta"]["steps"] == 6
     for heading in (
         "| scheduler | shape | dtype | diffusers eager",
