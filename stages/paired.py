@@ -1,0 +1,181 @@
+"""`PairedDenoise`: video and audio latents denoised together, one joint model call and two schedules per step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import torch
+
+from functional_sched import batching
+
+from .denoise import _cat_embeds, _per_row, _rescale, step_noise, stochastic
+from .prepare import PrepareLatents
+from .request import Req
+from .stepping import Stepped, step_grouped, stream_noise, stream_seed
+
+#: model(video_in [R, ...], audio_in [R, ...], video_timestep [R], audio_timestep [R], prompt_embeds or None)
+#: -> (video_out, audio_out), each like its input.
+JointModel = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]
+]
+
+#: extras keys: the audio latents, their scheduler state, and the audio latent shape (rows first) to draw them from.
+AUDIO_LATENTS = "audio_latents"
+AUDIO_STATE = "audio_state"
+AUDIO_SHAPE = "audio_shape"
+#: The noise stream of the audio latents (initial noise and stochastic steps); the video draws stream 0.
+AUDIO_STREAM = 1
+
+
+@attrs.frozen
+class PairedDenoise(Stepped):
+    """Paired audio/video denoising, as MOVA samples: each step calls the joint model once on both latents, each at
+    its own timestep, then steps each with its own scheduler. The video lives in `latents`/`state` (from
+    PrepareTimesteps and PrepareLatents with `video_scheduler`), the audio in `extras[AUDIO_LATENTS]` and
+    `extras[AUDIO_STATE]`; `prepare` draws missing audio latents from `extras[AUDIO_SHAPE]` (noise stream 1) and
+    builds a missing audio state with the video's step count.
+
+    The pairing: the two schedules step in lockstep, so they must have the same number of steps left at every step
+    (checked); anything else may differ: the shift, the sigma spacing, the scheduler class (e.g. UniPC for the video
+    and SDE DPM-Solver++ for the audio). MOVA pairs two flow schedules of equal step counts with different shifts
+    (its "dual sigma shift"). Classifier-free guidance applies the request's `guidance_scale` (and
+    `guidance_rescale`) to both outputs, from one joint call on the negative and the positive embeddings (one scale;
+    MOVA's dual CFG adds a second guidance term, which this stage does not).
+
+    Implements the joint sampling loop of MOVA (SII-OpenMOSS Team, 2026, "MOVA: Towards Scalable and Synchronized
+    Video-Audio Generation").
+    """
+
+    model: JointModel
+    video_scheduler: Any
+    audio_scheduler: Any
+
+    def prepare(self, req: Req) -> Req:
+        """The request with audio latents and an audio state (each kept where the request has one)."""
+        if req.state is None or req.latents is None:
+            raise ValueError(
+                "PairedDenoise: the request has no video state or latents yet; run PrepareTimesteps and "
+                "PrepareLatents with the video scheduler first."
+            )
+        audio = req.extras.get(AUDIO_LATENTS)
+        if audio is None:
+            shape = req.extras.get(AUDIO_SHAPE)
+            if shape is None:
+                raise ValueError(
+                    f"PairedDenoise: the request has neither extras[{AUDIO_LATENTS!r}] nor extras[{AUDIO_SHAPE!r}]; "
+                    "give the audio latents, or their shape (rows first) to draw them, with req.with_extras(...)."
+                )
+            draw = req.evolve(latents=None, state=None, latent_shape=shape, seed=stream_seed(req.seed, AUDIO_STREAM))
+            audio = PrepareLatents(self.audio_scheduler).forward(draw).latents
+        state = req.extras.get(AUDIO_STATE)
+        if state is None:
+            video = self.video_scheduler
+            taken = video.steps_taken(req.state)
+            state = self.audio_scheduler.init(taken + video.steps_left(req.state), sample=audio, begin_index=taken)
+        return req.with_extras(**{AUDIO_LATENTS: audio, AUDIO_STATE: state})
+
+    def done(self, req: Req) -> bool:
+        return req.state is not None and self.video_scheduler.steps_left(req.state) == 0
+
+    def step_many(self, reqs: Sequence[Req]) -> list[Req]:
+        """One step of each request (audio prepared first where missing); the requests that can share a batch
+        (guided or not, latents and embeddings alike but for their rows) in one joint model call and one call of
+        each scheduler, whatever their steps and step counts."""
+        return step_grouped([self._paired(req) for req in reqs], _batch_key, self._step_batch)
+
+    def _step_batch(self, _key: Any, reqs: list[Req]) -> list[Req]:
+        video, audio = self.video_scheduler, self.audio_scheduler
+        counts = [req.rows for req in reqs]
+        video_state = batching.stack([req.state for req in reqs])
+        audio_state = batching.stack([req.extras[AUDIO_STATE] for req in reqs])
+        video_latents = torch.cat([req.latents for req in reqs])
+        audio_latents = torch.cat([req.extras[AUDIO_LATENTS] for req in reqs])
+        video_out, audio_out = self.predict(
+            reqs,
+            video.scale_model_input(video_state, video_latents),
+            audio.scale_model_input(audio_state, audio_latents),
+            video.timestep(video_state),
+            audio.timestep(audio_state),
+        )
+        video_noise = torch.cat([step_noise(video, req) for req in reqs]) if stochastic(video) else None
+        audio_noise = None
+        if stochastic(audio):
+            audio_noise = torch.cat([stream_noise(audio, _audio_view(req), AUDIO_STREAM) for req in reqs])
+        video_latents, video_state = video.step(video_state, video_out, video_latents, noise=video_noise)
+        audio_latents, audio_state = audio.step(audio_state, audio_out, audio_latents, noise=audio_noise)
+        return [
+            req.evolve(latents=video_row, state=video_piece).with_extras(
+                **{AUDIO_LATENTS: audio_row, AUDIO_STATE: audio_piece}
+            )
+            for req, video_row, video_piece, audio_row, audio_piece in zip(
+                reqs,
+                video_latents.split(counts),
+                batching.split(video_state, counts),
+                audio_latents.split(counts),
+                batching.split(audio_state, counts),
+                strict=True,
+            )
+        ]
+
+    def predict(
+        self,
+        reqs: Sequence[Req],
+        video_in: torch.Tensor,
+        audio_in: torch.Tensor,
+        video_t: torch.Tensor,
+        audio_t: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The joint model's outputs for the requests' rows, guided (all of them, or none) as `guided_output`
+        guides one output."""
+        embeds = _cat_embeds([req.prompt_embeds for req in reqs], "prompt_embeds")
+        negative = _cat_embeds([req.negative_prompt_embeds for req in reqs], "negative_prompt_embeds")
+        if negative is None:
+            return self.model(video_in, audio_in, video_t, audio_t, embeds)
+        both = self.model(
+            torch.cat([video_in, video_in]),
+            torch.cat([audio_in, audio_in]),
+            torch.cat([video_t, video_t]),
+            torch.cat([audio_t, audio_t]),
+            torch.cat([negative, embeds]),
+        )
+        return _guide(both[0], reqs), _guide(both[1], reqs)
+
+    def _paired(self, req: Req) -> Req:
+        """The request prepared and checked to be pairable."""
+        if req.scheduler is not None:
+            raise ValueError(
+                "PairedDenoise: the request brings its own scheduler, but this stage pairs its video_scheduler and "
+                "audio_scheduler; leave Req.scheduler None (or build a PairedDenoise with the schedulers you want)."
+            )
+        req = self.prepare(req) if AUDIO_LATENTS not in req.extras or AUDIO_STATE not in req.extras else req
+        video_left = self.video_scheduler.steps_left(req.state)
+        audio_left = self.audio_scheduler.steps_left(req.extras[AUDIO_STATE])
+        if video_left != audio_left:
+            raise ValueError(
+                f"PairedDenoise: the video schedule has {video_left} steps left and the audio schedule {audio_left}; "
+                "paired schedules step in lockstep (one joint model call each), so give them equal step counts."
+            )
+        return req
+
+
+def _batch_key(req: Req) -> tuple[Any, ...]:
+    """Requests with equal keys can share a joint model call: their tensors agree but for their rows."""
+    tensors = (req.latents, req.extras[AUDIO_LATENTS], req.prompt_embeds, req.negative_prompt_embeds)
+    return tuple(None if value is None else (tuple(value.shape[1:]), value.dtype, value.device) for value in tensors)
+
+
+def _audio_view(req: Req) -> Req:
+    """The request as its audio stream: the audio latents and state in place of the video's."""
+    return req.evolve(latents=req.extras[AUDIO_LATENTS], state=req.extras[AUDIO_STATE])
+
+
+def _guide(both: torch.Tensor, reqs: Sequence[Req]) -> torch.Tensor:
+    """`uncond + scale * (cond - uncond)` per request, then `rescale_noise_cfg` where a request asks for it."""
+    counts = [req.rows for req in reqs]
+    uncond, cond = both.chunk(2)
+    output = uncond + _per_row([req.guidance_scale for req in reqs], counts, cond) * (cond - uncond)
+    if any(req.guidance_rescale > 0 for req in reqs):
+        output = _rescale(output, cond, _per_row([req.guidance_rescale for req in reqs], counts, cond))
+    return output
