@@ -92,15 +92,17 @@ class Timer:
                 times.append(elapsed)
         return statistics.median(times)
 
-    def host_seconds(self, call: Callable[[], Any], repeats: int) -> float:
-        """Median host time of `call`, each finished on the device before the clock stops."""
+    def host_seconds(self, call: Callable[[], Any], repeats: int, batch: int = 50) -> float:
+        """Median over `repeats` batches of the host time per call of `batch` calls, the device's work included
+        (one synchronisation a batch, so it is not counted per call)."""
         times = []
         for _ in range(repeats + 1):
             began = time.perf_counter()
-            call()
+            for _ in range(batch):
+                call()
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            times.append(time.perf_counter() - began)
+            times.append((time.perf_counter() - began) / batch)
         return statistics.median(times[1:])
 
 
@@ -330,12 +332,12 @@ def measure_setup(name: str, shape: tuple[int, ...], steps: int, device: torch.d
     sched = from_diffusers(reference)
     latents = torch.zeros(shape, device=device)
     sched.init(steps, sample=latents)  # builds and caches the plan
-    ours = timer.host_seconds(lambda: sched.init(steps, sample=latents), repeats=200)
+    ours = timer.host_seconds(lambda: sched.init(steps, sample=latents), repeats=20)
 
     def diffusers_setup() -> None:
         copy.deepcopy(reference).set_timesteps(steps, device=device)
 
-    theirs = timer.host_seconds(diffusers_setup, repeats=200)
+    theirs = timer.host_seconds(diffusers_setup, repeats=20)
     return {"scheduler": name, "ours_init_us": ours * 1e6, "diffusers_us": theirs * 1e6, "speedup": theirs / ours}
 
 

@@ -6,8 +6,9 @@ step of such a state knows its step on the host: it multiplies by the plan's 0-d
 (no lookup kernel, no increment kernel), and checks its range without a device sync. Any other state (rows
 stacked from several requests, one rebuilt by hand) takes the device path, which is also what compiled steps run.
 
-Shared tensors are never written (states are immutable); a counter written in place anyway (its `_version`
-moves) is simply no longer trusted.
+The zeros a multistep solver's history starts from are shared the same way (`zeros`). Shared tensors are never
+written (states are immutable); one written in place anyway (its `_version` moves) is simply no longer trusted or
+handed out.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import torch
 _MAX_COUNTERS = 1 << 16
 _COUNTERS: dict[tuple[str, int, int, str], torch.Tensor] = {}
 _VALUES: dict[int, tuple[torch.Tensor, int, int]] = {}  # id -> (tensor, value, its _version when made)
+_MAX_ZEROS = 64
+_ZEROS: dict[tuple[str, tuple[int, ...], torch.dtype, str], tuple[torch.Tensor, int]] = {}  # -> (it, its _version)
 _HOST_TABLES: dict[int, torch.Tensor] = {}  # id of a device plan's coefficients -> the CPU plan's
 _ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}  # per host table: 0-d scalars by entry
 
@@ -44,6 +47,22 @@ def counter(role: str, value: int, rows: int, device: torch.device) -> torch.Ten
         if len(_COUNTERS) < _MAX_COUNTERS:
             _COUNTERS[key] = tensor
             _VALUES[id(tensor)] = (tensor, value, tensor._version)
+    return tensor
+
+
+def zeros(role: str, like: torch.Tensor) -> torch.Tensor:
+    """Zeros like a contiguous `like`, shared by every fresh state that starts from them (a multistep solver's empty
+    history): `init` then allocates and clears nothing. `role` names the state field (one tensor per field, as
+    compiled steps guard on which inputs alias). Anything else (a capture, strided samples) gets fresh zeros."""
+    if tracing() or not like.is_contiguous():
+        return torch.zeros_like(like)
+    key = (role, tuple(like.shape), like.dtype, str(like.device))
+    entry = _ZEROS.get(key)
+    if entry is not None and entry[0]._version == entry[1]:
+        return entry[0]
+    tensor = torch.zeros_like(like)
+    if len(_ZEROS) < _MAX_ZEROS or entry is not None:
+        _ZEROS[key] = (tensor, tensor._version)
     return tensor
 
 

@@ -117,7 +117,7 @@ class MultistepScheduler(Scheduler):
             plan=plan,
             step_index=step_index,
             lower_order_nums=_host.counter("lower_order_nums", 0, step_index.shape[0], step_index.device),
-            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),
+            history=tuple(_host.zeros(f"history.{slot}", sample) for slot in range(self.solver_order)),
             fingerprint=fingerprint,
             **self._extra_state(sample),
         )

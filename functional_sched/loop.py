@@ -99,6 +99,8 @@ class SamplingLoop:
     denoiser sees the latents twice (`cat([x, x])`), and the output is `uncond + guidance_scale * (cond - uncond)`,
     as diffusers' pipelines combine it. A stochastic scheduler takes `noise=`: the noise of every step, [steps, R,
     ...], or a `torch.Generator` from which the loop draws it step by step as `randn_tensor` does.
+    `compile_options` go to `torch.compile(options=...)` (inductor's settings, e.g. `{"combo_kernels": True}`);
+    `max_graphs` bounds the graphs kept (one per schedule and shapes), past which calls run compiled steps.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class SamplingLoop:
         guidance_scale: float | None = None,
         mode: str = "auto",
         max_graphs: int = 8,
+        compile_options: dict[str, Any] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"SamplingLoop: mode must be one of {', '.join(MODES)}, got {mode!r}.")
@@ -120,7 +123,7 @@ class SamplingLoop:
         self.mode = mode
         self.max_graphs = max_graphs
         own_step = types.MethodType(_with_own_code(type(self)._step), self)
-        self._compiled_step = torch.compile(own_step, fullgraph=True)
+        self._compiled_step = torch.compile(own_step, fullgraph=True, options=compile_options)
         self._graphs: dict[tuple[Any, ...], _Graph] = {}
 
     # ------------------------------------------------------------------ one step and the loop

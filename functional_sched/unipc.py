@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from . import _checks, _predictions, _validate, schedules
+from . import _checks, _host, _predictions, _validate, schedules
 from ._multistep import MultistepScheduler
 from ._plan import Plan, as_dtype, by_warmup, divided, scaled
 from ._record import record
@@ -177,7 +177,7 @@ class UniPCMultistep(MultistepScheduler):
         return _coefficients(self, sigmas, orders)
 
     def _extra_state(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"last_sample": torch.zeros_like(sample)}
+        return {"last_sample": _host.zeros("last_sample", sample)}
 
     # ------------------------------------------------------------------------------------------------ step
     def step(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
 def _suite():
     spec = importlib.util.spec_from_file_location("benchmark_suite", SUITE)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dynamo looks traced functions' modules up by name
     spec.loader.exec_module(module)
     return module
 
