@@ -22,7 +22,7 @@ import suite
 
 from functional_sched.loop import SamplingLoop
 
-VARIANTS = {"default": None, "combo_kernels": {"combo_kernels": True}}
+VARIANTS = {"inductor defaults": {}, "combo_kernels (the loop default)": {"combo_kernels": True}}
 
 
 def kernels_per_step(loop: SamplingLoop, config: suite.Config) -> tuple[float, list[str]]:

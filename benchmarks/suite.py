@@ -43,7 +43,7 @@ import torch
 import functional_sched as fs
 from functional_sched import batching
 from functional_sched.adapters import from_diffusers
-from functional_sched.loop import SamplingLoop
+from functional_sched.loop import DEFAULT_COMPILE_OPTIONS, SamplingLoop
 
 SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 
@@ -294,7 +294,7 @@ def measure_requests(
     latents = torch.randn((requests, *shape[1:]), generator=generator).to(device)
     output = (0.5 * torch.randn((requests, *shape[1:]), generator=generator)).to(device)
     state = _mixed_steps_state(sched, latents, output, steps)
-    step = torch.compile(sched.step, fullgraph=True)
+    step = torch.compile(sched.step, fullgraph=True, options=dict(DEFAULT_COMPILE_OPTIONS))
     row: dict[str, Any] = {"scheduler": name, "requests": requests, "shape_per_request": _shape_name(shape)}
     row["eager_us"] = timer.seconds(lambda: lambda: sched.step(state, output, latents), repeats) * 1e6
     began = time.perf_counter()
@@ -354,7 +354,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"- device: {meta['device']} ({meta['device_name']}); torch {meta['torch']}, diffusers {meta['diffusers']}, "
         f"Python {meta['python']}; {meta['date']}",
         f"- {meta['steps']} steps; medians of {meta['repeats']} loops after warm-up; copy bandwidth "
-        f"{meta['copy_bandwidth_gbs']:.0f} GB/s (read + write); command: `{meta['command']}`",
+        f"{meta['copy_bandwidth_gbs']:.0f} GB/s (read + write); inductor options {meta['compile_options']}; "
+        f"command: `{meta['command']}`",
         "",
         "Microseconds per step, model excluded. One graph: the whole loop captured once; replay is the graph alone,"
         " call adds the copies in and out and the host's work (on a CPU, both are the compiled loop). Floor: the"
@@ -520,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "steps": steps,
             "repeats": repeats,
             "copy_bandwidth_gbs": bandwidth / 1e9,
+            "compile_options": DEFAULT_COMPILE_OPTIONS,
             "command": "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
         },
         "configs": [],

@@ -28,6 +28,10 @@ from .noise import randn_tensor
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
 MODES = ("auto", "graph", "compile", "eager")
+#: inductor settings of the compiled step unless the caller gives its own: `combo_kernels` launches a step's
+#: independent kernels (the latent update, the counter increments) as one, which halves a graph-replayed step on an
+#: H100 (benchmarks/kernels.py: 2-3 kernels and 3.6-7.0 us per step become 1 kernel and 2.5-3.5 us at 1x16x128x128).
+DEFAULT_COMPILE_OPTIONS: dict[str, Any] = {"combo_kernels": True}
 _LOOPS = itertools.count()
 
 
@@ -99,7 +103,7 @@ class SamplingLoop:
     denoiser sees the latents twice (`cat([x, x])`), and the output is `uncond + guidance_scale * (cond - uncond)`,
     as diffusers' pipelines combine it. A stochastic scheduler takes `noise=`: the noise of every step, [steps, R,
     ...], or a `torch.Generator` from which the loop draws it step by step as `randn_tensor` does.
-    `compile_options` go to `torch.compile(options=...)` (inductor's settings, e.g. `{"combo_kernels": True}`);
+    `compile_options` go to `torch.compile(options=...)` (default `DEFAULT_COMPILE_OPTIONS`; `{}` for inductor's own);
     `max_graphs` bounds the graphs kept (one per schedule and shapes), past which calls run compiled steps.
     """
 
@@ -123,7 +127,8 @@ class SamplingLoop:
         self.mode = mode
         self.max_graphs = max_graphs
         own_step = types.MethodType(_with_own_code(type(self)._step), self)
-        self._compiled_step = torch.compile(own_step, fullgraph=True, options=compile_options)
+        options = DEFAULT_COMPILE_OPTIONS if compile_options is None else compile_options
+        self._compiled_step = torch.compile(own_step, fullgraph=True, options=dict(options))
         self._graphs: dict[tuple[Any, ...], _Graph] = {}
 
     # ------------------------------------------------------------------ one step and the loop
