@@ -1,7 +1,9 @@
 """`Denoise`: the denoising stage, one step at a time for one request (`step`) or for many at once (`step_many`).
 
 `step_many` stacks the requests' states (`functional_sched.batching`), calls the model once and the scheduler
-once for all of them, and splits the result back; each request comes out as it would from `step` alone.
+once for all of them, and splits the result back; each request comes out as it would from `step` alone. What the
+other denoising stages reuse lives here too: classifier-free guidance (`guided_output`, `combine_guidance`,
+`cat_embeds`) and a request's per-step noise (`step_noise`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from functional_sched import batching, randn_tensor
 
 from .request import Req
+from .stepping import Stepped, step_grouped, stream_seed
 
 #: model(latent_model_input [R, ...], timestep [R], prompt_embeds [R, ...] or None) -> an output like the latents.
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -43,18 +46,24 @@ def guided_output(
     """The model's output for the rows of `reqs` (concatenated in order), with classifier-free guidance.
 
     Guided requests call the model once on the unconditional and conditional halves together (negative embeddings
-    first) and combine them as diffusers does, `uncond + scale * (cond - uncond)` with each request's `scales[i]`,
-    then `rescale_noise_cfg` where a request asks for `guidance_rescale`.
+    first), and `combine_guidance` combines the halves with each request's `scales[i]`.
     """
     guided = {req.guided for req in reqs}
     if len(guided) > 1:
         raise ValueError("guided_output: requests with and without guidance cannot share a model call.")
-    embeds = _cat_embeds([req.prompt_embeds for req in reqs], "prompt_embeds")
+    embeds = cat_embeds([req.prompt_embeds for req in reqs], "prompt_embeds")
     if not guided.pop():
         return model(model_input, timestep, embeds)
-    counts = [req.rows for req in reqs]
-    negative = _cat_embeds([req.negative_prompt_embeds for req in reqs], "negative_prompt_embeds")
+    negative = cat_embeds([req.negative_prompt_embeds for req in reqs], "negative_prompt_embeds")
     both = model(torch.cat([model_input, model_input]), torch.cat([timestep, timestep]), torch.cat([negative, embeds]))
+    return combine_guidance(both, reqs, scales)
+
+
+def combine_guidance(both: torch.Tensor, reqs: Sequence[Req], scales: Sequence[float]) -> torch.Tensor:
+    """Classifier-free guidance of a model output `both` [2R, ...] on the requests' rows, unconditional half first:
+    `uncond + scale * (cond - uncond)` with each request's `scales[i]`, as diffusers combines them, then
+    `rescale_noise_cfg` per row where a request asks for `guidance_rescale` (`_rescale`)."""
+    counts = [req.rows for req in reqs]
     uncond, cond = both.chunk(2)
     output = uncond + _per_row(scales, counts, cond) * (cond - uncond)
     if any(req.guidance_rescale > 0 for req in reqs):
@@ -62,7 +71,15 @@ def guided_output(
     return output
 
 
-def _cat_embeds(embeds: Sequence[torch.Tensor | None], name: str) -> torch.Tensor | None:
+def _rescale(output: torch.Tensor, cond: torch.Tensor, rescale: torch.Tensor) -> torch.Tensor:
+    """diffusers' `rescale_noise_cfg`, per row (Lin et al. 2023, section 3.4)."""
+    dims = list(range(1, cond.dim()))
+    rescaled = output * (cond.std(dim=dims, keepdim=True) / output.std(dim=dims, keepdim=True))
+    return rescale * rescaled + (1 - rescale) * output
+
+
+def cat_embeds(embeds: Sequence[torch.Tensor | None], name: str) -> torch.Tensor | None:
+    """The requests' embeddings `name` concatenated along rows for one model call, or None where none has any."""
     present = [value is not None for value in embeds]
     if not any(present):
         return None
@@ -79,12 +96,13 @@ def scheduler_of(req: Req, default: Any, stage: str) -> Any:
     return scheduler
 
 
-def _shape(value: torch.Tensor | None) -> tuple[Any, ...] | None:
+def batch_signature(value: torch.Tensor | None) -> tuple[Any, ...] | None:
+    """What the tensors of requests sharing a batch must agree on: the shape but for the rows, dtype and device."""
     return None if value is None else (tuple(value.shape[1:]), value.dtype, value.device)
 
 
 @attrs.frozen
-class Denoise:
+class Denoise(Stepped):
     """Holds a model and a default scheduler, nothing per request (a request may bring its own scheduler)."""
 
     model: Model
@@ -94,54 +112,29 @@ class Denoise:
         """Whether every row of the request has taken all its steps."""
         return scheduler_of(req, self.scheduler, type(self).__name__).steps_left(req.state) == 0
 
-    def forward(self, req: Req) -> Req:
-        """The whole denoising loop of one request (until every row has taken all its steps)."""
-        while not self.done(req):
-            req = self.step(req)
-        return req
-
-    def forward_many(self, reqs: Sequence[Req]) -> list[Req]:
-        """Every request to its end, the unfinished ones stepped together each round (see `step_many`)."""
-        reqs = list(reqs)
-        while True:
-            active = [index for index, req in enumerate(reqs) if not self.done(req)]
-            if not active:
-                return reqs
-            for index, req in zip(active, self.step_many([reqs[index] for index in active]), strict=True):
-                reqs[index] = req
-
-    def step(self, req: Req) -> Req:
-        """One step of one request."""
-        return self.step_many([req])[0]
-
     def step_many(self, reqs: Sequence[Req]) -> list[Req]:
         """One step of each request, in order. Requests that can share a batch (one scheduler config, guided or not,
         latents and embeddings alike but for their rows) take one model call and one scheduler call together,
         whatever their steps and step counts; each comes out as it would alone."""
-        reqs = list(reqs)
-        groups: dict[tuple[Any, ...], list[int]] = {}
-        for index, req in enumerate(reqs):
-            if req.state is None or req.latents is None:
-                raise ValueError(
-                    f"{type(self).__name__}: the request has no scheduler state or no latents yet; run "
-                    "PrepareTimesteps and PrepareLatents first."
-                )
-            sched = scheduler_of(req, self.scheduler, type(self).__name__)
-            key = (
-                sched,
-                _shape(req.latents),
-                _shape(req.prompt_embeds),
-                _shape(req.negative_prompt_embeds),
-                _shape(req.state.plan.timesteps),
-            )
-            groups.setdefault(key, []).append(index)
-        stepped: list[Req | None] = [None] * len(reqs)
-        for key, members in groups.items():
-            for index, req in zip(members, self._step_batch(key[0], [reqs[i] for i in members]), strict=True):
-                stepped[index] = req
-        return stepped  # type: ignore[return-value]
+        return step_grouped(reqs, self._batch_key, self._step_batch)
 
-    def _step_batch(self, sched: Any, reqs: list[Req]) -> list[Req]:
+    def _batch_key(self, req: Req) -> tuple[Any, ...]:
+        """Requests with equal keys can share a batch: the scheduler, then their tensors alike but for their rows."""
+        if req.state is None or req.latents is None:
+            raise ValueError(
+                f"{type(self).__name__}: the request has no scheduler state or no latents yet; run "
+                "PrepareTimesteps and PrepareLatents first."
+            )
+        return (
+            scheduler_of(req, self.scheduler, type(self).__name__),
+            batch_signature(req.latents),
+            batch_signature(req.prompt_embeds),
+            batch_signature(req.negative_prompt_embeds),
+            batch_signature(req.state.plan.timesteps),
+        )
+
+    def _step_batch(self, key: tuple[Any, ...], reqs: list[Req]) -> list[Req]:
+        sched = key[0]
         counts = [req.rows for req in reqs]
         state = batching.stack([req.state for req in reqs])
         latents = torch.cat([req.latents for req in reqs])
@@ -158,17 +151,13 @@ class Denoise:
         return guided_output(self.model, reqs, model_input, timestep, [req.guidance_scale for req in reqs])
 
 
-def _rescale(output: torch.Tensor, cond: torch.Tensor, rescale: torch.Tensor) -> torch.Tensor:
-    """diffusers' `rescale_noise_cfg`, per row (Lin et al. 2023, section 3.4)."""
-    dims = list(range(1, cond.dim()))
-    rescaled = output * (cond.std(dim=dims, keepdim=True) / output.std(dim=dims, keepdim=True))
-    return rescale * rescaled + (1 - rescale) * output
-
-
-def step_noise(scheduler: Any, req: Req) -> torch.Tensor:
-    """The request's noise for its current step, from a generator seeded by (seed, step): the same whether the
-    request is stepped alone or batched, in this process or after a handoff."""
+def step_noise(scheduler: Any, req: Req, stream: int = 0) -> torch.Tensor:
+    """The request's noise for its current step, like `req.latents`, from a generator seeded by (seed, stream, step)
+    (`stream_seed`): the same whether the request is stepped alone or batched, in this process or after a handoff.
+    Stream 0 is the main latents'; for a further latent stream, pass its latents and state in `req`
+    (`req.evolve(...)`)."""
     step = scheduler.steps_taken(req.state)
-    generator = torch.Generator().manual_seed((req.seed * 1_000_003 + step) % (1 << 63))
+    seed = stream_seed(req.seed, stream)
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + step) % (1 << 63))
     noise = randn_tensor(tuple(req.latents.shape), generator=generator, dtype=torch.float32)
     return noise.to(req.latents.device)

@@ -11,13 +11,10 @@ from functional_sched import FlowMatchEulerDiscrete
 
 from .denoise import Denoise, scheduler_of
 from .request import Req
+from .stepping import float_tuple
 
 #: Self-forcing's four-step list (its `denoising_step_list`).
 DMD_TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)
-
-
-def _floats(values: Sequence[float]) -> tuple[float, ...]:
-    return tuple(float(value) for value in values)
 
 
 def _check_timesteps(owner: str, timesteps: Sequence[float], num_train_timesteps: int) -> None:
@@ -49,7 +46,7 @@ class DistilledDenoise(Denoise):
     Distillation").
     """
 
-    timesteps: tuple[float, ...] = attrs.field(default=DMD_TIMESTEPS, converter=_floats)
+    timesteps: tuple[float, ...] = attrs.field(default=DMD_TIMESTEPS, converter=float_tuple)
 
     def __attrs_post_init__(self) -> None:
         if self.scheduler is not None:

@@ -10,10 +10,10 @@ import torch
 
 from functional_sched import batching
 
-from .denoise import _cat_embeds, _per_row, _rescale, step_noise, stochastic
+from .denoise import batch_signature, cat_embeds, combine_guidance, step_noise, stochastic
 from .prepare import PrepareLatents
 from .request import Req
-from .stepping import Stepped, step_grouped, stream_noise, stream_seed
+from .stepping import Stepped, step_grouped, stream_seed
 
 #: model(video_in [R, ...], audio_in [R, ...], video_timestep [R], audio_timestep [R], prompt_embeds or None)
 #: -> (video_out, audio_out), each like its input.
@@ -102,7 +102,7 @@ class PairedDenoise(Stepped):
         video_noise = torch.cat([step_noise(video, req) for req in reqs]) if stochastic(video) else None
         audio_noise = None
         if stochastic(audio):
-            audio_noise = torch.cat([stream_noise(audio, _audio_view(req), AUDIO_STREAM) for req in reqs])
+            audio_noise = torch.cat([step_noise(audio, _audio_view(req), stream=AUDIO_STREAM) for req in reqs])
         video_latents, video_state = video.step(video_state, video_out, video_latents, noise=video_noise)
         audio_latents, audio_state = audio.step(audio_state, audio_out, audio_latents, noise=audio_noise)
         return [
@@ -129,8 +129,8 @@ class PairedDenoise(Stepped):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The joint model's outputs for the requests' rows, guided (all of them, or none) as `guided_output`
         guides one output."""
-        embeds = _cat_embeds([req.prompt_embeds for req in reqs], "prompt_embeds")
-        negative = _cat_embeds([req.negative_prompt_embeds for req in reqs], "negative_prompt_embeds")
+        embeds = cat_embeds([req.prompt_embeds for req in reqs], "prompt_embeds")
+        negative = cat_embeds([req.negative_prompt_embeds for req in reqs], "negative_prompt_embeds")
         if negative is None:
             return self.model(video_in, audio_in, video_t, audio_t, embeds)
         both = self.model(
@@ -140,7 +140,8 @@ class PairedDenoise(Stepped):
             torch.cat([audio_t, audio_t]),
             torch.cat([negative, embeds]),
         )
-        return _guide(both[0], reqs), _guide(both[1], reqs)
+        scales = [req.guidance_scale for req in reqs]
+        return combine_guidance(both[0], reqs, scales), combine_guidance(both[1], reqs, scales)
 
     def _paired(self, req: Req) -> Req:
         """The request prepared and checked to be pairable."""
@@ -163,19 +164,9 @@ class PairedDenoise(Stepped):
 def _batch_key(req: Req) -> tuple[Any, ...]:
     """Requests with equal keys can share a joint model call: their tensors agree but for their rows."""
     tensors = (req.latents, req.extras[AUDIO_LATENTS], req.prompt_embeds, req.negative_prompt_embeds)
-    return tuple(None if value is None else (tuple(value.shape[1:]), value.dtype, value.device) for value in tensors)
+    return tuple(batch_signature(value) for value in tensors)
 
 
 def _audio_view(req: Req) -> Req:
     """The request as its audio stream: the audio latents and state in place of the video's."""
     return req.evolve(latents=req.extras[AUDIO_LATENTS], state=req.extras[AUDIO_STATE])
-
-
-def _guide(both: torch.Tensor, reqs: Sequence[Req]) -> torch.Tensor:
-    """`uncond + scale * (cond - uncond)` per request, then `rescale_noise_cfg` where a request asks for it."""
-    counts = [req.rows for req in reqs]
-    uncond, cond = both.chunk(2)
-    output = uncond + _per_row([req.guidance_scale for req in reqs], counts, cond) * (cond - uncond)
-    if any(req.guidance_rescale > 0 for req in reqs):
-        output = _rescale(output, cond, _per_row([req.guidance_rescale for req in reqs], counts, cond))
-    return output

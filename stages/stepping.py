@@ -1,6 +1,6 @@
-"""What the stepped pattern stages share: running requests to their end (`Stepped`), stepping them in batches of
-requests that can share one (`step_grouped`), and the noise of a request's further latent streams (`stream_seed`,
-`stream_noise`), beside the main latents' `step_noise`."""
+"""What the stepped stages share: running requests to their end (`Stepped`), stepping them in batches of requests
+that can share one (`step_grouped`), the seeds of a request's noise streams (`stream_seed`), which
+`denoise.step_noise` draws from, and the converter of their float-list config (`float_tuple`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-import torch
-
-from .denoise import step_noise
 from .request import Req
 
 
@@ -61,6 +58,11 @@ def step_grouped(
     return stepped
 
 
+def float_tuple(values: Sequence[float]) -> tuple[float, ...]:
+    """`values` as a tuple of floats, the form a stage's timestep or sigma list is kept in (hashable, exact)."""
+    return tuple(float(value) for value in values)
+
+
 def stream_seed(seed: int, stream: int) -> int:
     """The seed of a request's noise stream `stream`: the request's `seed` for stream 0 (its main latents), else a
     63-bit hash of (seed, stream), so the streams of a request, and of different requests, draw from different
@@ -69,9 +71,3 @@ def stream_seed(seed: int, stream: int) -> int:
         return seed
     digest = hashlib.blake2b(f"{seed}:{stream}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def stream_noise(scheduler: Any, req: Req, stream: int) -> torch.Tensor:
-    """`step_noise` of stream `stream`: noise like `req.latents` for the current step of `req.state`, from a
-    generator seeded by (seed, stream, step); pass the stream's latents and state in `req` (`req.evolve(...)`)."""
-    return step_noise(scheduler, req.evolve(seed=stream_seed(req.seed, stream)))

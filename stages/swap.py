@@ -10,9 +10,8 @@ import torch
 from functional_sched import FlowMatchEulerDiscrete
 
 from .denoise import Denoise, scheduler_of
-from .distilled import _floats
 from .request import Req
-from .stepping import Stepped, step_grouped, stream_seed
+from .stepping import Stepped, float_tuple, step_grouped, stream_seed
 
 #: extras key: the regular state, parked while the distilled steps run.
 PARKED_STATE = "swap_parked_state"
@@ -45,7 +44,7 @@ class ScheduleSwap(Stepped):
 
     regular: Denoise
     distilled: Denoise
-    sigmas: tuple[float, ...] = attrs.field(converter=_floats)
+    sigmas: tuple[float, ...] = attrs.field(converter=float_tuple)
     swap_at: int
     resume_at: int
     distilled_guidance: bool = False
