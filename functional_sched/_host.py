@@ -24,6 +24,7 @@ _MAX_ZEROS = 64
 _ZEROS: dict[tuple[str, tuple[int, ...], torch.dtype, str], tuple[torch.Tensor, int]] = {}  # -> (it, its _version)
 _HOST_TABLES: dict[int, torch.Tensor] = {}  # id of a device plan's coefficients -> the CPU plan's
 _ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}  # per host table: 0-d scalars by entry
+_CASTS: dict[int, dict[torch.dtype, torch.Tensor]] = {}  # id of an entry scalar -> its casts to other dtypes
 
 
 def tracing() -> bool:
@@ -97,8 +98,28 @@ def entry_scalars(table: torch.Tensor, step: int, level: int) -> tuple[torch.Ten
     entries = _ENTRIES.get(id(table))
     if entries is None:
         entries = _ENTRIES[id(table)] = {}
-        weakref.finalize(table, _ENTRIES.pop, id(table), None)
+        weakref.finalize(table, _forget_entries, id(table))
     entry = entries.get((step, level))
     if entry is None:
         entry = entries[(step, level)] = table[0, step, level].clone().unbind(0)
+        for scalar in entry:
+            _CASTS[id(scalar)] = {}
     return entry
+
+
+def cast(scalar: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`scalar.to(dtype)`, made once per entry scalar and dtype (a bf16 step scales by bf16 coefficients, and each
+    cast of a 0-d CPU tensor is a dispatch an eager step would pay every time)."""
+    casts = _CASTS.get(id(scalar))
+    if casts is None:
+        return scalar.to(dtype)
+    converted = casts.get(dtype)
+    if converted is None:
+        converted = casts[dtype] = scalar.to(dtype)
+    return converted
+
+
+def _forget_entries(table_id: int) -> None:
+    for entry in _ENTRIES.pop(table_id, {}).values():
+        for scalar in entry:
+            _CASTS.pop(id(scalar), None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _host
 from ._record import record
 
 
@@ -56,8 +57,13 @@ def coefficient_views(row: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tens
 
 
 def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`tensor.to(dtype)` without the dispatch when it is already that dtype (eager steps pay per call)."""
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+    """`tensor.to(dtype)` without the dispatch when it is already that dtype, or is a plan entry's 0-d host scalar
+    cast before (eager steps pay per call)."""
+    if tensor.dtype == dtype:
+        return tensor
+    if tensor.dim() == 0 and tensor.is_cpu and not _host.tracing():
+        return _host.cast(tensor, dtype)
+    return tensor.to(dtype)
 
 
 def scaled(coefficient: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:

@@ -38,8 +38,9 @@ def test_cpu_smoke_run(tmp_path: Path) -> None:
         assert row["graph_output_survives_next_call"] and row["graph_replays_equal"]
         if row["dtype"] == "float32":  # bit-equal on the CPU: to diffusers, and compiled to eager
             assert row["eager_vs_diffusers"] == row["compiled_vs_eager"] == row["graph_vs_eager"] == 0
-        else:  # bf16: inductor keeps float32 between ops where eager rounds each one
-            assert row["eager_vs_diffusers"] == 0 and row["graph_vs_eager"] < 5e-2
+        else:  # bf16: inductor keeps float32 between ops where eager rounds each one, so it is closer to float64
+            assert row["eager_vs_diffusers"] == 0
+            assert row["graph_vs_float64"] <= 1.5 * row["eager_vs_float64"]
     assert {(row["scheduler"], row["requests"]) for row in results["requests"]} == {
         (name, count) for name in suite.SCHEDULERS for count in (1, 4)
     }
