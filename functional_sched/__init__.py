@@ -9,6 +9,7 @@ for _ in range(len(sched.timesteps(state))):
 
 from . import batching, serialize
 from ._checks import unchecked
+from ._host import capturing
 from ._plan import Plan
 from ._record import record
 from .dpm_solver import DPMSolverMultistep, DPMSolverState
@@ -31,6 +32,7 @@ __all__ = [
     "UniPCMultistep",
     "UniPCState",
     "batching",
+    "capturing",
     "randn_tensor",
     "record",
     "serialize",

@@ -13,7 +13,10 @@ handed out.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import weakref
+from collections.abc import Iterator
 
 import torch
 
@@ -27,11 +30,25 @@ _ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}  # per
 _CASTS: dict[int, dict[torch.dtype, torch.Tensor]] = {}  # id of an entry scalar -> its casts to other dtypes
 
 
+_CAPTURING: contextvars.ContextVar[bool] = contextvars.ContextVar("functional_sched_capturing", default=False)
+
+
 def tracing() -> bool:
-    """Whether the code runs under `torch.compile` or inside a CUDA graph capture: then no host reads (a capture
-    cannot sync), no 0-d host scalars (a graph would bake them in) and no new cached counters (they would live in the
-    graph's private memory pool)."""
-    return torch.compiler.is_compiling() or (torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing())
+    """Whether the code runs under `torch.compile` or inside `capturing()`: then no host reads (a capture cannot
+    sync), no 0-d host scalars (a graph would bake them in) and no new shared tensors (they would live in the
+    graph's private memory pool). A context variable, not a CUDA query: eager steps ask several times a step."""
+    return torch.compiler.is_compiling() or _CAPTURING.get()
+
+
+@contextlib.contextmanager
+def capturing() -> Iterator[None]:
+    """Mark a CUDA graph capture of steps (`SamplingLoop` does; wrap your own `torch.cuda.graph` block of eager
+    steps in it): states and steps inside then keep to the device, as compiled steps do."""
+    token = _CAPTURING.set(True)
+    try:
+        yield
+    finally:
+        _CAPTURING.reset(token)
 
 
 def counter(role: str, value: int, rows: int, device: torch.device) -> torch.Tensor:

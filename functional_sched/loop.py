@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import _checks
+from . import _checks, _host
 from .noise import randn_tensor
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
@@ -81,7 +81,7 @@ class _Graph:
             run(self.latents, self.conditioning, self.noise)
         torch.cuda.current_stream(latents.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph), _host.capturing():
             self.output = run(self.latents, self.conditioning, self.noise)
 
     def __call__(

@@ -118,3 +118,19 @@ def test_errors_say_what_to_do() -> None:
         SamplingLoop(flow, linear_denoiser, guidance_scale=2.0)(x, embeds, num_inference_steps=4)
     with pytest.raises(TypeError, match="guidance_scale must be a number"):
         SamplingLoop(flow, linear_denoiser, guidance_scale="7")  # type: ignore[arg-type]
+
+
+def test_inside_capturing_states_keep_to_the_device() -> None:
+    """`capturing()` (what SamplingLoop wraps its CUDA graph capture in): no shared counters or zeros handed out, no
+    host scalars, and the same results as outside."""
+    sched = fs.DPMSolverMultistep()
+    x, v = latents(SHAPE, torch.float32, seed=1), latents(SHAPE, torch.float32, seed=2)
+    outside = sched.init(6, sample=x)
+    with fs.capturing():
+        inside = sched.init(6, sample=x)
+        assert inside.step_index is not outside.step_index and inside.history[0] is not outside.history[0]
+        y, state = sched.step(inside, v, x)
+        assert sched._host_entry(state, state.lower_order_nums) is None
+    assert sched.init(6, sample=x).history[0] is outside.history[0]  # shared again outside
+    y_, _ = sched.step(outside, v, x)
+    assert torch.equal(y, y_)
