@@ -4,7 +4,8 @@ For each scheduler (flow-match Euler, DPM-Solver++ 2M, UniPC bh2), shape and dty
 `--steps` steps with a fixed model output (the model excluded, so the figures are the scheduler's own cost):
 
 - diffusers eager: `scheduler.step(v, t, x)` per step, a fresh `deepcopy` of a scheduler after `set_timesteps`;
-- ours eager: `sched.step(state, v, x)` per step, from `sched.init` (checks on, as shipped);
+- ours eager: `sched.step(state, v, x)` per step, from `sched.init` (checks on, as shipped); the two eager loops
+  take turns, so drift in the machine's load hits both alike;
 - compiled per step: `SamplingLoop(mode="compile")`, one `torch.compile(fullgraph=True)` call a step;
 - whole loop in one graph: `SamplingLoop(mode="graph")`, the compiled steps of the whole loop captured in one CUDA
   graph and replayed (on a CPU, where there are no graphs, this column is the compiled loop again).
@@ -73,24 +74,32 @@ class Timer:
         self.device = device
 
     def seconds(self, make_loop: Callable[[], Callable[[], Any]], repeats: int, warmup: int = 1) -> float:
-        times = []
+        return self.interleaved([make_loop], repeats, warmup)[0]
+
+    def interleaved(
+        self, make_loops: Sequence[Callable[[], Callable[[], Any]]], repeats: int, warmup: int = 1
+    ) -> list[float]:
+        """Median seconds of each loop, the loops taking turns so that drift in the machine's load hits all alike."""
+        times: list[list[float]] = [[] for _ in make_loops]
         for index in range(warmup + repeats):
-            loop = make_loop()  # set-up, untimed
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                loop()
-                end.record()
-                end.synchronize()
-                elapsed = start.elapsed_time(end) / 1e3
-            else:
-                began = time.perf_counter()
-                loop()
-                elapsed = time.perf_counter() - began
-            if index >= warmup:
-                times.append(elapsed)
-        return statistics.median(times)
+            for make_loop, record in zip(make_loops, times, strict=True):
+                elapsed = self._once(make_loop())  # set-up untimed
+                if index >= warmup:
+                    record.append(elapsed)
+        return [statistics.median(record) for record in times]
+
+    def _once(self, loop: Callable[[], Any]) -> float:
+        if self.device.type != "cuda":
+            began = time.perf_counter()
+            loop()
+            return time.perf_counter() - began
+        torch.cuda.synchronize(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        loop()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
 
     def host_seconds(self, call: Callable[[], Any], repeats: int, batch: int = 50) -> float:
         """Median over `repeats` batches of the host time per call of `batch` calls, the device's work included
@@ -209,14 +218,12 @@ def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float)
     other = config.graphed(torch.randn_like(config.latents), config.output, num_inference_steps=config.steps)
     row["graph_output_survives_next_call"] = bool(torch.equal(graph_result, kept)) and not torch.equal(other, kept)
     row["graph_replays_equal"] = bool(torch.equal(config.graph_loop()(), kept))
-    # Timings: microseconds per step.
-    for mode, make in (
-        ("diffusers_eager", config.diffusers_loop),
-        ("ours_eager", config.eager_loop),
-        ("compiled_step", lambda: config.compiled_loop()),
-        ("graph_loop", lambda: config.graph_loop()),
-    ):
-        row[f"{mode}_us"] = timer.seconds(make, repeats) / config.steps * 1e6
+    # Timings: microseconds per step; the two eager loops take turns (their ratio is the figure that matters).
+    diffusers_eager, ours_eager = timer.interleaved([config.diffusers_loop, config.eager_loop], repeats)
+    row["diffusers_eager_us"] = diffusers_eager / config.steps * 1e6
+    row["ours_eager_us"] = ours_eager / config.steps * 1e6
+    row["compiled_step_us"] = timer.seconds(config.compiled_loop, repeats) / config.steps * 1e6
+    row["graph_loop_us"] = timer.seconds(config.graph_loop, repeats) / config.steps * 1e6
     # The graph's replay alone: the device time of the whole loop, without the call's copies in and out.
     captured = list(config.graphed._graphs.values())  # (private: the benchmark looks inside the loop driver)
     if captured:
