@@ -272,7 +272,7 @@ def check_driver(name: str, shape: tuple[int, ...], steps: int, device: torch.de
         generator = torch.Generator().manual_seed(seed)
         latents = torch.randn(shape, generator=generator).to(device)
         embeds = torch.randn((2 * shape[0], *shape[1:]), generator=generator).to(device)
-        noise = torch.randn((steps, *shape), generator=generator).to(device) if fast._stochastic() else None
+        noise = torch.randn((steps, *shape), generator=generator).to(device) if sched.stochastic else None
         ours = fast(latents, embeds, num_inference_steps=steps, noise=noise)
         outputs.append((ours, ours.clone()))
         errors.append(_relative(ours, eager(latents, embeds, num_inference_steps=steps, noise=noise)))

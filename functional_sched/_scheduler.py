@@ -65,6 +65,11 @@ class Scheduler:
     def name(self) -> str:
         return type(self).__name__
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether `step` takes fresh noise (`noise=`) every step."""
+        return False
+
     @functools.cached_property
     def fingerprint(self) -> int:
         return _checks.fingerprint(self.name, self._step_options())

@@ -102,6 +102,7 @@ class DPMSolverMultistep(MultistepScheduler):
 
     @property
     def stochastic(self) -> bool:
+        """Whether `step` takes fresh noise: the SDE variants."""
         return self.algorithm_type.startswith("sde-")
 
     @property

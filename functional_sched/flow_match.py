@@ -77,6 +77,11 @@ class FlowMatchEulerDiscrete(Scheduler):
             if self.shift_terminal >= 1:
                 raise ValueError(f"{owner}: shift_terminal must be < 1, got {self.shift_terminal!r}.")
 
+    @property
+    def stochastic(self) -> bool:
+        """Whether `step` takes fresh noise: with `stochastic_sampling`."""
+        return self.stochastic_sampling
+
     def _step_options(self) -> tuple[Any, ...]:
         return (self.stochastic_sampling,)
 

@@ -44,12 +44,6 @@ def _with_own_code(function: Callable[..., Any]) -> Callable[..., Any]:
     return types.FunctionType(own, function.__globals__, own.co_name, function.__defaults__, function.__closure__)
 
 
-def _stochastic(scheduler: Any) -> bool:
-    return bool(getattr(scheduler, "stochastic_sampling", False)) or str(
-        getattr(scheduler, "algorithm_type", "")
-    ).startswith("sde")
-
-
 def _schedule_key(value: Any) -> Any:
     if value is None:
         return None
@@ -211,14 +205,10 @@ class SamplingLoop:
             return graph(latents, conditioning, noise)
         return self._loop(self._compiled_step, schedule, steps, latents, conditioning, noise)
 
-    def _stochastic(self) -> bool:
-        """Whether the scheduler's step takes fresh noise (then every call takes `noise=`)."""
-        return _stochastic(self.scheduler)
-
     def _noise(
         self, noise: torch.Tensor | torch.Generator | None, steps: int, latents: torch.Tensor
     ) -> torch.Tensor | None:
-        if not self._stochastic():
+        if not self.scheduler.stochastic:
             if noise is not None:
                 raise ValueError(f"SamplingLoop: {self.scheduler.name} is deterministic; it takes no noise.")
             return None

@@ -25,9 +25,7 @@ Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 def stochastic(scheduler: Any) -> bool:
     """Whether the scheduler's step takes fresh noise."""
-    return bool(getattr(scheduler, "stochastic_sampling", False)) or str(
-        getattr(scheduler, "algorithm_type", "")
-    ).startswith("sde")
+    return scheduler.stochastic
 
 
 def _per_row(values: Sequence[float], counts: Sequence[int], like: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,24 @@ def sd_parts() -> dict[str, Any]:
     return {"unet": unet, "vae": vae, "prompt_embeds": prompt, "negative_prompt_embeds": negative}
 
 
+def sd_pipeline(scheduler: Any, cls: type | None = None) -> Any:
+    """A StableDiffusionPipeline (or `cls`, e.g. the img2img one) over the tiny parts, with no text encoder."""
+    parts = sd_parts()
+    pipe = (cls or diffusers.StableDiffusionPipeline)(
+        vae=parts["vae"],
+        unet=parts["unet"],
+        scheduler=scheduler,
+        text_encoder=None,
+        tokenizer=None,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @functools.cache
 def flux_parts() -> dict[str, Any]:
     transformer = _seeded(

@@ -35,19 +35,7 @@ def sd_parts() -> dict[str, Any]:
 
 
 def _sd(parts: dict[str, Any], scheduler: Any, cls: type = diffusers.StableDiffusionPipeline) -> Any:
-    pipe = cls(
-        vae=parts["vae"],
-        unet=parts["unet"],
-        scheduler=scheduler,
-        text_encoder=None,
-        tokenizer=None,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny.sd_pipeline(scheduler, cls)
 
 
 def _sd_call(parts: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

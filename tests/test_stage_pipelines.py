@@ -99,18 +99,7 @@ def test_stable_diffusion_chain_equals_pipeline(case: str) -> None:
     name, options, rescale = SD_CASES[case]
     reference_scheduler = getattr(diffusers, name)(**SD_KWARGS, **options)
     parts = tiny.sd_parts()
-    pipe = diffusers.StableDiffusionPipeline(
-        vae=parts["vae"],
-        unet=parts["unet"],
-        scheduler=reference_scheduler,
-        text_encoder=None,
-        tokenizer=None,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny.sd_pipeline(reference_scheduler)
     reference = pipe(
         height=32,
         width=32,
