@@ -9,8 +9,9 @@ its steps in one `torch.cuda.CUDAGraph`, once per schedule and shapes; each call
 static buffers, replays it, and returns a copy of the static output. It does not use `mode="reduce-overhead"`: on
 torch 2.11 that mode handed out output buffers that its next call overwrote while they were still read (pytorch
 #152887). Where no graph can be used (no CUDA device, or more distinct shapes and schedules than `max_graphs`) the
-loop falls back to compiled steps (`mode="graph"` on a CPU raises instead). Every mode computes the same loop: the
-eager one is the reference, and on the CPU compiled steps equal it bit for bit.
+loop falls back to compiled steps (`mode="graph"` on a CPU raises instead). Every mode computes the same loop, the
+eager one being the reference: on the CPU the scheduler's part of a compiled step rounds exactly as eager, and a
+denoiser the compiler rounds otherwise (fused transcendental functions) stays within float32 rounding of it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from . import _checks, _host
+from ._scheduler import _table_key
 from .noise import randn_tensor
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
@@ -42,14 +44,6 @@ def _with_own_code(function: Callable[..., Any]) -> Callable[..., Any]:
     code = function.__code__
     own = code.replace(co_name=f"{code.co_name}_loop{next(_LOOPS)}")
     return types.FunctionType(own, function.__globals__, own.co_name, function.__defaults__, function.__closure__)
-
-
-def _schedule_key(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().double().reshape(-1).tolist()
-    return tuple(float(item) for item in value)
 
 
 def _signature(tensor: torch.Tensor) -> tuple[Any, ...]:
@@ -177,11 +171,11 @@ class SamplingLoop:
         noise: torch.Tensor | torch.Generator | None = None,
     ) -> torch.Tensor:
         """The denoised latents after every step of the schedule (given as `init` takes it)."""
+        if _checks.checking():
+            self._check(latents, conditioning)
         schedule = {"num_inference_steps": num_inference_steps, "timesteps": timesteps, "sigmas": sigmas, "mu": mu}
         steps = self.scheduler.plan(**schedule).timesteps.shape[1]  # cached
         noise = self._noise(noise, steps, latents)
-        if _checks.checking():
-            self._check(latents, conditioning)
         mode = self.resolved_mode(latents)
         if mode == "eager":
             return self._loop(self._step, schedule, steps, latents, conditioning, noise)
@@ -189,8 +183,8 @@ class SamplingLoop:
             _signature(latents),
             tuple(_signature(value) for value in conditioning),
             num_inference_steps,
-            _schedule_key(timesteps),
-            _schedule_key(sigmas),
+            _table_key(timesteps),
+            _table_key(sigmas),
             mu,
             noise is None,
         )
