@@ -9,6 +9,7 @@ import diffusers
 import numpy as np
 import pytest
 import torch
+from _support import bit_identical_expected
 
 import functional_sched as fs
 from functional_sched.adapters import drop_in
@@ -78,7 +79,9 @@ def assert_tables_equal(reference: Any, ours: Any) -> None:
 
 
 def run_loop(reference: Any, ours: Any, x: torch.Tensor, seed: int = 0, start: int = 0, model_dtype=None) -> int:
-    """Step both through the rest of the schedule; every output and read-out must match. Returns steps taken."""
+    """Step both through the rest of the schedule; every output and read-out must match (bit for bit, or within the
+    design's bound where `bit_identical_expected` says BLAS rounding may differ). Returns the steps taken."""
+    exact = bit_identical_expected(type(ours._functional), dict(reference.config))
     y = x.clone()
     g_ref, g_ours = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
     wants_generator = "generator" in inspect.signature(reference.step).parameters
@@ -95,7 +98,10 @@ def run_loop(reference: Any, ours: Any, x: torch.Tensor, seed: int = 0, start: i
         assert type(out_ours) is type(out_ref)
         x, y = (out_ref.prev_sample, out_ours.prev_sample) if return_dict else (out_ref[0], out_ours[0])
         assert y.dtype == x.dtype, f"step {i}"
-        assert torch.equal(y, x), f"step {i}: max diff {(y.double() - x.double()).abs().max().item()}"
+        if exact:
+            assert torch.equal(y, x), f"step {i}: max diff {(y.double() - x.double()).abs().max().item()}"
+        else:
+            assert (y.double() - x.double()).norm() <= 1e-5 * x.double().norm(), f"step {i}"
         assert_tables_equal(reference, ours)
     return len(timesteps)
 
