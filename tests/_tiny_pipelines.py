@@ -108,6 +108,22 @@ def flux_parts() -> dict[str, Any]:
     return {"transformer": transformer, "vae": vae, "prompt_embeds": prompt, "pooled_prompt_embeds": pooled}
 
 
+def flux_pipeline(scheduler: Any) -> Any:
+    """A FluxPipeline over the tiny parts, with no text encoders."""
+    parts = flux_parts()
+    pipe = diffusers.FluxPipeline(
+        scheduler=scheduler,
+        vae=parts["vae"],
+        text_encoder=None,
+        tokenizer=None,
+        text_encoder_2=None,
+        tokenizer_2=None,
+        transformer=parts["transformer"],
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @functools.cache
 def wan_parts() -> dict[str, Any]:
     vae = _seeded(
@@ -143,6 +159,21 @@ def wan_parts() -> dict[str, Any]:
         "prompt_embeds": prompt,
         "negative_prompt_embeds": negative,
     }
+
+
+def wan_pipeline(scheduler: Any, **two_experts: Any) -> Any:
+    """A WanPipeline over the tiny parts; `transformer_2=..., boundary_ratio=...` make it Wan 2.2's."""
+    parts = wan_parts()
+    pipe = diffusers.WanPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=parts["vae"],
+        transformer=parts["transformer"],
+        scheduler=scheduler,
+        **two_experts,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 @functools.cache

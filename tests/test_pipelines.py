@@ -220,16 +220,7 @@ FLUX_SCHEDULER = {
 def _flux(
     parts: dict[str, Any], scheduler: Any, output_type: str = "latent", seed: int = SEED
 ) -> tuple[Any, list[torch.Tensor]]:
-    pipe = diffusers.FluxPipeline(
-        scheduler=scheduler,
-        vae=parts["vae"],
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        transformer=parts["transformer"],
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny.flux_pipeline(scheduler)
     requests: list[dict[str, Any]] = []
     set_timesteps = scheduler.set_timesteps
 
@@ -290,11 +281,7 @@ WAN_SCHEDULERS = {
 
 
 def _wan(parts: dict[str, Any], scheduler: Any, output_type: str) -> Any:
-    pipe = diffusers.WanPipeline(
-        tokenizer=None, text_encoder=None, vae=parts["vae"], transformer=parts["transformer"], scheduler=scheduler
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(
+    return tiny.wan_pipeline(scheduler)(
         prompt_embeds=parts["prompt_embeds"],
         negative_prompt_embeds=parts["negative_prompt_embeds"],
         num_inference_steps=4,

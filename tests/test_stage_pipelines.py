@@ -175,16 +175,7 @@ def test_flux_chain_equals_pipeline() -> None:
     """mu from the packed image sequence length (64 tokens) and Flux's linspace sigmas, as FluxPipeline does."""
     parts = tiny.flux_parts()
     reference_scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER)
-    pipe = diffusers.FluxPipeline(
-        scheduler=reference_scheduler,
-        vae=parts["vae"],
-        text_encoder=None,
-        tokenizer=None,
-        text_encoder_2=None,
-        tokenizer_2=None,
-        transformer=parts["transformer"],
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny.flux_pipeline(reference_scheduler)
     reference = pipe(
         prompt_embeds=parts["prompt_embeds"],
         pooled_prompt_embeds=parts["pooled_prompt_embeds"],
@@ -255,16 +246,7 @@ def test_wan22_two_experts_equal_pipeline(case: str) -> None:
     name, options = WAN_SCHEDULERS[case]
     parts = tiny.wan_parts()
     reference_scheduler = getattr(diffusers, name)(flow_shift=3.0, **options)
-    pipe = diffusers.WanPipeline(
-        tokenizer=None,
-        text_encoder=None,
-        vae=parts["vae"],
-        transformer=parts["transformer"],
-        transformer_2=parts["transformer_2"],
-        scheduler=reference_scheduler,
-        boundary_ratio=BOUNDARY,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny.wan_pipeline(reference_scheduler, transformer_2=parts["transformer_2"], boundary_ratio=BOUNDARY)
     reference = pipe(
         prompt_embeds=parts["prompt_embeds"],
         negative_prompt_embeds=parts["negative_prompt_embeds"],
