@@ -66,12 +66,18 @@ def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype)
 
 
-def scaled(coefficient: torch.Tensor, tensor: torch.Tensor) -> torch.Tensor:
-    """`coefficient * tensor` for a broadcastable per-row coefficient, formed in `tensor`'s dtype.
+def scaled(coefficient: torch.Tensor, tensor: torch.Tensor, *, host: bool = True) -> torch.Tensor:
+    """`coefficient * tensor` for a broadcastable per-row coefficient, rounded as torch rounds diffusers' product.
 
-    Casting first is what diffusers' 0-d coefficient tensors get from type promotion: a bf16 tensor is scaled by
-    the coefficient rounded to bf16, a float32 tensor by the float32 coefficient.
+    diffusers multiplies by a 0-d float32 coefficient, on the host (`host`: DPM-Solver and UniPC keep their sigmas
+    on the CPU) or on the sample's device (flow-match Euler; UniPC's rho weights, made in the sample's dtype). Type
+    promotion rounds a device coefficient, and on the CPU a host one, to a half-precision tensor's dtype before the
+    product; a CUDA kernel takes a host coefficient at float precision and rounds only the product.
     """
+    if coefficient.dtype == tensor.dtype:
+        return coefficient * tensor
+    if host and tensor.is_cuda:
+        return as_dtype(coefficient * tensor, tensor.dtype)  # a host 0-d coefficient keeps the tensor's dtype itself
     return as_dtype(coefficient, tensor.dtype) * tensor
 
 

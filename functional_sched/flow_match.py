@@ -189,10 +189,12 @@ class FlowMatchEulerDiscrete(Scheduler):
         c = self._coefficients(state, sample)
         work = as_dtype(sample, state.plan.coefficients.dtype)
         if self.stochastic_sampling:
-            x0 = work - scaled(c[SIGMA], model_output)
-            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0) + scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype))
+            x0 = work - scaled(c[SIGMA], model_output, host=False)  # diffusers keeps these sigmas on the device
+            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0, host=False) + scaled(
+                c[NEXT_SIGMA], as_dtype(noise, work.dtype), host=False
+            )
         else:
-            prev_sample = work + scaled(c[DT], model_output)
+            prev_sample = work + scaled(c[DT], model_output, host=False)
         return as_dtype(prev_sample, sample.dtype), state.replace(step_index=self._next("step_index", state.step_index))
 
     def _check(

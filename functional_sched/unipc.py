@@ -225,19 +225,21 @@ class UniPCMultistep(MultistepScheduler):
         """
         dtype = m_new.dtype if m_new is not None else dtype
         m0 = as_dtype(history[-1], dtype)
-        base = scaled(c[A], x) - scaled(c[B], m0)
+        # Every coefficient of the update rounds as a device coefficient in diffusers' UniPC (cast to a half-precision
+        # sample's dtype before the product: measured on an H100), unlike its model-output conversion.
+        base = scaled(c[A], x, host=False) - scaled(c[B], m0, host=False)
         if self.solver_order >= 2:
             d1 = divided(as_dtype(history[-2], dtype) - m0, c[K1])
             if self.solver_order == 3:
                 d2 = divided(as_dtype(history[-3], dtype) - m0, c[K2])
                 residual = _weighted_sum(c[RHO0], d1, c[RHO1], d2)
             else:
-                residual = scaled(c[RHO0], d1)
+                residual = scaled(c[RHO0], d1, host=False)  # diffusers' rho weights: device tensors
             if m_new is not None:
-                residual = residual + scaled(c[RHO_LAST], m_new - m0)
+                residual = residual + scaled(c[RHO_LAST], m_new - m0, host=False)
         else:
-            residual = scaled(c[RHO_LAST], m_new - m0) if m_new is not None else torch.zeros_like(m0)
-        return base - scaled(c[G], residual)
+            residual = scaled(c[RHO_LAST], m_new - m0, host=False) if m_new is not None else torch.zeros_like(m0)
+        return base - scaled(c[G], residual, host=False)
 
     def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 with `predict_x0`, else epsilon."""
@@ -250,9 +252,9 @@ class UniPCMultistep(MultistepScheduler):
 def _weighted_sum(w0: torch.Tensor, d0: torch.Tensor, w1: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
     """`w0 d0 + w1 d1` rounded as diffusers' `einsum("k,bk...")` rounds it: once, from float32, for half types."""
     if d0.dtype in (torch.float32, torch.float64):
-        return scaled(w0, d0) + scaled(w1, d1)
+        return scaled(w0, d0, host=False) + scaled(w1, d1, host=False)
     w0, w1 = w0.to(d0.dtype).float(), w1.to(d1.dtype).float()  # the weights are cast to the sample's dtype first
-    return (scaled(w0, d0.float()) + scaled(w1, d1.float())).to(d0.dtype)
+    return (scaled(w0, d0.float(), host=False) + scaled(w1, d1.float(), host=False)).to(d0.dtype)
 
 
 def _as_floats(values: Any) -> tuple[float, ...] | None:
