@@ -2,16 +2,19 @@
 
     handoff.send(req, scheduler, dst=1)              # rank 0, after k steps
     req = handoff.recv(scheduler, src=0)             # rank 1: Denoise(model, scheduler).forward(req) finishes it
+    req = handoff.loads(data, video, extra_schedulers={AUDIO_STATE: audio})  # a scheduler state in extras
 
 The receiver finishes bit for bit as the sender would have: the state carries the solver's history and counters,
 and stochastic steps draw their noise from (seed, step) (`denoise.step_noise`). The payload is a safetensors file,
 never pickle, so loading one cannot run code. Tensors: the scheduler state under "state." (see
-`functional_sched.serialize`), "latents", "prompt_embeds", "negative_prompt_embeds", a tensor "output", and tensor
-extras under "extras.". Metadata (JSON, under the "functional_sched" key of the safetensors header): the format's
-name and version, the scheduler's class and config, the request's scalar fields (its device is not carried: `loads`
-puts the tensors on the device it is given), the JSON extras, the state's metadata, and a SHA-256 over the rest of
-the metadata and every tensor's key, dtype, shape and bytes. Loading checks the format, then the checksum, then the
-state against the receiving scheduler; anything that does not fit raises a ValueError saying what is wrong.
+`functional_sched.serialize`), "latents", "prompt_embeds", "negative_prompt_embeds", a tensor "output", tensor
+extras under "extras.<name>", and extras that are scheduler states under "extras.<name>.state.". Metadata (JSON,
+under the "functional_sched" key of the safetensors header): the format's name and version, the scheduler's class
+and config, the request's scalar fields (its device is not carried: `loads` puts the tensors on the device it is
+given), the extras (JSON values, tensor names, and each state extra's metadata), the state's metadata, and a SHA-256
+over the rest of the metadata and every tensor's key, dtype, shape and bytes. Loading checks the format, then the
+checksum, then each state against the scheduler that will step it (the receiving scheduler; for a state extra, the
+one `extra_schedulers` names); anything that does not fit raises a ValueError saying what is wrong.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from .request import Req
 __all__ = ["FORMAT", "VERSION", "dumps", "load", "loads", "recv", "save", "send"]
 
 FORMAT = "functional_sched.request"
-VERSION = 1
-_READABLE = (1,)
+VERSION = 2  # 2 added scheduler states to extras; a version 1 payload loads as one without them
+_READABLE = (1, 2)
 _HEADER_KEY = "functional_sched"  # the safetensors metadata entry that holds the JSON
 _TENSOR_FIELDS = ("latents", "prompt_embeds", "negative_prompt_embeds", "output")
 _STATE, _EXTRAS = "state.", "extras."
@@ -58,6 +61,18 @@ def _json_value(value: Any) -> bool:
     if isinstance(value, list):
         return all(_json_value(item) for item in value)
     return isinstance(value, _JSON_SCALARS)
+
+
+def _is_state(value: Any) -> bool:
+    """Whether an extra is a scheduler state (a record with a plan and per-row step indices)."""
+    return isinstance(getattr(value, "plan", None), Plan) and isinstance(
+        getattr(value, "step_index", None), torch.Tensor
+    )
+
+
+def _state_prefix(name: str) -> str:
+    """Where the tensors of the state extra `name` lie in the payload."""
+    return f"{_EXTRAS}{name}.{_STATE}"
 
 
 def _owned(tensor: torch.Tensor) -> torch.Tensor:
@@ -104,19 +119,33 @@ def dumps(req: Req, scheduler: Any) -> bytes:
             )
         tensors[name] = _owned(value)
         present.append(name)
-    json_extras, tensor_extras = {}, []
+    json_extras, tensor_extras, state_extras = {}, [], {}
     for key, value in req.extras.items():
         if not isinstance(key, str):
             raise TypeError(f"handoff.dumps: extras key {key!r} is a {type(key).__name__}; name extras with strings.")
         if isinstance(value, torch.Tensor):
             tensors[_EXTRAS + key] = _owned(value)
             tensor_extras.append(key)
+        elif _is_state(value):
+            extra_tensors, state_extras[key] = serialize.state_to_tensors(value)
+            tensors.update({_state_prefix(key) + name: tensor.cpu() for name, tensor in extra_tensors.items()})
         elif _json_value(value):
             json_extras[key] = value
         else:
             raise TypeError(
-                f"handoff.dumps: extras[{key!r}] is a {type(value).__name__}; extras travel as tensors or JSON "
-                "(bool, int, float, str, None, and lists of them); convert it, or drop it before the handoff."
+                f"handoff.dumps: extras[{key!r}] is a {type(value).__name__}; extras travel as tensors, scheduler "
+                "states or JSON (bool, int, float, str, None, and lists of them); convert it, or drop it before the "
+                "handoff."
+            )
+    for key in state_extras:  # loads finds a state extra's tensors by their prefix: no other extra's may share it
+        prefix = _state_prefix(key)
+        clashes = [
+            name for name in [*tensor_extras, *state_extras] if name != key and _state_prefix(name).startswith(prefix)
+        ]
+        if clashes:
+            raise ValueError(
+                f"handoff.dumps: the tensors of extras {clashes} would lie under {prefix!r}, where those "
+                f"of the state extras[{key!r}] lie; rename them."
             )
     request = {name: getattr(req, name) for name in _REQUEST_FIELDS}
     request.update(
@@ -135,7 +164,7 @@ def dumps(req: Req, scheduler: Any) -> bytes:
         "scheduler": {"class": scheduler.name, "config": _config(scheduler)},
         "request": request,
         "tensors": present,
-        "extras": {"values": json_extras, "tensors": tensor_extras},
+        "extras": {"values": json_extras, "tensors": tensor_extras, "states": state_extras},
         "state": state_metadata,
     }
     metadata["sha256"] = _digest(metadata, tensors)
@@ -235,18 +264,27 @@ _REQUEST_FIELDS: dict[str, Callable[[Any], bool]] = {
     "dtype": lambda value: isinstance(getattr(torch, str(value), None), torch.dtype),
 }
 _SECTIONS = {"scheduler": dict, "request": dict, "tensors": list, "extras": dict, "state": (dict, type(None))}
+_EXTRAS_PARTS = {"values": dict, "tensors": list, "states": dict}
 
 
 def _check_sections(metadata: Mapping[str, Any]) -> None:
-    """The metadata's structure (a payload that passed the checksum yet was not made by `dumps`)."""
+    """The metadata's structure (a payload that passed the checksum yet was not made by `dumps`); a version 1
+    payload's extras get version 2's "states", empty."""
     for key, kind in _SECTIONS.items():
         if not isinstance(metadata.get(key), kind):
             raise _corrupt(f"metadata {key!r} missing or malformed")
     scheduler, extras, request = metadata["scheduler"], metadata["extras"], metadata["request"]
     if not isinstance(scheduler.get("class"), str) or not isinstance(scheduler.get("config"), dict):
         raise _corrupt("metadata 'scheduler' needs a class name and a config")
-    if not isinstance(extras.get("values"), dict) or not isinstance(extras.get("tensors"), list):
-        raise _corrupt("metadata 'extras' needs values and tensors")
+    if metadata["version"] == 1:  # version 1 carried no state extras
+        extras["states"] = {}
+    if not all(isinstance(extras.get(part), kind) for part, kind in _EXTRAS_PARTS.items()) or not all(
+        isinstance(state, dict) for state in extras["states"].values()
+    ):
+        raise _corrupt("metadata 'extras' needs values, tensors and states (a state's metadata each)")
+    names = [*extras["values"], *extras["tensors"], *extras["states"]]
+    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+        raise _corrupt(f"extras names {names}, not distinct strings")
     listed = metadata["tensors"]
     if len(set(listed)) != len(listed) or not set(listed) <= set(_TENSOR_FIELDS):
         raise _corrupt(f"tensor fields {listed}, not distinct names among {list(_TENSOR_FIELDS)}")
@@ -255,26 +293,76 @@ def _check_sections(metadata: Mapping[str, Any]) -> None:
             raise _corrupt(f"request field {name}={request.get(name)!r} missing or malformed")
 
 
-def loads(data: bytes, scheduler: Any, *, device: torch.device | str | None = None) -> Req:
-    """The request that `dumps` wrote, checked against `scheduler`, its tensors on `device` (default: the CPU)."""
+def _check_extra_schedulers(states: Mapping[str, Any], extra_schedulers: Mapping[str, Any]) -> None:
+    """A scheduler for every state extra, and for nothing else."""
+    for name, state in states.items():
+        if name not in extra_schedulers:
+            raise ValueError(
+                f"handoff.loads: extras[{name!r}] is a scheduler state ({state.get('state')}); pass the scheduler "
+                f"that steps it: loads(..., extra_schedulers={{{name!r}: <its scheduler>}})."
+            )
+    unknown = sorted(set(extra_schedulers) - set(states))
+    if unknown:
+        raise ValueError(
+            f"handoff.loads: extra_schedulers names {unknown}, but the payload's scheduler-state extras are "
+            f"{sorted(states)}; pass a scheduler for those only."
+        )
+
+
+def _load_state(
+    tensors: Mapping[str, torch.Tensor],
+    prefix: str,
+    metadata: Mapping[str, Any],
+    scheduler: Any,
+    request: Mapping[str, Any],
+    device: torch.device,
+) -> Any:
+    """The state whose tensors lie under `prefix`, rebuilt and checked by `serialize` for `scheduler`; it shares the
+    scheduler's cached plan of the request's schedule where the payload's plan equals it."""
+    state_tensors = {key.removeprefix(prefix): value for key, value in tensors.items() if key.startswith(prefix)}
+    sigmas = state_tensors.get("plan.sigmas")
+    plans = []
+    if isinstance(sigmas, torch.Tensor) and sigmas.dim() == 2 and sigmas.shape[0] == 1:
+        plans = _cached_plans(scheduler, request, sigmas.dtype, device)
+    return serialize.state_from_tensors(state_tensors, metadata, scheduler, device=device, plans=plans)
+
+
+def loads(
+    data: bytes,
+    scheduler: Any,
+    *,
+    device: torch.device | str | None = None,
+    extra_schedulers: Mapping[str, Any] | None = None,
+) -> Req:
+    """The request that `dumps` wrote, checked against `scheduler`, its tensors on `device` (default: the CPU).
+
+    `extra_schedulers` maps each extras name that holds a scheduler state to the scheduler that steps it (e.g.
+    `{AUDIO_STATE: audio_scheduler}` for `PairedDenoise`); that state is checked against it as the request's own
+    state is against `scheduler`."""
     tensors, metadata = _read(data)
     _check_scheduler(metadata, scheduler)
     device = torch.empty(0, device=device or "cpu").device  # "cuda" -> "cuda:0", as tensors report it
     extras = metadata["extras"]
+    extra_schedulers = extra_schedulers or {}
+    _check_extra_schedulers(extras["states"], extra_schedulers)
     listed = [*metadata["tensors"], *(_EXTRAS + key for key in extras["tensors"])]
-    own = {key: value for key, value in tensors.items() if not key.startswith(_STATE)}
+    prefixes = (_STATE, *(_state_prefix(name) for name in extras["states"]))
+    own = {key: value for key, value in tensors.items() if not key.startswith(prefixes)}
     missing, unexpected = [key for key in listed if key not in own], sorted(set(own) - set(listed))
     if missing or unexpected:
         raise _corrupt(f"tensors missing {missing}, unexpected {unexpected}")
     fields = {**metadata["request"], "dtype": getattr(torch, metadata["request"]["dtype"])}
     state = None
     if metadata["state"] is not None:
-        state_tensors = {key.removeprefix(_STATE): value for key, value in tensors.items() if key.startswith(_STATE)}
-        sigmas = state_tensors.get("plan.sigmas")
-        plans = []
-        if isinstance(sigmas, torch.Tensor) and sigmas.dim() == 2 and sigmas.shape[0] == 1:
-            plans = _cached_plans(scheduler, fields, sigmas.dtype, device)
-        state = serialize.state_from_tensors(state_tensors, metadata["state"], scheduler, device=device, plans=plans)
+        state = _load_state(tensors, _STATE, metadata["state"], scheduler, fields, device)
+    states = {}
+    for name, state_metadata in extras["states"].items():
+        try:
+            states[name] = _load_state(
+                tensors, _state_prefix(name), state_metadata, extra_schedulers[name], fields, device
+            )
+        except ValueError as error:
+            raise ValueError(f"handoff.loads: extras[{name!r}]: {error}") from error
     values = {name: own[name].to(device) for name in metadata["tensors"]}
     latents = values.get("latents")
     if (
@@ -283,7 +371,11 @@ def loads(data: bytes, scheduler: Any, *, device: torch.device | str | None = No
         and (latents.dim() == 0 or latents.shape[0] != state.step_index.shape[0])
     ):
         raise _corrupt(f"latents {tuple(latents.shape)} for a state of {state.step_index.shape[0]} rows")
-    extras_values = {**extras["values"], **{key: own[_EXTRAS + key].to(device) for key in extras["tensors"]}}
+    extras_values = {
+        **extras["values"],
+        **{key: own[_EXTRAS + key].to(device) for key in extras["tensors"]},
+        **states,
+    }
     return Req(**fields, **values, state=state, device=device, extras=extras_values)
 
 
@@ -292,9 +384,15 @@ def save(req: Req, scheduler: Any, path: str | Path) -> None:
     Path(path).write_bytes(dumps(req, scheduler))
 
 
-def load(path: str | Path, scheduler: Any, *, device: torch.device | str | None = None) -> Req:
-    """The request that `save` wrote to `path`."""
-    return loads(Path(path).read_bytes(), scheduler, device=device)
+def load(
+    path: str | Path,
+    scheduler: Any,
+    *,
+    device: torch.device | str | None = None,
+    extra_schedulers: Mapping[str, Any] | None = None,
+) -> Req:
+    """The request that `save` wrote to `path` (`extra_schedulers` as for `loads`)."""
+    return loads(Path(path).read_bytes(), scheduler, device=device, extra_schedulers=extra_schedulers)
 
 
 def send(req: Req, scheduler: Any, dst: int, *, group: Any = None, device: torch.device | str = "cpu") -> None:
@@ -307,8 +405,16 @@ def send(req: Req, scheduler: Any, dst: int, *, group: Any = None, device: torch
     dist.send(payload.to(device), dst, group=group)
 
 
-def recv(scheduler: Any, src: int, *, group: Any = None, device: torch.device | str = "cpu") -> Req:
-    """Receive a request that rank `src` sent with `send`; its tensors land on `device`."""
+def recv(
+    scheduler: Any,
+    src: int,
+    *,
+    group: Any = None,
+    device: torch.device | str = "cpu",
+    extra_schedulers: Mapping[str, Any] | None = None,
+) -> Req:
+    """Receive a request that rank `src` sent with `send`; its tensors land on `device` (`extra_schedulers` as for
+    `loads`)."""
     import torch.distributed as dist
 
     length = torch.empty(1, dtype=torch.int64, device=device)
@@ -318,4 +424,4 @@ def recv(scheduler: Any, src: int, *, group: Any = None, device: torch.device | 
         raise _corrupt(f"a length of {size} bytes")
     payload = torch.empty(size, dtype=torch.uint8, device=device)
     dist.recv(payload, src, group=group)
-    return loads(payload.cpu().numpy().tobytes(), scheduler, device=device)
+    return loads(payload.cpu().numpy().tobytes(), scheduler, device=device, extra_schedulers=extra_schedulers)

@@ -1,6 +1,7 @@
 """`functional_sched.serialize` and `stages.handoff`: a request handed to another worker mid-loop (bytes, or
-torch.distributed between two processes) finishes bit for bit as the undisturbed run, and a payload that does not
-fit (corrupt, edited, from another scheduler or version) fails with an error that says so."""
+torch.distributed between two processes) finishes bit for bit as the undisturbed run, scheduler states in its
+extras included (`PairedDenoise`, `ScheduleSwap`), and a payload that does not fit (corrupt, edited, from another
+scheduler or version) fails with an error that says so."""
 
 from __future__ import annotations
 
@@ -19,18 +20,30 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from _support import ALL_CASES, FACTORIES, Case, is_stochastic, latents, same_state
+from test_patterns import (
+    FLOW,
+    PAIRS,
+    REGULAR_SIGMAS,
+    assert_same,
+    joint_model,
+    paired_request,
+    swap_request,
+    swap_stage,
+)
 from test_stages import SHAPE, make_req, same_req, tiny_model
 
 import functional_sched as fs
 from functional_sched import _host, batching, serialize
 from functional_sched.stages import Denoise, Req, handoff
+from functional_sched.stages.paired import AUDIO_LATENTS, AUDIO_SHAPE, AUDIO_STATE, PairedDenoise
+from functional_sched.stages.swap import PARKED_STATE
 
 CPU = torch.device("cpu")
 CASES = {case.id: case for case in ALL_CASES}
 
 
-def trajectory(stage: Denoise, req: Req) -> list[Req]:
-    """The request before each step and after the last (Denoise.step, one at a time)."""
+def trajectory(stage: Any, req: Req) -> list[Req]:
+    """The request before each step and after the last (`stage.step`, one at a time)."""
     reqs = [req]
     while not stage.done(reqs[-1]):
         reqs.append(stage.step(reqs[-1]))
@@ -244,6 +257,104 @@ def test_request_fields_and_extras_round_trip(tmp_path: Path) -> None:
     assert empty.state is None and empty.latents is None and empty.seed == 9 and empty.latent_shape == (1, 4)
 
 
+# ------------------------------------------------------------------------------------ scheduler states in extras
+def paired_trajectory(video_sched: Any, audio_sched: Any) -> tuple[PairedDenoise, list[Req]]:
+    stage = PairedDenoise(joint_model, video_sched, audio_sched)
+    req = stage.prepare(paired_request(video_sched, 2, steps=5, rows=2))
+    req = req.with_extras(**{AUDIO_SHAPE: list(req.extras[AUDIO_SHAPE])})  # JSON has lists, not tuples
+    return stage, trajectory(stage, req)
+
+
+@pytest.mark.parametrize(("video_sched", "audio_sched"), PAIRS)
+def test_paired_request_hands_off_bit_identically(video_sched: Any, audio_sched: Any) -> None:
+    """The audio state travels in extras: handed off at every step, both latents and both states finish as the
+    undisturbed run, bit for bit (multistep history and stochastic audio steps included)."""
+    stage, undisturbed = paired_trajectory(video_sched, audio_sched)
+    assert len(undisturbed) == 6
+    for k in range(len(undisturbed)):
+        audio = undisturbed[k].extras[AUDIO_STATE]
+        resumed = handoff.loads(
+            handoff.dumps(undisturbed[k], video_sched), video_sched, extra_schedulers={AUDIO_STATE: audio_sched}
+        )
+        assert_same(resumed, undisturbed[k])
+        assert resumed.extras[AUDIO_STATE].plan is audio.plan  # the audio scheduler's cached plan, shared again
+        for expected in undisturbed[k + 1 :]:
+            resumed = stage.step(resumed)
+            assert_same(resumed, expected)  # video latents and state, audio latents and state (extras)
+
+
+def test_schedule_swap_request_hands_off_bit_identically() -> None:
+    """Before, inside (the distilled state in `state`, the regular one parked in extras) and after the distilled
+    window: every handoff finishes as the undisturbed run."""
+    stage = swap_stage()
+    regular, distilled = stage.regular.scheduler, stage.distilled.scheduler
+    undisturbed = trajectory(stage, swap_request(3, REGULAR_SIGMAS[0], rows=2))
+    assert [PARKED_STATE in req.extras for req in undisturbed] == [False] * 3 + [True] * 2 + [False] * 4
+    for k, req in enumerate(undisturbed):
+        if PARKED_STATE in req.extras:
+            data = handoff.dumps(req, distilled)
+            resumed = handoff.loads(data, distilled, extra_schedulers={PARKED_STATE: regular})
+        else:
+            resumed = handoff.loads(handoff.dumps(req, regular), regular)
+        assert_same(resumed, req)
+        for expected in undisturbed[k + 1 :]:
+            resumed = stage.step(resumed)
+            assert_same(resumed, expected)
+        assert stage.done(resumed)
+
+
+def test_state_extras_payload_and_errors() -> None:
+    """The layout, and what does not fit: no scheduler for a state extra, one for another extra, another class or
+    other step options, a forged step index, a flipped byte; names whose tensors would mix."""
+    video_sched, audio_sched = PAIRS[0].values
+    _, undisturbed = paired_trajectory(video_sched, audio_sched)
+    req = undisturbed[2]
+    data = handoff.dumps(req, video_sched)
+    tensors, metadata = _parts(data)
+    state_class = type(req.extras[AUDIO_STATE]).__name__
+    assert metadata["extras"]["states"][AUDIO_STATE]["state"] == state_class
+    assert metadata["extras"]["tensors"] == [AUDIO_LATENTS] and AUDIO_STATE not in metadata["extras"]["values"]
+    assert {"extras.audio_state.state.step_index", "extras.audio_state.state.plan.sigmas"} <= set(tensors)
+    audio = {AUDIO_STATE: audio_sched}
+    with pytest.raises(
+        ValueError,
+        match=rf"extras\['audio_state'\] is a scheduler state \({state_class}\); pass the scheduler that steps it: "
+        r"loads\(\.\.\., extra_schedulers=\{'audio_state': <its scheduler>\}\)",
+    ):
+        handoff.loads(data, video_sched)
+    with pytest.raises(ValueError, match=r"extra_schedulers names \['audio_latents'\], but .* are \['audio_state'\]"):
+        handoff.loads(data, video_sched, extra_schedulers={**audio, AUDIO_LATENTS: audio_sched})
+    with pytest.raises(ValueError, match=r"extra_schedulers names \['audio_state'\], but .* are \[\]"):
+        handoff.loads(handoff.dumps(req.evolve(extras={}), video_sched), video_sched, extra_schedulers=audio)
+    with pytest.raises(ValueError, match=r"extras\['audio_state'\]: UniPCMultistep: .* another scheduler class"):
+        handoff.loads(data, video_sched, extra_schedulers={AUDIO_STATE: fs.UniPCMultistep()})
+    with pytest.raises(ValueError, match=r"extras\['audio_state'\]: FlowMatchEulerDiscrete: .* other step options"):
+        handoff.loads(data, video_sched, extra_schedulers={AUDIO_STATE: FLOW(shift=1.0)})  # not stochastic
+    forged = _forged(data, _set("extras.audio_state.state.step_index", lambda t: t + 9))
+    with pytest.raises(ValueError, match=r"extras\['audio_state'\]: .* step_index \[11, 11\] lies outside"):
+        handoff.loads(forged, video_sched, extra_schedulers=audio)
+    size = int.from_bytes(data[:8], "little")
+    begin, end = json.loads(data[8 : 8 + size])["extras.audio_state.state.plan.sigmas"]["data_offsets"]
+    flipped = bytearray(data)
+    flipped[8 + size + (begin + end) // 2] ^= 0x01
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        handoff.loads(bytes(flipped), video_sched, extra_schedulers=audio)
+    with pytest.raises(ValueError, match=r"extras \['audio_state.state'\] would lie under 'extras.audio_state.state.'"):
+        handoff.dumps(req.with_extras(**{"audio_state.state": torch.zeros(1)}), video_sched)
+
+
+def test_version_1_payloads_still_load() -> None:
+    """Version 1 had no state extras ("states"); its payloads load as before."""
+    sched, data = _payload()
+
+    def as_version_1(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        del metadata["extras"]["states"]
+        metadata["version"] = 1
+
+    old = handoff.loads(_forged(data, as_version_1), sched)
+    assert same_req(old, handoff.loads(data, sched)) and dict(old.extras) == {}
+
+
 # ---------------------------------------------------------------------------------------------------- bad payloads
 def _payload() -> tuple[Any, bytes]:
     case = CASES["dpm++2m"]
@@ -273,7 +384,8 @@ def test_payload_is_safetensors_with_versioned_json_header() -> None:
     size = int.from_bytes(data[:8], "little")
     assert data[8:9] == b"{" and len(data) > 8 + size
     tensors, metadata = _parts(data)
-    assert metadata["format"] == "functional_sched.request" and metadata["version"] == 1
+    assert metadata["format"] == "functional_sched.request" and metadata["version"] == 2
+    assert metadata["extras"] == {"values": {}, "tensors": [], "states": {}}
     assert (
         metadata["scheduler"]["class"] == "DPMSolverMultistep" and metadata["scheduler"]["config"]["solver_order"] == 2
     )
@@ -395,7 +507,7 @@ def _add(key: str) -> Callable[..., None]:
 
 
 FORGERIES = [
-    ("version", _meta(("version",), 2), "request format version 2, but this functional-sched reads"),
+    ("version", _meta(("version",), 3), "request format version 3, but this functional-sched reads"),
     ("version-true", _meta(("version",), True), "request format version True"),
     ("state-version", _meta(("state", "version"), 2), "format version 2, but this functional-sched reads"),
     ("state-class", _meta(("state", "state"), "UniPCState"), "another scheduler class"),
@@ -432,6 +544,12 @@ FORGERIES = [
     ("request-field", _meta(("request", "seed"), "three"), "request field seed='three' missing or malformed"),
     ("dtype-field", _meta(("request", "dtype"), "Tensor"), "request field dtype='Tensor'"),
     ("section", _meta(("extras",), None), "metadata 'extras' missing or malformed"),
+    ("extras-states", _meta(("extras", "states"), {"x": 1}), "metadata 'extras' needs values, tensors and states"),
+    (
+        "extras-twice",
+        lambda tensors, metadata: metadata["extras"].update(values={"x": 1}, states={"x": {}}),
+        r"extras names \['x', 'x'\], not distinct",
+    ),
 ]
 
 
@@ -447,7 +565,7 @@ def test_forged_payloads_are_refused(edit: Callable[..., None], match: str) -> N
 def test_what_cannot_be_handed_off() -> None:
     sched, data = _payload()
     req = handoff.loads(data, sched)
-    with pytest.raises(TypeError, match=r"extras\['shape'\] is a tuple; extras travel as tensors or JSON"):
+    with pytest.raises(TypeError, match=r"extras\['shape'\] is a tuple; extras travel as tensors, scheduler states"):
         handoff.dumps(req.with_extras(shape=(1, 2)), sched)
     with pytest.raises(TypeError, match=r"extras\['fn'\] is a builtin_function_or_method"):
         handoff.dumps(req.with_extras(fn=print), sched)
