@@ -23,11 +23,6 @@ from .stepping import Stepped, step_grouped, stream_seed
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def stochastic(scheduler: Any) -> bool:
-    """Whether the scheduler's step takes fresh noise."""
-    return scheduler.stochastic
-
-
 def _per_row(values: Sequence[float], counts: Sequence[int], like: torch.Tensor) -> torch.Tensor:
     """One value per row, [R, 1, ..., 1] in `like`'s dtype."""
     column = torch.tensor(
@@ -86,6 +81,12 @@ def cat_embeds(embeds: Sequence[torch.Tensor | None], name: str) -> torch.Tensor
     return torch.cat(list(embeds))  # type: ignore[arg-type]
 
 
+def require_prepared(req: Req, stage: str, what: str = "scheduler state or no latents", how: str = "") -> None:
+    """A clear error for a request that has not been through PrepareTimesteps and PrepareLatents yet."""
+    if req.state is None or req.latents is None:
+        raise ValueError(f"{stage}: the request has no {what} yet; run PrepareTimesteps and PrepareLatents{how} first.")
+
+
 def scheduler_of(req: Req, default: Any, stage: str) -> Any:
     """The request's own scheduler (a per-request sampler choice), else the stage's."""
     scheduler = req.scheduler if req.scheduler is not None else default
@@ -118,11 +119,7 @@ class Denoise(Stepped):
 
     def _batch_key(self, req: Req) -> tuple[Any, ...]:
         """Requests with equal keys can share a batch: the scheduler, then their tensors alike but for their rows."""
-        if req.state is None or req.latents is None:
-            raise ValueError(
-                f"{type(self).__name__}: the request has no scheduler state or no latents yet; run "
-                "PrepareTimesteps and PrepareLatents first."
-            )
+        require_prepared(req, type(self).__name__)
         return (
             scheduler_of(req, self.scheduler, type(self).__name__),
             batch_signature(req.latents),
@@ -138,7 +135,7 @@ class Denoise(Stepped):
         latents = torch.cat([req.latents for req in reqs])
         model_input = sched.scale_model_input(state, latents)
         output = self.predict(reqs, model_input, sched.timestep(state))
-        noise = torch.cat([step_noise(sched, req) for req in reqs]) if stochastic(sched) else None
+        noise = torch.cat([step_noise(sched, req) for req in reqs]) if sched.stochastic else None
         latents, state = sched.step(state, output, latents, noise=noise)
         pieces = batching.split(state, counts)
         rows = latents.split(counts)

@@ -10,7 +10,7 @@ import torch
 
 from functional_sched import batching
 
-from .denoise import batch_signature, cat_embeds, combine_guidance, step_noise, stochastic
+from .denoise import batch_signature, cat_embeds, combine_guidance, require_prepared, step_noise
 from .prepare import PrepareLatents
 from .request import Req
 from .stepping import Stepped, step_grouped, stream_seed
@@ -54,11 +54,7 @@ class PairedDenoise(Stepped):
 
     def prepare(self, req: Req) -> Req:
         """The request with audio latents and an audio state (each kept where the request has one)."""
-        if req.state is None or req.latents is None:
-            raise ValueError(
-                "PairedDenoise: the request has no video state or latents yet; run PrepareTimesteps and "
-                "PrepareLatents with the video scheduler first."
-            )
+        require_prepared(req, "PairedDenoise", "video state or latents", " with the video scheduler")
         audio = req.extras.get(AUDIO_LATENTS)
         if audio is None:
             shape = req.extras.get(AUDIO_SHAPE)
@@ -99,9 +95,9 @@ class PairedDenoise(Stepped):
             video.timestep(video_state),
             audio.timestep(audio_state),
         )
-        video_noise = torch.cat([step_noise(video, req) for req in reqs]) if stochastic(video) else None
+        video_noise = torch.cat([step_noise(video, req) for req in reqs]) if video.stochastic else None
         audio_noise = None
-        if stochastic(audio):
+        if audio.stochastic:
             audio_noise = torch.cat([step_noise(audio, _audio_view(req), stream=AUDIO_STREAM) for req in reqs])
         video_latents, video_state = video.step(video_state, video_out, video_latents, noise=video_noise)
         audio_latents, audio_state = audio.step(audio_state, audio_out, audio_latents, noise=audio_noise)

@@ -9,7 +9,7 @@ import torch
 
 from functional_sched import FlowMatchEulerDiscrete
 
-from .denoise import Denoise, scheduler_of
+from .denoise import Denoise, require_prepared, scheduler_of
 from .request import Req
 from .stepping import Stepped, float_tuple, step_grouped, stream_seed
 
@@ -96,11 +96,7 @@ class ScheduleSwap(Stepped):
 
     def _swapped(self, req: Req) -> Req:
         """The request, with the distilled schedule swapped in or the regular one back where it is due."""
-        if req.state is None or req.latents is None:
-            raise ValueError(
-                "ScheduleSwap: the request has no scheduler state or no latents yet; run PrepareTimesteps and "
-                "PrepareLatents first."
-            )
+        require_prepared(req, "ScheduleSwap")
         parked = req.extras.get(PARKED_STATE)
         if parked is not None:
             if self.distilled.scheduler.steps_taken(req.state) < self.distilled_steps:

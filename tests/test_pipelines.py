@@ -34,10 +34,6 @@ def sd_parts() -> dict[str, Any]:
     return tiny.sd_parts()
 
 
-def _sd(parts: dict[str, Any], scheduler: Any, cls: type = diffusers.StableDiffusionPipeline) -> Any:
-    return tiny.sd_pipeline(scheduler, cls)
-
-
 def _sd_call(parts: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
     return {
         "prompt_embeds": parts["prompt_embeds"],
@@ -51,7 +47,7 @@ def _sd_call(parts: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
 
 
 def _txt2img(parts: dict[str, Any], scheduler: Any, **kwargs: Any) -> Any:
-    return _sd(parts, scheduler)(height=32, width=32, **_sd_call(parts, **kwargs)).images
+    return tiny.sd_pipeline(scheduler)(height=32, width=32, **_sd_call(parts, **kwargs)).images
 
 
 def _is_drop_in(scheduler: Any) -> bool:
@@ -105,7 +101,7 @@ def test_comparison_is_sensitive(sd_parts: dict[str, Any]) -> None:
     unipc = _txt2img(sd_parts, drop_in.UniPCMultistepScheduler(**SD_KWARGS))
     assert not torch.equal(dpm, unipc)
     sde = drop_in.DPMSolverMultistepScheduler(**SD_KWARGS, algorithm_type="sde-dpmsolver++")
-    pipe = _sd(sd_parts, sde)
+    pipe = tiny.sd_pipeline(sde)
     first = pipe(height=32, width=32, **_sd_call(sd_parts)).images
     latents = torch.randn(first.shape, generator=torch.Generator().manual_seed(SEED))
     # The same initial latents, but the step noise drawn from a different generator state.
@@ -124,18 +120,18 @@ SWITCHES = [
 @pytest.mark.parametrize(("start", "target"), SWITCHES)
 def test_from_config_switch(sd_parts: dict[str, Any], start: str, target: str) -> None:
     """`pipe.scheduler = X.from_config(pipe.scheduler.config)`, from a diffusers and from a drop-in scheduler."""
-    reference_pipe = _sd(sd_parts, getattr(diffusers, start)(**SD_KWARGS))
+    reference_pipe = tiny.sd_pipeline(getattr(diffusers, start)(**SD_KWARGS))
     reference_pipe.scheduler = getattr(diffusers, target).from_config(reference_pipe.scheduler.config)
     reference = reference_pipe(height=32, width=32, **_sd_call(sd_parts)).images
 
     # diffusers scheduler -> drop-in class
-    pipe = _sd(sd_parts, getattr(diffusers, start)(**SD_KWARGS))
+    pipe = tiny.sd_pipeline(getattr(diffusers, start)(**SD_KWARGS))
     pipe.scheduler = getattr(drop_in, target).from_config(pipe.scheduler.config)
     assert _is_drop_in(pipe.scheduler)
     _assert_same(reference, pipe(height=32, width=32, **_sd_call(sd_parts)).images)
 
     # drop-in -> drop-in class, and the drop-in's config feeds diffusers' class too
-    pipe = _sd(sd_parts, getattr(drop_in, start)(**SD_KWARGS))
+    pipe = tiny.sd_pipeline(getattr(drop_in, start)(**SD_KWARGS))
     assert target in {cls.__name__ for cls in pipe.scheduler.compatibles}
     switched = getattr(drop_in, target).from_config(pipe.scheduler.config)
     back = getattr(diffusers, target).from_config(pipe.scheduler.config)
@@ -161,8 +157,8 @@ def _recorded(pipe: Any, parts: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
 def test_callback_reads_scheduler_mid_run(sd_parts: dict[str, Any], name: str) -> None:
-    reference = _recorded(_sd(sd_parts, getattr(diffusers, name)(**SD_KWARGS)), sd_parts)
-    ours = _recorded(_sd(sd_parts, getattr(drop_in, name)(**SD_KWARGS)), sd_parts)
+    reference = _recorded(tiny.sd_pipeline(getattr(diffusers, name)(**SD_KWARGS)), sd_parts)
+    ours = _recorded(tiny.sd_pipeline(getattr(drop_in, name)(**SD_KWARGS)), sd_parts)
     assert [row[1] for row in reference] == list(range(1, STEPS + 1))
     assert len(ours) == len(reference) == STEPS
     for (i, index, begin, timesteps, t, latents), (i_, index_, begin_, timesteps_, t_, latents_) in zip(
@@ -188,7 +184,7 @@ def test_img2img_strength(sd_parts: dict[str, Any], name: str, options: dict[str
     image = np.random.default_rng(7).random((1, 32, 32, 3), dtype=np.float32)
 
     def run(scheduler: Any) -> tuple[Any, Any]:
-        pipe = _sd(sd_parts, scheduler, diffusers.StableDiffusionImg2ImgPipeline)
+        pipe = tiny.sd_pipeline(scheduler, diffusers.StableDiffusionImg2ImgPipeline)
         call = _sd_call(sd_parts, num_inference_steps=6)
         latents = pipe(image=image, strength=strength, **call).images
         return latents, (scheduler.begin_index, scheduler.step_index, scheduler.timesteps.clone())
