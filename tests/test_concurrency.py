@@ -19,10 +19,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import _tiny_pipelines as tiny
 import diffusers
 import test_pipelines
 import torch
-from test_pipelines import SD_KWARGS, _sd, _sd_call
+from test_pipelines import SD_KWARGS, _sd_call
 
 from functional_sched.adapters.drop_in import DPMSolverMultistepScheduler, as_diffusers, for_request
 
@@ -106,13 +107,13 @@ class _Turns:
 
 
 def _serial(parts: dict[str, Any], scheduler_class: type, steps: list[int]) -> list[torch.Tensor]:
-    return [_run(_sd(parts, scheduler_class(**SD_KWARGS)), parts, n) for n in steps]
+    return [_run(tiny.sd_pipeline(scheduler_class(**SD_KWARGS)), parts, n) for n in steps]
 
 
 # ------------------------------------------------------------------------------------------------ for_request
 def test_for_request_shares_models_not_scheduler(sd_parts: dict[str, Any]) -> None:
     for original in (diffusers.DPMSolverMultistepScheduler(**SD_KWARGS), DPMSolverMultistepScheduler(**SD_KWARGS)):
-        pipe = _sd(sd_parts, original)
+        pipe = tiny.sd_pipeline(original)
         config = pipe.config
         snapshot = dict(config)
         request = for_request(pipe)
@@ -143,7 +144,7 @@ def test_upstream_shared_dpm_solver_is_corrupted_by_concurrent_requests(sd_parts
     end of the shared sigmas: all three requests die with the same IndexError, none produces an image.
     """
     steps = list(STEP_COUNTS)
-    pipe = _sd(sd_parts, diffusers.DPMSolverMultistepScheduler(**SD_KWARGS))
+    pipe = tiny.sd_pipeline(diffusers.DPMSolverMultistepScheduler(**SD_KWARGS))
     turns = _Turns(steps)
     results = turns.run([pipe] * len(steps), sd_parts, steps)
     assert turns.order == [0, 1, 2, 0, 1, 2, 0, 1]  # UNet calls entered; the last three steps raise in `step`
@@ -159,7 +160,7 @@ def test_for_request_interleaved_equals_serial(sd_parts: dict[str, Any]) -> None
     steps = list(STEP_COUNTS)
     for scheduler_class in (diffusers.DPMSolverMultistepScheduler, DPMSolverMultistepScheduler):
         serial = _serial(sd_parts, DPMSolverMultistepScheduler, steps)
-        pipe = _sd(sd_parts, scheduler_class(**SD_KWARGS))
+        pipe = tiny.sd_pipeline(scheduler_class(**SD_KWARGS))
         turns = _Turns(steps)
         results = turns.run([for_request(pipe) for _ in steps], sd_parts, steps)
         assert turns.order == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 1, 2, 1, 1]  # really interleaved
@@ -172,8 +173,8 @@ def test_for_request_interleaved_equals_serial(sd_parts: dict[str, Any]) -> None
 def test_for_request_under_load_equals_serial(sd_parts: dict[str, Any]) -> None:
     """8 threads, no turn keeper, random step counts: each request equals its serial run."""
     steps = random.Random(3).choices(range(2, 9), k=8)
-    serial = {n: _run(_sd(sd_parts, DPMSolverMultistepScheduler(**SD_KWARGS)), sd_parts, n) for n in set(steps)}
-    pipe = _sd(sd_parts, diffusers.DPMSolverMultistepScheduler(**SD_KWARGS))
+    serial = {n: _run(tiny.sd_pipeline(DPMSolverMultistepScheduler(**SD_KWARGS)), sd_parts, n) for n in set(steps)}
+    pipe = tiny.sd_pipeline(diffusers.DPMSolverMultistepScheduler(**SD_KWARGS))
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(lambda n: _run(for_request(pipe), sd_parts, n), steps))
     for n, result in zip(steps, results, strict=True):
