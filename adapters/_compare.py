@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import functional_sched as fs
-from functional_sched._scheduler import Scheduler
+from functional_sched.machinery.scheduler import Scheduler
 
 from ._cases import Case
 from .diffusers import from_diffusers

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 import functional_sched as fs
-from functional_sched._scheduler import Scheduler
+from functional_sched.machinery.scheduler import Scheduler
 
 
 def from_diffusers(scheduler: Any) -> Scheduler:

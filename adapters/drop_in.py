@@ -29,8 +29,8 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 import functional_sched as fs
-from functional_sched import _host
-from functional_sched._scheduler import Scheduler
+from functional_sched.machinery import host
+from functional_sched.machinery.scheduler import Scheduler
 
 from .diffusers import from_diffusers, to_diffusers_config
 
@@ -124,7 +124,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
     def step_index(self) -> int | None:
         if self._state is None:
             return None
-        value = _host.read(self._state.step_index)
+        value = host.read(self._state.step_index)
         return int(self._state.step_index[0]) if value is None else value
 
     @property

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite
 
-from functional_sched.loop import SamplingLoop
+from functional_sched.machinery.loop import SamplingLoop
 
 VARIANTS = {"inductor defaults": {}, "combo_kernels (the loop default)": {"combo_kernels": True}}
 

@@ -44,7 +44,7 @@ import torch
 import functional_sched as fs
 from functional_sched import batching
 from functional_sched.adapters import from_diffusers
-from functional_sched.loop import DEFAULT_COMPILE_OPTIONS, SamplingLoop
+from functional_sched.machinery.loop import DEFAULT_COMPILE_OPTIONS, SamplingLoop
 
 SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 

@@ -7,16 +7,17 @@ for _ in range(len(sched.timesteps(state))):
     latents, state = sched.step(state, model_output, latents)
 """
 
-from . import batching, serialize
-from ._checks import unchecked
-from ._host import capturing
-from ._plan import Plan
-from ._record import record
-from .dpm_solver import DPMSolverMultistep, DPMSolverState
-from .flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
-from .loop import SamplingLoop
-from .noise import randn_tensor
-from .unipc import UniPCMultistep, UniPCState
+from .machinery import batching, serialize
+from .machinery.checks import unchecked
+from .machinery.host import capturing
+from .machinery.loop import SamplingLoop
+from .machinery.noise import randn_tensor
+from .machinery.plan import Plan
+from .machinery.record import record
+from .machinery.scheduler import Scheduler
+from .schedulers.dpm_solver import DPMSolverMultistep, DPMSolverState
+from .schedulers.flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
+from .schedulers.unipc import UniPCMultistep, UniPCState
 
 #: Every scheduler of the core, by diffusers class: `scheduler_cls.diffusers_name` names the class it reproduces.
 SCHEDULERS = (FlowMatchEulerDiscrete, DPMSolverMultistep, UniPCMultistep)
@@ -29,6 +30,7 @@ __all__ = [
     "FlowMatchEulerState",
     "Plan",
     "SamplingLoop",
+    "Scheduler",
     "UniPCMultistep",
     "UniPCState",
     "batching",

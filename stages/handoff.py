@@ -29,7 +29,7 @@ import attrs
 import torch
 
 from functional_sched import serialize
-from functional_sched._plan import Plan
+from functional_sched.machinery.plan import Plan
 
 from .request import Req
 

@@ -10,7 +10,7 @@ import attrs
 import torch
 
 from functional_sched import randn_tensor
-from functional_sched.schedules import np_linspace
+from functional_sched.math.schedules import np_linspace
 
 from .denoise import scheduler_of
 from .request import Req

@@ -475,7 +475,8 @@ def test_unchecked_is_scoped_to_its_block_and_thread() -> None:
 
 def test_eager_entry_caches_are_freed_with_their_plans() -> None:
     """Eager steps cache each plan's 0-d coefficients; dropping the plan drops them (no leak)."""
-    from functional_sched import _host, _scheduler
+    from functional_sched.machinery import host as _host
+    from functional_sched.machinery import scheduler as _scheduler
 
     sched, sample = fs.FlowMatchEulerDiscrete(), torch.randn(1, 4)
     state = sched.init(sample=sample, sigmas=[0.987654, 0.5, 0.25])

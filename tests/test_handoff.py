@@ -33,7 +33,8 @@ from test_patterns import (
 from test_stages import SHAPE, make_req, same_req, tiny_model
 
 import functional_sched as fs
-from functional_sched import _host, batching, serialize
+from functional_sched import batching, serialize
+from functional_sched.machinery import host as _host
 from functional_sched.stages import Denoise, Req, handoff
 from functional_sched.stages.paired import AUDIO_LATENTS, AUDIO_SHAPE, AUDIO_STATE, PairedDenoise
 from functional_sched.stages.swap import PARKED_STATE

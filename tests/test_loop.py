@@ -11,7 +11,7 @@ import torch._dynamo.testing
 from _support import FACTORIES, Case, is_stochastic, latents
 
 import functional_sched as fs
-from functional_sched.loop import SamplingLoop
+from functional_sched.machinery.loop import SamplingLoop
 
 SHAPE = (2, 4, 6, 6)
 

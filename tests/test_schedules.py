@@ -1,4 +1,4 @@
-"""Unit tests of the host-side schedule math (`functional_sched/schedules.py`, `_beta_quantile.py`) against the
+"""Unit tests of the host-side schedule math (`functional_sched/math/schedules.py`, `beta_quantile.py`) against the
 references it reproduces: numpy, scipy, and diffusers 0.42.1's own helpers, run here in the test."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import scipy.stats
 import torch
 from diffusers.schedulers import scheduling_dpmsolver_multistep as diffusers_dpm
 
-from functional_sched import _beta_quantile, schedules
+from functional_sched.math import beta_quantile as _beta_quantile
+from functional_sched.math import schedules
 
 # diffusers' DPMSolverMultistepScheduler.set_timesteps calls np.array on a tensor (numpy 2 warns).
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

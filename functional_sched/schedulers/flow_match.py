@@ -7,10 +7,11 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from . import _checks, _validate, schedules
-from ._plan import Plan, as_dtype, scaled, single_plan
-from ._record import record
-from ._scheduler import Scheduler
+from ..machinery import checks, options
+from ..machinery.plan import Plan, as_dtype, scaled, single_plan
+from ..machinery.record import record
+from ..machinery.scheduler import Scheduler
+from ..math import schedules
 
 # Columns of the coefficient table.
 SIGMA, DT, ONE_MINUS_NEXT_SIGMA, NEXT_SIGMA = range(4)
@@ -54,8 +55,8 @@ class FlowMatchEulerDiscrete(Scheduler):
 
     def __attrs_post_init__(self) -> None:
         owner = self.name
-        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=1)
-        _validate.real(owner, "shift", self.shift, positive=True)
+        options.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=1)
+        options.real(owner, "shift", self.shift, positive=True)
         for option in (
             "use_dynamic_shifting",
             "invert_sigmas",
@@ -64,16 +65,16 @@ class FlowMatchEulerDiscrete(Scheduler):
             "use_beta_sigmas",
             "stochastic_sampling",
         ):
-            _validate.flag(owner, option, getattr(self, option))
-        _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
-        _validate.at_most_one(
+            options.flag(owner, option, getattr(self, option))
+        options.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
+        options.at_most_one(
             owner,
             use_karras_sigmas=self.use_karras_sigmas,
             use_exponential_sigmas=self.use_exponential_sigmas,
             use_beta_sigmas=self.use_beta_sigmas,
         )
         if self.shift_terminal is not None:
-            _validate.real(owner, "shift_terminal", self.shift_terminal)
+            options.real(owner, "shift_terminal", self.shift_terminal)
             if self.shift_terminal >= 1:
                 raise ValueError(f"{owner}: shift_terminal must be < 1, got {self.shift_terminal!r}.")
 
@@ -184,17 +185,17 @@ class FlowMatchEulerDiscrete(Scheduler):
         The result has `sample`'s dtype; the arithmetic is float32 (float64 for float64 samples) as in diffusers.
         `noise` (standard normal, like `sample`) is required with `stochastic_sampling`, ignored otherwise.
         """
-        if _checks.checking():
+        if checks.checking():
             self._check(state, model_output, sample, noise)
         c = self._coefficients(state, sample)
         work = as_dtype(sample, state.plan.coefficients.dtype)
         if self.stochastic_sampling:
-            x0 = work - scaled(c[SIGMA], model_output, host=False)  # diffusers keeps these sigmas on the device
-            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0, host=False) + scaled(
-                c[NEXT_SIGMA], as_dtype(noise, work.dtype), host=False
+            x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
+            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False) + scaled(
+                c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False
             )
         else:
-            prev_sample = work + scaled(c[DT], model_output, host=False)
+            prev_sample = work + scaled(c[DT], model_output, on_host=False)
         return as_dtype(prev_sample, sample.dtype), state.replace(step_index=self._next("step_index", state.step_index))
 
     def _check(
@@ -205,6 +206,6 @@ class FlowMatchEulerDiscrete(Scheduler):
         noise: torch.Tensor | None,
     ) -> None:
         self._check_step_rows(state, model_output, sample)
-        _checks.check_like(self.name, "model_output", model_output, sample, "sample")
+        checks.check_like(self.name, "model_output", model_output, sample, "sample")
         if self.stochastic_sampling:
-            _checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)
+            checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)

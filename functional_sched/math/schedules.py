@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._beta_quantile import beta_quantile
+from .beta_quantile import beta_quantile
 
 F64 = torch.float64
 F32 = torch.float32

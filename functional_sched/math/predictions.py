@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ._plan import divided, scaled
+from ..machinery.plan import divided, scaled
 
 DATA_PREDICTIONS = ("epsilon", "sample", "v_prediction", "flow_prediction")
 NOISE_PREDICTIONS = ("epsilon", "sample", "v_prediction")

@@ -17,10 +17,11 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from . import _checks, _predictions, _validate, schedules
-from ._multistep import MultistepScheduler
-from ._plan import Plan, as_dtype, by_warmup, divided, scaled
-from ._record import record
+from ..machinery import checks, options
+from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
+from ..machinery.record import record
+from ..math import predictions, schedules
+from .multistep import MultistepScheduler
 
 ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")
 SOLVER_TYPES = ("midpoint", "heun")
@@ -83,11 +84,11 @@ class DPMSolverMultistep(MultistepScheduler):
     def __attrs_post_init__(self) -> None:
         owner = self.name
         self._validate_common("euler_at_final", "use_lu_lambdas")
-        _validate.one_of(owner, "algorithm_type", self.algorithm_type, ALGORITHMS)
-        _validate.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
-        _validate.one_of(owner, "variance_type", self.variance_type, VARIANCE_TYPES)
-        _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential",))
-        _validate.real(owner, "lambda_min_clipped", self.lambda_min_clipped, allow_inf=True)
+        options.one_of(owner, "algorithm_type", self.algorithm_type, ALGORITHMS)
+        options.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
+        options.one_of(owner, "variance_type", self.variance_type, VARIANCE_TYPES)
+        options.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential",))
+        options.real(owner, "lambda_min_clipped", self.lambda_min_clipped, allow_inf=True)
         self._validate_prediction(self.data_prediction, f"algorithm_type={self.algorithm_type!r}")
         if not self.data_prediction and self.final_sigmas_type == "zero":
             raise ValueError(
@@ -203,7 +204,7 @@ class DPMSolverMultistep(MultistepScheduler):
         The SDE algorithms need `noise` (standard normal, `sample`'s shape); draw it with
         `functional_sched.randn_tensor(sample.shape, generator=g, dtype=torch.float32)` to match diffusers.
         """
-        if _checks.checking():
+        if checks.checking():
             self._check(state, model_output, sample, noise)
         c = self._coefficients(state, sample, state.lower_order_nums)
         m0 = self._convert(model_output, sample, c)
@@ -236,23 +237,23 @@ class DPMSolverMultistep(MultistepScheduler):
             model_output = model_output[:, :3]  # the learned variance channels follow the first three
         if self.data_prediction:
             return self._data_prediction(model_output, sample, (alpha, sigma, raw_sigma))
-        epsilon = _predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
+        epsilon = predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
         if self.thresholding:
             x0 = divided(sample - scaled(sigma, epsilon), alpha)
-            x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+            x0 = predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
             epsilon = divided(sample - scaled(alpha, x0), sigma)
         return epsilon
 
     def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
         owner = self.name
         if self.variance_type is None:
-            _checks.check_like(owner, "model_output", model_output, sample, "sample")
+            checks.check_like(owner, "model_output", model_output, sample, "sample")
         if self.stochastic:
-            _checks.check_noise(owner, f"algorithm_type={self.algorithm_type!r} is stochastic and", noise, sample)
+            checks.check_noise(owner, f"algorithm_type={self.algorithm_type!r} is stochastic and", noise, sample)
 
 
 def _as_floats(values: Any) -> tuple[float, ...] | None:
-    return _validate.floats("DPMSolverMultistep", "trained_betas", values)
+    return options.floats("DPMSolverMultistep", "trained_betas", values)
 
 
 def _coefficients(scheduler: DPMSolverMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:

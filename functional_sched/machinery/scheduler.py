@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 import torch
 import torch.utils._pytree as pytree
 
-from . import _checks, _host
-from ._plan import Plan, coefficient_views, gather_rows, gather_step, per_row, working_dtype
+from . import checks, host
+from .plan import Plan, coefficient_views, gather_rows, gather_step, per_row, working_dtype
 
 CustomTable = Sequence[float] | torch.Tensor | None
 
@@ -72,7 +72,7 @@ class Scheduler:
 
     @functools.cached_property
     def fingerprint(self) -> int:
-        return _checks.fingerprint(self.name, self._step_options())
+        return checks.fingerprint(self.name, self._step_options())
 
     def plan(
         self,
@@ -129,7 +129,7 @@ class Scheduler:
         if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < steps:
             raise ValueError(f"{self.name}.init: begin_index must be in [0, {steps}), got {begin_index!r}.")
         rows = sample.shape[0]
-        step_index = _host.counter("step_index", begin_index, rows, sample.device)
+        step_index = host.counter("step_index", begin_index, rows, sample.device)
         return self._start(plan, sample, step_index, self._fingerprint_on(sample.device))
 
     def timesteps(self, state: Any) -> torch.Tensor:
@@ -144,25 +144,25 @@ class Scheduler:
 
     def timestep(self, state: Any) -> torch.Tensor:
         """The current timestep of each row, [R] (what the model is conditioned on)."""
-        if _checks.checking():
+        if checks.checking():
             self._check_state(state)
         plan = state.plan
-        step = _host.read(state.step_index) if not _host.tracing() else None
+        step = host.read(state.step_index) if not host.tracing() else None
         if step is not None and plan.timesteps.shape[0] == 1:
             if step >= plan.timesteps.shape[1]:
-                _checks.raise_finished(self.name, state)
+                checks.raise_finished(self.name, state)
             return plan.timesteps[0, step].expand(state.step_index.shape[0])  # a view, as diffusers' timesteps[i]
         try:
             return gather_rows(plan.timesteps, state.step_index)
         except IndexError:
-            _checks.raise_finished(self.name, state)
+            checks.raise_finished(self.name, state)
             raise
 
     def steps_taken(self, state: Any) -> int:
         """The step index of the state's rows (the steps they took), read without a device sync where the host
         knows it; rows at different steps raise (split them with `batching.split` first)."""
         index = state.step_index
-        step = _host.read(index) if not _host.tracing() else None
+        step = host.read(index) if not host.tracing() else None
         if step is None:
             values = index.tolist()
             if not values or values.count(values[0]) != len(values):
@@ -176,7 +176,7 @@ class Scheduler:
         A state of one schedule whose step the host knows (from `init`/`step`) answers without a device sync.
         """
         plan, index = state.plan, state.step_index
-        step = _host.read(index) if not _host.tracing() else None
+        step = host.read(index) if not host.tracing() else None
         if step is not None and plan.num_steps.shape[0] == 1:
             return max(plan.timesteps.shape[1] - step, 0)
         return int((plan.num_steps - index).clamp(min=0).max())
@@ -191,38 +191,38 @@ class Scheduler:
 
     def add_noise(self, state: Any, original_samples: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Noise `original_samples` to each row's current step (img2img starts: init with `begin_index`)."""
-        if _checks.checking():
+        if checks.checking():
             rows, device = state.step_index.shape[0], state.step_index.device
-            _checks.check_rows(self.name, "original_samples", original_samples, rows, device)
-            _checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
+            checks.check_rows(self.name, "original_samples", original_samples, rows, device)
+            checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
         sigma = gather_rows(state.plan.sigmas.to(original_samples.dtype), state.step_index)
         alpha_t, sigma_t = self._alpha_sigma(sigma)
         return per_row(alpha_t, original_samples) * original_samples + per_row(sigma_t, noise) * noise
 
     # ------------------------------------------------------------------ shared by the steps
     def _fingerprint_on(self, device: torch.device) -> torch.Tensor:
-        return _checks.fingerprint_tensor(self.fingerprint, device)
+        return checks.fingerprint_tensor(self.fingerprint, device)
 
     def _check_step_rows(self, state: Any, model_output: torch.Tensor, sample: torch.Tensor) -> None:
         """The state, and that the sample and the model output have its rows and device."""
         self._check_state(state)
         rows, device = state.step_index.shape[0], state.step_index.device
-        _checks.check_rows(self.name, "sample", sample, rows, device)
-        _checks.check_rows(self.name, "model_output", model_output, rows, device)
+        checks.check_rows(self.name, "sample", sample, rows, device)
+        checks.check_rows(self.name, "model_output", model_output, rows, device)
 
     def _check_state(self, state: Any) -> None:
         index = state.step_index
-        step_known = not index.is_cpu and _host.read(index) is not None  # a CPU read is free anyway
-        _checks.check_state(self.name, state, self.state_type, self.fingerprint, step_known)
+        step_known = not index.is_cpu and host.read(index) is not None  # a CPU read is free anyway
+        checks.check_state(self.name, state, self.state_type, self.fingerprint, step_known)
 
     def _host_entry(self, state: Any, warmup: torch.Tensor | None) -> tuple[torch.Tensor, int, int] | None:
-        """(host table, step, warm-up level) when the host knows them without a device read (see `_host`)."""
+        """(host table, step, warm-up level) when the host knows them without a device read (see `host`)."""
         plan = state.plan
-        if plan.coefficients.shape[0] != 1 or _host.tracing():
+        if plan.coefficients.shape[0] != 1 or host.tracing():
             return None
-        table = _host.host_table(plan.coefficients)
-        step = _host.read(state.step_index) if table is not None else None
-        level = 0 if warmup is None or step is None else _host.read(warmup)
+        table = host.host_table(plan.coefficients)
+        step = host.read(state.step_index) if table is not None else None
+        level = 0 if warmup is None or step is None else host.read(warmup)
         return None if step is None or level is None else (table, step, level)
 
     def _coefficients(
@@ -230,28 +230,28 @@ class Scheduler:
     ) -> tuple[torch.Tensor, ...]:
         """The step's coefficients, each broadcastable against `like`: one per row, for its step (and warm-up).
 
-        When the host knows the step (`_host`), they are the plan entry's 0-d CPU scalars, what diffusers multiplies
+        When the host knows the step (`host`), they are the plan entry's 0-d CPU scalars, what diffusers multiplies
         by; otherwise one gather on the device serves all rows. The values and the arithmetic are the same.
         """
         known = self._host_entry(state, warmup)
         if known is not None:
             table, step, level = known
             if step >= table.shape[1]:
-                _checks.raise_finished(self.name, state)
-            return _host.entry_scalars(table, step, level)
+                checks.raise_finished(self.name, state)
+            return host.entry_scalars(table, step, level)
         try:
             return coefficient_views(gather_step(state.plan, state.step_index, warmup), like)
         except IndexError:  # an index past the end: on the CPU the checks leave it to the lookup
-            _checks.raise_finished(self.name, state)
+            checks.raise_finished(self.name, state)
             raise
 
     def _next(self, role: str, counter: torch.Tensor, cap: int | None = None) -> torch.Tensor:
         """`counter + 1` (at most `cap`): a shared counter when the host knows the value, else a device op."""
-        if not _host.tracing():
-            value = _host.read(counter)
+        if not host.tracing():
+            value = host.read(counter)
             if value is not None:
                 value = value + 1 if cap is None else min(value + 1, cap)
-                return _host.counter(role, value, counter.shape[0], counter.device)
+                return host.counter(role, value, counter.shape[0], counter.device)
         following = counter + 1
         return following if cap is None else torch.clamp(following, max=cap)
 
@@ -279,7 +279,7 @@ def _cpu_plan(scheduler: Scheduler, key: PlanKey) -> Plan:
 @functools.lru_cache(maxsize=256)
 def _plan_on_device(scheduler: Scheduler, key: PlanKey, device: str) -> Plan:
     """The CPU plan moved to `device` once; requests on that device share it."""
-    host = _cpu_plan(scheduler, key)
-    plan = pytree.tree_map(lambda table: table.to(device), host)
-    _host.remember_host_table(plan.coefficients, host.coefficients)
+    cpu_plan = _cpu_plan(scheduler, key)
+    plan = pytree.tree_map(lambda table: table.to(device), cpu_plan)
+    host.remember_host_table(plan.coefficients, cpu_plan.coefficients)
     return plan

@@ -8,9 +8,10 @@ from typing import Any
 
 import torch
 
-from . import _checks, _host, _predictions, _validate, schedules
-from ._plan import Plan, single_plan
-from ._scheduler import Scheduler
+from ..machinery import checks, host, options
+from ..machinery.plan import Plan, single_plan
+from ..machinery.scheduler import Scheduler
+from ..math import predictions, schedules
 
 FINAL_SIGMAS = ("zero", "sigma_min")
 _FLAGS = (
@@ -60,17 +61,17 @@ class MultistepScheduler(Scheduler):
     def _validate_common(self, *flags: str) -> None:
         """The options both solvers have; `flags` are the solver's own boolean options."""
         owner = self.name
-        _validate.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
-        _validate.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
-        _validate.integer(owner, "steps_offset", self.steps_offset, minimum=0)
-        _validate.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
-        _validate.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
-        _validate.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
+        options.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
+        options.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
+        options.integer(owner, "steps_offset", self.steps_offset, minimum=0)
+        options.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
+        options.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
+        options.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
         for option in (*_FLAGS, *flags):
-            _validate.flag(owner, option, getattr(self, option))
+            options.flag(owner, option, getattr(self, option))
         for option in _POSITIVE:
-            _validate.real(owner, option, getattr(self, option), positive=True)
-        _validate.at_most_one(
+            options.real(owner, option, getattr(self, option), positive=True)
+        options.at_most_one(
             owner,
             use_karras_sigmas=self.use_karras_sigmas,
             use_exponential_sigmas=self.use_exponential_sigmas,
@@ -78,8 +79,8 @@ class MultistepScheduler(Scheduler):
         )
 
     def _validate_prediction(self, data_prediction: bool, condition: str) -> None:
-        predictions = _predictions.DATA_PREDICTIONS if data_prediction else _predictions.NOISE_PREDICTIONS
-        _validate.one_of(f"{self.name} with {condition}", "prediction_type", self.prediction_type, predictions)
+        allowed = predictions.DATA_PREDICTIONS if data_prediction else predictions.NOISE_PREDICTIONS
+        options.one_of(f"{self.name} with {condition}", "prediction_type", self.prediction_type, allowed)
 
     def _training_cumprod(self) -> torch.Tensor:
         """alpha_bar of the training schedule, float32."""
@@ -95,9 +96,9 @@ class MultistepScheduler(Scheduler):
         self, model_output: torch.Tensor, sample: torch.Tensor, conversion: tuple[torch.Tensor, ...]
     ) -> torch.Tensor:
         """x0 from the model output (thresholded if configured); `conversion` is (alpha, sigma, raw sigma)."""
-        x0 = _predictions.to_data(self.prediction_type, model_output, sample, *conversion)
+        x0 = predictions.to_data(self.prediction_type, model_output, sample, *conversion)
         if self.thresholding:
-            x0 = _predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
+            x0 = predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
         return x0
 
     def _build_plan(
@@ -116,17 +117,17 @@ class MultistepScheduler(Scheduler):
         return self.state_type(
             plan=plan,
             step_index=step_index,
-            lower_order_nums=_host.counter("lower_order_nums", 0, step_index.shape[0], step_index.device),
-            history=tuple(_host.zeros(f"history.{slot}", sample) for slot in range(self.solver_order)),
+            lower_order_nums=host.counter("lower_order_nums", 0, step_index.shape[0], step_index.device),
+            history=tuple(host.zeros(f"history.{slot}", sample) for slot in range(self.solver_order)),
             fingerprint=fingerprint,
             **self._extra_state(sample),
         )
 
     def _check(self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
         self._check_step_rows(state, model_output, sample)
-        _checks.check_sample_matches_state(self.name, sample, state.history[0].shape, state.history[0].dtype)
+        checks.check_sample_matches_state(self.name, sample, state.history[0].shape, state.history[0].dtype)
         self._check_inputs(model_output, sample, noise)
 
     def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
         """The solver's own checks of its step inputs; by default the model output has the sample's shape."""
-        _checks.check_like(self.name, "model_output", model_output, sample, "sample")
+        checks.check_like(self.name, "model_output", model_output, sample, "sample")

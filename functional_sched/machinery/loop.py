@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from . import _checks, _host
-from ._scheduler import _table_key
+from . import checks, host
 from .noise import randn_tensor
+from .scheduler import _table_key
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
@@ -69,7 +69,7 @@ class _Graph:
             run(self.latents, self.conditioning, self.noise)
         torch.cuda.current_stream(latents.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), _host.capturing():
+        with torch.cuda.graph(self.graph), host.capturing():
             self.output = run(self.latents, self.conditioning, self.noise)
 
     def __call__(
@@ -171,7 +171,7 @@ class SamplingLoop:
         noise: torch.Tensor | torch.Generator | None = None,
     ) -> torch.Tensor:
         """The denoised latents after every step of the schedule (given as `init` takes it)."""
-        if _checks.checking():
+        if checks.checking():
             self._check(latents, conditioning)
         schedule = {"num_inference_steps": num_inference_steps, "timesteps": timesteps, "sigmas": sigmas, "mu": mu}
         steps = self.scheduler.plan(**schedule).timesteps.shape[1]  # cached

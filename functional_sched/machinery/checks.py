@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import _host
+from . import host
 
 
 def fingerprint(owner: str, behaviour: tuple[Any, ...]) -> int:
@@ -41,7 +41,7 @@ def fingerprint_tensor(value: int, device: torch.device) -> torch.Tensor:
 def checking() -> bool:
     """Whether to check inputs now: in eager mode, outside `unchecked()`. (Under compile or a CUDA graph capture:
     never, and the context variable is not even read, so it costs the graph nothing.)"""
-    return not _host.tracing() and _ENABLED.get()
+    return not host.tracing() and _ENABLED.get()
 
 
 @contextlib.contextmanager
@@ -65,7 +65,7 @@ def check_state(owner: str, state: Any, state_type: type, fingerprint: int, step
 
     States built by a scheduler share its fingerprint tensor, recognised by identity with no device sync; only a
     state that came another way (stacked, deserialised) has its value read.
-    For one schedule, when the host knows the step (`step_known`, see `_host`) or on the CPU, the lookup itself
+    For one schedule, when the host knows the step (`step_known`, see `host`) or on the CPU, the lookup itself
     catches a finished row, at no cost; otherwise (stacked schedules, padded) the index is read back here.
     """
     if not isinstance(state, state_type):

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from . import _host
-from ._plan import Plan, working_dtype
-from ._record import fields
-from ._scheduler import Scheduler
+from . import host
+from .plan import Plan, working_dtype
+from .record import fields
+from .scheduler import Scheduler
 
 __all__ = ["FORMAT", "VERSION", "state_from_tensors", "state_to_tensors"]
 
@@ -268,7 +268,7 @@ def _counter(name: str, value: torch.Tensor) -> torch.Tensor:
     values = value.tolist()
     if values.count(values[0]) != len(values):
         return value
-    return _host.counter(name, values[0], len(values), value.device)
+    return host.counter(name, values[0], len(values), value.device)
 
 
 def state_from_tensors(
@@ -300,7 +300,7 @@ def state_from_tensors(
             shared = next((plan for plan in plans if _same_plan(plan, tables)), None)
             values[name] = shared if shared is not None else Plan(**tables)
             if shared is None and device.type != "cpu":
-                _host.remember_host_table(values[name].coefficients, tensors[f"{name}.coefficients"].cpu())
+                host.remember_host_table(values[name].coefficients, tensors[f"{name}.coefficients"].cpu())
         elif kind == _FINGERPRINT:
             values[name] = scheduler._fingerprint_on(device)
         elif kind == "tensor":

@@ -16,10 +16,11 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from . import _checks, _host, _predictions, _validate, schedules
-from ._multistep import MultistepScheduler
-from ._plan import Plan, as_dtype, by_warmup, divided, scaled
-from ._record import record
+from ..machinery import checks, host, options
+from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
+from ..machinery.record import record
+from ..math import predictions, schedules
+from .multistep import MultistepScheduler
 
 SOLVER_TYPES = ("bh1", "bh2")
 
@@ -85,11 +86,11 @@ class UniPCMultistep(MultistepScheduler):
     def __attrs_post_init__(self) -> None:
         owner = self.name
         self._validate_common("predict_x0")
-        _validate.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
-        _validate.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
+        options.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
+        options.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
         for option in ("sigma_min", "sigma_max"):
             if getattr(self, option) is not None:
-                _validate.real(owner, option, getattr(self, option), positive=True)
+                options.real(owner, option, getattr(self, option), positive=True)
         self._validate_prediction(self.predict_x0, f"predict_x0={self.predict_x0}")
         if self.final_sigmas_type == "zero" and (self.solver_type == "bh1" or not self.predict_x0):
             raise ValueError(
@@ -106,7 +107,7 @@ class UniPCMultistep(MultistepScheduler):
         if self.shift_terminal is not None:
             if not self.use_flow_sigmas:
                 raise ValueError(f"{owner}: shift_terminal is only supported with use_flow_sigmas=True.")
-            _validate.real(owner, "shift_terminal", self.shift_terminal)
+            options.real(owner, "shift_terminal", self.shift_terminal)
 
     def _solver_step_options(self) -> tuple[Any, ...]:
         return (self.predict_x0,)
@@ -177,7 +178,7 @@ class UniPCMultistep(MultistepScheduler):
         return _coefficients(self, sigmas, orders)
 
     def _extra_state(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"last_sample": _host.zeros("last_sample", sample)}
+        return {"last_sample": host.zeros("last_sample", sample)}
 
     # ------------------------------------------------------------------------------------------------ step
     def step(
@@ -192,7 +193,7 @@ class UniPCMultistep(MultistepScheduler):
 
         UniPC is deterministic: `noise` is accepted, like every scheduler's step takes it, and not used.
         """
-        if _checks.checking():
+        if checks.checking():
             self._check(state, model_output, sample, noise)
         c = self._coefficients(state, sample, state.lower_order_nums)
         m_new = self._convert(model_output, sample, c)
@@ -227,38 +228,38 @@ class UniPCMultistep(MultistepScheduler):
         m0 = as_dtype(history[-1], dtype)
         # Every coefficient of the update rounds as a device coefficient in diffusers' UniPC (cast to a half-precision
         # sample's dtype before the product: measured on an H100), unlike its model-output conversion.
-        base = scaled(c[A], x, host=False) - scaled(c[B], m0, host=False)
+        base = scaled(c[A], x, on_host=False) - scaled(c[B], m0, on_host=False)
         if self.solver_order >= 2:
             d1 = divided(as_dtype(history[-2], dtype) - m0, c[K1])
             if self.solver_order == 3:
                 d2 = divided(as_dtype(history[-3], dtype) - m0, c[K2])
                 residual = _weighted_sum(c[RHO0], d1, c[RHO1], d2)
             else:
-                residual = scaled(c[RHO0], d1, host=False)  # diffusers' rho weights: device tensors
+                residual = scaled(c[RHO0], d1, on_host=False)  # diffusers' rho weights: device tensors
             if m_new is not None:
-                residual = residual + scaled(c[RHO_LAST], m_new - m0, host=False)
+                residual = residual + scaled(c[RHO_LAST], m_new - m0, on_host=False)
         else:
-            residual = scaled(c[RHO_LAST], m_new - m0, host=False) if m_new is not None else torch.zeros_like(m0)
-        return base - scaled(c[G], residual, host=False)
+            residual = scaled(c[RHO_LAST], m_new - m0, on_host=False) if m_new is not None else torch.zeros_like(m0)
+        return base - scaled(c[G], residual, on_host=False)
 
     def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 with `predict_x0`, else epsilon."""
         alpha, sigma, raw_sigma = c[ALPHA], c[SIGMA], c[RAW_SIGMA]
         if self.predict_x0:
             return self._data_prediction(model_output, sample, (alpha, sigma, raw_sigma))
-        return _predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
+        return predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
 
 
 def _weighted_sum(w0: torch.Tensor, d0: torch.Tensor, w1: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
     """`w0 d0 + w1 d1` rounded as diffusers' `einsum("k,bk...")` rounds it: once, from float32, for half types."""
     if d0.dtype in (torch.float32, torch.float64):
-        return scaled(w0, d0, host=False) + scaled(w1, d1, host=False)
+        return scaled(w0, d0, on_host=False) + scaled(w1, d1, on_host=False)
     w0, w1 = w0.to(d0.dtype).float(), w1.to(d1.dtype).float()  # the weights are cast to the sample's dtype first
-    return (scaled(w0, d0.float(), host=False) + scaled(w1, d1.float(), host=False)).to(d0.dtype)
+    return (scaled(w0, d0.float(), on_host=False) + scaled(w1, d1.float(), on_host=False)).to(d0.dtype)
 
 
 def _as_floats(values: Any) -> tuple[float, ...] | None:
-    return _validate.floats("UniPCMultistep", "trained_betas", values)
+    return options.floats("UniPCMultistep", "trained_betas", values)
 
 
 def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:

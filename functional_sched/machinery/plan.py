@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _host
-from ._record import record
+from . import host
+from .record import record
 
 
 @record
@@ -61,22 +61,22 @@ def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     cast before (eager steps pay per call)."""
     if tensor.dtype == dtype:
         return tensor
-    if tensor.dim() == 0 and tensor.is_cpu and not _host.tracing():
-        return _host.cast(tensor, dtype)
+    if tensor.dim() == 0 and tensor.is_cpu and not host.tracing():
+        return host.cast(tensor, dtype)
     return tensor.to(dtype)
 
 
-def scaled(coefficient: torch.Tensor, tensor: torch.Tensor, *, host: bool = True) -> torch.Tensor:
+def scaled(coefficient: torch.Tensor, tensor: torch.Tensor, *, on_host: bool = True) -> torch.Tensor:
     """`coefficient * tensor` for a broadcastable per-row coefficient, rounded as torch rounds diffusers' product.
 
-    diffusers multiplies by a 0-d float32 coefficient, on the host (`host`: DPM-Solver and UniPC keep their sigmas
+    diffusers multiplies by a 0-d float32 coefficient, on the host (`on_host`: DPM-Solver and UniPC keep their sigmas
     on the CPU) or on the sample's device (flow-match Euler; UniPC's rho weights, made in the sample's dtype). Type
     promotion rounds a device coefficient, and on the CPU a host one, to a half-precision tensor's dtype before the
     product; a CUDA kernel takes a host coefficient at float precision and rounds only the product.
     """
     if coefficient.dtype == tensor.dtype:
         return coefficient * tensor
-    if host and tensor.is_cuda:
+    if on_host and tensor.is_cuda:
         return as_dtype(coefficient * tensor, tensor.dtype)  # a host 0-d coefficient keeps the tensor's dtype itself
     return as_dtype(coefficient, tensor.dtype) * tensor
 

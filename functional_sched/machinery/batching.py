@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from ._plan import Plan
-from ._record import fields
+from .plan import Plan
+from .record import fields
 
 __all__ = ["split", "stack"]
 
