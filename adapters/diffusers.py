@@ -11,17 +11,17 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
 import functional_sched as fs
+from functional_sched.machinery import options
 from functional_sched.machinery.scheduler import Scheduler
 
 
 def from_diffusers(scheduler: Any) -> Scheduler:
     """The functional scheduler with the same algorithm and options as the diffusers `scheduler` object.
 
-    Each key of `scheduler.config` maps to the field of the same name. A key that is no field of ours raises
-    `NotImplementedError` unless its value is diffusers' default for that class (then it changes nothing).
+    Each key of `scheduler.config` maps to the declared option of the same name (`config_options`). A key that is
+    no option of ours raises `NotImplementedError` unless its value is diffusers' default for that class (then it
+    changes nothing).
     Private keys (`_class_name`, `_use_default_values`, ...) and keys that are no parameter of the diffusers class
     (left over by `from_config` of another class's config, e.g. PNDM's `skip_prk_steps` in an SD 1.5 config) are
     ignored, as diffusers ignores them. Values that our constructors reject raise their `ValueError`/`TypeError`.
@@ -38,7 +38,7 @@ def from_diffusers(scheduler: Any) -> Scheduler:
     """
     diffusers_name = type(scheduler).__name__
     ours = _scheduler_class(diffusers_name)
-    fields = {field.name for field in attrs.fields(ours) if field.init}
+    fields = set(config_options(ours))
     defaults = _diffusers_defaults(type(scheduler))
     options: dict[str, Any] = {}
     for key, value in _config_in_effect(scheduler).items():
@@ -62,9 +62,13 @@ def to_diffusers_config(scheduler: Scheduler) -> dict[str, Any]:
     Our fields carry diffusers' option names, so `getattr(diffusers, sched.diffusers_name).from_config(result)`
     builds the equivalent diffusers scheduler; tuples become lists, as diffusers stores them.
     """
-    return {
-        field.name: _as_lists(getattr(scheduler, field.name)) for field in attrs.fields(type(scheduler)) if field.init
-    }
+    return {name: _as_lists(getattr(scheduler, name)) for name in config_options(type(scheduler))}
+
+
+def config_options(scheduler_class: type[Scheduler]) -> tuple[str, ...]:
+    """The declared options of `scheduler_class` that diffusers keeps in its config: all but its `step()` arguments
+    (`Option.step_argument`), which a diffusers user passes to every `step` call instead."""
+    return tuple(name for name, option in options.declared(scheduler_class).items() if not option.step_argument)
 
 
 # ------------------------------------------------------------------------------------------------ helpers

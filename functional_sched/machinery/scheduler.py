@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 import torch.utils._pytree as pytree
 
-from . import checks, host
+from . import checks, host, options
 from .plan import Plan, coefficient_views, gather_rows, gather_step, per_row, working_dtype
 
 CustomTable = Sequence[float] | torch.Tensor | None
@@ -33,13 +33,21 @@ def _table(key: tuple[tuple[float, ...], str] | None) -> torch.Tensor | None:
 
 
 class Scheduler:
-    """Base of the schedulers: frozen config (the subclass's attrs fields) plus pure functions of a state."""
+    """Base of the schedulers: frozen config (the subclass's declared options, `options.config`) plus pure functions
+    of a state."""
 
     state_type: ClassVar[type]
     #: diffusers' class that this scheduler reproduces.
     diffusers_name: ClassVar[str]
 
+    def __attrs_post_init__(self) -> None:
+        options.validate(self)
+        self._check_options()
+
     # ------------------------------------------------------------------ hooks for the subclasses
+    def _check_options(self) -> None:
+        """Rules between options (each option's own domain is checked already); raise naming them."""
+
     def _build_plan(
         self,
         num_inference_steps: int | None,

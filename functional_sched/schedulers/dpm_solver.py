@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import attrs
 import torch
 
 from ..machinery import checks, options
+from ..machinery.options import Choice, Flag, Option, Real
 from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
 from ..machinery.record import record
 from ..math import predictions, schedules
+from . import common
 from .multistep import MultistepScheduler
 
 ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")
@@ -40,7 +41,7 @@ class DPMSolverState:
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
 
 
-@attrs.frozen
+@options.config
 class DPMSolverMultistep(MultistepScheduler):
     """Multistep DPM-Solver(++) of orders 1-3, deterministic or SDE, for VP or flow schedules.
 
@@ -49,47 +50,45 @@ class DPMSolverMultistep(MultistepScheduler):
     Probabilistic Models", with diffusers 0.42.1's options and schedule.
     """
 
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: str = "linear"
-    trained_betas: tuple[float, ...] | None = attrs.field(default=None, converter=lambda v: _as_floats(v))
-    solver_order: int = 2
-    prediction_type: str = "epsilon"
-    thresholding: bool = False
-    dynamic_thresholding_ratio: float = 0.995
-    sample_max_value: float = 1.0
-    algorithm_type: str = "dpmsolver++"
-    solver_type: str = "midpoint"
-    lower_order_final: bool = True
-    euler_at_final: bool = False
-    use_karras_sigmas: bool = False
-    use_exponential_sigmas: bool = False
-    use_beta_sigmas: bool = False
-    use_lu_lambdas: bool = False
-    use_flow_sigmas: bool = False
-    flow_shift: float = 1.0
-    final_sigmas_type: str = "zero"
-    lambda_min_clipped: float = -math.inf
-    variance_type: str | None = None
-    timestep_spacing: str = "linspace"
-    steps_offset: int = 0
-    rescale_betas_zero_snr: bool = False
-    use_dynamic_shifting: bool = False
-    time_shift_type: str = "exponential"
+    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS
+    beta_start: float = common.BETA_START
+    beta_end: float = common.BETA_END
+    beta_schedule: str = common.BETA_SCHEDULE
+    trained_betas: tuple[float, ...] | None = common.TRAINED_BETAS
+    solver_order: int = common.SOLVER_ORDER
+    prediction_type: str = common.PREDICTION_TYPE
+    thresholding: bool = common.THRESHOLDING
+    dynamic_thresholding_ratio: float = common.DYNAMIC_THRESHOLDING_RATIO
+    sample_max_value: float = common.SAMPLE_MAX_VALUE
+    algorithm_type: str = Option("dpmsolver++", Choice(*ALGORITHMS))
+    solver_type: str = Option("midpoint", Choice(*SOLVER_TYPES))
+    lower_order_final: bool = common.LOWER_ORDER_FINAL
+    euler_at_final: bool = Option(False, Flag())
+    use_karras_sigmas: bool = common.USE_KARRAS_SIGMAS
+    use_exponential_sigmas: bool = common.USE_EXPONENTIAL_SIGMAS
+    use_beta_sigmas: bool = common.USE_BETA_SIGMAS
+    use_lu_lambdas: bool = Option(False, Flag())
+    use_flow_sigmas: bool = common.USE_FLOW_SIGMAS
+    flow_shift: float = common.FLOW_SHIFT
+    final_sigmas_type: str = common.FINAL_SIGMAS_TYPE
+    # Timesteps whose lambda = log(alpha / sigma) lies below this are clipped (DeepFloyd IF uses -5.1).
+    lambda_min_clipped: float = Option(-math.inf, Real(allow_inf=True), examples=(-5.1,))
+    # Learned-variance models (DeepFloyd IF) output extra channels, which the step ignores.
+    variance_type: str | None = Option(None, Choice(*VARIANCE_TYPES))
+    timestep_spacing: str = common.TIMESTEP_SPACING
+    steps_offset: int = common.STEPS_OFFSET
+    rescale_betas_zero_snr: bool = common.RESCALE_BETAS_ZERO_SNR
+    use_dynamic_shifting: bool = common.USE_DYNAMIC_SHIFTING
+    # diffusers 0.42.1 asserts "exponential" where it reads this (set_timesteps with mu).
+    time_shift_type: str = common.TIME_SHIFT_TYPE.but(domain=Choice("exponential"))
 
     state_type: ClassVar[type] = DPMSolverState
     diffusers_name: ClassVar[str] = "DPMSolverMultistepScheduler"
 
-    def __attrs_post_init__(self) -> None:
+    def _check_options(self) -> None:
+        super()._check_options()
         owner = self.name
-        self._validate_common("euler_at_final", "use_lu_lambdas")
-        options.one_of(owner, "algorithm_type", self.algorithm_type, ALGORITHMS)
-        options.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
-        options.one_of(owner, "variance_type", self.variance_type, VARIANCE_TYPES)
-        options.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential",))
-        options.real(owner, "lambda_min_clipped", self.lambda_min_clipped, allow_inf=True)
-        self._validate_prediction(self.data_prediction, f"algorithm_type={self.algorithm_type!r}")
+        self._check_prediction(self.data_prediction, f"algorithm_type={self.algorithm_type!r}")
         if not self.data_prediction and self.final_sigmas_type == "zero":
             raise ValueError(
                 f"{owner}: final_sigmas_type='zero' needs a data-prediction algorithm (dpmsolver++ or "
@@ -250,10 +249,6 @@ class DPMSolverMultistep(MultistepScheduler):
             checks.check_like(owner, "model_output", model_output, sample, "sample")
         if self.stochastic:
             checks.check_noise(owner, f"algorithm_type={self.algorithm_type!r} is stochastic and", noise, sample)
-
-
-def _as_floats(values: Any) -> tuple[float, ...] | None:
-    return options.floats("DPMSolverMultistep", "trained_betas", values)
 
 
 def _coefficients(scheduler: DPMSolverMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import attrs
 import torch
 
 from ..machinery import checks, options
+from ..machinery.options import Flag, Integer, Option, Optional, Real
 from ..machinery.plan import Plan, as_dtype, scaled, single_plan
 from ..machinery.record import record
 from ..machinery.scheduler import Scheduler
 from ..math import schedules
+from . import common
 
 # Columns of the coefficient table.
 SIGMA, DT, ONE_MINUS_NEXT_SIGMA, NEXT_SIGMA = range(4)
@@ -24,7 +25,7 @@ class FlowMatchEulerState:
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
 
 
-@attrs.frozen
+@options.config
 class FlowMatchEulerDiscrete(Scheduler):
     """Euler steps of the probability-flow ODE of rectified flow, x' = v(x, sigma).
 
@@ -35,48 +36,24 @@ class FlowMatchEulerDiscrete(Scheduler):
     Transformers for High-Resolution Image Synthesis").
     """
 
-    num_train_timesteps: int = 1000
-    shift: float = 1.0
-    use_dynamic_shifting: bool = False
-    base_shift: float | None = 0.5
-    max_shift: float | None = 1.15
-    base_image_seq_len: int = 256
-    max_image_seq_len: int = 4096
-    invert_sigmas: bool = False
-    shift_terminal: float | None = None
-    use_karras_sigmas: bool = False
-    use_exponential_sigmas: bool = False
-    use_beta_sigmas: bool = False
-    time_shift_type: str = "exponential"
-    stochastic_sampling: bool = False
+    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS.but(domain=Integer(minimum=1))
+    shift: float = Option(1.0, Real(above=0), examples=(3.0, 0.7, 7.0, 12.5))
+    use_dynamic_shifting: bool = common.USE_DYNAMIC_SHIFTING
+    # Read by pipelines (Flux's calculate_shift of the image sequence length gives mu), not by the scheduler.
+    base_shift: float | None = Option(0.5, Optional(Real()))
+    max_shift: float | None = Option(1.15, Optional(Real()))
+    base_image_seq_len: int = Option(256, Integer(minimum=1))
+    max_image_seq_len: int = Option(4096, Integer(minimum=1))
+    invert_sigmas: bool = Option(False, Flag())
+    shift_terminal: float | None = common.SHIFT_TERMINAL.but(examples=(0.02, 0.1, 0.3))
+    use_karras_sigmas: bool = common.USE_KARRAS_SIGMAS
+    use_exponential_sigmas: bool = common.USE_EXPONENTIAL_SIGMAS
+    use_beta_sigmas: bool = common.USE_BETA_SIGMAS
+    time_shift_type: str = common.TIME_SHIFT_TYPE
+    stochastic_sampling: bool = Option(False, Flag())
 
     state_type: ClassVar[type] = FlowMatchEulerState
     diffusers_name: ClassVar[str] = "FlowMatchEulerDiscreteScheduler"
-
-    def __attrs_post_init__(self) -> None:
-        owner = self.name
-        options.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=1)
-        options.real(owner, "shift", self.shift, positive=True)
-        for option in (
-            "use_dynamic_shifting",
-            "invert_sigmas",
-            "use_karras_sigmas",
-            "use_exponential_sigmas",
-            "use_beta_sigmas",
-            "stochastic_sampling",
-        ):
-            options.flag(owner, option, getattr(self, option))
-        options.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
-        options.at_most_one(
-            owner,
-            use_karras_sigmas=self.use_karras_sigmas,
-            use_exponential_sigmas=self.use_exponential_sigmas,
-            use_beta_sigmas=self.use_beta_sigmas,
-        )
-        if self.shift_terminal is not None:
-            options.real(owner, "shift_terminal", self.shift_terminal)
-            if self.shift_terminal >= 1:
-                raise ValueError(f"{owner}: shift_terminal must be < 1, got {self.shift_terminal!r}.")
 
     @property
     def stochastic(self) -> bool:

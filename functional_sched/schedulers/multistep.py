@@ -1,6 +1,6 @@
-"""What the multistep solvers (DPM-Solver, UniPC) share: their training-schedule options, the plan's shape, the
-warm-up and history their states carry, and the checks of a step. Each solver keeps its own list of options (the
-config a diffusers user reads) and its own schedule and coefficients."""
+"""What the multistep solvers (DPM-Solver, UniPC) share: the rules between their common options, the plan's shape,
+the warm-up and history their states carry, and the checks of a step. Each solver declares its own list of options
+(the config a diffusers user reads; shared declarations from `common`) and its own schedule and coefficients."""
 
 from __future__ import annotations
 
@@ -8,27 +8,16 @@ from typing import Any
 
 import torch
 
-from ..machinery import checks, host, options
+from ..machinery import checks, host
+from ..machinery.options import Choice
 from ..machinery.plan import Plan, single_plan
 from ..machinery.scheduler import Scheduler
 from ..math import predictions, schedules
 
-FINAL_SIGMAS = ("zero", "sigma_min")
-_FLAGS = (
-    "thresholding",
-    "lower_order_final",
-    "use_karras_sigmas",
-    "use_exponential_sigmas",
-    "use_beta_sigmas",
-    "use_flow_sigmas",
-    "rescale_betas_zero_snr",
-    "use_dynamic_shifting",
-)
-_POSITIVE = ("beta_start", "beta_end", "flow_shift", "dynamic_thresholding_ratio", "sample_max_value")
-
 
 class MultistepScheduler(Scheduler):
-    """Base of the multistep solvers; the subclass is an attrs class with diffusers' option names."""
+    """Base of the multistep solvers; the subclass declares its options (`options.config`) with diffusers' names,
+    the shared ones from `common`."""
 
     # ------------------------------------------------------------------ hooks for the subclasses
     def _schedule(
@@ -58,29 +47,17 @@ class MultistepScheduler(Scheduler):
         conversion = (self.prediction_type, self.thresholding, self.dynamic_thresholding_ratio, self.sample_max_value)
         return (self.solver_order, *conversion, *self._solver_step_options())
 
-    def _validate_common(self, *flags: str) -> None:
-        """The options both solvers have; `flags` are the solver's own boolean options."""
-        owner = self.name
-        options.integer(owner, "num_train_timesteps", self.num_train_timesteps, minimum=2)
-        options.integer(owner, "solver_order", self.solver_order, minimum=1, maximum=3)
-        options.integer(owner, "steps_offset", self.steps_offset, minimum=0)
-        options.one_of(owner, "beta_schedule", self.beta_schedule, schedules.BETA_SCHEDULES)
-        options.one_of(owner, "final_sigmas_type", self.final_sigmas_type, FINAL_SIGMAS)
-        options.one_of(owner, "timestep_spacing", self.timestep_spacing, schedules.SPACINGS)
-        for option in (*_FLAGS, *flags):
-            options.flag(owner, option, getattr(self, option))
-        for option in _POSITIVE:
-            options.real(owner, option, getattr(self, option), positive=True)
-        options.at_most_one(
-            owner,
-            use_karras_sigmas=self.use_karras_sigmas,
-            use_exponential_sigmas=self.use_exponential_sigmas,
-            use_beta_sigmas=self.use_beta_sigmas,
-        )
+    def _check_options(self) -> None:
+        if self.trained_betas is not None and len(self.trained_betas) != self.num_train_timesteps:
+            raise ValueError(
+                f"{self.name}: trained_betas has {len(self.trained_betas)} values but num_train_timesteps="
+                f"{self.num_train_timesteps}; give one beta per training timestep."
+            )
 
-    def _validate_prediction(self, data_prediction: bool, condition: str) -> None:
+    def _check_prediction(self, data_prediction: bool, condition: str) -> None:
+        """Noise-prediction solvers cannot take a flow model's velocity (diffusers fails in `step`; we here)."""
         allowed = predictions.DATA_PREDICTIONS if data_prediction else predictions.NOISE_PREDICTIONS
-        options.one_of(f"{self.name} with {condition}", "prediction_type", self.prediction_type, allowed)
+        Choice(*allowed).check(f"{self.name} with {condition}", "prediction_type", self.prediction_type)
 
     def _training_cumprod(self) -> torch.Tensor:
         """alpha_bar of the training schedule, float32."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import attrs
 import torch
 
 from ..machinery import checks, host, options
+from ..machinery.options import Choice, Flag, Integers, Option, Optional, Real
 from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
 from ..machinery.record import record
 from ..math import predictions, schedules
+from . import common
 from .multistep import MultistepScheduler
 
 SOLVER_TYPES = ("bh1", "bh2")
@@ -43,7 +44,7 @@ class UniPCState:
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
 
 
-@attrs.frozen
+@options.config
 class UniPCMultistep(MultistepScheduler):
     """UniPC predictor-corrector multistep solver of orders 1-3 (B(h) = h or e^h - 1).
 
@@ -51,47 +52,44 @@ class UniPCMultistep(MultistepScheduler):
     Diffusion Models", with diffusers 0.42.1's options and schedule.
     """
 
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.0001
-    beta_end: float = 0.02
-    beta_schedule: str = "linear"
-    trained_betas: tuple[float, ...] | None = attrs.field(default=None, converter=lambda v: _as_floats(v))
-    solver_order: int = 2
-    prediction_type: str = "epsilon"
-    thresholding: bool = False
-    dynamic_thresholding_ratio: float = 0.995
-    sample_max_value: float = 1.0
-    predict_x0: bool = True
-    solver_type: str = "bh2"
-    lower_order_final: bool = True
-    disable_corrector: tuple[int, ...] = attrs.field(default=(), converter=lambda v: tuple(int(i) for i in v))
-    use_karras_sigmas: bool = False
-    use_exponential_sigmas: bool = False
-    use_beta_sigmas: bool = False
-    use_flow_sigmas: bool = False
-    flow_shift: float = 1.0
-    timestep_spacing: str = "linspace"
-    steps_offset: int = 0
-    final_sigmas_type: str = "zero"
-    rescale_betas_zero_snr: bool = False
-    use_dynamic_shifting: bool = False
-    time_shift_type: str = "exponential"
-    sigma_min: float | None = None
-    sigma_max: float | None = None
-    shift_terminal: float | None = None
+    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS
+    beta_start: float = common.BETA_START
+    beta_end: float = common.BETA_END
+    beta_schedule: str = common.BETA_SCHEDULE
+    trained_betas: tuple[float, ...] | None = common.TRAINED_BETAS
+    solver_order: int = common.SOLVER_ORDER
+    prediction_type: str = common.PREDICTION_TYPE
+    thresholding: bool = common.THRESHOLDING
+    dynamic_thresholding_ratio: float = common.DYNAMIC_THRESHOLDING_RATIO
+    sample_max_value: float = common.SAMPLE_MAX_VALUE
+    predict_x0: bool = Option(True, Flag())
+    solver_type: str = Option("bh2", Choice(*SOLVER_TYPES))
+    lower_order_final: bool = common.LOWER_ORDER_FINAL
+    # Steps (by index) whose corrector is skipped; diffusers' list, kept as a tuple.
+    disable_corrector: tuple[int, ...] = Option((), Integers(), examples=((0,), (0, 1, 2, 5)))
+    use_karras_sigmas: bool = common.USE_KARRAS_SIGMAS
+    use_exponential_sigmas: bool = common.USE_EXPONENTIAL_SIGMAS
+    use_beta_sigmas: bool = common.USE_BETA_SIGMAS
+    use_flow_sigmas: bool = common.USE_FLOW_SIGMAS
+    flow_shift: float = common.FLOW_SHIFT
+    timestep_spacing: str = common.TIMESTEP_SPACING
+    steps_offset: int = common.STEPS_OFFSET
+    final_sigmas_type: str = common.FINAL_SIGMAS_TYPE
+    rescale_betas_zero_snr: bool = common.RESCALE_BETAS_ZERO_SNR
+    use_dynamic_shifting: bool = common.USE_DYNAMIC_SHIFTING
+    time_shift_type: str = common.TIME_SHIFT_TYPE
+    # The range of Karras/exponential/beta sigmas, when not the training schedule's.
+    sigma_min: float | None = Option(None, Optional(Real(above=0)), examples=(0.0292, 0.1))
+    sigma_max: float | None = Option(None, Optional(Real(above=0)), examples=(14.6, 80.0))
+    shift_terminal: float | None = common.SHIFT_TERMINAL
 
     state_type: ClassVar[type] = UniPCState
     diffusers_name: ClassVar[str] = "UniPCMultistepScheduler"
 
-    def __attrs_post_init__(self) -> None:
+    def _check_options(self) -> None:
+        super()._check_options()
         owner = self.name
-        self._validate_common("predict_x0")
-        options.one_of(owner, "solver_type", self.solver_type, SOLVER_TYPES)
-        options.one_of(owner, "time_shift_type", self.time_shift_type, ("exponential", "linear"))
-        for option in ("sigma_min", "sigma_max"):
-            if getattr(self, option) is not None:
-                options.real(owner, option, getattr(self, option), positive=True)
-        self._validate_prediction(self.predict_x0, f"predict_x0={self.predict_x0}")
+        self._check_prediction(self.predict_x0, f"predict_x0={self.predict_x0}")
         if self.final_sigmas_type == "zero" and (self.solver_type == "bh1" or not self.predict_x0):
             raise ValueError(
                 f"{owner}: solver_type={self.solver_type!r} with predict_x0={self.predict_x0} and "
@@ -104,10 +102,8 @@ class UniPCMultistep(MultistepScheduler):
                 f"{self.solver_order} into sigma = 0, where the step ratios vanish and diffusers 0.42.1 returns inf; "
                 "keep lower_order_final=True or use final_sigmas_type='sigma_min'."
             )
-        if self.shift_terminal is not None:
-            if not self.use_flow_sigmas:
-                raise ValueError(f"{owner}: shift_terminal is only supported with use_flow_sigmas=True.")
-            options.real(owner, "shift_terminal", self.shift_terminal)
+        if self.shift_terminal is not None and not self.use_flow_sigmas:
+            raise ValueError(f"{owner}: shift_terminal is only supported with use_flow_sigmas=True (as in diffusers).")
 
     def _solver_step_options(self) -> tuple[Any, ...]:
         return (self.predict_x0,)
@@ -256,10 +252,6 @@ def _weighted_sum(w0: torch.Tensor, d0: torch.Tensor, w1: torch.Tensor, d1: torc
         return scaled(w0, d0, on_host=False) + scaled(w1, d1, on_host=False)
     w0, w1 = w0.to(d0.dtype).float(), w1.to(d1.dtype).float()  # the weights are cast to the sample's dtype first
     return (scaled(w0, d0.float(), on_host=False) + scaled(w1, d1.float(), on_host=False)).to(d0.dtype)
-
-
-def _as_floats(values: Any) -> tuple[float, ...] | None:
-    return options.floats("UniPCMultistep", "trained_betas", values)
 
 
 def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,45 @@
+"""Config options that several scheduler families share, declared once (diffusers' names, defaults and domains).
+
+A family that differs from the shared default takes its own with `.but(...)`, e.g.
+`TIMESTEP_SPACING.but(default="leading")`.
+"""
+
+from __future__ import annotations
+
+from ..machinery.options import Choice, Flag, Integer, Numbers, Option, Optional, Real
+from ..math import predictions, schedules
+
+# ----------------------------------------------------------------------------------- the training noise schedule
+NUM_TRAIN_TIMESTEPS = Option(1000, Integer(minimum=2))
+BETA_START = Option(0.0001, Real(above=0), examples=(0.00085,))
+BETA_END = Option(0.02, Real(above=0), examples=(0.012,))
+BETA_SCHEDULE = Option("linear", Choice(*schedules.BETA_SCHEDULES))
+TRAINED_BETAS = Option(None, Optional(Numbers()))
+RESCALE_BETAS_ZERO_SNR = Option(False, Flag())
+
+# ----------------------------------------------------------------------------------------- the inference schedule
+TIMESTEP_SPACING = Option("linspace", Choice(*schedules.SPACINGS))
+STEPS_OFFSET = Option(0, Integer(minimum=0), examples=(1,))
+FINAL_SIGMAS_TYPE = Option("zero", Choice("zero", "sigma_min"))
+# Sigma spacings: at most one (diffusers raises for more).
+USE_KARRAS_SIGMAS = Option(False, Flag(), exclusive="sigma spacing")
+USE_EXPONENTIAL_SIGMAS = Option(False, Flag(), exclusive="sigma spacing")
+USE_BETA_SIGMAS = Option(False, Flag(), exclusive="sigma spacing")
+
+# ------------------------------------------------------------------------------------- flow-matching schedules
+USE_FLOW_SIGMAS = Option(False, Flag())
+FLOW_SHIFT = Option(1.0, Real(above=0), examples=(3.0, 5.0, 12.0))
+USE_DYNAMIC_SHIFTING = Option(False, Flag())
+TIME_SHIFT_TYPE = Option("exponential", Choice("exponential", "linear"))
+# LTX-Video's stretch of the shifted schedule to end at this sigma.
+SHIFT_TERMINAL = Option(None, Optional(Real(below=1)), examples=(0.02, 0.1))
+
+# ------------------------------------------------------------------------------------------ the model's output
+PREDICTION_TYPE = Option("epsilon", Choice(*predictions.DATA_PREDICTIONS))
+THRESHOLDING = Option(False, Flag())
+DYNAMIC_THRESHOLDING_RATIO = Option(0.995, Real(above=0, at_most=1), examples=(0.9,))
+SAMPLE_MAX_VALUE = Option(1.0, Real(above=0), examples=(1.5,))
+
+# ------------------------------------------------------------------------------------------- multistep solvers
+SOLVER_ORDER = Option(2, Integer(minimum=1, maximum=3), examples=(1, 3))
+LOWER_ORDER_FINAL = Option(True, Flag())
