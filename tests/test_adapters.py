@@ -1,4 +1,6 @@
-"""functional_sched.adapters: `from_diffusers` maps configs faithfully or refuses clearly; the report passes."""
+"""functional_sched.adapters: `from_diffusers` maps what diffusers keeps outside its config, ignores what it ignores,
+refuses what we lack by name; the report passes. (That every class's options round-trip through diffusers, with
+diffusers' names and defaults, is the conformance suite's interop column.)"""
 
 from __future__ import annotations
 
@@ -7,39 +9,26 @@ import json
 import math
 from typing import Any
 
-import attrs
 import diffusers
 import numpy as np
 import pytest
 import torch
 
 import functional_sched as fs
-from functional_sched.adapters import from_diffusers, to_diffusers_config
+from functional_sched.adapters import from_diffusers
+from functional_sched.adapters.diffusers import config_options
 from functional_sched.adapters.report import GRID, cases, main
 
 AVAILABLE = {scheduler.diffusers_name: scheduler for scheduler in fs.SCHEDULERS}
 
 
-def _fields(scheduler: Any) -> dict[str, Any]:
-    return {field.name: getattr(scheduler, field.name) for field in attrs.fields(type(scheduler)) if field.init}
-
-
 def _assert_mirrors(ours: Any, reference: Any) -> None:
     """Every field of ours equals diffusers' config value of the same name (lists as tuples)."""
-    for name, value in _fields(ours).items():
+    for name in config_options(type(ours)):
+        value = getattr(ours, name)
         expected = reference.config[name]
         expected = tuple(expected) if isinstance(expected, list) else expected
         assert value == expected or (math.isnan(value) and math.isnan(expected)), name
-
-
-@pytest.mark.parametrize("case", cases(), ids=lambda case: case.label)
-def test_grid_configs_round_trip(case):
-    reference = getattr(diffusers, case.diffusers_name)(**case.config)
-    ours = from_diffusers(reference)
-    assert type(ours) is AVAILABLE[case.diffusers_name]
-    _assert_mirrors(ours, reference)
-    rebuilt = getattr(diffusers, ours.diffusers_name).from_config(to_diffusers_config(ours))
-    assert from_diffusers(rebuilt) == ours
 
 
 def test_grid_covers_every_flow_match_pipeline():
@@ -48,14 +37,6 @@ def test_grid_covers_every_flow_match_pipeline():
         "Flux.1-dev 1024px",
         "Qwen-Image 1328px",
     }
-
-
-@pytest.mark.parametrize("scheduler_class", fs.SCHEDULERS, ids=lambda cls: cls.__name__)
-def test_default_configs_round_trip(scheduler_class):
-    reference = getattr(diffusers, scheduler_class.diffusers_name)()
-    ours = from_diffusers(reference)
-    _assert_mirrors(ours, reference)
-    assert ours == scheduler_class(), "our defaults differ from diffusers' defaults"
 
 
 def test_numpy_values_become_python():
@@ -146,14 +127,6 @@ def test_dpm_from_an_sd15_pndm_config():
     reference = diffusers.DPMSolverMultistepScheduler.from_config(pndm.config)
     assert "skip_prk_steps" in reference.config
     _assert_mirrors(from_diffusers(reference), reference)
-
-
-def test_unipc_solver_p_is_unsupported():
-    reference = diffusers.UniPCMultistepScheduler(solver_p=diffusers.DPMSolverMultistepScheduler())
-    with pytest.raises(
-        NotImplementedError, match="UniPCMultistepScheduler option solver_p=<DPMSolverMultistepScheduler>"
-    ):
-        from_diffusers(reference)
 
 
 def test_unipc_instance_copies_win_over_config():

@@ -1,7 +1,7 @@
-"""`functional_sched.serialize` and `stages.handoff`: a request handed to another worker mid-loop (bytes, or
-torch.distributed between two processes) finishes bit for bit as the undisturbed run, scheduler states in its
-extras included (`PairedDenoise`, `ScheduleSwap`), and a payload that does not fit (corrupt, edited, from another
-scheduler or version) fails with an error that says so."""
+"""`functional_sched.serialize` and `stages.handoff`: the payload's layout and checks, scheduler states in a request's
+extras (`PairedDenoise`, `ScheduleSwap`) handed over bit for bit, torch.distributed between two processes, and
+payloads that do not fit (corrupt, edited, from another scheduler or version) refused with an error that says so.
+Every scheduler's requests resume bit for bit from any step: the conformance suite's handoff column."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import safetensors.torch
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _support import ALL_CASES, FACTORIES, Case, is_stochastic, latents, same_state
+from specs import CASES
 from test_patterns import (
     FLOW,
     PAIRS,
@@ -38,138 +39,17 @@ from functional_sched.machinery import host as _host
 from functional_sched.stages import Denoise, Req, handoff
 from functional_sched.stages.paired import AUDIO_LATENTS, AUDIO_SHAPE, AUDIO_STATE, PairedDenoise
 from functional_sched.stages.swap import PARKED_STATE
+from functional_sched.testing import latents
+from functional_sched.testing.columns.handoff import make_req as scheduled_request
+from functional_sched.testing.columns.handoff import trajectory
+from functional_sched.testing.requests import same_state
 
 CPU = torch.device("cpu")
-CASES = {case.id: case for case in ALL_CASES}
-
-
-def trajectory(stage: Any, req: Req) -> list[Req]:
-    """The request before each step and after the last (`stage.step`, one at a time)."""
-    reqs = [req]
-    while not stage.done(reqs[-1]):
-        reqs.append(stage.step(reqs[-1]))
-    return reqs
-
-
-def scheduled_req(case: Case, index: int, rows: int = 2) -> Req:
-    """`make_req` with the schedule settings on the request too, as PrepareTimesteps leaves them."""
-    return make_req(case, index, case.steps, rows=rows, guidance_rescale=0.5).evolve(**case.init_kwargs())
-
-
-# --------------------------------------------------------------------------------------------- bit-identical resume
-@pytest.mark.parametrize("case", FACTORIES)
-def test_handoff_mid_loop_finishes_bit_identically(case: Case) -> None:
-    """Denoise k steps, dumps, loads, finish: every remaining step equals the undisturbed run, at k = 0, 1, the
-    middle, the last step and after it (stochastic configs too: the noise comes from (seed, step))."""
-    sched = case.scheduler()
-    stage = Denoise(model=tiny_model, scheduler=sched)
-    undisturbed = trajectory(stage, scheduled_req(case, 3))
-    steps = len(undisturbed) - 1
-    assert steps == case.steps
-    for k in sorted({0, 1, steps // 2, steps - 1, steps}):
-        resumed = handoff.loads(handoff.dumps(undisturbed[k], sched), sched)
-        assert same_req(resumed, undisturbed[k])
-        assert resumed.state.plan is undisturbed[k].state.plan  # the cached plan, shared again
-        assert resumed.state.fingerprint is sched._fingerprint_on(CPU)
-        for expected in undisturbed[k + 1 :]:
-            resumed = stage.step(resumed)
-            assert same_req(resumed, expected), f"resumed at step {k} of {steps}"
-        assert stage.done(resumed)
-
-
-@pytest.mark.parametrize("case", FACTORIES)
-def test_handoff_of_stacked_requests(case: Case) -> None:
-    """One request holding the stacked rows of three with different step counts (a padded plan, one schedule per
-    row): handed off at several steps, stepped together to the shortest's end, then split and each finished; every
-    step equals the undisturbed run's."""
-    sched = case.scheduler()
-    stage = Denoise(model=tiny_model, scheduler=sched)
-    counts, rows = [case.steps, case.steps + 2, case.steps - 2], [1, 2, 1]
-    parts = [make_req(case, i, count, rows=n) for i, (count, n) in enumerate(zip(counts, rows, strict=True))]
-    stacked = Req(
-        latents=torch.cat([part.latents for part in parts]),
-        state=batching.stack([part.state for part in parts]),
-        prompt_embeds=torch.cat([part.prompt_embeds for part in parts]),
-        negative_prompt_embeds=torch.cat([part.negative_prompt_embeds for part in parts]),
-        guidance_scale=5.0,
-        seed=11,
-    )
-    assert stacked.state.plan.num_steps.tolist() == [counts[0], counts[1], counts[1], counts[2]]
-
-    def finish(req: Req) -> list[torch.Tensor]:
-        """The latents after each step: together up to the shortest schedule's end, then each part alone."""
-        out = []
-        while sched.steps_taken(req.state) < min(counts):
-            req = stage.step(req)
-            out.append(req.latents)
-        states = batching.split(req.state, rows)
-        for index, (state, part_latents) in enumerate(zip(states, req.latents.split(rows), strict=True)):
-            part = parts[index].evolve(latents=part_latents, state=state)
-            out += [step.latents for step in trajectory(stage, part)[1:]]
-        return out
-
-    expected = finish(stacked)
-    assert len(expected) == min(counts) + sum(count - min(counts) for count in counts)
-    req = stacked
-    for k in range(min(counts) + 1):
-        if k in (0, 1, min(counts) - 1, min(counts)):
-            resumed = handoff.loads(handoff.dumps(req, sched), sched)
-            assert same_req(resumed, req)
-            got = finish(resumed)
-            assert all(torch.equal(a, b) for a, b in zip(got, expected[k:], strict=True)), f"resumed at step {k}"
-        if k < min(counts):
-            req = stage.step(req)
-
-
-def _row_noise(state: Any, row_ids: list[int]) -> torch.Tensor:
-    """Each row's noise from a generator seeded by (row, its step): independent of how rows are grouped."""
-    draws = [
-        fs.randn_tensor((1, *SHAPE), generator=torch.Generator().manual_seed(1000 * row + step), dtype=torch.float32)
-        for row, step in zip(row_ids, state.step_index.tolist(), strict=True)
-    ]
-    return torch.cat(draws)
-
-
-@pytest.mark.parametrize("case", FACTORIES)
-def test_state_of_rows_at_different_steps_round_trips(case: Case) -> None:
-    """`serialize` alone: rows at different steps of different schedules (per-row counters and warm-up) resume bit
-    for bit from the tensors and the JSON metadata (through json.dumps, as a header would carry it)."""
-    sched = case.scheduler()
-    embeds = latents((4, *SHAPE), torch.float32, seed=5)
-
-    def advance(sample: torch.Tensor, state: Any, row_ids: list[int]) -> tuple[torch.Tensor, Any]:
-        output = tiny_model(sample, sched.timestep(state), embeds[row_ids])
-        noise = _row_noise(state, row_ids) if is_stochastic(sched) else None
-        return sched.step(state, output, sample, noise=noise)
-
-    counts, begins = [case.steps, case.steps + 2, case.steps - 2], [0, 0, 1]
-    samples = [latents((n, *SHAPE), torch.float32, seed=20 + i) for i, n in enumerate([1, 2, 1])]
-    states = [
-        sched.init(sample=sample, begin_index=begin, **case.init_kwargs(count))
-        for sample, count, begin in zip(samples, counts, begins, strict=True)
-    ]
-    for _ in range(2):  # the first request warms up alone: its history and warm-up differ from the others'
-        samples[0], states[0] = advance(samples[0], states[0], [0])
-    state, sample = batching.stack(states), torch.cat(samples)
-    rows = [0, 1, 2, 3]
-    assert len(set(state.step_index.tolist())) == 3
-    remaining = min(count - int(s.step_index[0]) for count, s in zip(counts, states, strict=True))
-    undisturbed = [(sample, state)]
-    for _ in range(remaining):
-        undisturbed.append(advance(*undisturbed[-1], rows))
-    for k, (sample_k, state_k) in enumerate(undisturbed):
-        tensors, metadata = serialize.state_to_tensors(state_k)
-        resumed = serialize.state_from_tensors(tensors, json.loads(json.dumps(metadata)), sched)
-        assert same_state(resumed, state_k)
-        current = sample_k
-        for expected_sample, expected_state in undisturbed[k + 1 :]:
-            current, resumed = advance(current, resumed, rows)
-            assert torch.equal(current, expected_sample) and same_state(resumed, expected_state)
 
 
 def test_state_keys_metadata_and_shared_counters() -> None:
     """The documented keys and metadata; uniform counters come back as the host-known shared ones."""
-    case = CASES["unipc-bh2"]
+    case = CASES["UniPCMultistep-sd1.5-unipc-bh2"]
     sched = case.scheduler()
     state = Denoise(model=tiny_model, scheduler=sched).step(make_req(case, 0, 6, rows=3)).state
     tensors, metadata = serialize.state_to_tensors(state)
@@ -208,7 +88,7 @@ def test_state_keys_metadata_and_shared_counters() -> None:
 
 
 def test_rows_are_checked_against_their_own_schedules() -> None:
-    sched = CASES["dpm++2m"].scheduler()
+    sched = CASES["DPMSolverMultistep-sd1.5-dpm-2m"].scheduler()
     states = [sched.init(n, sample=latents((1, *SHAPE), torch.float32, seed=n)) for n in (4, 8)]
     tensors, metadata = serialize.state_to_tensors(batching.stack(states))
     finished_row = {**tensors, "step_index": torch.tensor([4, 5])}
@@ -223,7 +103,7 @@ def test_rows_are_checked_against_their_own_schedules() -> None:
 def test_views_and_shared_tensors_are_saved() -> None:
     """A state split from a stack holds views (its plan trimmed out of wider tables) and latents may be the state's
     own last sample: safetensors refuses both as they are; the handoff saves copies."""
-    case = CASES["unipc-bh2"]
+    case = CASES["UniPCMultistep-sd1.5-unipc-bh2"]
     sched = case.scheduler()
     stage = Denoise(model=tiny_model, scheduler=sched)
     reqs = [stage.step(make_req(case, i, steps)) for i, steps in enumerate([10, 6, 8])]
@@ -238,9 +118,9 @@ def test_views_and_shared_tensors_are_saved() -> None:
 
 
 def test_request_fields_and_extras_round_trip(tmp_path: Path) -> None:
-    case = CASES["flow-flux-dev"]
+    case = CASES["FlowMatchEulerDiscrete-flux.1-dev-1024px"]
     sched = case.scheduler()
-    req = scheduled_req(case, 1).with_extras(
+    req = scheduled_request(case, 1, case.steps).with_extras(
         audio=torch.arange(6, dtype=torch.bfloat16).view(2, 3),
         second_scale=2.5,
         tags=["a", 1, None, [True, 0.5]],
@@ -358,7 +238,7 @@ def test_version_1_payloads_still_load() -> None:
 
 # ---------------------------------------------------------------------------------------------------- bad payloads
 def _payload() -> tuple[Any, bytes]:
-    case = CASES["dpm++2m"]
+    case = CASES["DPMSolverMultistep-sd1.5-dpm-2m"]
     sched = case.scheduler()
     stage = Denoise(model=tiny_model, scheduler=sched)
     req = stage.step(stage.step(make_req(case, 3, case.steps, rows=2)))
@@ -469,8 +349,8 @@ def test_other_scheduler_class_or_step_options() -> None:
     with pytest.raises(ValueError, match="made by a DPMSolverMultistep, but this worker's scheduler is a UniPC"):
         handoff.loads(data, fs.UniPCMultistep())
     with pytest.raises(ValueError, match=r"other step options \(solver_order=2 \(here 3\)\)"):
-        handoff.loads(data, fs.DPMSolverMultistep(solver_order=3))
-    plan_only = fs.DPMSolverMultistep(beta_end=0.015)  # shapes the plan, not the step: the payload's plan serves
+        handoff.loads(data, attrs.evolve(sched, solver_order=3))
+    plan_only = attrs.evolve(sched, beta_end=0.015)  # shapes the plan, not the step: the payload's plan serves
     assert same_req(handoff.loads(data, plan_only), handoff.loads(data, sched))
     tensors, metadata = _parts(data)
     state_tensors = {key.removeprefix("state."): value for key, value in tensors.items() if key.startswith("state.")}
@@ -586,7 +466,11 @@ def test_what_cannot_be_handed_off() -> None:
 
 
 # -------------------------------------------------------------------------------------------- torch.distributed
-DISTRIBUTED_CASES = ("dpm++2m-sde", "unipc-bh1-3-karras", "flow-stochastic-karras")
+DISTRIBUTED_CASES = (
+    "DPMSolverMultistep-sd1.5-dpm-2m-sde",
+    "UniPCMultistep-bh1-3-karras",
+    "FlowMatchEulerDiscrete-stochastic-karras",
+)
 DISTRIBUTED_STEPS = 3  # taken on rank 0 before the handoff
 
 

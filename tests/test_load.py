@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from _support import ALL_CASES, latents
+from specs import CASES
 from test_stages import EMBED, SHAPE, tiny_model
 
 from functional_sched.stages import Decode, Denoise, Pipeline, PrepareLatents, PrepareTimesteps, Req
+from functional_sched.testing import latents
 
 REQUESTS = 300
 THREADS = 16
@@ -24,7 +25,7 @@ def _requests(count: int) -> list[Req]:
     rng = random.Random(2026)
     reqs = []
     for index in range(count):
-        case = rng.choice(ALL_CASES)
+        case = rng.choice(list(CASES.values()))
         schedule = case.init_kwargs(rng.randint(max(2, case.steps - 5), case.steps + 4))
         rows = rng.choice([1, 1, 2])
         guided = rng.random() < 0.7

@@ -1,94 +1,19 @@
-"""`SamplingLoop` on the CPU: the eager loop is the hand-written loop, compiled steps equal it, and bad calls get clear
-errors. (The CUDA graph mode runs on the GPU: `benchmarks/suite.py --device cuda` checks it against the eager loop.)"""
+"""`SamplingLoop` on the CPU: noise drawn from a generator, bad calls refused clearly, `capturing()`. Every scheduler's
+eager loop equals the hand-written loop and its compiled path equals eager: the conformance suite's compile column.
+(The CUDA graph mode runs on the GPU: `benchmarks/suite.py --device cuda` checks it against the eager loop.)"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 import torch
 import torch._dynamo.testing
-from _support import FACTORIES, Case, is_stochastic, latents
 
 import functional_sched as fs
 from functional_sched.machinery.loop import SamplingLoop
+from functional_sched.testing import latents
+from functional_sched.testing.columns.compile import hand_loop, linear_denoiser
 
 SHAPE = (2, 4, 6, 6)
-
-
-def linear_denoiser(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """Elementwise and free of transcendental functions, so a compiled copy rounds exactly as the eager one."""
-    t = timestep.to(sample.dtype).view(-1, *([1] * (sample.dim() - 1)))
-    return sample * (0.3 + t / 2000) - 0.2 * embeds
-
-
-def tanh_denoiser(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    t = timestep.to(sample.dtype).view(-1, *([1] * (sample.dim() - 1)))
-    return torch.tanh(sample) * (0.5 + t / 1000) + 0.1 * torch.sin(embeds)
-
-
-def hand_loop(
-    sched: Any,
-    denoiser: Any,
-    x: torch.Tensor,
-    embeds: torch.Tensor,
-    guidance: float | None,
-    noise: Any,
-    **schedule: Any,
-) -> torch.Tensor:
-    state = sched.init(sample=x, **schedule)
-    for index in range(len(sched.timesteps(state))):
-        model_input, t = sched.scale_model_input(state, x), sched.timestep(state)
-        if guidance is None:
-            output = denoiser(model_input, t, embeds)
-        else:
-            uncond, cond = denoiser(torch.cat([model_input] * 2), torch.cat([t, t]), embeds).chunk(2)
-            output = uncond + guidance * (cond - uncond)
-        x, state = sched.step(state, output, x, noise=None if noise is None else noise[index])
-    return x
-
-
-def _inputs(case: Case, guided: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, Any]]:
-    x = latents(SHAPE, torch.float32, seed=1)
-    embeds = latents(((2 if guided else 1) * SHAPE[0], *SHAPE[1:]), torch.float32, seed=2)
-    schedule = case.init_kwargs(6)
-    steps = len(case.scheduler().timesteps(case.scheduler().init(sample=x, **schedule)))
-    noise = latents((steps, *SHAPE), torch.float32, seed=3) if is_stochastic(case.scheduler()) else None
-    return x, embeds, noise, schedule
-
-
-@pytest.mark.parametrize("guided", [True, False], ids=["cfg", "no-cfg"])
-@pytest.mark.parametrize("case", FACTORIES)
-def test_eager_loop_is_the_hand_written_loop(case: Case, guided: bool) -> None:
-    x, embeds, noise, schedule = _inputs(case, guided)
-    guidance = 4.5 if guided else None
-    loop = SamplingLoop(case.scheduler(), tanh_denoiser, guidance_scale=guidance)
-    assert loop.resolved_mode(x) == "eager"  # auto, off CUDA
-    x_before = x.clone()
-    ours = loop(x, embeds, noise=noise, **schedule)
-    assert torch.equal(ours, hand_loop(case.scheduler(), tanh_denoiser, x, embeds, guidance, noise, **schedule))
-    assert torch.equal(x, x_before)
-
-
-@pytest.mark.parametrize("case", [FACTORIES[0], FACTORIES[4], FACTORIES[9]])
-def test_compiled_steps_equal_the_eager_loop_without_recompiling(case: Case) -> None:
-    """One graph for the whole run (every step and a second call with other inputs), bit-equal to eager with a
-    denoiser the compiler cannot round differently; with tanh/sin in the denoiser, equal to float32 rounding."""
-    torch._dynamo.reset()
-    x, embeds, noise, schedule = _inputs(case, guided=True)
-    counter = torch._dynamo.testing.CompileCounter()
-    loop = SamplingLoop(case.scheduler(), linear_denoiser, guidance_scale=3.0, mode="compile")
-    loop._compiled_step = torch.compile(loop._step, fullgraph=True, backend=counter)  # counts graphs, eager kernels
-    eager = SamplingLoop(case.scheduler(), linear_denoiser, guidance_scale=3.0, mode="eager")
-    for seed in (1, 7):
-        x = latents(SHAPE, torch.float32, seed=seed)
-        assert torch.equal(loop(x, embeds, noise=noise, **schedule), eager(x, embeds, noise=noise, **schedule))
-    assert counter.frame_count == 1
-    inductor = SamplingLoop(case.scheduler(), tanh_denoiser, guidance_scale=3.0, mode="compile")
-    reference = hand_loop(case.scheduler(), tanh_denoiser, x, embeds, 3.0, noise, **schedule)
-    torch.testing.assert_close(inductor(x, embeds, noise=noise, **schedule), reference, rtol=1e-5, atol=1e-5)
-    linear = SamplingLoop(case.scheduler(), linear_denoiser, guidance_scale=3.0, mode="compile")
-    assert torch.equal(linear(x, embeds, noise=noise, **schedule), eager(x, embeds, noise=noise, **schedule))
 
 
 def test_generator_noise_is_drawn_per_step_like_randn_tensor() -> None:

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import torch
 import torch.utils._pytree as pytree
-from _support import is_stochastic, latents, same_state
 
 import functional_sched as fs
 from functional_sched.stages import Denoise, PrepareTimesteps, Req
@@ -22,6 +21,8 @@ from functional_sched.stages.distilled import DistilledDenoise
 from functional_sched.stages.paired import AUDIO_LATENTS, AUDIO_SHAPE, AUDIO_STATE, PairedDenoise
 from functional_sched.stages.stepping import stream_seed
 from functional_sched.stages.swap import PARKED_STATE, ScheduleSwap
+from functional_sched.testing import latents
+from functional_sched.testing.requests import same_state
 
 FLOW = fs.FlowMatchEulerDiscrete
 DMD = FLOW(shift=5.0, stochastic_sampling=True)  # self-forcing's warped four-step sampler
@@ -352,7 +353,7 @@ def block_reference(sched: Any, req: Req, chunk_frames: int) -> torch.Tensor:
         with_context = lambda x, t, embeds, context=context: chunk_model(x, t, embeds, context)  # noqa: E731
         for step in range(sched.steps_left(state)):
             output = cfg_output(with_context, req, x, sched.timestep(state))
-            noise = drawn_noise(stream_seed(req.seed, chunk), step, x.shape) if is_stochastic(sched) else None
+            noise = drawn_noise(stream_seed(req.seed, chunk), step, x.shape) if sched.stochastic else None
             x, state = sched.step(state, output, x, noise=noise)
         finished.append(x)
     return torch.cat(finished, dim=1)
@@ -452,8 +453,8 @@ def paired_reference(video_sched: Any, audio_sched: Any, req: Req) -> tuple[torc
     for step in range(req.num_inference_steps):
         video_t, audio_t = video_sched.timestep(video_state), audio_sched.timestep(audio_state)
         video_out, audio_out = cfg_output(joint_model, req, video, audio, video_t, audio_t)
-        video_noise = drawn_noise(req.seed, step, video.shape) if is_stochastic(video_sched) else None
-        audio_noise = drawn_noise(audio_seed, step, audio.shape) if is_stochastic(audio_sched) else None
+        video_noise = drawn_noise(req.seed, step, video.shape) if video_sched.stochastic else None
+        audio_noise = drawn_noise(audio_seed, step, audio.shape) if audio_sched.stochastic else None
         video, video_state = video_sched.step(video_state, video_out, video, noise=video_noise)
         audio, audio_state = audio_sched.step(audio_state, audio_out, audio, noise=audio_noise)
     return video, audio

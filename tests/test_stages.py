@@ -7,10 +7,12 @@ from typing import Any
 import attrs
 import pytest
 import torch
-from _support import FACTORIES, Case, is_stochastic, latents, same_state
+from specs import CASES, representative
 
 from functional_sched.stages import Denoise, Req
 from functional_sched.stages.denoise import step_noise
+from functional_sched.testing import Case, latents
+from functional_sched.testing.requests import same_state
 
 SHAPE = (2, 4, 4)  # per-row latent shape
 EMBED = (2, 4, 4)
@@ -40,7 +42,7 @@ def same_req(a: Req, b: Req) -> bool:
 
 
 def test_req_is_immutable() -> None:
-    case = FACTORIES[0].values[0]
+    case = CASES["FlowMatchEulerDiscrete-sd3"]
     req = make_req(case, 0, 4)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         req.latents = torch.zeros(1)  # type: ignore[misc]
@@ -48,7 +50,7 @@ def test_req_is_immutable() -> None:
     assert other.guidance_scale == 2.0 and req.guidance_scale == 4.0 and other.latents is req.latents
 
 
-@pytest.mark.parametrize("case", [FACTORIES[0], FACTORIES[2], FACTORIES[6], FACTORIES[9]])
+@pytest.mark.parametrize("case", representative(), ids=lambda case: case.id)
 def test_step_is_scale_model_guidance_step(case: Case) -> None:
     """`step` of one request equals the loop written out by hand (stochastic configs: noise from the request)."""
     sched = case.scheduler()
@@ -65,7 +67,7 @@ def test_step_is_scale_model_guidance_step(case: Case) -> None:
         rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
         output = req.guidance_rescale * rescaled + (1 - req.guidance_rescale) * guided
         noise = None
-        if is_stochastic(sched):
+        if sched.stochastic:
             noise = step_noise(sched, req.evolve(latents=latents_, state=state))
         latents_, state = sched.step(state, output, latents_, noise=noise)
         req = stage.step(req)
@@ -74,7 +76,7 @@ def test_step_is_scale_model_guidance_step(case: Case) -> None:
 
 
 @pytest.mark.parametrize("guided", [True, False], ids=["cfg", "no-cfg"])
-@pytest.mark.parametrize("case", FACTORIES)
+@pytest.mark.parametrize("case", representative(), ids=lambda case: case.id)
 def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
     """Requests with different step counts, at different steps, with their own guidance, stepped together in one
     model call: every result equals the request stepped alone, bit for bit, to the end of every request."""
@@ -100,7 +102,7 @@ def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
 
 
 def test_forward_runs_to_the_end() -> None:
-    case = FACTORIES[4].values[0]
+    case = CASES["DPMSolverMultistep-sd1.5-dpm-2m"]
     stage = Denoise(model=tiny_model, scheduler=case.scheduler())
     req = make_req(case, 0, 5)
     done = stage.forward(req)
@@ -117,7 +119,7 @@ def test_forward_runs_to_the_end() -> None:
 def test_step_many_groups_what_cannot_share_a_batch() -> None:
     """Guided and unguided requests, two scheduler configs (the request's own), two latent shapes: one call to
     `step_many`, every request equal to its run alone and in its place."""
-    flow, dpm = FACTORIES[0].values[0], FACTORIES[4].values[0]
+    flow, dpm = CASES["FlowMatchEulerDiscrete-sd3"], CASES["DPMSolverMultistep-sd1.5-dpm-2m"]
     stage = Denoise(model=tiny_model, scheduler=flow.scheduler())
     reqs = [
         make_req(flow, 0, 5),

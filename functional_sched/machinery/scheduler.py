@@ -281,7 +281,32 @@ PlanKey = tuple[int | None, Any, Any, float | None, torch.dtype]  # steps, custo
 @functools.lru_cache(maxsize=256)
 def _cpu_plan(scheduler: Scheduler, key: PlanKey) -> Plan:
     num_inference_steps, timesteps, sigmas, mu, dtype = key
-    return scheduler._build_plan(num_inference_steps, _table(timesteps), _table(sigmas), mu, dtype)
+    return _finite(scheduler, scheduler._build_plan(num_inference_steps, _table(timesteps), _table(sigmas), mu, dtype))
+
+
+def _finite(scheduler: Scheduler, plan: Plan) -> Plan:
+    """`plan`, if every value a step can read is finite. A NaN or inf there means the config and schedule compute
+    NaN or inf (diffusers returns them too): refused here, before any request steps into it. (Plans zero the
+    warm-up levels a step cannot reach, whose coefficients may legitimately be undefined.)"""
+    per_step = torch.cat(
+        [plan.coefficients.flatten(2), plan.sigmas[:, :-1, None], plan.sigmas[:, 1:, None], plan.timesteps[..., None]],
+        dim=-1,
+    )
+    broken = (~torch.isfinite(per_step)).any(-1).any(0).nonzero().flatten()
+    if broken.numel():
+        step, steps = int(broken[0]), plan.timesteps.shape[1]
+        start, end = plan.sigmas[0, step].item(), plan.sigmas[0, step + 1].item()
+        why = (
+            " It has zero length (the table's last sigma repeated, e.g. by final_sigmas_type='sigma_min' after "
+            "Karras or exponential sigmas) and a higher-order update divides by it."
+            if start == end
+            else ""
+        )
+        raise ValueError(
+            f"{scheduler.name}: step {step} of {steps} (sigma {start:.4g} -> {end:.4g}) computes NaN or inf with this "
+            f"config and schedule, as diffusers 0.42.1 does.{why} Change the options or the step count."
+        )
+    return plan
 
 
 @functools.lru_cache(maxsize=256)

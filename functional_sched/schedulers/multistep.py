@@ -4,7 +4,7 @@ the warm-up and history their states carry, and the checks of a step. Each solve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -47,7 +47,17 @@ class MultistepScheduler(Scheduler):
         conversion = (self.prediction_type, self.thresholding, self.dynamic_thresholding_ratio, self.sample_max_value)
         return (self.solver_order, *conversion, *self._solver_step_options())
 
+    #: Sigma spacings that this solver computes from the VP training schedule even with `use_flow_sigmas`.
+    _vp_spacings: ClassVar[tuple[str, ...]]
+
     def _check_options(self) -> None:
+        for spacing in self._vp_spacings:
+            if self.use_flow_sigmas and getattr(self, spacing):
+                raise ValueError(
+                    f"{self.name}: use_flow_sigmas=True with {spacing}=True: diffusers spaces the sigmas of the VP "
+                    "training schedule (up to about 157) and reads them as flow sigmas, whose alpha = 1 - sigma is "
+                    "negative, and returns NaN; use one or the other."
+                )
         if self.trained_betas is not None and len(self.trained_betas) != self.num_train_timesteps:
             raise ValueError(
                 f"{self.name}: trained_betas has {len(self.trained_betas)} values but num_train_timesteps="

@@ -11,6 +11,7 @@ with coefficients per (step, order) computed once, in diffusers' order of operat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -29,8 +30,9 @@ SOLVER_TYPES = ("bh1", "bh2")
 # the corrector's block (the corrector repeats the previous step's predictor order, min(its cap, warm-up)).
 ALPHA, SIGMA, RAW_SIGMA, CORRECTS = range(4)
 HEADER = 4
-A, B, G, RHO0, RHO1, RHO_LAST, K1, K2 = range(8)  # RHO_LAST: the corrector's weight of the new model output
-BLOCK = 8
+# RHO_LAST: the corrector's weight of the new model output; ORDER: the block's order (1, 2 or 3).
+A, B, G, RHO0, RHO1, RHO_LAST, K1, K2, ORDER = range(9)
+BLOCK = 9
 PREDICTOR, CORRECTOR = HEADER, HEADER + BLOCK
 
 
@@ -85,6 +87,7 @@ class UniPCMultistep(MultistepScheduler):
 
     state_type: ClassVar[type] = UniPCState
     diffusers_name: ClassVar[str] = "UniPCMultistepScheduler"
+    _vp_spacings = ("use_exponential_sigmas", "use_beta_sigmas")  # Karras sigmas it maps to flow ones (s / (s + 1))
 
     def _check_options(self) -> None:
         super()._check_options()
@@ -193,11 +196,8 @@ class UniPCMultistep(MultistepScheduler):
             self._check(state, model_output, sample, noise)
         c = self._coefficients(state, sample, state.lower_order_nums)
         m_new = self._convert(model_output, sample, c)
-        corrector, corrects = c[CORRECTOR : CORRECTOR + BLOCK], c[CORRECTS] > 0
-        if corrects.dim() > 0:  # per-row coefficients: select, branch-free
-            sample = torch.where(corrects, self._update(corrector, state.last_sample, state.history, m_new), sample)
-        elif bool(corrects):  # one host scalar for all rows: correct only if this step does
-            sample = self._update(corrector, state.last_sample, state.history, m_new)
+        corrector, given = c[CORRECTOR : CORRECTOR + BLOCK], sample
+        sample = _pick(c[CORRECTS] > 0, lambda: self._update(corrector, state.last_sample, state.history, m_new), given)
         history = (*state.history[1:], as_dtype(m_new, sample.dtype))
         prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None, m_new.dtype)
         new_state = state.replace(
@@ -225,18 +225,27 @@ class UniPCMultistep(MultistepScheduler):
         # Every coefficient of the update rounds as a device coefficient in diffusers' UniPC (cast to a half-precision
         # sample's dtype before the product: measured on an H100), unlike its model-output conversion.
         base = scaled(c[A], x, on_host=False) - scaled(c[B], m0, on_host=False)
+        # The weighted differences of the earlier outputs (diffusers' einsum, absent at order 1)...
+        weighted = None
         if self.solver_order >= 2:
             d1 = divided(as_dtype(history[-2], dtype) - m0, c[K1])
             if self.solver_order == 3:
                 d2 = divided(as_dtype(history[-3], dtype) - m0, c[K2])
-                residual = _weighted_sum(c[RHO0], d1, c[RHO1], d2)
-            else:
-                residual = scaled(c[RHO0], d1, on_host=False)  # diffusers' rho weights: device tensors
-            if m_new is not None:
-                residual = residual + scaled(c[RHO_LAST], m_new - m0, on_host=False)
-        else:
-            residual = scaled(c[RHO_LAST], m_new - m0, on_host=False) if m_new is not None else torch.zeros_like(m0)
-        return base - scaled(c[G], residual, on_host=False)
+                weighted = _weighted_sum(c[RHO0], d1, c[RHO1], d2)
+            else:  # the einsum promotes to its weights' dtype, the sample's: a bf16 difference is weighed in float32
+                weighted = scaled(c[RHO0], as_dtype(d1, x.dtype), on_host=False)
+        if m_new is None:
+            residual = weighted if weighted is not None else torch.zeros_like(m0)
+            return base - scaled(c[G], residual, on_host=False)
+        # ... and, for the corrector, the new output's weight; diffusers adds them, or, at order 1, adds a Python 0,
+        # so that with float32 latents and a bf16 model the order-1 residual stays bf16 and the others do not.
+        latest = scaled(c[RHO_LAST], m_new - m0, on_host=False)
+        if weighted is None:
+            return base - scaled(c[G], latest, on_host=False)
+        correction = scaled(c[G], weighted + latest, on_host=False)
+        if latest.dtype != weighted.dtype:
+            correction = _pick(c[ORDER] == 1, lambda: scaled(c[G], latest, on_host=False), correction)
+        return base - correction
 
     def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 with `predict_x0`, else epsilon."""
@@ -244,6 +253,14 @@ class UniPCMultistep(MultistepScheduler):
         if self.predict_x0:
             return self._data_prediction(model_output, sample, (alpha, sigma, raw_sigma))
         return predictions.to_noise(self.prediction_type, model_output, sample, alpha, sigma)
+
+
+def _pick(condition: torch.Tensor, if_true: Callable[[], torch.Tensor], otherwise: torch.Tensor) -> torch.Tensor:
+    """`if_true()` where `condition`, else `otherwise`: per row with `torch.where` for per-row coefficients,
+    branch-free; for one host scalar (the eager fast path), `if_true` runs only if the condition holds."""
+    if condition.dim() > 0:
+        return torch.where(condition, if_true(), otherwise)
+    return if_true() if bool(condition) else otherwise
 
 
 def _weighted_sum(w0: torch.Tensor, d0: torch.Tensor, w1: torch.Tensor, d1: torch.Tensor) -> torch.Tensor:
@@ -280,8 +297,8 @@ def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch
         h_phi_k = h_phi_k / hh - 1 / factorial
     one, zero = torch.ones_like(h), torch.zeros_like(h)
 
-    def block(rho0, rho1, rho_last, k1, k2):
-        return torch.stack([a, b, g, rho0, rho1, rho_last, k1, k2], dim=-1)
+    def block(order, rho0, rho1, rho_last, k1, k2):
+        return torch.stack([a, b, g, rho0, rho1, rho_last, k1, k2, torch.full_like(h, order)], dim=-1)
 
     def solve(size: int, last_ratio_is_one: bool) -> torch.Tensor:
         """diffusers' rhos: solve R rho = b, R_jk = r_k^j, with r = (r_1, ..., 1); identity where unusable."""
@@ -293,16 +310,16 @@ def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch
 
     half = torch.full_like(h, 0.5)
     ones_k = [torch.where(torch.isfinite(r) & (r != 0), r, one) for r in ratios]
-    predictor = [block(zero, zero, zero, one, one), block(half, zero, zero, ones_k[0], one)]
-    corrector = [block(zero, zero, half, one, one)]
+    predictor = [block(1, zero, zero, zero, one, one), block(2, half, zero, zero, ones_k[0], one)]
+    corrector = [block(1, zero, zero, half, one, one)]
     if max_order >= 2:
         rho = solve(2, last_ratio_is_one=True)
-        corrector.append(block(rho[:, 0], zero, rho[:, 1], ones_k[0], one))
+        corrector.append(block(2, rho[:, 0], zero, rho[:, 1], ones_k[0], one))
     if max_order >= 3:
         rho = solve(2, last_ratio_is_one=False)
-        predictor.append(block(rho[:, 0], rho[:, 1], zero, ones_k[0], ones_k[1]))
+        predictor.append(block(3, rho[:, 0], rho[:, 1], zero, ones_k[0], ones_k[1]))
         rho = solve(3, last_ratio_is_one=True)
-        corrector.append(block(rho[:, 0], rho[:, 1], rho[:, 2], ones_k[0], ones_k[1]))
+        corrector.append(block(3, rho[:, 0], rho[:, 1], rho[:, 2], ones_k[0], ones_k[1]))
     steps = torch.arange(n)
     predictor_table = by_warmup(torch.stack(predictor[:max_order], dim=1), orders)
     # The corrector of step i repeats the predictor of step i - 1 (same sigmas) at that step's order, which is

@@ -1,0 +1,283 @@
+"""Interop with diffusers: the declared options are the reference's (names, defaults), `from_diffusers` and
+`to_diffusers_config` round-trip any config, an option we lack is refused by name, and the drop-in scheduler
+(`functional_sched.adapters.drop_in`) is indistinguishable from diffusers' in a loop and in its API."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import diffusers
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from functional_sched.adapters import drop_in, from_diffusers, to_diffusers_config
+from functional_sched.adapters.diffusers import config_options
+from functional_sched.machinery import options as declarations
+
+from .. import strategies
+from ..parity import has_repeated_timesteps, latents
+from ..selection import configs, has_drop_in, has_reference
+from ..spec import Case, Spec
+from .parity import BOUND, GRID_SETTINGS, noised
+
+SHAPE = (2, 4, 6, 6)
+
+
+def denoiser(x: torch.Tensor, t: Any) -> torch.Tensor:
+    """A deterministic toy model: depends on the sample and the timestep, like a real one."""
+    t = torch.as_tensor(t, dtype=torch.float32)
+    return torch.sin(x * 0.7 + t / 1000.0) * 0.5 + 0.1 * x
+
+
+def public(config: Any) -> dict[str, Any]:
+    """A config's options, without diffusers' bookkeeping (`_class_name`, `_use_default_values`, ...), sequences as
+    tuples (diffusers keeps what it was given; a JSON round trip makes lists)."""
+    return {key: _tuples(value) for key, value in dict(config).items() if not key.startswith("_")}
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(item) for item in value) if isinstance(value, (list, tuple)) else value
+
+
+def drop_in_pair(case: Case) -> tuple[Any, Any]:
+    """(diffusers' scheduler, our drop-in), both built with the config's options."""
+    return case.reference(), drop_in.DROP_INS[case.spec.scheduler.diffusers_name](**case.options)
+
+
+def assert_tables_equal(reference: Any, ours: Any) -> None:
+    for name in ("timesteps", "sigmas"):
+        expected, got = getattr(reference, name), getattr(ours, name)
+        assert got.dtype == expected.dtype and got.device == expected.device, name
+        assert torch.equal(got, expected), name
+    assert ours.num_inference_steps == reference.num_inference_steps
+    assert ours.step_index == reference.step_index
+    assert ours.begin_index == reference.begin_index
+
+
+def drop_in_loop(
+    case: Case, reference: Any, ours: Any, x: torch.Tensor, *, seed: int = 0, start: int = 0, model_dtype: Any = None
+) -> int:
+    """Step both through the rest of the schedule, `return_dict` alternating; every output and read-out must match
+    (bit for bit, or within the design's bound where the spec says rounding may differ). Returns the steps taken."""
+    y = x.clone()
+    g_ref, g_ours = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    wants_generator = "generator" in inspect.signature(reference.step).parameters
+    timesteps = reference.timesteps[start:]
+    for index, t in enumerate(timesteps):
+        e_ref, e_ours = denoiser(x, t), denoiser(y, t)
+        if model_dtype is not None:
+            e_ref, e_ours = e_ref.to(model_dtype), e_ours.to(model_dtype)
+        extra_ref = {"generator": g_ref} if wants_generator else {}
+        extra_ours = {"generator": g_ours} if wants_generator else {}
+        return_dict = index % 2 == 0
+        out_ref = reference.step(e_ref, t, x, return_dict=return_dict, **extra_ref)
+        out_ours = ours.step(e_ours, t, y, return_dict=return_dict, **extra_ours)
+        assert type(out_ours) is type(out_ref)
+        x, y = (out_ref.prev_sample, out_ours.prev_sample) if return_dict else (out_ref[0], out_ours[0])
+        assert y.dtype == x.dtype, f"step {index}"
+        if case.exact("mixed" if model_dtype is not None else "float32"):
+            assert torch.equal(y, x), f"step {index}: max diff {(y.double() - x.double()).abs().max().item()}"
+        else:
+            assert (y.double() - x.double()).norm() <= BOUND * x.double().norm(), f"step {index}"
+        assert_tables_equal(reference, ours)
+    return len(timesteps)
+
+
+def set_both(case: Case, reference: Any, ours: Any, steps: int | None = None) -> None:
+    """`set_timesteps` on both, and `set_begin_index(0)` where timesteps repeat (as pipelines do; without it diffusers
+    starts at the second match of the first timestep)."""
+    for scheduler in (reference, ours):
+        scheduler.set_timesteps(**case.reference_kwargs(steps))
+    if has_repeated_timesteps(reference):
+        reference.set_begin_index(0)
+        ours.set_begin_index(0)
+
+
+class Interop:
+    """The config mapping and the drop-in scheduler against diffusers."""
+
+    # ------------------------------------------------------------------------------------------ the config
+    @configs(where=has_reference)
+    def test_options_are_the_references(self, spec: Spec) -> None:
+        """Every declared option is a parameter of the reference's `__init__` (or, for a step argument, of its
+        `step`) with the same default; every `__init__` parameter we do not declare is listed as unsupported."""
+        reference_class = type(spec.case(spec.configs[0]).reference())
+        init = inspect.signature(reference_class.__init__).parameters
+        step = inspect.signature(reference_class.step).parameters
+        for name, option in declarations.declared(spec.scheduler).items():
+            where = step if option.step_argument else init
+            assert name in where, (
+                f"{name} is no parameter of the reference's {'step' if option.step_argument else '__init__'}"
+            )
+            theirs = option.domain.check(spec.name, name, where[name].default)
+            assert theirs == option.default, f"{name}: the reference's default {theirs!r}, ours {option.default!r}"
+        missing = sorted(set(init) - {"self", *declarations.declared(spec.scheduler)})
+        assert missing == sorted(spec.unsupported), f"undeclared options of the reference: {missing}"
+
+    @configs(where=has_reference)
+    def test_unsupported_options_are_refused_by_name(self, spec: Spec) -> None:
+        for name, value in spec.unsupported.items():
+            reference = spec.case({name: value}).reference()
+            with pytest.raises(NotImplementedError, match=rf"option {name}="):
+                from_diffusers(reference)
+            if spec.scheduler.diffusers_name in drop_in.DROP_INS:
+                with pytest.raises(NotImplementedError, match=rf"option {name}="):
+                    drop_in.DROP_INS[spec.scheduler.diffusers_name](**{name: value})
+
+    @configs(where=has_reference)
+    @settings(max_examples=10, **GRID_SETTINGS)
+    @given(data=st.data())
+    def test_config_round_trips_through_diffusers(self, spec: Spec, data: st.DataObject) -> None:
+        """`from_diffusers` of the reference built with any options gives ours with those options, and
+        `to_diffusers_config` builds the reference back (`from_config`), its config item for item."""
+        options = data.draw(strategies.config_options(spec))
+        case = spec.case(options)
+        reference, ours = case.reference(), case.scheduler()
+        assert from_diffusers(reference) == ours
+        rebuilt = type(reference).from_config(to_diffusers_config(ours))
+        assert public(rebuilt.config) == public(reference.config)
+        assert from_diffusers(rebuilt) == ours
+        assert set(to_diffusers_config(ours)) == set(config_options(spec.scheduler))
+
+    @configs("every", where=has_reference)
+    def test_table_config_round_trips_through_diffusers(self, case: Case) -> None:
+        reference, ours = case.reference(), case.scheduler()
+        assert from_diffusers(reference) == ours
+        assert from_diffusers(type(reference).from_config(to_diffusers_config(ours))) == ours
+
+    # ----------------------------------------------------------------------------------------- the drop-in
+    @configs("every", where=has_drop_in)
+    def test_drop_in_steps_as_the_reference(self, case: Case) -> None:
+        """A full loop, then `set_timesteps` again (a fresh run on the same object), every read-out equal."""
+        reference, ours = drop_in_pair(case)
+        assert ours.step_index is None and ours.num_inference_steps is None
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+        for seed in (0, 1):
+            set_both(case, reference, ours)
+            assert ours.step_index is None
+            assert_tables_equal(reference, ours)
+            assert drop_in_loop(case, reference, ours, x, seed=seed) == len(reference.timesteps)
+
+    @configs(where=has_drop_in)
+    def test_drop_in_with_a_bf16_model_returns_the_references_dtype(self, case: Case) -> None:
+        reference, ours = drop_in_pair(case)
+        set_both(case, reference, ours)
+        drop_in_loop(case, reference, ours, torch.randn(SHAPE), model_dtype=torch.bfloat16)
+
+    @configs(where=has_drop_in)
+    def test_drop_in_api_is_the_references(self, spec: Spec) -> None:
+        """Name, constructor, `set_timesteps` and `step` signatures, config, compatibles, order, `init_noise_sigma`."""
+        reference_class = type(spec.case(spec.configs[0]).reference())
+        ours_class = drop_in.DROP_INS[spec.scheduler.diffusers_name]
+        assert ours_class.__name__ == reference_class.__name__
+        assert issubclass(ours_class, diffusers.SchedulerMixin) and issubclass(ours_class, diffusers.ConfigMixin)
+        assert not issubclass(ours_class, reference_class)
+        assert inspect.signature(ours_class.__init__) == inspect.signature(reference_class.__init__)
+        reference, ours = reference_class(), ours_class()
+        for method in ("set_timesteps", "step"):
+            assert inspect.signature(getattr(ours, method)) == inspect.signature(getattr(reference, method)), method
+        assert public(ours.config) == public(reference.config)
+        assert ours._compatibles == reference_class._compatibles
+        assert [c.__name__ for c in ours.compatibles] == [c.__name__ for c in reference.compatibles]
+        assert ours.order == reference.order
+        assert hasattr(ours, "init_noise_sigma") == hasattr(reference, "init_noise_sigma")
+        if hasattr(reference, "init_noise_sigma"):
+            assert ours.init_noise_sigma == reference.init_noise_sigma
+        with pytest.raises(TypeError):
+            ours_class(not_an_option=1)
+
+    @configs(where=has_drop_in)
+    def test_drop_in_config_round_trips_through_files(self, case: Case, tmp_path: Any) -> None:
+        """`save_config` / `from_pretrained`, ours to ours, ours to diffusers and back."""
+        ours_class = drop_in.DROP_INS[case.spec.scheduler.diffusers_name]
+        ours = ours_class(**case.options)
+        ours.save_config(tmp_path / "ours")
+        again = ours_class.from_pretrained(tmp_path / "ours")
+        assert type(again) is ours_class and public(again.config) == public(ours.config)
+        theirs = type(case.reference()).from_pretrained(tmp_path / "ours")
+        assert public(theirs.config) == public(ours.config)
+        theirs.save_config(tmp_path / "theirs")
+        assert public(ours_class.from_pretrained(tmp_path / "theirs").config) == public(theirs.config)
+
+    @configs(where=has_drop_in)
+    def test_drop_in_img2img_starts_at_its_begin_index(self, case: Case) -> None:
+        for strength in (0.5, 0.75):
+            reference, ours = drop_in_pair(case)
+            set_both(case, reference, ours, steps=10)
+            begin = int(10 - 10 * strength)  # the img2img pipelines' get_timesteps
+            reference.set_begin_index(begin)
+            ours.set_begin_index(begin)
+            assert ours.begin_index == begin
+            image, noise = torch.randn(SHAPE), torch.randn(SHAPE)
+            t = reference.timesteps[begin : begin + 1].repeat(SHAPE[0])
+            x = noised(reference, image, noise, t)
+            assert torch.equal(noised(ours, image, noise, t), x)
+            assert drop_in_loop(case, reference, ours, x, start=begin) == len(reference.timesteps) - begin
+
+    @configs(where=has_drop_in)
+    def test_drop_in_noising_looks_up_each_rows_timestep(self, case: Case) -> None:
+        """No begin index: each row's sigma is found by its timestep; after steps (inpainting): the step index."""
+        reference, ours = drop_in_pair(case)
+        set_both(case, reference, ours, steps=10)
+        image, noise = torch.randn(SHAPE), torch.randn(SHAPE)
+        t = reference.timesteps[[1, 6]]
+        assert torch.equal(noised(ours, image, noise, t), noised(reference, image, noise, t))
+        assert not torch.equal(noised(ours, image, noise, t)[0], noised(ours, image, noise, t[[1, 1]])[0])
+        set_both(case, reference, ours, steps=10)
+        reference.set_begin_index(2)
+        ours.set_begin_index(2)
+        x = y = image
+        for step_t in reference.timesteps[2:5]:
+            x = reference.step(denoiser(x, step_t), step_t, x).prev_sample
+            y = ours.step(denoiser(y, step_t), step_t, y).prev_sample
+        assert ours.step_index == reference.step_index == 5
+        assert torch.equal(noised(ours, image, noise, t), noised(reference, image, noise, t))
+
+    @configs(where=has_drop_in)
+    def test_drop_in_first_step_finds_its_index_by_timestep(self, case: Case) -> None:
+        reference, ours = drop_in_pair(case)
+        set_both(case, reference, ours, steps=10)
+        assert drop_in_loop(case, reference, ours, torch.randn(SHAPE), start=4) == len(reference.timesteps) - 4
+        assert ours.step_index == reference.step_index == len(reference.timesteps)
+
+    @configs(where=has_drop_in)
+    def test_drop_in_unknown_first_timestep_is_handled_as_the_reference(self, case: Case) -> None:
+        """A first `step` at a timestep that is not in the table: the same error, or the same index and result."""
+        reference, ours = drop_in_pair(case)
+        set_both(case, reference, ours, steps=6)
+        sample = latents((1, 4, 8, 8), torch.float32, 0)
+        unknown = torch.tensor(123.25).to(reference.timesteps.dtype)
+        assert not bool((reference.timesteps == unknown).any())
+        outcomes = []
+        for scheduler in (reference, ours):
+            try:
+                outcomes.append(scheduler.step(torch.tanh(sample), unknown, sample).prev_sample)
+            except Exception as error:  # whatever the reference raises, ours must raise too
+                outcomes.append(type(error))
+        if isinstance(outcomes[0], type):
+            assert outcomes[1] is outcomes[0]
+        else:
+            assert torch.equal(outcomes[1], outcomes[0]) and ours.step_index == reference.step_index
+
+    @configs(where=has_drop_in)
+    def test_drop_in_needs_set_timesteps_first(self, spec: Spec) -> None:
+        ours = drop_in.DROP_INS[spec.scheduler.diffusers_name]()
+        x = torch.randn(SHAPE)
+        with pytest.raises(ValueError):
+            ours.step(x, torch.tensor(999.0), x)
+        with pytest.raises(RuntimeError):
+            _ = ours.timesteps
+
+    @configs(where=has_drop_in)
+    def test_as_diffusers_from_either_scheduler(self, case: Case) -> None:
+        reference = case.reference()
+        ours = drop_in.as_diffusers(reference)
+        assert type(ours) is drop_in.DROP_INS[case.spec.scheduler.diffusers_name]
+        assert public(ours.config) == public(reference.config)
+        from_functional = drop_in.as_diffusers(case.scheduler())
+        assert type(from_functional) is type(ours) and public(from_functional.config) == public(reference.config)
+        set_both(case, reference, ours)
+        drop_in_loop(case, reference, ours, torch.randn(SHAPE))

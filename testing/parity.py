@@ -1,0 +1,157 @@
+"""The parity driver: a scheduler and its reference side by side over a full loop, each feeding its own sample to
+the same deterministic toy model, compared after every step. Also the toy model, the initial latents, and noise
+drawn as the reference draws it. Nothing here asserts; the suite's columns do."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+import functional_sched as fs
+
+from .spec import Case
+
+
+def toy_model(sample: torch.Tensor, timestep: torch.Tensor | float) -> torch.Tensor:
+    """A deterministic stand-in denoiser: smooth, nonlinear in `sample`, varying with the timestep.
+
+    `timestep` is the reference's 0-d timestep or our per-row [R] one; either way it is broadcast to one value per
+    row, so equal inputs give bit-equal outputs on both sides. Elementwise, so each row's output depends on that row
+    alone. Computed in float32, returned in `sample`'s dtype.
+    """
+    rows = sample.shape[0]
+    t = torch.as_tensor(timestep, device=sample.device).to(torch.float32).reshape(-1).expand(rows) / 1000.0
+    t = t.reshape(rows, *([1] * (sample.dim() - 1)))
+    x = sample.to(torch.float32)
+    out = torch.tanh(x) * (0.5 + t) - x * (0.3 * torch.cos(3.0 * t)) + 0.1 * torch.sin(2.0 * x + t)
+    return out.to(sample.dtype)
+
+
+def latents(shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
+    """Standard normal initial latents from a seeded CPU generator, cast to `dtype`."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(dtype)
+
+
+def step_noise(case: Case, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """The noise of one stochastic step, drawn exactly as the reference draws it from `generator`."""
+    return fs.randn_tensor(tuple(shape), generator=generator, dtype=case.spec.noise_dtype)
+
+
+def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    """max|ours - ref| / max|ref| in float64 (over finite entries; 1 in the denominator if `ref` is all zeros)."""
+    return (ours.double() - ref.double()).abs().max().item() / (ref.double().abs().max().item() or 1.0)
+
+
+def ulp(values: torch.Tensor) -> torch.Tensor:
+    """The spacing of `values`' dtype at each value (one unit in the last place), as float64."""
+    finfo = torch.finfo(values.dtype)
+    exponent = torch.floor(torch.log2(values.double().abs().clamp(min=finfo.tiny)))
+    return torch.exp2(exponent) * finfo.eps
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityResult:
+    """One side-by-side loop. `errors[i]` is `relative_error` of step i."""
+
+    errors: list[float]
+    identical: list[bool]
+    timestep_agrees: list[bool]  # our `timestep(state)` equals the reference's t on every row, before each step
+    ours_samples: list[torch.Tensor]
+    ref_samples: list[torch.Tensor]
+    ours_timesteps: torch.Tensor
+    ref_timesteps: torch.Tensor
+    ours_sigmas: torch.Tensor
+    ref_sigmas: torch.Tensor
+
+    @property
+    def steps(self) -> int:
+        return len(self.errors)
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors, default=0.0)
+
+    def first_difference(self) -> str:
+        """A line naming the first step that is not bit-identical (for assertion messages)."""
+        for index, (same, error) in enumerate(zip(self.identical, self.errors, strict=True)):
+            if not same:
+                return f"step {index}/{self.steps}: relative error {error:.3e}"
+        return "all steps bit-identical"
+
+
+def has_repeated_timesteps(reference: Any) -> bool:
+    values = reference.timesteps.tolist()
+    return len(set(values)) < len(values)
+
+
+def parity_run(
+    case: Case,
+    *,
+    steps: int | None = None,
+    shape: Sequence[int] = (2, 4, 8, 8),
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    begin_index: int | None = None,
+) -> ParityResult:
+    """Run the reference's loop and ours from the same latents, each side feeding its own sample to `toy_model`.
+
+    Reference: `set_timesteps(**reference_kwargs)`, `set_begin_index(begin_index)` when one is given (img2img) or
+    when its timesteps repeat (pipelines call `set_begin_index(0)`; without it diffusers starts at the second match
+    of timesteps[0]), then `step(model_output, t, sample, generator=g, return_dict=False)[0]` for each remaining t.
+    Ours: `init(sample=..., begin_index=..., **init_kwargs)`. Stochastic steps draw their noise from a second
+    generator seeded like the reference's.
+    """
+    reference = case.reference()
+    reference.set_timesteps(**case.reference_kwargs(steps))
+    if begin_index is None and has_repeated_timesteps(reference):
+        begin_index = 0
+    if begin_index is not None:
+        reference.set_begin_index(begin_index)
+    start = begin_index or 0
+    ref_timesteps = reference.timesteps
+    ref_sigmas = reference.sigmas.clone()  # the reference keeps them on the scheduler; copy before stepping
+
+    sched = case.scheduler()
+    ref = latents(shape, dtype, seed) * getattr(reference, "init_noise_sigma", 1.0)
+    ours = ref.clone()
+    state = sched.init(sample=ours, begin_index=start, **case.init_kwargs(steps))
+    ours_timesteps, ours_sigmas = sched.timesteps(state), sched.sigmas(state)
+
+    g_ref, g_ours = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 1)
+    takes_generator = "generator" in inspect.signature(reference.step).parameters
+    ref_step_kwargs = {"generator": g_ref} if sched.stochastic and takes_generator else {}
+    scale_input = getattr(reference, "scale_model_input", lambda sample, t: sample)
+
+    errors, identical, timestep_agrees, ours_samples, ref_samples = [], [], [], [], []
+    for t in ref_timesteps[start:]:
+        our_timestep = sched.timestep(state)
+        timestep_agrees.append(our_timestep.dtype == t.dtype and torch.equal(our_timestep, t.expand(shape[0])))
+        ref = reference.step(toy_model(scale_input(ref, t), t), t, ref, return_dict=False, **ref_step_kwargs)[0]
+
+        noise = step_noise(case, ours.shape, g_ours) if sched.stochastic else None
+        ours, state = sched.step(
+            state, toy_model(sched.scale_model_input(state, ours), our_timestep), ours, noise=noise
+        )
+
+        if ours.dtype != ref.dtype:
+            raise TypeError(f"parity_run compares equal dtypes; ours {ours.dtype}, the reference's {ref.dtype}")
+        errors.append(relative_error(ours, ref))
+        identical.append(torch.equal(ours, ref))
+        ours_samples.append(ours)
+        ref_samples.append(ref)
+    return ParityResult(
+        errors=errors,
+        identical=identical,
+        timestep_agrees=timestep_agrees,
+        ours_samples=ours_samples,
+        ref_samples=ref_samples,
+        ours_timesteps=ours_timesteps,
+        ref_timesteps=ref_timesteps,
+        ours_sigmas=ours_sigmas,
+        ref_sigmas=ref_sigmas,
+    )

@@ -1,0 +1,229 @@
+"""What a scheduler class contributes to the conformance suite: a `Spec` with a table of `Config`s.
+
+    FLOW_MATCH = Spec(
+        fs.FlowMatchEulerDiscrete,
+        configs=(*pipelines(fs.FlowMatchEulerDiscrete), Config("stochastic", {"stochastic_sampling": True}), ...),
+    )
+
+Everything else has a default read off the class: the reference (diffusers' class of the same name), the hypothesis
+strategy over its options (their declared domains and examples), the schedule arguments worth drawing. A test of
+the suite takes a `Case`: one spec and one of its configs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+
+from functional_sched.adapters import _cases
+
+#: Custom tables for a step count: `lambda steps: {"sigmas": ...}` (what `init` and `set_timesteps` take).
+Custom = Callable[[int], Mapping[str, Any]]
+#: Which comparisons of a config are bit for bit: `exact(options, situation) -> bool`, where the situation is
+#: "float32", "bfloat16", "float16" (sample and model output in that dtype) or "mixed" (float32 latents with a
+#: bfloat16 model output). Where it says False, every step is held to the design's bound instead: 1e-5 of the
+#: trajectory's norm, or one ulp of a half-precision result.
+Exactness = Callable[[Mapping[str, Any], str], bool]
+
+
+def always_exact(options: Mapping[str, Any], situation: str) -> bool:
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How a config sets its schedule: `steps` (default count), a custom table made for a step count, `mu`."""
+
+    steps: int = 8
+    mu: float | None = None
+    custom: Custom | None = None
+
+    def init_kwargs(self, steps: int | None = None) -> dict[str, Any]:
+        """The arguments of `init` after the sample (what a pipeline passes to `set_timesteps` too)."""
+        steps = steps or self.steps
+        kwargs: dict[str, Any] = {"num_inference_steps": None if self.custom else steps}
+        if self.custom:
+            kwargs.update({key: tuple(float(value) for value in table) for key, table in self.custom(steps).items()})
+        if self.mu is not None:
+            kwargs["mu"] = self.mu
+        return kwargs
+
+    def reference_kwargs(self, steps: int | None = None) -> dict[str, Any]:
+        """The same for the reference's `set_timesteps`: custom tables as float64 numpy arrays, fresh each call
+        (diffusers' UniPC takes arrays only, and edits them in place)."""
+        kwargs = self.init_kwargs(steps)
+        return {
+            key: np.array(value, dtype=np.float64) if isinstance(value, tuple) else value
+            for key, value in kwargs.items()
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One representative config: the options (diffusers' names, the same for ours and the reference) and its
+    schedule."""
+
+    id: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    schedule: Schedule = Schedule()
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """A config (and schedule) where the reference breaks down (raises, or returns NaN or inf) and ours refuses
+    up front: `match` is a regular expression of our error. `at` is where we refuse: "construction" or "init"."""
+
+    id: str
+    options: Mapping[str, Any]
+    match: str
+    schedule: Schedule = Schedule()
+    at: str = "construction"
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    """A convergence order to measure on the closed-form Gaussian problem (`testing.gaussian`): the final error of
+    a float64 loop falls like N^-order over `counts` steps (`at_least`: no slower than that)."""
+
+    id: str
+    options: Mapping[str, Any]
+    order: float
+    counts: tuple[int, ...] = (20, 40, 80, 160)
+    at_least: bool = False
+
+
+#: `Spec.reference`'s default: diffusers' class named by the scheduler's `diffusers_name`, built with the options.
+DIFFUSERS: Any = object()
+
+
+def diffusers_reference(scheduler_class: type) -> Callable[[Mapping[str, Any]], Any]:
+    reference_class = getattr(diffusers, scheduler_class.diffusers_name)
+    return lambda options: reference_class(**options)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A scheduler class's entry in the conformance suite.
+
+    `configs`: representative configs, real pipelines' first; the default run checks each property on the first,
+    the slow run on all. `reference`: builds the reference scheduler (diffusers' API: `set_timesteps`, `timesteps`,
+    `sigmas`, `step`) for options; `None` for a class with no runnable reference (its parity columns are not
+    generated). `options` and `schedules`: hypothesis strategies for the grid (defaults read the declarations,
+    `testing.strategies`). `exact`: which comparisons are bit for bit. `refusals`: where the reference breaks down
+    and ours refuses. `orders`: convergence orders. `noise_dtype`: the dtype the reference draws a stochastic step's
+    noise in (`torch.Generator` draws differ by dtype). `unsupported`: the reference's options we do not declare,
+    each with a value other than its default (`from_diffusers` must refuse it by name). `held`: options the drawn
+    configs keep at their default, because the toy model cannot serve them (e.g. an output with extra channels).
+    """
+
+    scheduler: type
+    configs: Sequence[Config]
+    reference: Callable[[Mapping[str, Any]], Any] | None = DIFFUSERS
+    options: Callable[[Spec], Any] | None = None
+    schedules: Callable[[Spec, Mapping[str, Any]], Any] | None = None
+    exact: Exactness = always_exact
+    refusals: Sequence[Refusal] = ()
+    orders: Sequence[Order] = ()
+    noise_dtype: torch.dtype = torch.float32
+    unsupported: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    held: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.configs:
+            raise ValueError(f"Spec({self.scheduler.__name__}): give at least one config.")
+        ids = [config.id for config in self.configs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"Spec({self.scheduler.__name__}): config ids repeat: {ids}.")
+        if self.reference is DIFFUSERS:
+            object.__setattr__(self, "reference", diffusers_reference(self.scheduler))
+
+    @property
+    def name(self) -> str:
+        return self.scheduler.__name__
+
+    def __repr__(self) -> str:
+        return f"Spec({self.name})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis' and IPython's pretty printer
+        printer.text(repr(self))
+
+    def case(self, config: Config | Mapping[str, Any], schedule: Schedule | None = None) -> Case:
+        """A case of this spec for a config (or for bare options, as the hypothesis grid draws them)."""
+        if not isinstance(config, Config):
+            config = Config("drawn", dict(config), schedule or Schedule())
+        return Case(self, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One spec and one of its configs: what a conformance test takes."""
+
+    spec: Spec
+    config: Config
+
+    @property
+    def id(self) -> str:
+        return f"{self.spec.name}-{self.config.id}"
+
+    def __repr__(self) -> str:
+        return f"Case({self.spec.name}, {dict(self.options)!r}, {self.config.schedule!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        return self.config.options
+
+    @property
+    def steps(self) -> int:
+        return self.config.schedule.steps
+
+    def scheduler(self, **overrides: Any) -> Any:
+        return self.spec.scheduler(**{**self.options, **overrides})
+
+    def reference(self) -> Any:
+        assert self.spec.reference is not None, f"{self.spec.name} has no reference"
+        return self.spec.reference(dict(self.options))
+
+    def init_kwargs(self, steps: int | None = None) -> dict[str, Any]:
+        return self.config.schedule.init_kwargs(steps)
+
+    def reference_kwargs(self, steps: int | None = None) -> dict[str, Any]:
+        return self.config.schedule.reference_kwargs(steps)
+
+    @property
+    def stochastic(self) -> bool:
+        return bool(self.scheduler().stochastic)
+
+    def exact(self, situation: str = "float32") -> bool:
+        return self.spec.exact(self.options, situation)
+
+
+def pipelines(scheduler_class: type) -> tuple[Config, ...]:
+    """The real-pipeline configs of `scheduler_class` (`functional_sched.adapters`' report grid), as `Config`s: the
+    published `scheduler_config.json` options and the `set_timesteps` arguments of each pipeline."""
+    return tuple(
+        Config(
+            _slug(case.label),
+            dict(case.config),
+            Schedule(steps=8, mu=case.mu, custom=_pipeline_sigmas if case.pipeline_sigmas else None),
+        )
+        for case in _cases.GRID
+        if case.diffusers_name == scheduler_class.diffusers_name
+    )
+
+
+def _pipeline_sigmas(steps: int) -> dict[str, Any]:
+    """What Flux and Qwen-Image pipelines pass: `sigmas=np.linspace(1.0, 1 / n, n)`."""
+    return {"sigmas": np.linspace(1.0, 1 / steps, steps)}
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
