@@ -125,6 +125,7 @@ def parity_run(
     g_ref, g_ours = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 1)
     takes_generator = "generator" in inspect.signature(reference.step).parameters
     ref_step_kwargs = {"generator": g_ref} if sched.stochastic and takes_generator else {}
+    ref_step_kwargs.update(case.reference_step_kwargs)
     scale_input = getattr(reference, "scale_model_input", lambda sample, t: sample)
 
     errors, identical, timestep_agrees, ours_samples, ref_samples = [], [], [], [], []

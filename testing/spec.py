@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from functional_sched.adapters import _cases
+from functional_sched.machinery import options
 
 #: Custom tables for a step count: `lambda steps: {"sigmas": ...}` (what `init` and `set_timesteps` take).
 Custom = Callable[[int], Mapping[str, Any]]
@@ -103,8 +104,11 @@ DIFFUSERS: Any = object()
 
 
 def diffusers_reference(scheduler_class: type) -> Callable[[Mapping[str, Any]], Any]:
+    """Builds diffusers' class of `scheduler_class.diffusers_name` with a config's options (not its `step()`
+    arguments, which `step` takes)."""
     reference_class = getattr(diffusers, scheduler_class.diffusers_name)
-    return lambda options: reference_class(**options)
+    step_arguments = {name for name, option in options.declared(scheduler_class).items() if option.step_argument}
+    return lambda config: reference_class(**{key: value for key, value in config.items() if key not in step_arguments})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +145,12 @@ class Spec:
         if len(set(ids)) != len(ids):
             raise ValueError(f"Spec({self.scheduler.__name__}): config ids repeat: {ids}.")
         if self.reference is DIFFUSERS:
+            name = getattr(self.scheduler, "diffusers_name", None)
+            if name is None or not hasattr(diffusers, name):
+                raise ValueError(
+                    f"Spec({self.scheduler.__name__}): diffusers has no class named by its diffusers_name ({name!r}); "
+                    "pass reference=... (builds an object with diffusers' scheduler API from options), or None."
+                )
             object.__setattr__(self, "reference", diffusers_reference(self.scheduler))
 
     @property
@@ -197,6 +207,12 @@ class Case:
 
     def reference_kwargs(self, steps: int | None = None) -> dict[str, Any]:
         return self.config.schedule.reference_kwargs(steps)
+
+    @property
+    def reference_step_kwargs(self) -> dict[str, Any]:
+        """The config's options that diffusers takes as `step()` arguments (`Option.step_argument`)."""
+        declared = options.declared(self.spec.scheduler)
+        return {name: value for name, value in self.options.items() if declared[name].step_argument}
 
     @property
     def stochastic(self) -> bool:

@@ -5,10 +5,16 @@ One class: `pytest tests/test_conformance.py -k DPMSolverMultistep`; its full gr
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import diffusers
 from specs import SPECS
 
 import functional_sched as fs
 from functional_sched.testing import SchedulerConformance
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def registry_specs() -> tuple:
@@ -25,3 +31,21 @@ class TestConformance(SchedulerConformance):
 
 def test_every_spec_is_of_a_listed_class() -> None:
     assert set(SPECS) == set(fs.SCHEDULERS)
+
+
+def test_readme_coverage_table_is_true() -> None:
+    """The README's coverage table lists every scheduler class of diffusers (the ones its optional dependencies gate
+    included), and says "supported" for exactly the classes in `functional_sched.SCHEDULERS`."""
+    rows = re.findall(r"^\| `(\w+Scheduler)` \| ([^|]+) \|$", README.read_text(), flags=re.MULTILINE)
+    table = {name: status.strip() for name, status in rows}
+    assert len(table) == len(rows), "a class is listed twice"
+    ours = {name for name in dir(diffusers) if name.endswith("Scheduler")}
+    ours |= {
+        name
+        for names in diffusers.schedulers._import_structure.values()
+        for name in names
+        if name.endswith("Scheduler")
+    }
+    assert set(table) == ours, f"missing {sorted(ours - set(table))}, unknown {sorted(set(table) - ours)}"
+    supported = {name for name, status in table.items() if status == "supported"}
+    assert supported == {cls.diffusers_name for cls in fs.SCHEDULERS}

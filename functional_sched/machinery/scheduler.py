@@ -288,25 +288,25 @@ def _finite(scheduler: Scheduler, plan: Plan) -> Plan:
     """`plan`, if every value a step can read is finite. A NaN or inf there means the config and schedule compute
     NaN or inf (diffusers returns them too): refused here, before any request steps into it. (Plans zero the
     warm-up levels a step cannot reach, whose coefficients may legitimately be undefined.)"""
+    tables = (plan.coefficients, plan.sigmas, plan.timesteps)
+    if all(bool(torch.isfinite(table).all()) for table in tables):
+        return plan
     per_step = torch.cat(
         [plan.coefficients.flatten(2), plan.sigmas[:, :-1, None], plan.sigmas[:, 1:, None], plan.timesteps[..., None]],
         dim=-1,
     )
-    broken = (~torch.isfinite(per_step)).any(-1).any(0).nonzero().flatten()
-    if broken.numel():
-        step, steps = int(broken[0]), plan.timesteps.shape[1]
-        start, end = plan.sigmas[0, step].item(), plan.sigmas[0, step + 1].item()
-        why = (
-            " It has zero length (the table's last sigma repeated, e.g. by final_sigmas_type='sigma_min' after "
-            "Karras or exponential sigmas) and a higher-order update divides by it."
-            if start == end
-            else ""
-        )
-        raise ValueError(
-            f"{scheduler.name}: step {step} of {steps} (sigma {start:.4g} -> {end:.4g}) computes NaN or inf with this "
-            f"config and schedule, as diffusers 0.42.1 does.{why} Change the options or the step count."
-        )
-    return plan
+    step, steps = int((~torch.isfinite(per_step)).any(-1).any(0).nonzero()[0]), plan.timesteps.shape[1]
+    start, end = plan.sigmas[0, step].item(), plan.sigmas[0, step + 1].item()
+    why = (
+        " It has zero length (the table's last sigma repeated, e.g. by final_sigmas_type='sigma_min' after Karras or "
+        "exponential sigmas) and a higher-order update divides by it."
+        if start == end
+        else ""
+    )
+    raise ValueError(
+        f"{scheduler.name}: step {step} of {steps} (sigma {start:.4g} -> {end:.4g}) computes NaN or inf with this "
+        f"config and schedule, as diffusers 0.42.1 does.{why} Change the options or the step count."
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -121,7 +121,7 @@ class Compile:
     def test_compiles_fullgraph_without_recompiles(self, case: Case) -> None:
         compiled_loop(case, "eager")
 
-    @configs()
+    @configs("every")
     def test_compiles_with_inductor(self, case: Case) -> None:
         compiled_loop(case, "inductor")
 
@@ -136,10 +136,11 @@ class Compile:
             assert torch.equal(ours, hand_loop(case.scheduler(), tanh_denoiser, x, embeds, guidance, noise, **schedule))
             assert torch.equal(x, x_before), "the loop wrote into its input"
 
-    @configs()
+    @configs("every")
     def test_sampling_loop_compiled_equals_eager(self, case: Case) -> None:
         """One graph for the whole run (every step, and a second call with other inputs), bit-equal to eager with a
-        denoiser the compiler cannot round otherwise; with tanh/sin in the denoiser, within float32 rounding."""
+        denoiser the compiler cannot round otherwise; with tanh/sin in the denoiser (which inductor rounds its own way,
+        and the loop carries on), within 1e-4 of the loop's scale."""
         x, embeds, noise, schedule = loop_inputs(case, guided=True)
         counter = torch._dynamo.testing.CompileCounter()
         loop = fs.SamplingLoop(case.scheduler(), linear_denoiser, guidance_scale=3.0, mode="compile")
@@ -151,6 +152,7 @@ class Compile:
         assert counter.frame_count == 1
         inductor = fs.SamplingLoop(case.scheduler(), tanh_denoiser, guidance_scale=3.0, mode="compile")
         reference = hand_loop(case.scheduler(), tanh_denoiser, x, embeds, 3.0, noise, **schedule)
-        torch.testing.assert_close(inductor(x, embeds, noise=noise, **schedule), reference, rtol=1e-5, atol=1e-5)
+        got = inductor(x, embeds, noise=noise, **schedule)
+        torch.testing.assert_close(got, reference, rtol=0, atol=1e-4 * reference.abs().max().item())
         linear = fs.SamplingLoop(case.scheduler(), linear_denoiser, guidance_scale=3.0, mode="compile")
         assert torch.equal(linear(x, embeds, noise=noise, **schedule), eager(x, embeds, noise=noise, **schedule))

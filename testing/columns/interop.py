@@ -19,7 +19,7 @@ from functional_sched.machinery import options as declarations
 
 from .. import strategies
 from ..parity import has_repeated_timesteps, latents
-from ..selection import configs, has_drop_in, has_reference
+from ..selection import configs, has_drop_in, has_reference, is_registered
 from ..spec import Case, Spec
 from .parity import BOUND, GRID_SETTINGS, noised
 
@@ -70,8 +70,12 @@ def drop_in_loop(
         e_ref, e_ours = denoiser(x, t), denoiser(y, t)
         if model_dtype is not None:
             e_ref, e_ours = e_ref.to(model_dtype), e_ours.to(model_dtype)
-        extra_ref = {"generator": g_ref} if wants_generator else {}
-        extra_ours = {"generator": g_ours} if wants_generator else {}
+        extra_ref = (
+            {"generator": g_ref, **case.reference_step_kwargs} if wants_generator else case.reference_step_kwargs
+        )
+        extra_ours = (
+            {"generator": g_ours, **case.reference_step_kwargs} if wants_generator else case.reference_step_kwargs
+        )
         return_dict = index % 2 == 0
         out_ref = reference.step(e_ref, t, x, return_dict=return_dict, **extra_ref)
         out_ours = ours.step(e_ours, t, y, return_dict=return_dict, **extra_ours)
@@ -117,7 +121,7 @@ class Interop:
         missing = sorted(set(init) - {"self", *declarations.declared(spec.scheduler)})
         assert missing == sorted(spec.unsupported), f"undeclared options of the reference: {missing}"
 
-    @configs(where=has_reference)
+    @configs(where=is_registered)
     def test_unsupported_options_are_refused_by_name(self, spec: Spec) -> None:
         for name, value in spec.unsupported.items():
             reference = spec.case({name: value}).reference()
@@ -127,7 +131,7 @@ class Interop:
                 with pytest.raises(NotImplementedError, match=rf"option {name}="):
                     drop_in.DROP_INS[spec.scheduler.diffusers_name](**{name: value})
 
-    @configs(where=has_reference)
+    @configs(where=is_registered)
     @settings(max_examples=10, **GRID_SETTINGS)
     @given(data=st.data())
     def test_config_round_trips_through_diffusers(self, spec: Spec, data: st.DataObject) -> None:
@@ -142,7 +146,7 @@ class Interop:
         assert from_diffusers(rebuilt) == ours
         assert set(to_diffusers_config(ours)) == set(config_options(spec.scheduler))
 
-    @configs("every", where=has_reference)
+    @configs("every", where=is_registered)
     def test_table_config_round_trips_through_diffusers(self, case: Case) -> None:
         reference, ours = case.reference(), case.scheduler()
         assert from_diffusers(reference) == ours

@@ -73,6 +73,7 @@ def assert_stepwise_parity(case: Case, sample_dtype: torch.dtype, model_dtype: t
     state = sched.init(sample=sample, **case.init_kwargs())
     g_ref, g_ours = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     ref_kwargs = {"generator": g_ref} if sched.stochastic else {}
+    ref_kwargs.update(case.reference_step_kwargs)
     exact = case.exact(situation)
     for index, t in enumerate(reference.timesteps):
         model_output = toy_model(sample, t).to(model_dtype)
@@ -103,6 +104,7 @@ def reference_breaks_down(case: Case, steps: int | None = None) -> bool:
         sample = latents(SHAPE, torch.float32, 0)
         generator = torch.Generator().manual_seed(0)
         kwargs = {"generator": generator} if case.stochastic else {}
+        kwargs.update(case.reference_step_kwargs)
         for t in reference.timesteps:
             sample = reference.step(toy_model(sample, t), t, sample, return_dict=False, **kwargs)[0]
             if not bool(torch.isfinite(sample).all()):
