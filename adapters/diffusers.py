@@ -36,8 +36,14 @@ def from_diffusers(scheduler: Any) -> Scheduler:
     - FlowMatchEuler's `set_shift(s)` changes the shift applied in `set_timesteps` but not the sigma range, which
       `__init__` fixed from `config.shift`; no config of ours reproduces that mix, so it raises (see `_flow_shift`).
     """
+    ours = _scheduler_class(type(scheduler).__name__)
+    return ours(**options_for(ours, scheduler))
+
+
+def options_for(ours: type[Scheduler], scheduler: Any) -> dict[str, Any]:
+    """The options of `ours` that the diffusers `scheduler` object has in effect (`from_diffusers`' mapping; a
+    drop-in builds its own functional class with them)."""
     diffusers_name = type(scheduler).__name__
-    ours = _scheduler_class(diffusers_name)
     fields = set(config_options(ours))
     defaults = _diffusers_defaults(type(scheduler))
     options: dict[str, Any] = {}
@@ -53,7 +59,7 @@ def from_diffusers(scheduler: Any) -> Scheduler:
             )
     if diffusers_name in _RUNTIME_CHECKS:
         _RUNTIME_CHECKS[diffusers_name](scheduler, options)
-    return ours(**options)
+    return options
 
 
 def to_diffusers_config(scheduler: Scheduler) -> dict[str, Any]:

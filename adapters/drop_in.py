@@ -29,10 +29,10 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 import functional_sched as fs
-from functional_sched.machinery import host
+from functional_sched.machinery import host, options
 from functional_sched.machinery.scheduler import Scheduler
 
-from .diffusers import from_diffusers, to_diffusers_config
+from .diffusers import from_diffusers, options_for, to_diffusers_config
 
 __all__ = [
     "DPMSolverMultistepScheduler",
@@ -95,8 +95,10 @@ class _DropIn(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------------------------------------ construction
     def _configure(self, **options: Any) -> None:
-        # from_diffusers maps the options (and refuses unsupported ones) from a throwaway diffusers instance.
-        self._functional: Scheduler = from_diffusers(self._diffusers_class(**options))
+        # from_diffusers' mapping takes the options (and refuses unsupported ones) from a throwaway diffusers instance.
+        self._functional: Scheduler = self._functional_class(
+            **options_for(self._functional_class, self._diffusers_class(**options))
+        )
         self._plan: Any = None
         self._request: _Request | None = None
         self._begin_index: int | None = None
@@ -186,7 +188,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         variance_noise: torch.Tensor | None = None,
         return_dict: bool = True,
         per_token_timesteps: torch.Tensor | None = None,
-        **ignored: Any,  # FlowMatchEuler's s_churn, s_tmin, s_tmax, s_noise: diffusers ignores them too
+        **step_arguments: Any,  # options in diffusers, or ignored by it (FlowMatchEuler's s_churn, s_tmin, ...)
     ) -> Any:
         if per_token_timesteps is not None:
             raise NotImplementedError(
@@ -197,6 +199,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
             )
+        self._take_step_arguments(step_arguments)
         out_dtype = self._output_dtype(model_output, sample)
         state = self._state
         if state is None:
@@ -220,6 +223,33 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         if not return_dict:
             return (prev_sample,)
         return self._output_class(prev_sample=prev_sample)
+
+    def _take_step_arguments(self, arguments: dict[str, Any]) -> None:
+        """diffusers takes some options with every `step()` call (Euler's `s_churn`, ...); ours are config
+        (`Option.step_argument`), so that `step` stays branch-free. A call with values other than the config in force
+        re-plans, and the run goes on from the step it is at. Arguments no option of ours declares (FlowMatchEuler's
+        `s_churn`, which diffusers ignores too) are ignored."""
+        declared = options.declared(type(self._functional))
+        changes = {
+            name: value
+            for name, value in arguments.items()
+            if name in declared and declared[name].step_argument and value != getattr(self._functional, name)
+        }
+        if not changes:
+            return
+        self._functional = attrs.evolve(self._functional, **changes)
+        request = self._request
+        assert request is not None
+        schedule = {"timesteps": request.timesteps, "sigmas": request.sigmas, "mu": request.mu}
+        self._plan = self._functional.plan(
+            request.num_inference_steps, **schedule, dtype=torch.float32, device=self._plan.timesteps.device
+        )
+        if self._state is not None:
+            device = self._state.step_index.device
+            plan = self._functional.plan(
+                request.num_inference_steps, **schedule, dtype=self._state.plan.coefficients.dtype, device=device
+            )
+            self._state = self._state.replace(plan=plan, fingerprint=self._functional._fingerprint_on(device))
 
     def _check_timestep(self, timestep: Any) -> None:
         pass

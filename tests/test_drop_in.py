@@ -1,6 +1,7 @@
 """functional_sched.adapters.drop_in, what the conformance suite's interop column does not already prove for every
 class: `set_timesteps` in all its keyword forms and refusals, `from_config` across classes, the SDE noise arguments,
-the timestep look-up of a repeated timestep, DPM-Solver's `mu`, FlowMatchEuler's refusals."""
+the timestep look-up of a repeated timestep, DPM-Solver's `mu`, FlowMatchEuler's refusals, and `step()` arguments
+that are options (`Option.step_argument`) re-planning the run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from specs import SPECS
 
+import functional_sched as fs
 from functional_sched.adapters import drop_in
 from functional_sched.adapters.drop_in import (
     DPMSolverMultistepScheduler,
@@ -19,6 +21,8 @@ from functional_sched.adapters.drop_in import (
     UniPCMultistepScheduler,
     as_diffusers,
 )
+from functional_sched.machinery import options
+from functional_sched.machinery.options import Option, Real
 from functional_sched.testing.columns.interop import SHAPE, assert_tables_equal, denoiser, drop_in_loop, public
 
 
@@ -177,3 +181,49 @@ def test_as_diffusers_refuses_unsupported():
         as_diffusers(diffusers.EulerDiscreteScheduler())
     with pytest.raises(NotImplementedError):
         UniPCMultistepScheduler(solver_p=diffusers.DDIMScheduler())
+
+
+# ------------------------------------------------------------------------------------------------ step arguments
+@options.config
+class NoisyFlowMatch(fs.FlowMatchEulerDiscrete):
+    """Flow-match Euler whose stochastic noise is scaled by `s_noise`, an option diffusers' Euler-type classes take as
+    a `step()` argument: a test scheduler, so the drop-in's handling of step arguments has a user before Euler."""
+
+    s_noise: float = Option(1.0, Real(above=0), step_argument=True)
+
+    def _step_options(self) -> tuple[Any, ...]:
+        return (*super()._step_options(), self.s_noise)
+
+    def step(self, state: Any, model_output: Any, sample: Any, *, noise: Any = None) -> Any:
+        return super().step(state, model_output, sample, noise=None if noise is None else noise * self.s_noise)
+
+
+# The drop-in of `NoisyFlowMatch`: as every drop-in, it carries its diffusers class's name and signatures.
+NoisyDropIn = type(
+    "FlowMatchEulerDiscreteScheduler", (FlowMatchEulerDiscreteScheduler,), {"_functional_class": NoisyFlowMatch}
+)
+
+
+@pytest.mark.parametrize("switch_at", [0, 3])
+def test_a_step_argument_replans_from_the_step_the_run_is_at(switch_at: int) -> None:
+    """diffusers' `step(..., s_noise=)` is config here: a drop-in called with another value than its config re-plans
+    and goes on from the step it is at, as a functional loop that switches to the scheduler of that value there."""
+    config = {"shift": 3.0, "stochastic_sampling": True}
+    ours = NoisyDropIn(**config)
+    assert "s_noise" not in ours.config  # a step argument: diffusers keeps it out of the config
+    ours.set_timesteps(6)
+    before, after = NoisyFlowMatch(**config), NoisyFlowMatch(**config, s_noise=0.5)
+    x = y = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    state = before.init(6, sample=y)
+    g_ours, g_functional = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    for index, t in enumerate(ours.timesteps):
+        s_noise = 0.5 if index >= switch_at else 1.0
+        x = ours.step(denoiser(x, t), t, x, s_noise=s_noise, generator=g_ours).prev_sample
+        sched = after if index >= switch_at else before
+        if index == switch_at:  # the run goes on under the new config: its plan and step options
+            state = state.replace(plan=after.plan(6), fingerprint=after._fingerprint_on(y.device))
+        noise = fs.randn_tensor(SHAPE, generator=g_functional, dtype=torch.float32)
+        assert torch.equal(sched.timestep(state), t.expand(SHAPE[0]))
+        y, state = sched.step(state, denoiser(y, t), y, noise=noise)
+        assert torch.equal(x, y), f"step {index}"
+    assert ours._functional == after and ours.step_index == 6
