@@ -50,16 +50,6 @@ class DPMSolverMultistep(MultistepScheduler):
     Probabilistic Models", with diffusers 0.42.1's options and schedule.
     """
 
-    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS
-    beta_start: float = common.BETA_START
-    beta_end: float = common.BETA_END
-    beta_schedule: str = common.BETA_SCHEDULE
-    trained_betas: tuple[float, ...] | None = common.TRAINED_BETAS
-    solver_order: int = common.SOLVER_ORDER
-    prediction_type: str = common.PREDICTION_TYPE
-    thresholding: bool = common.THRESHOLDING
-    dynamic_thresholding_ratio: float = common.DYNAMIC_THRESHOLDING_RATIO
-    sample_max_value: float = common.SAMPLE_MAX_VALUE
     algorithm_type: str = Option("dpmsolver++", Choice(*ALGORITHMS))
     solver_type: str = Option("midpoint", Choice(*SOLVER_TYPES))
     lower_order_final: bool = common.LOWER_ORDER_FINAL

@@ -1,6 +1,7 @@
-"""What the multistep solvers (DPM-Solver, UniPC) share: the rules between their common options, the plan's shape,
-the warm-up and history their states carry, and the checks of a step. Each solver declares its own list of options
-(the config a diffusers user reads; shared declarations from `common`) and its own schedule and coefficients."""
+"""What the multistep solvers (DPM-Solver, UniPC) share: the options their diffusers classes both begin with (the
+training schedule, the order, the model's output), the rules between options, the plan's shape, the warm-up and
+history their states carry, and the checks of a step. Each solver declares the rest of its options after these, in
+diffusers' order (shared declarations from `common`), and its own schedule and coefficients."""
 
 from __future__ import annotations
 
@@ -8,16 +9,29 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, host
+from ..machinery import checks, host, options
 from ..machinery.options import Choice
 from ..machinery.plan import Plan, single_plan
 from ..machinery.scheduler import Scheduler
 from ..math import predictions, schedules
+from . import common
 
 
+@options.config
 class MultistepScheduler(Scheduler):
-    """Base of the multistep solvers; the subclass declares its options (`options.config`) with diffusers' names,
-    the shared ones from `common`."""
+    """Base of the multistep solvers: the options both diffusers classes begin with; a subclass declares the rest
+    (`options.config`)."""
+
+    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS
+    beta_start: float = common.BETA_START
+    beta_end: float = common.BETA_END
+    beta_schedule: str = common.BETA_SCHEDULE
+    trained_betas: tuple[float, ...] | None = common.TRAINED_BETAS
+    solver_order: int = common.SOLVER_ORDER
+    prediction_type: str = common.PREDICTION_TYPE
+    thresholding: bool = common.THRESHOLDING
+    dynamic_thresholding_ratio: float = common.DYNAMIC_THRESHOLDING_RATIO
+    sample_max_value: float = common.SAMPLE_MAX_VALUE
 
     # ------------------------------------------------------------------ hooks for the subclasses
     def _schedule(
