@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from functional_sched.adapters import _cases
-from functional_sched.machinery import options
+from functional_sched.machinery import options as declarations
 
 #: Custom tables for a step count: `lambda steps: {"sigmas": ...}` (what `init` and `set_timesteps` take).
 Custom = Callable[[int], Mapping[str, Any]]
@@ -107,7 +107,7 @@ def diffusers_reference(scheduler_class: type) -> Callable[[Mapping[str, Any]], 
     """Builds diffusers' class of `scheduler_class.diffusers_name` with a config's options (not its `step()`
     arguments, which `step` takes)."""
     reference_class = getattr(diffusers, scheduler_class.diffusers_name)
-    step_arguments = {name for name, option in options.declared(scheduler_class).items() if option.step_argument}
+    step_arguments = {name for name, option in declarations.declared(scheduler_class).items() if option.step_argument}
     return lambda config: reference_class(**{key: value for key, value in config.items() if key not in step_arguments})
 
 
@@ -118,8 +118,8 @@ class Spec:
     `configs`: representative configs, real pipelines' first; the default run checks each property on the first,
     the slow run on all. `reference`: builds the reference scheduler (diffusers' API: `set_timesteps`, `timesteps`,
     `sigmas`, `step`) for options; `None` for a class with no runnable reference (its parity columns are not
-    generated). `options` and `schedules`: hypothesis strategies for the grid (defaults read the declarations,
-    `testing.strategies`). `exact`: which comparisons are bit for bit. `refusals`: where the reference breaks down
+    generated); the hypothesis grid over its options reads their declarations (`testing.strategies`). `exact`:
+    which comparisons are bit for bit. `refusals`: where the reference breaks down
     and ours refuses. `orders`: convergence orders. `noise_dtype`: the dtype the reference draws a stochastic step's
     noise in (`torch.Generator` draws differ by dtype). `unsupported`: the reference's options we do not declare,
     each with a value other than its default (`from_diffusers` must refuse it by name). `held`: options the drawn
@@ -129,8 +129,6 @@ class Spec:
     scheduler: type
     configs: Sequence[Config]
     reference: Callable[[Mapping[str, Any]], Any] | None = DIFFUSERS
-    options: Callable[[Spec], Any] | None = None
-    schedules: Callable[[Spec, Mapping[str, Any]], Any] | None = None
     exact: Exactness = always_exact
     refusals: Sequence[Refusal] = ()
     orders: Sequence[Order] = ()
@@ -211,7 +209,7 @@ class Case:
     @property
     def reference_step_kwargs(self) -> dict[str, Any]:
         """The config's options that diffusers takes as `step()` arguments (`Option.step_argument`)."""
-        declared = options.declared(self.spec.scheduler)
+        declared = declarations.declared(self.spec.scheduler)
         return {name: value for name, value in self.options.items() if declared[name].step_argument}
 
     @property

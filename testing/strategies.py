@@ -62,7 +62,7 @@ def config_options(draw: st.DrawFn, spec: Spec) -> dict[str, Any]:
 
 
 @st.composite
-def schedules(draw: st.DrawFn, spec: Spec, options: Mapping[str, Any]) -> Schedule:
+def schedules(draw: st.DrawFn, options: Mapping[str, Any]) -> Schedule:
     """Schedule arguments for a config: a step count, or custom sigmas and/or timesteps (distinct, descending; the
     count follows them), and `mu` where the config shifts dynamically."""
     steps = draw(st.integers(1, 40))
@@ -81,12 +81,10 @@ def schedules(draw: st.DrawFn, spec: Spec, options: Mapping[str, Any]) -> Schedu
 
 @st.composite
 def cases(draw: st.DrawFn, spec: Spec) -> Any:
-    """A case of `spec` with drawn options (`spec.options`, default `config_options`) and schedule
-    (`spec.schedules`, default `schedules`). `init` may refuse its schedule: the parity column then checks that the
-    reference breaks down there."""
-    options = draw(spec.options(spec) if spec.options else config_options(spec))
-    schedule = draw(spec.schedules(spec, options) if spec.schedules else schedules(spec, options))
-    return spec.case(options, schedule)
+    """A case of `spec` with drawn options (`config_options`) and schedule (`schedules`). `init` may refuse its
+    schedule: the parity column then checks that the reference breaks down there."""
+    options = draw(config_options(spec))
+    return spec.case(options, draw(schedules(options)))
 
 
 def refused_values(domain: Domain) -> Iterator[tuple[Any, type[Exception], str]]:
