@@ -12,7 +12,16 @@ its reference is diffusers' class named by its `diffusers_name` unless `Spec(ref
 """
 
 from .gaussian import final_error, fitted_order
-from .parity import ParityResult, latents, parity_run, relative_error, step_noise, toy_model, ulp
+from .parity import (
+    ParityResult,
+    conditioned_model,
+    latents,
+    parity_run,
+    relative_error,
+    step_noise,
+    toy_model,
+    ulp,
+)
 from .selection import configs
 from .spec import Case, Config, Order, Refusal, Schedule, Spec, pipelines
 from .strategies import cases, config_options, refused_values, schedules
@@ -28,6 +37,7 @@ __all__ = [
     "SchedulerConformance",
     "Spec",
     "cases",
+    "conditioned_model",
     "config_options",
     "configs",
     "final_error",

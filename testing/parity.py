@@ -31,6 +31,13 @@ def toy_model(sample: torch.Tensor, timestep: torch.Tensor | float) -> torch.Ten
     return out.to(sample.dtype)
 
 
+def conditioned_model(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+    """`toy_model` conditioned on embeddings (a prompt's), called as stages and loop drivers call a denoiser:
+    `(model_input, timestep, *conditioning)`. Elementwise per row."""
+    out = toy_model(sample, timestep).to(torch.float32) + 0.2 * torch.sin(embeds.to(torch.float32))
+    return out.to(sample.dtype)
+
+
 def latents(shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.Tensor:
     """Standard normal initial latents from a seeded CPU generator, cast to `dtype`."""
     generator = torch.Generator().manual_seed(seed)

@@ -23,7 +23,8 @@ from functional_sched.adapters.drop_in import (
 )
 from functional_sched.machinery import options
 from functional_sched.machinery.options import Option, Real
-from functional_sched.testing.columns.interop import SHAPE, assert_tables_equal, denoiser, drop_in_loop, public
+from functional_sched.testing import toy_model
+from functional_sched.testing.columns.interop import SHAPE, assert_tables_equal, drop_in_loop, public
 
 
 def pair(name: str, options: dict[str, Any]) -> tuple[Any, Any, Any]:
@@ -40,7 +41,7 @@ def test_stochastic_noise_comes_from_the_generator():
     for seed in (0, 1):
         ours.set_timesteps(5)
         t = ours.timesteps[0]
-        outs.append(ours.step(denoiser(x, t), t, x, generator=torch.Generator().manual_seed(seed)).prev_sample)
+        outs.append(ours.step(toy_model(x, t), t, x, generator=torch.Generator().manual_seed(seed)).prev_sample)
     assert not torch.equal(outs[0], outs[1])
 
 
@@ -51,8 +52,8 @@ def test_dpm_sde_variance_noise():
     x = y = torch.randn(SHAPE)
     for i, t in enumerate(reference.timesteps):
         z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(i))
-        x = reference.step(denoiser(x, t), t, x, variance_noise=z).prev_sample
-        y = ours.step(denoiser(y, t), t, y, variance_noise=z).prev_sample
+        x = reference.step(toy_model(x, t), t, x, variance_noise=z).prev_sample
+        y = ours.step(toy_model(y, t), t, y, variance_noise=z).prev_sample
         assert torch.equal(x, y)
 
 
@@ -87,8 +88,8 @@ def test_repeated_timestep_takes_the_second_match():
     ours.set_timesteps(timesteps=custom)
     x = torch.randn(SHAPE)
     t = reference.timesteps[1]
-    reference.step(denoiser(x, t), t, x)
-    ours.step(denoiser(x, t), t, x)
+    reference.step(toy_model(x, t), t, x)
+    ours.step(toy_model(x, t), t, x)
     assert ours.step_index == reference.step_index == 3
 
 
@@ -218,12 +219,12 @@ def test_a_step_argument_replans_from_the_step_the_run_is_at(switch_at: int) -> 
     g_ours, g_functional = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
     for index, t in enumerate(ours.timesteps):
         s_noise = 0.5 if index >= switch_at else 1.0
-        x = ours.step(denoiser(x, t), t, x, s_noise=s_noise, generator=g_ours).prev_sample
+        x = ours.step(toy_model(x, t), t, x, s_noise=s_noise, generator=g_ours).prev_sample
         sched = after if index >= switch_at else before
         if index == switch_at:  # the run goes on under the new config: its plan and step options
             state = state.replace(plan=after.plan(6), fingerprint=after._fingerprint_on(y.device))
         noise = fs.randn_tensor(SHAPE, generator=g_functional, dtype=torch.float32)
         assert torch.equal(sched.timestep(state), t.expand(SHAPE[0]))
-        y, state = sched.step(state, denoiser(y, t), y, noise=noise)
+        y, state = sched.step(state, toy_model(y, t), y, noise=noise)
         assert torch.equal(x, y), f"step {index}"
     assert ours._functional == after and ours.step_index == 6

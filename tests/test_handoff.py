@@ -31,7 +31,7 @@ from test_patterns import (
     swap_request,
     swap_stage,
 )
-from test_stages import SHAPE, make_req, same_req, tiny_model
+from test_stages import SHAPE, conditioned_model, make_req, same_req
 
 import functional_sched as fs
 from functional_sched import batching, serialize
@@ -51,7 +51,7 @@ def test_state_keys_metadata_and_shared_counters() -> None:
     """The documented keys and metadata; uniform counters come back as the host-known shared ones."""
     case = CASES["UniPCMultistep-sd1.5-unipc-bh2"]
     sched = case.scheduler()
-    state = Denoise(model=tiny_model, scheduler=sched).step(make_req(case, 0, 6, rows=3)).state
+    state = Denoise(model=conditioned_model, scheduler=sched).step(make_req(case, 0, 6, rows=3)).state
     tensors, metadata = serialize.state_to_tensors(state)
     assert list(tensors) == [
         "plan.timesteps",
@@ -105,7 +105,7 @@ def test_views_and_shared_tensors_are_saved() -> None:
     own last sample: safetensors refuses both as they are; the handoff saves copies."""
     case = CASES["UniPCMultistep-sd1.5-unipc-bh2"]
     sched = case.scheduler()
-    stage = Denoise(model=tiny_model, scheduler=sched)
+    stage = Denoise(model=conditioned_model, scheduler=sched)
     reqs = [stage.step(make_req(case, i, steps)) for i, steps in enumerate([10, 6, 8])]
     state = batching.split(batching.stack([req.state for req in reqs]), [1, 2])[1]  # 2 schedules, trimmed to 8 steps
     assert not state.plan.timesteps.is_contiguous()
@@ -240,7 +240,7 @@ def test_version_1_payloads_still_load() -> None:
 def _payload() -> tuple[Any, bytes]:
     case = CASES["DPMSolverMultistep-sd1.5-dpm-2m"]
     sched = case.scheduler()
-    stage = Denoise(model=tiny_model, scheduler=sched)
+    stage = Denoise(model=conditioned_model, scheduler=sched)
     req = stage.step(stage.step(make_req(case, 3, case.steps, rows=2)))
     return sched, handoff.dumps(req, sched)
 
@@ -493,7 +493,7 @@ def _distributed_worker(rank: int, port: int, out_dir: str) -> None:
         for index, case_id in enumerate(DISTRIBUTED_CASES):
             case = CASES[case_id]
             sched = case.scheduler()
-            stage = Denoise(model=tiny_model, scheduler=sched)
+            stage = Denoise(model=conditioned_model, scheduler=sched)
             if rank == 0:
                 req = make_req(case, index, case.steps, rows=2)
                 for _ in range(DISTRIBUTED_STEPS):
@@ -524,6 +524,8 @@ def test_send_recv_between_two_processes(tmp_path: Path) -> None:
                 process.terminate()
     for index, case_id in enumerate(DISTRIBUTED_CASES):
         case = CASES[case_id]
-        expected = Denoise(model=tiny_model, scheduler=case.scheduler()).forward(make_req(case, index, case.steps, 2))
+        expected = Denoise(model=conditioned_model, scheduler=case.scheduler()).forward(
+            make_req(case, index, case.steps, 2)
+        )
         got = safetensors.torch.load_file(str(tmp_path / f"{case_id}.safetensors"))["latents"]
         assert torch.equal(got, expected.latents), case_id

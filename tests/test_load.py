@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from specs import CASES
-from test_stages import EMBED, SHAPE, tiny_model
+from test_stages import EMBED, SHAPE, conditioned_model
 
 from functional_sched.stages import Decode, Denoise, Pipeline, PrepareLatents, PrepareTimesteps, Req
 from functional_sched.testing import latents
@@ -46,7 +46,7 @@ def _requests(count: int) -> list[Req]:
     return reqs
 
 
-PIPELINE = Pipeline([PrepareTimesteps(), PrepareLatents(), Denoise(tiny_model), Decode()])
+PIPELINE = Pipeline([PrepareTimesteps(), PrepareLatents(), Denoise(conditioned_model), Decode()])
 
 
 @pytest.fixture(scope="module")

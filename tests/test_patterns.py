@@ -33,7 +33,7 @@ def _per_row(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.to(torch.float32).view(-1, *([1] * (like.dim() - 1))) / 1000.0
 
 
-def tiny_model(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor | None) -> torch.Tensor:
+def conditioned_model(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor | None) -> torch.Tensor:
     """Deterministic and elementwise per row (so batching cannot change a row), conditioned on t and embeds."""
     t = _per_row(timestep, sample)
     out = torch.tanh(sample) * (0.5 + t) - 0.1 * sample
@@ -49,8 +49,8 @@ def distilled_model(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.
 def chunk_model(
     sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor | None, context: torch.Tensor | None
 ) -> torch.Tensor:
-    """`tiny_model` plus the context's first and last frames and its length (indexing only: batch-invariant)."""
-    out = tiny_model(sample, timestep, embeds)
+    """`conditioned_model` plus the context's first and last frames and its length (indexing only: batch-invariant)."""
+    out = conditioned_model(sample, timestep, embeds)
     if context is None:
         return out
     return out + 0.3 * torch.tanh(context[:, -1:]) + 0.02 * context.shape[1] * context[:, :1]
@@ -61,7 +61,7 @@ def joint_model(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each output depends on both modalities (one element of the other, per row) and on its own timestep."""
     e = embeds[:, 0]
-    video_out = tiny_model(video, video_t, e.view(-1, 1, 1, 1)) + 0.1 * audio[:, 0, 0].view(-1, 1, 1, 1)
+    video_out = conditioned_model(video, video_t, e.view(-1, 1, 1, 1)) + 0.1 * audio[:, 0, 0].view(-1, 1, 1, 1)
     audio_out = torch.tanh(audio) * (0.4 + _per_row(audio_t, audio)) - 0.2 * audio + 0.1 * torch.cos(e.view(-1, 1, 1))
     return video_out, audio_out + 0.1 * video[:, 0, 0, 0].view(-1, 1, 1)
 
@@ -155,7 +155,7 @@ def dmd_reference(req: Req, timesteps: Sequence[float], shift: float) -> torch.T
     warped = [shift * (t / 1000) / (1 + (shift - 1) * (t / 1000)) for t in timesteps]
     x = req.latents
     for step, sigma in enumerate(warped):
-        v = tiny_model(x, torch.full((x.shape[0],), 1000 * sigma), req.prompt_embeds)
+        v = conditioned_model(x, torch.full((x.shape[0],), 1000 * sigma), req.prompt_embeds)
         x0 = x - sigma * v
         following = warped[step + 1] if step + 1 < len(warped) else None
         x = x0 if following is None else (1 - following) * x0 + following * drawn_noise(req.seed, step, x.shape)
@@ -169,7 +169,7 @@ def test_distilled_is_x0_then_renoise(shift: float) -> None:
 
     def recording(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor | None) -> torch.Tensor:
         seen.append(timestep)
-        return tiny_model(sample, timestep, embeds)
+        return conditioned_model(sample, timestep, embeds)
 
     stage = DistilledDenoise(recording, FLOW(shift=shift, stochastic_sampling=True))
     req = request(1, (2, 3, 4, 4))
@@ -183,34 +183,34 @@ def test_distilled_is_x0_then_renoise(shift: float) -> None:
 
 def test_distilled_last_step_is_x0() -> None:
     """The last step returns x0 = x - sigma v itself, no noise added."""
-    stage = DistilledDenoise(tiny_model, DMD, timesteps=(1000, 500))
+    stage = DistilledDenoise(conditioned_model, DMD, timesteps=(1000, 500))
     req = stage.step(request(2, (1, 2, 4, 4)))
     sigma = stage.scheduler.sigmas(req.state)[1]
-    x0 = req.latents - sigma * tiny_model(req.latents, stage.scheduler.timestep(req.state), req.prompt_embeds)
+    x0 = req.latents - sigma * conditioned_model(req.latents, stage.scheduler.timestep(req.state), req.prompt_embeds)
     assert torch.equal(stage.step(req).latents, x0)
 
 
 def test_distilled_interleaved_equals_serial() -> None:
-    stage = DistilledDenoise(tiny_model, DMD)
+    stage = DistilledDenoise(conditioned_model, DMD)
     lists = [None, (1000, 500), (1000, 800, 600, 400, 200), (900, 250), None, (1000,), (1000, 750, 500), None]
     reqs = [request(i, (1 + i % 2, 2, 4, 4), timesteps=lst) for i, lst in enumerate(lists)]
     assert_interleaving_is_serial(stage, reqs)
 
 
 def test_distilled_writes_no_input() -> None:
-    stage = DistilledDenoise(tiny_model, DMD)
+    stage = DistilledDenoise(conditioned_model, DMD)
     reqs = [stage.prepare(request(i, (2, 2, 4, 4))) for i in range(3)]
     assert_untouched(reqs, lambda: (stage.forward_many(reqs), stage.forward(reqs[0])))
 
 
 def test_distilled_misuse() -> None:
     with pytest.raises(ValueError, match=r"FlowMatchEulerDiscrete\(stochastic_sampling=True\)"):
-        DistilledDenoise(tiny_model, FLOW())
+        DistilledDenoise(conditioned_model, FLOW())
     with pytest.raises(ValueError, match=r"FlowMatchEulerDiscrete\(stochastic_sampling=True\)"):
-        DistilledDenoise(tiny_model, fs.UniPCMultistep())
+        DistilledDenoise(conditioned_model, fs.UniPCMultistep())
     with pytest.raises(ValueError, match="must decrease strictly"):
-        DistilledDenoise(tiny_model, DMD, timesteps=(500, 750))
-    stage = DistilledDenoise(tiny_model, DMD)
+        DistilledDenoise(conditioned_model, DMD, timesteps=(500, 750))
+    stage = DistilledDenoise(conditioned_model, DMD)
     with pytest.raises(ValueError, match="must decrease strictly"):
         stage.step(request(0, (1, 2, 4, 4), timesteps=(1000, 1200)))
     with pytest.raises(ValueError, match=r"FlowMatchEulerDiscrete\(stochastic_sampling=True\)"):
@@ -232,7 +232,7 @@ REGULAR_SIGMAS = [
 
 def swap_stage(**changes: Any) -> ScheduleSwap:
     settings: dict[str, Any] = {
-        "regular": Denoise(tiny_model, FLOW()),
+        "regular": Denoise(conditioned_model, FLOW()),
         "distilled": Denoise(distilled_model, FLOW(stochastic_sampling=True)),
         "sigmas": WINDOW,
         "swap_at": 2,
@@ -252,14 +252,14 @@ def swap_reference(stage: ScheduleSwap, req: Req) -> torch.Tensor:
     regular, distilled = FLOW(), FLOW(stochastic_sampling=True)
     x, state = req.latents, req.state
     for _ in range(stage.swap_at):
-        x, state = regular.step(state, cfg_output(tiny_model, req, x, regular.timestep(state)), x)
+        x, state = regular.step(state, cfg_output(conditioned_model, req, x, regular.timestep(state)), x)
     state = distilled.init(sample=x, sigmas=WINDOW)
     for step in range(len(WINDOW) - 1):
         noise = drawn_noise(stream_seed(req.seed, 1), step, x.shape)
         x, state = distilled.step(state, distilled_model(x, distilled.timestep(state), None), x, noise=noise)
     state = regular.init(sample=x, sigmas=req.sigmas, begin_index=stage.resume_at)
     while regular.steps_left(state):
-        x, state = regular.step(state, cfg_output(tiny_model, req, x, regular.timestep(state)), x)
+        x, state = regular.step(state, cfg_output(conditioned_model, req, x, regular.timestep(state)), x)
     return x
 
 
@@ -272,7 +272,7 @@ def test_swap_is_regular_distilled_regular(sigmas: Sequence[float]) -> None:
 
 def test_swap_record_and_guidance_option() -> None:
     """In the window the regular state is parked in extras; the distilled model is guided only if asked."""
-    guided_distilled = Denoise(tiny_model, FLOW(stochastic_sampling=True))
+    guided_distilled = Denoise(conditioned_model, FLOW(stochastic_sampling=True))
     stage = swap_stage(distilled=guided_distilled, distilled_guidance=True)
     req = advanced(stage, swap_request(4, REGULAR_SIGMAS[0]), 3)
     assert PARKED_STATE in req.extras and stage.regular.scheduler.steps_taken(req.extras[PARKED_STATE]) == 2
@@ -296,7 +296,7 @@ def test_swap_writes_no_input() -> None:
 
 def test_swap_misuse() -> None:
     with pytest.raises(ValueError, match="regular scheduler must be FlowMatchEulerDiscrete, got UniPCMultistep"):
-        swap_stage(regular=Denoise(tiny_model, fs.UniPCMultistep()))
+        swap_stage(regular=Denoise(conditioned_model, fs.UniPCMultistep()))
     with pytest.raises(ValueError, match="takes them as given"):
         swap_stage(distilled=Denoise(distilled_model, FLOW(shift=3.0)))
     with pytest.raises(ValueError, match="swap_at < resume_at"):

@@ -11,17 +11,11 @@ from specs import CASES, representative
 
 from functional_sched.stages import Denoise, Req
 from functional_sched.stages.denoise import step_noise
-from functional_sched.testing import Case, latents
-from functional_sched.testing.requests import same_state
+from functional_sched.testing import Case, conditioned_model, latents
+from functional_sched.testing.columns.handoff import same_req
 
 SHAPE = (2, 4, 4)  # per-row latent shape
 EMBED = (2, 4, 4)
-
-
-def tiny_model(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """Deterministic, elementwise per row: conditioned on the timestep and the embeddings."""
-    t = timestep.to(torch.float32).view(-1, *([1] * (sample.dim() - 1))) / 1000.0
-    return (torch.tanh(sample) * (0.5 + t) + 0.2 * torch.sin(embeds + t) - 0.1 * sample).to(sample.dtype)
 
 
 def make_req(case: Case, index: int, steps: int, rows: int = 1, guided: bool = True, **settings: Any) -> Req:
@@ -37,10 +31,6 @@ def make_req(case: Case, index: int, steps: int, rows: int = 1, guided: bool = T
     )
 
 
-def same_req(a: Req, b: Req) -> bool:
-    return torch.equal(a.latents, b.latents) and same_state(a.state, b.state)
-
-
 def test_req_is_immutable() -> None:
     case = CASES["FlowMatchEulerDiscrete-sd3"]
     req = make_req(case, 0, 4)
@@ -54,14 +44,14 @@ def test_req_is_immutable() -> None:
 def test_step_is_scale_model_guidance_step(case: Case) -> None:
     """`step` of one request equals the loop written out by hand (stochastic configs: noise from the request)."""
     sched = case.scheduler()
-    stage = Denoise(model=tiny_model, scheduler=sched)
+    stage = Denoise(model=conditioned_model, scheduler=sched)
     req = make_req(case, 1, case.steps, rows=2, guidance_rescale=0.7)
     latents_, state = req.latents, req.state
     for _ in range(3):
         x = sched.scale_model_input(state, latents_)
         t = sched.timestep(state)
-        uncond = tiny_model(x, t, req.negative_prompt_embeds)
-        cond = tiny_model(x, t, req.prompt_embeds)
+        uncond = conditioned_model(x, t, req.negative_prompt_embeds)
+        cond = conditioned_model(x, t, req.prompt_embeds)
         guided = uncond + req.guidance_scale * (cond - uncond)
         dims = list(range(1, cond.dim()))
         rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
@@ -80,7 +70,7 @@ def test_step_is_scale_model_guidance_step(case: Case) -> None:
 def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
     """Requests with different step counts, at different steps, with their own guidance, stepped together in one
     model call: every result equals the request stepped alone, bit for bit, to the end of every request."""
-    stage = Denoise(model=tiny_model, scheduler=case.scheduler())
+    stage = Denoise(model=conditioned_model, scheduler=case.scheduler())
     counts = [case.steps, case.steps + 2, case.steps - 2]
     reqs = [
         make_req(case, i, count, rows=rows, guided=guided, guidance_rescale=rescale)
@@ -103,7 +93,7 @@ def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
 
 def test_forward_runs_to_the_end() -> None:
     case = CASES["DPMSolverMultistep-sd1.5-dpm-2m"]
-    stage = Denoise(model=tiny_model, scheduler=case.scheduler())
+    stage = Denoise(model=conditioned_model, scheduler=case.scheduler())
     req = make_req(case, 0, 5)
     done = stage.forward(req)
     assert int(done.state.step_index[0]) == 5
@@ -120,7 +110,7 @@ def test_step_many_groups_what_cannot_share_a_batch() -> None:
     """Guided and unguided requests, two scheduler configs (the request's own), two latent shapes: one call to
     `step_many`, every request equal to its run alone and in its place."""
     flow, dpm = CASES["FlowMatchEulerDiscrete-sd3"], CASES["DPMSolverMultistep-sd1.5-dpm-2m"]
-    stage = Denoise(model=tiny_model, scheduler=flow.scheduler())
+    stage = Denoise(model=conditioned_model, scheduler=flow.scheduler())
     reqs = [
         make_req(flow, 0, 5),
         make_req(dpm, 1, 6, guided=False).evolve(scheduler=dpm.scheduler()),
@@ -140,4 +130,4 @@ def test_step_many_groups_what_cannot_share_a_batch() -> None:
     with pytest.raises(ValueError, match="no scheduler state or no latents yet"):
         stage.step(reqs[0].evolve(state=None))
     with pytest.raises(ValueError, match="no scheduler; give the stage one"):
-        Denoise(model=tiny_model).step(make_req(flow, 0, 5))
+        Denoise(model=conditioned_model).step(make_req(flow, 0, 5))

@@ -15,7 +15,7 @@ import torch.utils._pytree as pytree
 
 import functional_sched as fs
 
-from ..parity import latents
+from ..parity import conditioned_model, latents
 from ..requests import run_loop, start
 from ..selection import configs
 from ..spec import Case
@@ -65,11 +65,6 @@ def linear_denoiser(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.
     """Elementwise and free of transcendental functions, so a compiled copy rounds exactly as the eager one."""
     t = timestep.to(sample.dtype).view(-1, *([1] * (sample.dim() - 1)))
     return sample * (0.3 + t / 2000) - 0.2 * embeds
-
-
-def tanh_denoiser(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    t = timestep.to(sample.dtype).view(-1, *([1] * (sample.dim() - 1)))
-    return torch.tanh(sample) * (0.5 + t / 1000) + 0.1 * torch.sin(embeds)
 
 
 def hand_loop(
@@ -129,18 +124,20 @@ class Compile:
     def test_sampling_loop_is_the_hand_written_loop(self, case: Case) -> None:
         for guidance in (4.5, None):
             x, embeds, noise, schedule = loop_inputs(case, guided=guidance is not None)
-            loop = fs.SamplingLoop(case.scheduler(), tanh_denoiser, guidance_scale=guidance)
+            loop = fs.SamplingLoop(case.scheduler(), conditioned_model, guidance_scale=guidance)
             assert loop.resolved_mode(x) == "eager"  # auto, off CUDA
             x_before = x.clone()
             ours = loop(x, embeds, noise=noise, **schedule)
-            assert torch.equal(ours, hand_loop(case.scheduler(), tanh_denoiser, x, embeds, guidance, noise, **schedule))
+            assert torch.equal(
+                ours, hand_loop(case.scheduler(), conditioned_model, x, embeds, guidance, noise, **schedule)
+            )
             assert torch.equal(x, x_before), "the loop wrote into its input"
 
     @configs("every")
     def test_sampling_loop_compiled_equals_eager(self, case: Case) -> None:
         """One graph for the whole run (every step, and a second call with other inputs), bit-equal to eager with a
-        denoiser the compiler cannot round otherwise; with tanh/sin in the denoiser (which inductor rounds its own way,
-        and the loop carries on), within 1e-4 of the loop's scale."""
+        denoiser the compiler cannot round otherwise; with `conditioned_model` (tanh, cos and sin, which inductor
+        rounds its own way, and the loop carries on), within 1e-4 of the loop's scale."""
         x, embeds, noise, schedule = loop_inputs(case, guided=True)
         counter = torch._dynamo.testing.CompileCounter()
         loop = fs.SamplingLoop(case.scheduler(), linear_denoiser, guidance_scale=3.0, mode="compile")
@@ -150,8 +147,8 @@ class Compile:
             x = latents(LOOP_SHAPE, torch.float32, seed=seed)
             assert torch.equal(loop(x, embeds, noise=noise, **schedule), eager(x, embeds, noise=noise, **schedule))
         assert counter.frame_count == 1
-        inductor = fs.SamplingLoop(case.scheduler(), tanh_denoiser, guidance_scale=3.0, mode="compile")
-        reference = hand_loop(case.scheduler(), tanh_denoiser, x, embeds, 3.0, noise, **schedule)
+        inductor = fs.SamplingLoop(case.scheduler(), conditioned_model, guidance_scale=3.0, mode="compile")
+        reference = hand_loop(case.scheduler(), conditioned_model, x, embeds, 3.0, noise, **schedule)
         got = inductor(x, embeds, noise=noise, **schedule)
         torch.testing.assert_close(got, reference, rtol=0, atol=1e-4 * reference.abs().max().item())
         linear = fs.SamplingLoop(case.scheduler(), linear_denoiser, guidance_scale=3.0, mode="compile")

@@ -12,18 +12,12 @@ import functional_sched as fs
 from functional_sched import batching, serialize
 from functional_sched.stages import Denoise, Req, handoff
 
-from ..parity import latents
+from ..parity import conditioned_model, latents
 from ..requests import same_state
 from ..selection import configs
 from ..spec import Case
 
 ROW_SHAPE = (2, 4, 4)
-
-
-def tiny_model(sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-    """Deterministic, elementwise per row: conditioned on the timestep and the embeddings."""
-    t = timestep.to(torch.float32).view(-1, *([1] * (sample.dim() - 1))) / 1000.0
-    return (torch.tanh(sample) * (0.5 + t) + 0.2 * torch.sin(embeds + t) - 0.1 * sample).to(sample.dtype)
 
 
 def make_req(case: Case, index: int, steps: int, rows: int = 2) -> Req:
@@ -72,7 +66,7 @@ class Handoff:
         """Denoise k steps, dumps, loads, finish: every remaining step equals the undisturbed run, at k = 0, 1, the
         middle, the last step and after it (stochastic configs too: the noise comes from (seed, step))."""
         sched = case.scheduler()
-        stage = Denoise(model=tiny_model, scheduler=sched)
+        stage = Denoise(model=conditioned_model, scheduler=sched)
         undisturbed = trajectory(stage, make_req(case, 3, case.steps))
         steps = len(undisturbed) - 1
         for k in sorted({0, 1, steps // 2, steps - 1, steps}):
@@ -91,7 +85,7 @@ class Handoff:
         per row), handed off at several steps, stepped together to the shortest's end, then split and each
         finished: every step equals the undisturbed run's."""
         sched = case.scheduler()
-        stage = Denoise(model=tiny_model, scheduler=sched)
+        stage = Denoise(model=conditioned_model, scheduler=sched)
         steps = max(case.steps, 6)
         counts, rows = [steps, steps + 2, steps - 2], [1, 2, 1]
         parts = [make_req(case, i, count, rows=n) for i, (count, n) in enumerate(zip(counts, rows, strict=True))]
@@ -138,7 +132,7 @@ class Handoff:
         embeds = latents((4, *ROW_SHAPE), torch.float32, seed=5)
 
         def advance(sample: torch.Tensor, state: Any, row_ids: list[int]) -> tuple[torch.Tensor, Any]:
-            output = tiny_model(sample, sched.timestep(state), embeds[row_ids])
+            output = conditioned_model(sample, sched.timestep(state), embeds[row_ids])
             noise = row_noise(state, row_ids) if sched.stochastic else None
             return sched.step(state, output, sample, noise=noise)
 

@@ -18,18 +18,12 @@ from functional_sched.adapters.diffusers import config_options
 from functional_sched.machinery import options as declarations
 
 from .. import strategies
-from ..parity import has_repeated_timesteps, latents
+from ..parity import has_repeated_timesteps, latents, toy_model
 from ..selection import configs, has_drop_in, has_reference, is_registered
 from ..spec import Case, Spec
 from .parity import BOUND, GRID_SETTINGS, noised
 
 SHAPE = (2, 4, 6, 6)
-
-
-def denoiser(x: torch.Tensor, t: Any) -> torch.Tensor:
-    """A deterministic toy model: depends on the sample and the timestep, like a real one."""
-    t = torch.as_tensor(t, dtype=torch.float32)
-    return torch.sin(x * 0.7 + t / 1000.0) * 0.5 + 0.1 * x
 
 
 def public(config: Any) -> dict[str, Any]:
@@ -67,7 +61,7 @@ def drop_in_loop(
     wants_generator = "generator" in inspect.signature(reference.step).parameters
     timesteps = reference.timesteps[start:]
     for index, t in enumerate(timesteps):
-        e_ref, e_ours = denoiser(x, t), denoiser(y, t)
+        e_ref, e_ours = toy_model(x, t), toy_model(y, t)
         if model_dtype is not None:
             e_ref, e_ours = e_ref.to(model_dtype), e_ours.to(model_dtype)
         extra_ref = (
@@ -235,8 +229,8 @@ class Interop:
         ours.set_begin_index(2)
         x = y = image
         for step_t in reference.timesteps[2:5]:
-            x = reference.step(denoiser(x, step_t), step_t, x).prev_sample
-            y = ours.step(denoiser(y, step_t), step_t, y).prev_sample
+            x = reference.step(toy_model(x, step_t), step_t, x).prev_sample
+            y = ours.step(toy_model(y, step_t), step_t, y).prev_sample
         assert ours.step_index == reference.step_index == 5
         assert torch.equal(noised(ours, image, noise, t), noised(reference, image, noise, t))
 
