@@ -421,6 +421,11 @@ FORGERIES = [
     ("negative-step", _set("state.step_index", lambda t: t - 3), r"step_index \[-1, -1\] lies outside"),
     ("warmup-range", _set("state.lower_order_nums", lambda t: t + 1), r"lower_order_nums \[3, 3\] lies outside"),
     ("num-steps-range", _set("state.plan.num_steps", lambda t: t + 1), r"num_steps \[9\] lie outside \[1, 8\]"),
+    (
+        "plan-columns",  # a plan of another layout (another version): its columns would mean other coefficients
+        _set("state.plan.coefficients", lambda t: t[..., :-1]),
+        r"its plan holds 11 coefficients per step, this scheduler's plans 12",
+    ),
     ("latent-rows", _set("latents", lambda t: t[:1]), "latents .* for a state of 2 rows"),
     ("request-field", _meta(("request", "seed"), "three"), "request field seed='three' missing or malformed"),
     ("dtype-field", _meta(("request", "dtype"), "Tensor"), "request field dtype='Tensor'"),

@@ -39,6 +39,9 @@ class Scheduler:
     state_type: ClassVar[type]
     #: diffusers' class that this scheduler reproduces.
     diffusers_name: ClassVar[str]
+    #: The coefficients a plan's table holds per (step, warm-up) entry: its layout, which a serialised state must
+    #: share with the scheduler that loads it.
+    plan_columns: ClassVar[int]
 
     def __attrs_post_init__(self) -> None:
         options.validate(self)

@@ -173,8 +173,10 @@ def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
     return tuple(tensor.shape)
 
 
-def _check_tables(owner: str, tensors: Mapping[str, torch.Tensor], plan: str, rows: int) -> tuple[int, int]:
-    """The plan's tables against each other and the rows; returns (S, W)."""
+def _check_tables(
+    owner: str, tensors: Mapping[str, torch.Tensor], plan: str, rows: int, columns: int
+) -> tuple[int, int]:
+    """The plan's tables against each other, the rows and the scheduler's column layout; returns (S, W)."""
     timesteps, sigmas, num_steps, coefficients = (tensors[f"{plan}.{table}"] for table in _PLAN_TABLES)
     if timesteps.dim() != 2 or timesteps.shape[1] < 1:
         raise _fail(owner, f"{plan}.timesteps has shape {_shape(timesteps)}, not [S, N] with N >= 1")
@@ -191,6 +193,11 @@ def _check_tables(owner: str, tensors: Mapping[str, torch.Tensor], plan: str, ro
             )
     if schedules not in (1, rows):
         raise _fail(owner, f"the plan has {schedules} schedules for {rows} rows (it needs 1, or one per row)")
+    if coefficients.shape[3] != columns:
+        raise ValueError(
+            f"{owner}: its plan holds {coefficients.shape[3]} coefficients per step, this scheduler's plans {columns} "
+            "(it was made by another functional-sched version); run the same version on both workers."
+        )
     if timesteps.dtype not in (torch.float32, torch.int64):
         raise _fail(owner, f"{plan}.timesteps is {timesteps.dtype}, not float32 (flow matching) or int64")
     if sigmas.dtype not in (torch.float32, torch.float64) or coefficients.dtype != sigmas.dtype:
@@ -205,7 +212,12 @@ def _check_tables(owner: str, tensors: Mapping[str, torch.Tensor], plan: str, ro
 
 
 def _check_values(
-    owner: str, tensors: Mapping[str, torch.Tensor], layout: Layout, counters: Sequence[str], samples: Sequence[str]
+    owner: str,
+    tensors: Mapping[str, torch.Tensor],
+    layout: Layout,
+    counters: Sequence[str],
+    samples: Sequence[str],
+    columns: int,
 ) -> None:
     """Dtypes, shapes and ranges: counters int64 [R], sample-like fields one float dtype and shape [R, ...], the
     plan's tables consistent, every row's step within its schedule."""
@@ -221,7 +233,7 @@ def _check_values(
     if len(devices) > 1:
         raise ValueError(f"{owner}: the tensors are on several devices {sorted(devices)}; put them on one.")
     plan = next(name for name, kind in layout.items() if kind == "plan")
-    schedules, warmups = _check_tables(owner, tensors, plan, rows)
+    schedules, warmups = _check_tables(owner, tensors, plan, rows, columns)
     if samples:
         first = tensors[samples[0]]
         for key in samples:
@@ -290,7 +302,7 @@ def state_from_tensors(
     layout, counters, samples = _expected(scheduler)
     _check_metadata(metadata, scheduler, layout)
     _check_keys(owner, tensors, _keys(layout))
-    _check_values(owner, tensors, layout, counters, samples)
+    _check_values(owner, tensors, layout, counters, samples, scheduler.plan_columns)
     device = torch.empty(0, device=device or tensors["step_index"].device).device  # "cuda" -> "cuda:0"
     moved = {key: tensors[key].to(device) for key in _keys(layout)}
     values: dict[str, Any] = {}

@@ -74,6 +74,7 @@ class DPMSolverMultistep(MultistepScheduler):
 
     state_type: ClassVar[type] = DPMSolverState
     diffusers_name: ClassVar[str] = "DPMSolverMultistepScheduler"
+    plan_columns: ClassVar[int] = NOISE + 1
     _vp_spacings = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
 
     def _check_options(self) -> None:

@@ -54,6 +54,7 @@ class FlowMatchEulerDiscrete(Scheduler):
 
     state_type: ClassVar[type] = FlowMatchEulerState
     diffusers_name: ClassVar[str] = "FlowMatchEulerDiscreteScheduler"
+    plan_columns: ClassVar[int] = NEXT_SIGMA + 1
 
     @property
     def stochastic(self) -> bool:

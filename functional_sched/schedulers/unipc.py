@@ -77,6 +77,7 @@ class UniPCMultistep(MultistepScheduler):
 
     state_type: ClassVar[type] = UniPCState
     diffusers_name: ClassVar[str] = "UniPCMultistepScheduler"
+    plan_columns: ClassVar[int] = CORRECTOR + BLOCK
     _vp_spacings = ("use_exponential_sigmas", "use_beta_sigmas")  # Karras sigmas it maps to flow ones (s / (s + 1))
 
     def _check_options(self) -> None:

@@ -48,6 +48,7 @@ class Purity:
         for dtype in (torch.float32, torch.bfloat16):
             sched, state, sample = start(case, dtype=dtype)
             initial = layout(state)
+            assert state.plan.coefficients.shape[-1] == sched.plan_columns, "the plan's layout is not plan_columns"
             assert all(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(state)), "a state holds tensors"
             generator = torch.Generator().manual_seed(4)
             for index in range(len(sched.timesteps(state))):
