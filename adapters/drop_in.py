@@ -29,7 +29,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 import functional_sched as fs
-from functional_sched.machinery import host, options
+from functional_sched.machinery import options
 from functional_sched.machinery.scheduler import Scheduler
 
 from .diffusers import from_diffusers, options_for, to_diffusers_config
@@ -126,8 +126,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
     def step_index(self) -> int | None:
         if self._state is None:
             return None
-        value = host.read(self._state.step_index)
-        return int(self._state.step_index[0]) if value is None else value
+        return self._functional.steps_taken(self._state)
 
     @property
     def begin_index(self) -> int | None:
@@ -245,11 +244,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             request.num_inference_steps, **schedule, dtype=torch.float32, device=self._plan.timesteps.device
         )
         if self._state is not None:
-            device = self._state.step_index.device
-            plan = self._functional.plan(
-                request.num_inference_steps, **schedule, dtype=self._state.plan.coefficients.dtype, device=device
-            )
-            self._state = self._state.replace(plan=plan, fingerprint=self._functional._fingerprint_on(device))
+            self._state = self._functional._replanned(self._state, request.num_inference_steps, **schedule)
 
     def _check_timestep(self, timestep: Any) -> None:
         pass

@@ -9,7 +9,7 @@ for _ in range(len(sched.timesteps(state))):
 
 from .machinery import batching, serialize
 from .machinery.checks import unchecked
-from .machinery.host import capturing
+from .machinery.host import capturing, clear_caches
 from .machinery.loop import SamplingLoop
 from .machinery.noise import randn_tensor
 from .machinery.plan import Plan
@@ -35,6 +35,7 @@ __all__ = [
     "UniPCState",
     "batching",
     "capturing",
+    "clear_caches",
     "randn_tensor",
     "record",
     "serialize",

@@ -223,23 +223,6 @@ def _check_scheduler(metadata: Mapping[str, Any], scheduler: Any) -> None:
         )
 
 
-def _cached_plans(scheduler: Any, request: Mapping[str, Any], dtype: torch.dtype, device: torch.device) -> list[Plan]:
-    """The cached plan of the request's own schedule settings, to share if the payload's plan equals it."""
-    custom = request["timesteps"] is not None or request["sigmas"] is not None
-    try:
-        plan = scheduler.plan(
-            None if custom else request["num_inference_steps"],
-            timesteps=request["timesteps"],
-            sigmas=request["sigmas"],
-            mu=request["mu"],
-            dtype=dtype,
-            device=device,
-        )
-    except ValueError:  # the settings do not describe the schedule (a stage chose it): the payload's tables serve
-        return []
-    return [plan]
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -314,17 +297,12 @@ def _load_state(
     prefix: str,
     metadata: Mapping[str, Any],
     scheduler: Any,
-    request: Mapping[str, Any],
     device: torch.device,
 ) -> Any:
-    """The state whose tensors lie under `prefix`, rebuilt and checked by `serialize` for `scheduler`; it shares the
-    scheduler's cached plan of the request's schedule where the payload's plan equals it."""
+    """The state whose tensors lie under `prefix`, rebuilt and checked by `serialize` for `scheduler` (its own
+    tensors; on the eager fast path where its rows stand at one step)."""
     state_tensors = {key.removeprefix(prefix): value for key, value in tensors.items() if key.startswith(prefix)}
-    sigmas = state_tensors.get("plan.sigmas")
-    plans = []
-    if isinstance(sigmas, torch.Tensor) and sigmas.dim() == 2 and sigmas.shape[0] == 1:
-        plans = _cached_plans(scheduler, request, sigmas.dtype, device)
-    return serialize.state_from_tensors(state_tensors, metadata, scheduler, device=device, plans=plans)
+    return serialize.state_from_tensors(state_tensors, metadata, scheduler, device=device)
 
 
 def loads(
@@ -354,13 +332,11 @@ def loads(
     fields = {**metadata["request"], "dtype": getattr(torch, metadata["request"]["dtype"])}
     state = None
     if metadata["state"] is not None:
-        state = _load_state(tensors, _STATE, metadata["state"], scheduler, fields, device)
+        state = _load_state(tensors, _STATE, metadata["state"], scheduler, device)
     states = {}
     for name, state_metadata in extras["states"].items():
         try:
-            states[name] = _load_state(
-                tensors, _state_prefix(name), state_metadata, extra_schedulers[name], fields, device
-            )
+            states[name] = _load_state(tensors, _state_prefix(name), state_metadata, extra_schedulers[name], device)
         except ValueError as error:
             raise ValueError(f"handoff.loads: extras[{name!r}]: {error}") from error
     values = {name: own[name].to(device) for name in metadata["tensors"]}

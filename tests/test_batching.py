@@ -21,16 +21,24 @@ def test_exported() -> None:
     assert callable(batching.stack) and callable(batching.split)
 
 
-def test_round_trip_keeps_what_requests_share() -> None:
-    """Requests of one plan object keep it shared (S=1); split(stack(states)) gives states whose plan and fingerprint
-    are the very objects the requests held (checks recognise a shared fingerprint without a device read)."""
+def test_stacked_and_split_states_own_their_tensors() -> None:
+    """Requests of one schedule stack into one schedule (S=1) in a plan of the batch's own; split gives each piece
+    its own plan and fingerprint: equal values, and no tensor that another request's state holds."""
     sched = fs.DPMSolverMultistep()
     states = [sched.init(8, sample=latents((rows, *SHAPE), torch.float32, seed=rows)) for rows in (2, 1, 1)]
     batch = batching.stack(states)
-    assert batch.plan is states[0].plan and batch.fingerprint is states[0].fingerprint
-    for piece, state in zip(batching.split(batch, [2, 1, 1]), states, strict=True):
-        assert type(piece) is type(state) and piece.plan is state.plan and piece.fingerprint is state.fingerprint
-        assert same_state(piece, state)
+    assert batch.plan.num_steps.shape == (1,)
+    pieces = batching.split(batch, [2, 1, 1])
+    held = [batch, *states, *pieces]
+    for index, piece in enumerate(pieces):
+        assert same_state(piece, states[index])
+        others = [state for state in held if state is not piece]
+        for mine in (piece.plan.coefficients, piece.plan.timesteps, piece.fingerprint):
+            assert all(
+                mine.untyped_storage().data_ptr() != leaf.untyped_storage().data_ptr()
+                for state in others
+                for leaf in (state.plan.coefficients, state.plan.timesteps, state.fingerprint)
+            )
 
 
 def test_refuses_mixed_classes_options_and_layouts() -> None:

@@ -222,7 +222,7 @@ def test_a_step_argument_replans_from_the_step_the_run_is_at(switch_at: int) -> 
         x = ours.step(toy_model(x, t), t, x, s_noise=s_noise, generator=g_ours).prev_sample
         sched = after if index >= switch_at else before
         if index == switch_at:  # the run goes on under the new config: its plan and step options
-            state = state.replace(plan=after.plan(6), fingerprint=after._fingerprint_on(y.device))
+            state = after._replanned(state, 6)
         noise = fs.randn_tensor(SHAPE, generator=g_functional, dtype=torch.float32)
         assert torch.equal(sched.timestep(state), t.expand(SHAPE[0]))
         y, state = sched.step(state, toy_model(y, t), y, noise=noise)

@@ -1,41 +1,55 @@
-"""`functional_sched.machinery.host`, the eager fast path: its per-plan caches die with their plans, and a shared
-counter written in place (unsupported) is no longer trusted."""
+"""`functional_sched.machinery.host`: the host-plan cache holds host objects only, bounded in bytes and emptied by
+`clear_caches()`; each request owns its tensors, so an in-place write reaches no other request; a cursor that no
+longer speaks for its state is not trusted."""
 
 from __future__ import annotations
-
-import gc
 
 import torch
 
 import functional_sched as fs
-from functional_sched.machinery import host as _host
-from functional_sched.machinery import scheduler as _scheduler
+from functional_sched.machinery import host
 
 
-def test_eager_entry_caches_are_freed_with_their_plans() -> None:
-    """Eager steps cache each plan's 0-d coefficients; dropping the plan drops them (no leak)."""
-    sched, sample = fs.FlowMatchEulerDiscrete(), torch.randn(1, 4)
-    state = sched.init(sample=sample, sigmas=[0.987654, 0.5, 0.25])
-    sched.step(state, sample, sample)
-    key = id(state.plan.coefficients)
-    assert key in _host._ENTRIES
-    _scheduler._plan_on_device.cache_clear()
-    _scheduler._cpu_plan.cache_clear()
-    del state
-    gc.collect()
-    assert key not in _host._ENTRIES
+def test_the_host_plan_cache_is_bounded_in_bytes_and_clearable() -> None:
+    fs.clear_caches()
+    sched, sample = fs.UniPCMultistep(), torch.zeros(1, 4)
+    sched.init(20, sample=sample)
+    assert len(host.HOST_PLANS) == 1 and host.HOST_PLANS.nbytes > 0
+    plan = next(iter(host.HOST_PLANS._plans.values()))
+    assert all(table.is_cpu for table in (plan.plan.coefficients, plan.plan.sigmas))  # host objects only
+    limit = host.HOST_PLANS.limit
+    try:
+        host.HOST_PLANS.limit = 3 * plan.nbytes  # room for about three such plans
+        for steps in range(21, 40):
+            sched.init(steps, sample=sample)
+        assert host.HOST_PLANS.nbytes <= host.HOST_PLANS.limit and 1 <= len(host.HOST_PLANS) <= 3
+    finally:
+        host.HOST_PLANS.limit = limit
+    fs.clear_caches()
+    assert len(host.HOST_PLANS) == 0 and host.HOST_PLANS.nbytes == 0
 
 
-def test_a_counter_written_in_place_is_not_trusted() -> None:
-    """States share cached counter tensors; one written in place anyway is read for its new value, and later
-    states get a fresh counter, not the written one."""
+def test_a_write_into_one_request_reaches_no_other() -> None:
+    """Two requests of one schedule share no tensor: a caller's in-place write into one (its step index, its history,
+    its timestep table) leaves the other's results as they were alone."""
+    sched, sample = fs.DPMSolverMultistep(), torch.randn(2, 4)
+    a, b = sched.init(6, sample=sample), sched.init(6, sample=sample)
+    alone, _ = sched.step(sched.init(6, sample=sample), torch.tanh(sample), sample)
+    a.step_index.add_(2)
+    a.history[0].fill_(7.0)
+    sched.timesteps(a).zero_()
+    got, _ = sched.step(b, torch.tanh(sample), sample)
+    assert torch.equal(got, alone) and torch.equal(sched.timestep(b), sched.timesteps(b)[0].expand(2))
+
+
+def test_a_cursor_that_no_longer_speaks_for_its_state_is_not_trusted() -> None:
+    """A state rebuilt with `replace` (another step index) keeps the cursor of the state it came from; the step reads
+    the index it holds instead, on the device path."""
     sched, sample = fs.FlowMatchEulerDiscrete(), torch.randn(2, 4)
     state = sched.init(5, sample=sample)
-    state.step_index.fill_(3)  # unsupported (states are immutable), but must not mislead anyone
-    assert torch.equal(sched.timestep(state), sched.timesteps(state)[3].expand(2))
-    jumped, _ = sched.step(state, sample, sample)
+    moved = state.replace(step_index=torch.tensor([3, 3]))
+    assert sched._cursor(moved) is None
+    assert torch.equal(sched.timestep(moved), sched.timesteps(state)[3].expand(2))
+    jumped, _ = sched.step(moved, sample, sample)
     expected, _ = sched.step(sched.init(5, sample=sample, begin_index=3), sample, sample)
     assert torch.equal(jumped, expected)
-    fresh = sched.init(5, sample=sample)
-    assert fresh.step_index is not state.step_index
-    assert fresh.step_index.tolist() == [0, 0]

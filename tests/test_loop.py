@@ -45,17 +45,29 @@ def test_errors_say_what_to_do() -> None:
         SamplingLoop(flow, linear_denoiser, guidance_scale="7")  # type: ignore[arg-type]
 
 
-def test_inside_capturing_states_keep_to_the_device() -> None:
-    """`capturing()` (what SamplingLoop wraps its CUDA graph capture in): no shared counters or zeros handed out, no
-    host scalars, and the same results as outside."""
+def test_inside_capturing_steps_keep_to_the_device() -> None:
+    """`capturing()` (what SamplingLoop wraps its CUDA graph capture in): a state stepped inside takes the device path
+    (no host scalars a graph would bake in; the state it returns has no cursor), with the same results as outside."""
     sched = fs.DPMSolverMultistep()
     x, v = latents(SHAPE, torch.float32, seed=1), latents(SHAPE, torch.float32, seed=2)
-    outside = sched.init(6, sample=x)
+    state = sched.init(6, sample=x)
     with fs.capturing():
-        inside = sched.init(6, sample=x)
-        assert inside.step_index is not outside.step_index and inside.history[0] is not outside.history[0]
-        y, state = sched.step(inside, v, x)
-        assert sched._host_entry(state, state.lower_order_nums) is None
-    assert sched.init(6, sample=x).history[0] is outside.history[0]  # shared again outside
-    y_, _ = sched.step(outside, v, x)
-    assert torch.equal(y, y_)
+        assert sched._cursor(state) is None
+        inside, inside_state = sched.step(state, v, x)
+    assert inside_state.cursor is None and sched._cursor(state) is not None
+    outside, outside_state = sched.step(state, v, x)
+    assert torch.equal(inside, outside) and outside_state.cursor is not None
+
+
+def test_a_loop_resumes_from_a_state() -> None:
+    """`SamplingLoop(state=...)`: a request begun elsewhere (here, three steps by hand) finishes as the whole loop."""
+    sched = fs.UniPCMultistep()
+    x, embeds = latents(SHAPE, torch.float32, seed=1), latents(SHAPE, torch.float32, seed=2)
+    loop = SamplingLoop(sched, linear_denoiser)
+    whole = loop(x, embeds, num_inference_steps=8)
+    state, y = sched.init(8, sample=x), x
+    for _ in range(3):
+        y, state = sched.step(state, linear_denoiser(y, sched.timestep(state), embeds), y)
+    assert torch.equal(loop(y, embeds, state=state), whole)
+    with pytest.raises(ValueError, match="give a schedule or a state to resume from, not both"):
+        loop(y, embeds, num_inference_steps=8, state=state)

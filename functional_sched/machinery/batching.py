@@ -5,11 +5,12 @@
     state_a, state_b = batching.split(state, [rows_a, rows_b])
 
 The states must come from one scheduler class with the same step options (equal fingerprints). Their per-row
-fields (step counters, solver history, UniPC's last sample) are concatenated along rows; the plan is shared when
-every state holds the same plan object, else it becomes one schedule per row, each schedule's per-step tables
-padded to the longest by repeating their last entry. Padded entries lie past that row's `num_steps`, so stepping a
-finished row is still refused. `split` undoes `stack`: each piece gets its rows and its own rows of the plan,
-trimmed back to its longest `num_steps` (one shared schedule when the piece's rows all hold the same one).
+fields (step counters, solver history, UniPC's last sample) are concatenated along rows; the plan is one schedule
+when every state's host knows it holds the same one (their cursors' host plans are equal), else one schedule per
+row, each schedule's per-step tables padded to the longest by repeating their last entry. Padded entries lie past
+that row's `num_steps`, so stepping a finished row is still refused. `split` undoes `stack`: each piece gets its
+rows and its rows of the plan, trimmed back to its longest `num_steps` (one schedule when its rows all hold one).
+What `stack` and `split` return owns its tensors: no request's state shares a writable tensor with another's.
 """
 
 from __future__ import annotations
@@ -62,9 +63,55 @@ def _per_row_plan(plan: Plan, rows: int) -> Plan:
     )
 
 
-def _stack_plans(plans: Sequence[Plan], rows: Sequence[int]) -> Plan:
-    if all(plan is plans[0] for plan in plans):
-        return plans[0]
+def _schedule(state: Any) -> Any:
+    """The host plan that the state's cursor says its plan copies, or None (the host does not know)."""
+    cursor = state.cursor
+    return cursor.owned.host if cursor is not None and state.plan is cursor.owned.plan else None
+
+
+def _one_schedule(states: Sequence[Any]) -> bool:
+    """Whether every state holds one schedule's plan: compared on the host where the states' cursors know their
+    host plans (no device read), else table by table (one device read)."""
+    first = states[0].plan
+    if first.num_steps.shape[0] != 1:
+        return False
+    for state in states[1:]:
+        if state.plan.num_steps.shape[0] != 1 or state.plan.coefficients.device != first.coefficients.device:
+            return False
+        mine, theirs = _schedule(state), _schedule(states[0])
+        if mine is not None and theirs is not None:
+            same = _same_tables(mine.plan, theirs.plan)
+        else:
+            same = _same_tables(state.plan, first)
+        if not same:
+            return False
+    return True
+
+
+def _same_tables(a: Plan, b: Plan) -> bool:
+    return a is b or all(
+        x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+        for x, y in zip(_tables(a), _tables(b), strict=True)
+    )
+
+
+def _tables(plan: Plan) -> tuple[torch.Tensor, ...]:
+    return plan.timesteps, plan.sigmas, plan.num_steps, plan.coefficients
+
+
+def _copy(plan: Plan) -> Plan:
+    return Plan(**{name: getattr(plan, name).clone() for name in fields(plan)})
+
+
+def _fingerprint(state: Any) -> int:
+    schedule = _schedule(state)
+    return schedule.fingerprint if schedule is not None else int(state.fingerprint)
+
+
+def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
+    if _one_schedule(states):
+        return _copy(states[0].plan)
+    plans = [state.plan for state in states]
     first = plans[0]
     for plan in plans[1:]:
         for name in ("timesteps", "sigmas", "coefficients"):
@@ -111,8 +158,7 @@ def stack(states: Sequence[Any]) -> Any:
     if any(type(state) is not kind for state in states):
         names = sorted({type(state).__name__ for state in states})
         raise TypeError(f"batching.stack: states of one scheduler class only, got {', '.join(names)}.")
-    fingerprints = [state.fingerprint for state in states]
-    if any(value is not fingerprints[0] for value in fingerprints) and len({int(value) for value in fingerprints}) > 1:
+    if len({_fingerprint(state) for state in states}) > 1:
         raise ValueError(
             f"batching.stack: these {kind.__name__}s were built by schedulers with different step options "
             "(different fingerprints); stack only states of one scheduler config."
@@ -123,8 +169,8 @@ def stack(states: Sequence[Any]) -> Any:
     values: dict[str, Any] = {
         name: _cat_rows([getattr(state, name) for state in states], name) for name in _per_row_fields(states[0])
     }
-    values["plan"] = _stack_plans([state.plan for state in states], rows)
-    values["fingerprint"] = states[0].fingerprint
+    values["plan"] = _stack_plans(states, rows)
+    values["fingerprint"] = states[0].fingerprint.clone()
     return kind(**values)
 
 
@@ -136,7 +182,7 @@ def _slice_rows(value: Any, start: int, stop: int) -> Any:
 
 def _split_plan(plan: Plan, start: int, stop: int) -> Plan:
     if plan.num_steps.shape[0] == 1:
-        return plan
+        return _copy(plan)
     num_steps = plan.num_steps[start:stop]
     timesteps, sigmas, coefficients = (table[start:stop] for table in (plan.timesteps, plan.sigmas, plan.coefficients))
     steps = int(num_steps.max())
@@ -168,7 +214,7 @@ def split(state: Any, sizes: Sequence[int]) -> list[Any]:
         stop = start + size
         values = {name: _slice_rows(getattr(state, name), start, stop) for name in per_row}
         values["plan"] = _split_plan(state.plan, start, stop)
-        values["fingerprint"] = state.fingerprint
+        values["fingerprint"] = state.fingerprint.clone()
         pieces.append(kind(**values))
         start = stop
     return pieces

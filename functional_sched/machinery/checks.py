@@ -24,20 +24,6 @@ def fingerprint(owner: str, behaviour: tuple[Any, ...]) -> int:
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("functional_sched_checks", default=True)
 
 
-_FINGERPRINTS: dict[tuple[int, str], torch.Tensor] = {}
-_FINGERPRINT_OF: dict[int, tuple[torch.Tensor, int]] = {}  # id of a shared fingerprint tensor -> (it, its value)
-
-
-def fingerprint_tensor(value: int, device: torch.device) -> torch.Tensor:
-    """One shared tensor per (fingerprint, device): states carry it, and checks recognise it by identity."""
-    key = (value, str(device))
-    tensor = _FINGERPRINTS.get(key)
-    if tensor is None:
-        tensor = _FINGERPRINTS[key] = torch.tensor(value, dtype=torch.int64, device=device)
-        _FINGERPRINT_OF[id(tensor)] = (tensor, value)
-    return tensor
-
-
 def checking() -> bool:
     """Whether to check inputs now: in eager mode, outside `unchecked()`. (Under compile or a CUDA graph capture:
     never, and the context variable is not even read, so it costs the graph nothing.)"""
@@ -60,21 +46,20 @@ def unchecked() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
-def check_state(owner: str, state: Any, state_type: type, fingerprint: int, step_known: bool) -> None:
+def check_state(owner: str, state: Any, state_type: type, fingerprint: int, cursor: host.Cursor | None) -> None:
     """The state's type, the step options it was built for, and that no row is past its last step.
 
-    States built by a scheduler share its fingerprint tensor, recognised by identity with no device sync; only a
-    state that came another way (stacked, deserialised) has its value read.
-    For one schedule, when the host knows the step (`step_known`, see `host`) or on the CPU, the lookup itself
-    catches a finished row, at no cost; otherwise (stacked schedules, padded) the index is read back here.
+    A state with a cursor (from `init`/`step`) is checked on the host, with no device read: its cursor knows the
+    step options its plan was made for, and a finished row fails the coefficient lookup, which reports it clearly.
+    Any other state (stacked, deserialised, transformed) has its fingerprint and, for stacked schedules, its step
+    index read back here.
     """
     if not isinstance(state, state_type):
         raise TypeError(
             f"{owner} got a {type(state).__name__}, not a {state_type.__name__}: "
             f"pass the state returned by this scheduler's init() or step()."
         )
-    shared = _FINGERPRINT_OF.get(id(state.fingerprint))
-    found = shared[1] if shared is not None and shared[0] is state.fingerprint else int(state.fingerprint)
+    found = cursor.owned.host.fingerprint if cursor is not None else int(state.fingerprint)
     if found != fingerprint:
         raise ValueError(
             f"{owner}: this state was built by a {owner} with different step options "
@@ -82,7 +67,7 @@ def check_state(owner: str, state: Any, state_type: type, fingerprint: int, step
             "step a state with the scheduler object (or an equal config) that created it."
         )
     num_steps = state.plan.num_steps
-    if num_steps.shape[0] == 1 and (step_known or state.step_index.is_cpu):
+    if num_steps.shape[0] == 1 and (cursor is not None or state.step_index.is_cpu):
         return  # one schedule: an index past its end fails the lookup, and that failure is reported clearly
     if bool((state.step_index >= (num_steps[0] if num_steps.shape[0] == 1 else num_steps)).any()):
         raise_finished(owner, state)

@@ -1,43 +1,50 @@
-"""What an eager step can know on the host without reading the device.
+"""The eager fast path, and what each request owns.
 
-States built by `init` and `step` carry their counters (step index, warm-up) as shared, uniform tensors from a
-cache that remembers each one's value, and every device plan remembers the CPU plan it was copied from. An eager
-step of such a state knows its step on the host: it multiplies by the plan's 0-d CPU scalars, as diffusers does
-(no lookup kernel, no increment kernel), and checks its range without a device sync. Any other state (rows
-stacked from several requests, one rebuilt by hand) takes the device path, which is also what compiled steps run.
+A schedule's plan is computed once on the host (`HostPlan`): its CPU tables, and each (step, warm-up) entry's
+coefficients as 0-d CPU scalars, what diffusers multiplies by. Host plans live in a process-wide cache of host
+objects only: nothing in it is a device tensor or reachable by a caller (states hold copies), it is bounded in bytes,
+safe under threads, built outside any active mode or transform, and emptied by `functional_sched.clear_caches()`.
 
-The zeros a multistep solver's history starts from are shared the same way (`zeros`). Shared tensors are never
-written (states are immutable); one written in place anyway (its `_version` moves) is simply no longer trusted or
-handed out.
+`init` gives each request its own copy of the plan on its device and its own counter tables (`Owned`); the state's
+step index and warm-up level are views of those tables by value, so an eager step allocates no counter. A state
+from `init` or `step` also carries a `Cursor` (the host plan, its step and level) in a field that is no pytree
+leaf: an eager step reads its coefficients and checks its range from the cursor, with no device read. Flattening
+drops the cursor, so states that went through `torch.func`, `torch.compile`, export, stacking or serialisation take
+the device path (one gather per step), which is also what compiled code runs.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import contextvars
-import weakref
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
-_MAX_COUNTERS = 1 << 16
-_COUNTERS: dict[tuple[str, int, int, str], torch.Tensor] = {}
-_VALUES: dict[int, tuple[torch.Tensor, int, int]] = {}  # id -> (tensor, value, its _version when made)
-_MAX_ZEROS = 64
-_ZEROS: dict[tuple[str, tuple[int, ...], torch.dtype, str], tuple[torch.Tensor, int]] = {}  # -> (it, its _version)
-_HOST_TABLES: dict[int, torch.Tensor] = {}  # id of a device plan's coefficients -> the CPU plan's
-_ENTRIES: dict[int, dict[tuple[int, int], tuple[torch.Tensor, ...]]] = {}  # per host table: 0-d scalars by entry
-_CASTS: dict[int, dict[torch.dtype, torch.Tensor]] = {}  # id of an entry scalar -> its casts to other dtypes
+from . import plan as plans  # (plan.py imports this module: attributes are read at call time)
 
+#: What the host-plan cache may hold, in bytes of tensor data (a 50-step UniPC plan is about 40 KB).
+MAX_HOST_PLAN_BYTES = 64 << 20
+_CAST_CACHE = "_functional_sched_casts"  # a host scalar's casts to other dtypes, kept on the scalar itself
 
 _CAPTURING: contextvars.ContextVar[bool] = contextvars.ContextVar("functional_sched_capturing", default=False)
 
 
 def tracing() -> bool:
-    """Whether the code runs under `torch.compile` or inside `capturing()`: then no host reads (a capture cannot
-    sync), no 0-d host scalars (a graph would bake them in) and no new shared tensors (they would live in the
-    graph's private memory pool). A context variable, not a CUDA query: eager steps ask several times a step."""
-    return torch.compiler.is_compiling() or _CAPTURING.get()
+    """Whether steps must keep to the device: under `torch.compile`, inside `capturing()`, under a `torch.func`
+    transform, or under a dispatch mode (FakeTensorMode, export's tracing). Then no host reads (a capture cannot
+    sync, a fake tensor has no values), no 0-d host scalars (a graph would bake them in). A few cheap C calls, not
+    a CUDA query: eager steps ask several times a step."""
+    return (
+        torch.compiler.is_compiling()  # first: under dynamo nothing after it is traced
+        or _CAPTURING.get()
+        or torch._C._functorch.peek_interpreter_stack() is not None
+        or torch._C._len_torch_dispatch_stack() > 0
+    )
 
 
 @contextlib.contextmanager
@@ -51,92 +58,218 @@ def capturing() -> Iterator[None]:
         _CAPTURING.reset(token)
 
 
-def counter(role: str, value: int, rows: int, device: torch.device) -> torch.Tensor:
-    """A [rows] int64 tensor filled with `value`, shared by every state that needs one, its value remembered.
-
-    `role` names the state field: two fields never share a tensor (compiled steps guard on which inputs alias).
-    """
-    if tracing():  # a graph capture: a plain device tensor, neither cached nor remembered
-        return torch.full((rows,), value, dtype=torch.int64, device=device)
-    key = (role, value, rows, str(device))
-    tensor = _COUNTERS.get(key)
-    if tensor is None or tensor._version != _VALUES[id(tensor)][2]:  # new, or written in place by someone
-        tensor = torch.full((rows,), value, dtype=torch.int64, device=device)
-        if len(_COUNTERS) < _MAX_COUNTERS:
-            _COUNTERS[key] = tensor
-            _VALUES[id(tensor)] = (tensor, value, tensor._version)
-    return tensor
+@contextlib.contextmanager
+def plain() -> Iterator[None]:
+    """Outside every mode and transform the caller may be in (inference mode, no_grad, torch.func, FakeTensorMode,
+    export): what the host-plan cache holds must be plain CPU tensors whatever the request that built it ran under."""
+    with torch.inference_mode(False), torch.no_grad(), torch._C._DisableFuncTorch(), _disable_current_modes():
+        yield
 
 
-def zeros(role: str, like: torch.Tensor) -> torch.Tensor:
-    """Zeros like a contiguous `like`, shared by every fresh state that starts from them (a multistep solver's empty
-    history): `init` then allocates and clears nothing. `role` names the state field (one tensor per field, as
-    compiled steps guard on which inputs alias). Anything else (a capture, strided samples) gets fresh zeros."""
-    if tracing() or not like.is_contiguous():
-        return torch.zeros_like(like)
-    key = (role, tuple(like.shape), like.dtype, str(like.device))
-    entry = _ZEROS.get(key)
-    if entry is not None and entry[0]._version == entry[1]:
-        return entry[0]
-    tensor = torch.zeros_like(like)
-    if len(_ZEROS) < _MAX_ZEROS or entry is not None:
-        _ZEROS[key] = (tensor, tensor._version)
-    return tensor
+# ------------------------------------------------------------------------------------------------ host plans
+class HostPlan:
+    """One schedule's plan on the host: its CPU tables, and each entry's coefficients as 0-d CPU scalars (made once
+    per entry, with their casts cached on them). Shared by every request of the schedule, never handed to one."""
+
+    __slots__ = ("_entries", "_owned", "fingerprint", "nbytes", "plan")
+
+    def __init__(self, plan: plans.Plan, fingerprint: int) -> None:
+        self.plan = plan
+        self.fingerprint = fingerprint
+        self.nbytes = 3 * sum(table.numel() * table.element_size() for table in _tables(plan))  # tables, entries, copy
+        self._entries: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
+        self._owned: collections.OrderedDict[int, Any] = collections.OrderedDict()  # rows -> a request's template
+
+    @property
+    def steps(self) -> int:
+        return self.plan.timesteps.shape[1]
+
+    def entry(self, step: int, level: int) -> tuple[torch.Tensor, ...]:
+        """The 0-d CPU coefficients of (step, warm-up level). Copies, not views: each can carry its casts."""
+        found = self._entries.get((step, level))
+        if found is None:
+            with plain():
+                found = self.plan.coefficients[0, step, level].clone().unbind(0)
+            for scalar in found:
+                setattr(scalar, _CAST_CACHE, {})
+            self._entries[(step, level)] = found  # a race computes it twice, harmlessly
+        return found
 
 
-def read(tensor: torch.Tensor) -> int | None:
-    """A counter's value when all its rows agree and it is known (or on the CPU, where reading is free)."""
-    entry = _VALUES.get(id(tensor))
-    if entry is not None and entry[0] is tensor and tensor._version == entry[2]:
-        return entry[1]
-    if tensor.is_cpu and tensor.numel():
-        values = tensor.tolist()
-        if values.count(values[0]) == len(values):
-            return values[0]
-    return None
-
-
-def remember_host_table(device_table: torch.Tensor, host_table: torch.Tensor) -> None:
-    """Record the CPU original of a plan table moved to a device (forgotten when the device copy is freed)."""
-    if device_table is not host_table:
-        _HOST_TABLES[id(device_table)] = host_table
-        weakref.finalize(device_table, _HOST_TABLES.pop, id(device_table), None)
-
-
-def host_table(table: torch.Tensor) -> torch.Tensor | None:
-    return table if table.is_cpu else _HOST_TABLES.get(id(table))
-
-
-def entry_scalars(table: torch.Tensor, step: int, level: int) -> tuple[torch.Tensor, ...]:
-    """The 0-d CPU coefficients of a host table's (step, warm-up) entry, made once per table and entry.
-
-    They are copies, not views, so a table that is dropped is freed, and its entries with it.
-    """
-    entries = _ENTRIES.get(id(table))
-    if entries is None:
-        entries = _ENTRIES[id(table)] = {}
-        weakref.finalize(table, _forget_entries, id(table))
-    entry = entries.get((step, level))
-    if entry is None:
-        entry = entries[(step, level)] = table[0, step, level].clone().unbind(0)
-        for scalar in entry:
-            _CASTS[id(scalar)] = {}
-    return entry
-
-
-def cast(scalar: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`scalar.to(dtype)`, made once per entry scalar and dtype (a bf16 step scales by bf16 coefficients, and each
-    cast of a 0-d CPU tensor is a dispatch an eager step would pay every time)."""
-    casts = _CASTS.get(id(scalar))
-    if casts is None:
-        return scalar.to(dtype)
+def cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor.to(dtype)`, made once per host-plan scalar and dtype (a bf16 step on CUDA scales by bf16 scalars,
+    and each cast of a 0-d CPU tensor is a dispatch an eager step would pay every time)."""
+    casts = getattr(tensor, _CAST_CACHE, None)
+    if casts is None or tracing():
+        return tensor.to(dtype)
     converted = casts.get(dtype)
     if converted is None:
-        converted = casts[dtype] = scalar.to(dtype)
+        with plain():
+            converted = casts[dtype] = tensor.to(dtype)
     return converted
 
 
-def _forget_entries(table_id: int) -> None:
-    for entry in _ENTRIES.pop(table_id, {}).values():
-        for scalar in entry:
-            _CASTS.pop(id(scalar), None)
+class _Cache:
+    """The host plans by key, least recently used first; bounded in bytes; a lock around every change."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._plans: collections.OrderedDict[Hashable, HostPlan] = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], HostPlan]) -> HostPlan:
+        with self._lock:
+            found = self._plans.get(key)
+            if found is not None:
+                self._plans.move_to_end(key)
+                return found
+        with plain():
+            made = build()  # outside the lock: builds may take a while; a race builds twice
+        with self._lock:
+            found = self._plans.setdefault(key, made)
+            if found is made:
+                self._bytes += made.nbytes
+                while self._bytes > self.limit and len(self._plans) > 1:
+                    _, dropped = self._plans.popitem(last=False)
+                    self._bytes -= dropped.nbytes
+            return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plans.clear()
+            self._bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
+HOST_PLANS = _Cache(MAX_HOST_PLAN_BYTES)
+
+
+def clear_caches() -> None:
+    """Empty every process-wide cache of the library: the host plans (each request's tensors are its own, so this
+    changes no state, only the time the next `init` of a schedule takes). Nothing else lives in them."""
+    HOST_PLANS.clear()
+
+
+# ------------------------------------------------------------------------------------------------ what a request owns
+class Owned:
+    """A request's own tensors on its device: its copy of the plan, its fingerprint, and its counter tables
+    (`step(k)` and `level(w)` are [rows] views holding k and w), all views of one buffer made by one copy from a
+    host template (pinned, and copied without a sync, where CUDA is). Shared by the states of one request, never by
+    two requests."""
+
+    __slots__ = ("_counters", "_level_views", "_levels_at", "_rows", "_step_views", "_steps_at", "_timestep_views")
+    __slots__ += ("fingerprint", "host", "plan")
+
+    def __init__(self, host: HostPlan, like: torch.Tensor) -> None:
+        rows = like.shape[0]
+        template = host._owned.get(rows)
+        if template is None:
+            with plain():
+                template = _template(host.plan, rows, host.fingerprint)
+            host._owned[rows] = template
+            while len(host._owned) > _TEMPLATES:
+                host._owned.popitem(last=False)
+        buffer, layout, (self._steps_at, self._levels_at) = template
+        copy = _copy_to(buffer, like)
+        # One reinterpretation of the copy per dtype, then a strided view per table: the cheapest way to unpack
+        # (slicing then viewing each table is three ops, and this runs once per request).
+        as_dtype = {dtype: copy.view(dtype) for dtype in {dtype for dtype, _, _, _ in layout}}
+        timesteps, sigmas, num_steps, coefficients, fingerprint = (
+            as_dtype[dtype].as_strided(shape, strides, offset) for dtype, shape, strides, offset in layout
+        )
+        self.host = host
+        self.plan = plans.Plan(timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients)
+        self.fingerprint = fingerprint
+        self._counters, self._rows = as_dtype[torch.int64], rows
+        self._step_views: list[torch.Tensor | None] = [None] * (host.steps + 1)
+        self._level_views: list[torch.Tensor | None] = [None] * host.plan.coefficients.shape[2]
+        self._timestep_views: list[torch.Tensor | None] = [None] * host.steps
+
+    def step(self, value: int) -> torch.Tensor:
+        """[rows] int64, every row `value`: a view of this request's step table."""
+        view = self._step_views[value]
+        if view is None:
+            view = self._step_views[value] = self._counter(self._steps_at, value)
+        return view
+
+    def level(self, value: int) -> torch.Tensor:
+        """[rows] int64, every row `value`: a view of this request's warm-up table."""
+        view = self._level_views[value]
+        if view is None:
+            view = self._level_views[value] = self._counter(self._levels_at, value)
+        return view
+
+    def timestep(self, step: int) -> torch.Tensor:
+        """[rows]: the timestep of `step` on every row, a view of this request's timestep table."""
+        view = self._timestep_views[step]
+        if view is None:
+            view = self._timestep_views[step] = self.plan.timesteps[0, step].expand(self._rows)
+        return view
+
+    def _counter(self, table_at: int, value: int) -> torch.Tensor:
+        return self._counters.as_strided((self._rows,), (1,), table_at + value * self._rows)
+
+
+_TEMPLATES = 4  # row counts whose templates a host plan keeps
+_ALIGN = 8  # bytes: every table starts where its dtype may be viewed
+
+
+def _copy_to(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The host `buffer`, copied to `like`'s device; as a fake tensor where `like` is one or a FakeTensorMode runs
+    (shape inference, export), which cannot take real tensors."""
+    if torch._C._len_torch_dispatch_stack() > 0 or isinstance(like, torch._subclasses.FakeTensor):
+        fake_mode = torch._guards.detect_fake_mode([like])
+        if fake_mode is not None:
+            return fake_mode.from_tensor(buffer).to(like.device)
+    return buffer.to(like.device, copy=True, non_blocking=buffer.is_pinned())
+
+
+def _template(plan: plans.Plan, rows: int, fingerprint: int) -> tuple[torch.Tensor, list[Any], tuple[int, int]]:
+    """A request's tensors packed into one host byte buffer (pinned where CUDA is); where the plan tables and the
+    fingerprint lie, (dtype, shape, contiguous strides, offset in elements of its dtype) in the order `Owned` unpacks
+    them; and where its step and warm-up tables start, in int64 elements ([steps + 1, rows] and [levels, rows])."""
+    steps, levels = plan.timesteps.shape[1], plan.coefficients.shape[2]
+    parts = (
+        plan.timesteps,
+        plan.sigmas,
+        plan.num_steps,
+        plan.coefficients,
+        torch.tensor(fingerprint, dtype=torch.int64),
+        torch.arange(steps + 1)[:, None].expand(steps + 1, rows),
+        torch.arange(levels)[:, None].expand(levels, rows),
+    )
+    layout, pieces, size = [], [], 0
+    for table in parts:
+        table = table.contiguous()
+        raw = table.reshape(-1).view(torch.uint8)
+        padding = -raw.numel() % _ALIGN
+        layout.append((table.dtype, tuple(table.shape), table.stride(), size // table.element_size()))
+        pieces += [raw, torch.zeros(padding, dtype=torch.uint8)]
+        size += raw.numel() + padding
+    buffer = torch.cat(pieces)  # its length a multiple of _ALIGN, so it views as any dtype the tables have
+    *tables, steps_at, levels_at = layout
+    return (buffer.pin_memory() if torch.cuda.is_available() else buffer), tables, (steps_at[3], levels_at[3])
+
+
+class Cursor:
+    """Where a state built by `init` or `step` stands, known on the host: its request's tensors, its step and
+    warm-up level (the value its step index and warm-up counter hold on every row)."""
+
+    __slots__ = ("level", "owned", "step")
+
+    def __init__(self, owned: Owned, step: int, level: int) -> None:
+        self.owned, self.step, self.level = owned, step, level
+
+    def __repr__(self) -> str:
+        return f"Cursor(step={self.step}, level={self.level})"
+
+
+def _tables(plan: plans.Plan) -> tuple[torch.Tensor, ...]:
+    return plan.timesteps, plan.sigmas, plan.num_steps, plan.coefficients

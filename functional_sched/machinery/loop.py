@@ -3,10 +3,12 @@ eagerly, as compiled steps, or captured once into a CUDA graph and replayed with
 
     loop = SamplingLoop(sched, denoiser, guidance_scale=5.0)          # mode="auto": a CUDA graph on CUDA, else eager
     latents = loop(noise, negative_and_positive_embeds, num_inference_steps=50)
+    latents = loop(latents, embeds, state=state)                      # or from a state, at the step it is at
 
-The graph mode compiles one step (`torch.compile(fullgraph=True)`, inductor) and captures the Python loop of all
-its steps in one `torch.cuda.CUDAGraph`, once per schedule and shapes; each call copies its inputs into the graph's
-static buffers, replays it, and returns a copy of the static output. It does not use `mode="reduce-overhead"`: on
+The graph mode compiles one step (`torch.compile(fullgraph=True)`, inductor) and captures the Python loop of the
+remaining steps in one `torch.cuda.CUDAGraph`, once per state layout, step count and shapes; each call makes its
+state outside the capture, copies it and its inputs into the graph's static buffers, replays the graph, and returns
+a copy of the static output. It does not use `mode="reduce-overhead"`: on
 torch 2.11 that mode handed out output buffers that its next call overwrote while they were still read (pytorch
 #152887). Where no graph can be used (no CUDA device, or more distinct shapes and schedules than `max_graphs`) the
 loop falls back to compiled steps (`mode="graph"` on a CPU raises instead). Every mode computes the same loop, the
@@ -22,10 +24,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 
 from . import checks, host
 from .noise import randn_tensor
-from .scheduler import _table_key
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
@@ -56,25 +58,29 @@ class _Graph:
     def __init__(
         self,
         run: Callable[..., torch.Tensor],
+        state: Any,
         latents: torch.Tensor,
         conditioning: Sequence[torch.Tensor],
         noise: torch.Tensor | None,
     ) -> None:
+        self.state = pytree.tree_map(torch.clone, state)  # the static state: leaves only, no cursor
         self.latents = latents.clone()
         self.conditioning = [value.clone() for value in conditioning]
         self.noise = None if noise is None else noise.clone()
         side = torch.cuda.Stream(device=latents.device)
         side.wait_stream(torch.cuda.current_stream(latents.device))
         with torch.cuda.stream(side):  # compile and autotune outside the capture
-            run(self.latents, self.conditioning, self.noise)
+            run(self.state, self.latents, self.conditioning, self.noise)
         torch.cuda.current_stream(latents.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), host.capturing():
-            self.output = run(self.latents, self.conditioning, self.noise)
+            self.output = run(self.state, self.latents, self.conditioning, self.noise)
 
     def __call__(
-        self, latents: torch.Tensor, conditioning: Sequence[torch.Tensor], noise: torch.Tensor | None
+        self, state: Any, latents: torch.Tensor, conditioning: Sequence[torch.Tensor], noise: torch.Tensor | None
     ) -> torch.Tensor:
+        for static, value in zip(pytree.tree_leaves(self.state), pytree.tree_leaves(state), strict=True):
+            static.copy_(value)
         self.latents.copy_(latents)
         for static, value in zip(self.conditioning, conditioning, strict=True):
             static.copy_(value)
@@ -137,13 +143,12 @@ class SamplingLoop:
     def _loop(
         self,
         step: Callable[..., tuple[torch.Tensor, Any]],
-        schedule: dict[str, Any],
+        state: Any,
         steps: int,
         latents: torch.Tensor,
         conditioning: Sequence[torch.Tensor],
         noise: torch.Tensor | None,
     ) -> torch.Tensor:
-        state = self.scheduler.init(sample=latents, **schedule)
         for index in range(steps):
             latents, state = step(state, latents, conditioning, None if noise is None else noise[index])
         return latents
@@ -169,35 +174,42 @@ class SamplingLoop:
         sigmas: Sequence[float] | torch.Tensor | None = None,
         mu: float | None = None,
         noise: torch.Tensor | torch.Generator | None = None,
+        state: Any = None,
     ) -> torch.Tensor:
-        """The denoised latents after every step of the schedule (given as `init` takes it)."""
+        """The denoised latents after the rest of a schedule: a fresh one (given as `init` takes it), or `state`'s (a
+        request begun elsewhere: an img2img start, a request handed over mid-loop), from the step it is at."""
         if checks.checking():
             self._check(latents, conditioning)
         schedule = {"num_inference_steps": num_inference_steps, "timesteps": timesteps, "sigmas": sigmas, "mu": mu}
-        steps = self.scheduler.plan(**schedule).timesteps.shape[1]  # cached
+        if state is None:
+            state = self.scheduler.init(sample=latents, **schedule)
+        elif any(value is not None for value in schedule.values()):
+            raise ValueError("SamplingLoop: give a schedule or a state to resume from, not both.")
+        steps = self.scheduler.steps_left(state)
         noise = self._noise(noise, steps, latents)
         mode = self.resolved_mode(latents)
         if mode == "eager":
-            return self._loop(self._step, schedule, steps, latents, conditioning, noise)
+            return self._loop(self._step, state, steps, latents, conditioning, noise)
         key = (
             _signature(latents),
             tuple(_signature(value) for value in conditioning),
-            num_inference_steps,
-            _table_key(timesteps),
-            _table_key(sigmas),
-            mu,
+            pytree.tree_structure(state),
+            tuple(_signature(leaf) for leaf in pytree.tree_leaves(state)),
+            steps,
             noise is None,
         )
         graph = self._graphs.get(key) if mode == "graph" else None
         if graph is None and mode == "graph" and len(self._graphs) < self.max_graphs:
 
-            def run(x: torch.Tensor, cond: Sequence[torch.Tensor], eps: torch.Tensor | None) -> torch.Tensor:
-                return self._loop(self._compiled_step, schedule, steps, x, cond, eps)
+            def run(
+                start: Any, x: torch.Tensor, cond: Sequence[torch.Tensor], eps: torch.Tensor | None
+            ) -> torch.Tensor:
+                return self._loop(self._compiled_step, start, steps, x, cond, eps)
 
-            graph = self._graphs[key] = _Graph(run, latents, conditioning, noise)
+            graph = self._graphs[key] = _Graph(run, state, latents, conditioning, noise)
         if graph is not None:
-            return graph(latents, conditioning, noise)
-        return self._loop(self._compiled_step, schedule, steps, latents, conditioning, noise)
+            return graph(state, latents, conditioning, noise)
+        return self._loop(self._compiled_step, state, steps, latents, conditioning, noise)
 
     def _noise(
         self, noise: torch.Tensor | torch.Generator | None, steps: int, latents: torch.Tensor

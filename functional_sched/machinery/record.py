@@ -3,7 +3,9 @@
 attrs' generated `__init__` of a frozen class goes through `object.__setattr__.__get__`, which dynamo cannot trace
 (torch 2.11 and 2.13), so a record gets a generated keyword-only `__init__` that calls `object.__setattr__`
 literally (dynamo special-cases that spelling, not an alias of it). Records are registered as pytree nodes, so
-`torch.utils._pytree`, `torch.compile` outputs and `torch.export` see their tensors as leaves.
+`torch.utils._pytree`, `torch.compile` outputs, `torch.func` transforms and `torch.export` see their tensors as
+leaves. A field named in `host=` is no leaf: flattening drops it and unflattening leaves it None (the eager fast
+path's cursor, which no transform or compiled graph may see).
 """
 
 from __future__ import annotations
@@ -16,13 +18,26 @@ import torch.utils._pytree as pytree
 
 RecordT = TypeVar("RecordT")
 _KEEP = object()  # "this field is not replaced"
+_HOST = "__record_host_fields__"
 
 
-def record(cls: type[RecordT]) -> type[RecordT]:
-    """Make `cls` (annotated fields, no defaults) a frozen, slotted record registered as a pytree node."""
+def record(cls: type[RecordT] | None = None, *, host: tuple[str, ...] = ()) -> Any:
+    """Make `cls` (annotated fields, no defaults) a frozen, slotted record registered as a pytree node; the fields
+    named in `host` default to None and are no leaves. Use as `@record` or `@record(host=("cursor",))`."""
+    if cls is None:
+        return lambda decorated: _record(decorated, host)
+    return _record(cls, host)
+
+
+def _record(cls: type[RecordT], host: tuple[str, ...]) -> type[RecordT]:
     cls = attrs.define(cls, frozen=True, init=False, eq=False, repr=False, slots=True)
     names = tuple(field.name for field in attrs.fields(cls))
-    source = f"def __init__(self, *, {', '.join(names)}):\n" + "".join(
+    unknown = set(host) - set(names)
+    if unknown:
+        raise TypeError(f"record {cls.__name__}: host fields {sorted(unknown)} are not among its fields")
+    leaves = tuple(name for name in names if name not in host)
+    arguments = ", ".join(f"{name}=None" if name in host else name for name in names)
+    source = f"def __init__(self, *, {arguments}):\n" + "".join(
         f"    object.__setattr__(self, {name!r}, {name})\n" for name in names
     )
     namespace: dict[str, Any] = {}
@@ -31,6 +46,7 @@ def record(cls: type[RecordT]) -> type[RecordT]:
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = init  # type: ignore[misc]
     cls.__repr__ = _repr  # type: ignore[method-assign]
+    setattr(cls, _HOST, tuple(host))
     replace_source = f"def replace(self, *, {', '.join(f'{name}=_KEEP' for name in names)}):\n" + (
         f"    return _cls({', '.join(f'{name}=self.{name} if {name} is _KEEP else {name}' for name in names)})\n"
     )
@@ -40,13 +56,13 @@ def record(cls: type[RecordT]) -> type[RecordT]:
     cls.replace = namespace["replace"]  # type: ignore[attr-defined]
 
     def flatten(value: Any) -> tuple[list[Any], None]:
-        return [getattr(value, name) for name in names], None
+        return [getattr(value, name) for name in leaves], None
 
     def flatten_with_keys(value: Any) -> tuple[list[tuple[Any, Any]], None]:
-        return [(pytree.GetAttrKey(name), getattr(value, name)) for name in names], None
+        return [(pytree.GetAttrKey(name), getattr(value, name)) for name in leaves], None
 
     def unflatten(values: Any, _context: None) -> Any:
-        return cls(**dict(zip(names, values, strict=True)))
+        return cls(**dict(zip(leaves, values, strict=True)))
 
     pytree.register_pytree_node(
         cls,
@@ -59,11 +75,14 @@ def record(cls: type[RecordT]) -> type[RecordT]:
 
 
 def fields(value: Any) -> tuple[str, ...]:
-    """The field names of a record, in declaration order."""
-    return tuple(field.name for field in attrs.fields(type(value)))
+    """The names of a record's leaf fields (its tensors, plans and tuples), in declaration order."""
+    host = getattr(type(value), _HOST, ())
+    return tuple(field.name for field in attrs.fields(type(value)) if field.name not in host)
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, tuple):
+        return f"({', '.join(_describe(item) for item in value)})"
     if isinstance(value, torch.Tensor):
         shape = "x".join(str(size) for size in value.shape) or "scalar"
         return f"Tensor[{shape}, {str(value.dtype).removeprefix('torch.')}, {value.device}]"

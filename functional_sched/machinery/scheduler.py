@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.utils._pytree as pytree
 
 from . import checks, host, options
 from .plan import Plan, coefficient_views, gather_rows, gather_step, per_row, working_dtype
+from .record import fields
 
 CustomTable = Sequence[float] | torch.Tensor | None
 
@@ -61,8 +61,21 @@ class Scheduler:
     ) -> Plan:
         raise NotImplementedError
 
-    def _start(self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor) -> Any:
+    def _start(
+        self,
+        plan: Plan,
+        sample: torch.Tensor,
+        step_index: torch.Tensor,
+        level: torch.Tensor,
+        fingerprint: torch.Tensor,
+        cursor: host.Cursor | None,
+    ) -> Any:
+        """The state at `step_index` (warm-up `level`, for solvers that warm up) with fresh, owned buffers."""
         raise NotImplementedError
+
+    def _warmup(self, state: Any) -> torch.Tensor | None:
+        """The state's warm-up counter, for solvers whose coefficients depend on it (multistep); else None."""
+        return None
 
     def _step_options(self) -> tuple[Any, ...]:
         """The options `step` branches on (the rest only shape the plan)."""
@@ -95,21 +108,10 @@ class Scheduler:
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> Plan:
-        """The immutable per-step tables for one schedule; cached, so requests with equal arguments share them."""
-        if num_inference_steps is not None and (
-            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
-        ):
-            raise ValueError(
-                f"{self.name}: num_inference_steps must be a positive integer, got {num_inference_steps!r}."
-            )
-        if mu is not None:
-            mu = float(mu)
-            if not math.isfinite(mu):
-                raise ValueError(f"{self.name}: mu must be finite, got {mu!r}.")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"{self.name}: plans are float32 or float64, got {dtype}.")
-        key = (num_inference_steps, _table_key(timesteps), _table_key(sigmas), mu, dtype)
-        return _plan_on_device(self, key, _device_key(device))
+        """The per-step tables of one schedule, on `device`: the caller's own copy (the tables are computed once per
+        schedule and kept on the host; every call and every request gets its own device copy)."""
+        cpu = self._host_plan(num_inference_steps, timesteps, sigmas, mu, dtype).plan
+        return Plan(**{name: getattr(cpu, name).to(device, copy=True) for name in fields(cpu)})
 
     def init(
         self,
@@ -124,24 +126,17 @@ class Scheduler:
         """A fresh state for `sample` (its leading dim is rows), at step `begin_index` of the schedule.
 
         Give `num_inference_steps`, or custom `timesteps`/`sigmas` as diffusers' `set_timesteps` takes them;
-        `mu` is the resolution shift of dynamically shifted schedules (Flux, Qwen-Image, LTX, Wan).
+        `mu` is the resolution shift of dynamically shifted schedules (Flux, Qwen-Image, LTX, Wan). The state owns
+        its tensors: a copy of the plan, its counters, zeroed buffers; nothing of it is shared with another request.
         """
         if not isinstance(sample, torch.Tensor) or sample.dim() == 0 or not sample.is_floating_point():
             raise TypeError(f"{self.name}.init: sample must be a floating-point tensor with a leading rows dim.")
-        plan = self.plan(
-            num_inference_steps,
-            timesteps=timesteps,
-            sigmas=sigmas,
-            mu=mu,
-            dtype=working_dtype(sample),
-            device=sample.device,
-        )
-        steps = plan.timesteps.shape[1]
-        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < steps:
-            raise ValueError(f"{self.name}.init: begin_index must be in [0, {steps}), got {begin_index!r}.")
-        rows = sample.shape[0]
-        step_index = host.counter("step_index", begin_index, rows, sample.device)
-        return self._start(plan, sample, step_index, self._fingerprint_on(sample.device))
+        plan = self._host_plan(num_inference_steps, timesteps, sigmas, mu, working_dtype(sample))
+        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < plan.steps:
+            raise ValueError(f"{self.name}.init: begin_index must be in [0, {plan.steps}), got {begin_index!r}.")
+        owned = host.Owned(plan, sample)
+        cursor = None if host.tracing() else host.Cursor(owned, begin_index, 0)
+        return self._start(owned.plan, sample, owned.step(begin_index), owned.level(0), owned.fingerprint, cursor)
 
     def timesteps(self, state: Any) -> torch.Tensor:
         """The timestep table, equal to diffusers' `scheduler.timesteps`: [N] for one schedule, [R, N] if stacked."""
@@ -155,16 +150,15 @@ class Scheduler:
 
     def timestep(self, state: Any) -> torch.Tensor:
         """The current timestep of each row, [R] (what the model is conditioned on)."""
+        cursor = self._cursor(state)
         if checks.checking():
-            self._check_state(state)
-        plan = state.plan
-        step = host.read(state.step_index) if not host.tracing() else None
-        if step is not None and plan.timesteps.shape[0] == 1:
-            if step >= plan.timesteps.shape[1]:
+            self._check_state(state, cursor)
+        if cursor is not None:
+            if cursor.step >= cursor.owned.host.steps:
                 checks.raise_finished(self.name, state)
-            return plan.timesteps[0, step].expand(state.step_index.shape[0])  # a view, as diffusers' timesteps[i]
+            return cursor.owned.timestep(cursor.step)  # a view of the request's table, as diffusers' timesteps[i]
         try:
-            return gather_rows(plan.timesteps, state.step_index)
+            return gather_rows(state.plan.timesteps, state.step_index)
         except IndexError:
             checks.raise_finished(self.name, state)
             raise
@@ -172,25 +166,23 @@ class Scheduler:
     def steps_taken(self, state: Any) -> int:
         """The step index of the state's rows (the steps they took), read without a device sync where the host
         knows it; rows at different steps raise (split them with `batching.split` first)."""
-        index = state.step_index
-        step = host.read(index) if not host.tracing() else None
-        if step is None:
-            values = index.tolist()
-            if not values or values.count(values[0]) != len(values):
-                raise ValueError(f"{self.name}.steps_taken: the rows are at different steps {values}.")
-            step = values[0]
-        return step
+        cursor = self._cursor(state)
+        if cursor is not None:
+            return cursor.step
+        values = state.step_index.tolist()
+        if not values or values.count(values[0]) != len(values):
+            raise ValueError(f"{self.name}.steps_taken: the rows are at different steps {values}.")
+        return values[0]
 
     def steps_left(self, state: Any) -> int:
         """How many steps the state's furthest-behind row still has to take; 0 when every row is finished.
 
-        A state of one schedule whose step the host knows (from `init`/`step`) answers without a device sync.
+        A state from `init`/`step` answers without a device sync.
         """
-        plan, index = state.plan, state.step_index
-        step = host.read(index) if not host.tracing() else None
-        if step is not None and plan.num_steps.shape[0] == 1:
-            return max(plan.timesteps.shape[1] - step, 0)
-        return int((plan.num_steps - index).clamp(min=0).max())
+        cursor = self._cursor(state)
+        if cursor is not None:
+            return max(cursor.owned.host.steps - cursor.step, 0)
+        return int((state.plan.num_steps - state.step_index).clamp(min=0).max())
 
     def init_noise_sigma(self, state: Any) -> torch.Tensor:
         """The standard deviation of the initial noise for each row, [R] (1 for these schedulers)."""
@@ -211,80 +203,119 @@ class Scheduler:
         return per_row(alpha_t, original_samples) * original_samples + per_row(sigma_t, noise) * noise
 
     # ------------------------------------------------------------------ shared by the steps
-    def _fingerprint_on(self, device: torch.device) -> torch.Tensor:
-        return checks.fingerprint_tensor(self.fingerprint, device)
+    def _host_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: CustomTable,
+        sigmas: CustomTable,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> host.HostPlan:
+        """The host plan of one schedule, from the process-wide cache (`host.HOST_PLANS`), its arguments checked."""
+        if num_inference_steps is not None and (
+            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
+        ):
+            raise ValueError(
+                f"{self.name}: num_inference_steps must be a positive integer, got {num_inference_steps!r}."
+            )
+        if mu is not None:
+            mu = float(mu)
+            if not math.isfinite(mu):
+                raise ValueError(f"{self.name}: mu must be finite, got {mu!r}.")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"{self.name}: plans are float32 or float64, got {dtype}.")
+        key = (num_inference_steps, _table_key(timesteps), _table_key(sigmas), mu, dtype)
 
-    def _check_step_rows(self, state: Any, model_output: torch.Tensor, sample: torch.Tensor) -> None:
+        def build() -> host.HostPlan:
+            plan = self._build_plan(key[0], _table(key[1]), _table(key[2]), mu, dtype)
+            return host.HostPlan(_finite(self, plan), self.fingerprint)
+
+        return host.HOST_PLANS.get((self, key), build)
+
+    def _replanned(
+        self,
+        state: Any,
+        num_inference_steps: int | None,
+        *,
+        timesteps: CustomTable = None,
+        sigmas: CustomTable = None,
+        mu: float | None = None,
+    ) -> Any:
+        """`state`, at its step and warm-up level, carried onto this scheduler's plan of the schedule (another config
+        of the same class built it: the drop-in re-plans when a step argument changes); its other fields kept."""
+        plan = self._host_plan(num_inference_steps, timesteps, sigmas, mu, state.plan.coefficients.dtype)
+        owned = host.Owned(plan, state.step_index)
+        step = self.steps_taken(state)
+        warmup = self._warmup(state)
+        level = 0 if warmup is None else int(warmup[0])
+        counters = {"step_index": owned.step(step)}
+        if warmup is not None:
+            counters["lower_order_nums"] = owned.level(level)
+        cursor = host.Cursor(owned, step, level)
+        return state.replace(plan=owned.plan, fingerprint=owned.fingerprint, cursor=cursor, **counters)
+
+    def _cursor(self, state: Any) -> host.Cursor | None:
+        """The state's cursor, if eager code may trust it: not while tracing (compiled code never reads it), and
+        only if the state's plan and counters are still the ones the cursor describes (a state rebuilt with
+        `replace` keeps a cursor that no longer speaks for it)."""
+        if host.tracing() or not isinstance(state, self.state_type):
+            return None
+        cursor = state.cursor
+        if cursor is None or state.plan is not cursor.owned.plan:
+            return None
+        if state.step_index is not cursor.owned.step(cursor.step):
+            return None
+        warmup = self._warmup(state)
+        if warmup is not None and warmup is not cursor.owned.level(cursor.level):
+            return None
+        return cursor
+
+    def _check_step_rows(
+        self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
+    ) -> None:
         """The state, and that the sample and the model output have its rows and device."""
-        self._check_state(state)
+        self._check_state(state, cursor)
         rows, device = state.step_index.shape[0], state.step_index.device
         checks.check_rows(self.name, "sample", sample, rows, device)
         checks.check_rows(self.name, "model_output", model_output, rows, device)
 
-    def _check_state(self, state: Any) -> None:
-        index = state.step_index
-        step_known = not index.is_cpu and host.read(index) is not None  # a CPU read is free anyway
-        checks.check_state(self.name, state, self.state_type, self.fingerprint, step_known)
+    def _check_state(self, state: Any, cursor: host.Cursor | None) -> None:
+        checks.check_state(self.name, state, self.state_type, self.fingerprint, cursor)
 
-    def _host_entry(self, state: Any, warmup: torch.Tensor | None) -> tuple[torch.Tensor, int, int] | None:
-        """(host table, step, warm-up level) when the host knows them without a device read (see `host`)."""
-        plan = state.plan
-        if plan.coefficients.shape[0] != 1 or host.tracing():
-            return None
-        table = host.host_table(plan.coefficients)
-        step = host.read(state.step_index) if table is not None else None
-        level = 0 if warmup is None or step is None else host.read(warmup)
-        return None if step is None or level is None else (table, step, level)
-
-    def _coefficients(
-        self, state: Any, like: torch.Tensor, warmup: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, ...]:
+    def _coefficients(self, state: Any, like: torch.Tensor, cursor: host.Cursor | None) -> tuple[torch.Tensor, ...]:
         """The step's coefficients, each broadcastable against `like`: one per row, for its step (and warm-up).
 
-        When the host knows the step (`host`), they are the plan entry's 0-d CPU scalars, what diffusers multiplies
-        by; otherwise one gather on the device serves all rows. The values and the arithmetic are the same.
+        With a cursor they are the host plan entry's 0-d CPU scalars, what diffusers multiplies by; otherwise one
+        gather on the device serves all rows. The values and the arithmetic are the same.
         """
-        known = self._host_entry(state, warmup)
-        if known is not None:
-            table, step, level = known
-            if step >= table.shape[1]:
+        if cursor is not None:
+            if cursor.step >= cursor.owned.host.steps:
                 checks.raise_finished(self.name, state)
-            return host.entry_scalars(table, step, level)
+            return cursor.owned.host.entry(cursor.step, cursor.level)
         try:
-            return coefficient_views(gather_step(state.plan, state.step_index, warmup), like)
+            return coefficient_views(gather_step(state.plan, state.step_index, self._warmup(state)), like)
         except IndexError:  # an index past the end: on the CPU the checks leave it to the lookup
             checks.raise_finished(self.name, state)
             raise
 
-    def _next(self, role: str, counter: torch.Tensor, cap: int | None = None) -> torch.Tensor:
-        """`counter + 1` (at most `cap`): a shared counter when the host knows the value, else a device op."""
-        if not host.tracing():
-            value = host.read(counter)
-            if value is not None:
-                value = value + 1 if cap is None else min(value + 1, cap)
-                return host.counter(role, value, counter.shape[0], counter.device)
-        following = counter + 1
-        return following if cap is None else torch.clamp(following, max=cap)
+    def _advanced(self, state: Any, cursor: host.Cursor | None) -> dict[str, Any]:
+        """The counters of the state after this step (and its cursor): views of the request's own tables by value
+        when the host knows the step, else `+ 1` on the device (the warm-up capped at the plan's last level)."""
+        warmup = self._warmup(state)
+        last_level = state.plan.coefficients.shape[2] - 1
+        if cursor is not None:
+            owned, step, level = cursor.owned, cursor.step + 1, min(cursor.level + 1, last_level)
+            advanced = {"step_index": owned.step(step), "cursor": host.Cursor(owned, step, level)}
+            if warmup is not None:
+                advanced["lower_order_nums"] = owned.level(level)
+            return advanced
+        advanced = {"step_index": state.step_index + 1, "cursor": None}
+        if warmup is not None:
+            advanced["lower_order_nums"] = torch.clamp(warmup + 1, max=last_level)
+        return advanced
 
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
-
-
-def _device_key(device: torch.device | str) -> str:
-    """`cuda` and `cuda:0` (the current device) name one cache entry, as tensors' devices always carry an index."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    return str(device)
-
-
-PlanKey = tuple[int | None, Any, Any, float | None, torch.dtype]  # steps, custom timesteps, custom sigmas, mu, dtype
-
-
-@functools.lru_cache(maxsize=256)
-def _cpu_plan(scheduler: Scheduler, key: PlanKey) -> Plan:
-    num_inference_steps, timesteps, sigmas, mu, dtype = key
-    return _finite(scheduler, scheduler._build_plan(num_inference_steps, _table(timesteps), _table(sigmas), mu, dtype))
 
 
 def _finite(scheduler: Scheduler, plan: Plan) -> Plan:
@@ -310,12 +341,3 @@ def _finite(scheduler: Scheduler, plan: Plan) -> Plan:
         f"{scheduler.name}: step {step} of {steps} (sigma {start:.4g} -> {end:.4g}) computes NaN or inf with this "
         f"config and schedule, as diffusers 0.42.1 does.{why} Change the options or the step count."
     )
-
-
-@functools.lru_cache(maxsize=256)
-def _plan_on_device(scheduler: Scheduler, key: PlanKey, device: str) -> Plan:
-    """The CPU plan moved to `device` once; requests on that device share it."""
-    cpu_plan = _cpu_plan(scheduler, key)
-    plan = pytree.tree_map(lambda table: table.to(device), cpu_plan)
-    host.remember_host_table(plan.coefficients, cpu_plan.coefficients)
-    return plan

@@ -14,7 +14,6 @@ tensors, write them as safetensors (`functional_sched.stages.handoff` does, with
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 from . import host
 from .plan import Plan, working_dtype
 from .record import fields
-from .scheduler import Scheduler
+from .scheduler import Scheduler, _finite
 
 __all__ = ["FORMAT", "VERSION", "state_from_tensors", "state_to_tensors"]
 
@@ -31,7 +30,7 @@ FORMAT = "functional_sched.state"
 VERSION = 1
 _READABLE = (1,)
 _PLAN_TABLES = ("timesteps", "sigmas", "num_steps", "coefficients")
-_FINGERPRINT = "fingerprint"  # carried in the metadata, rebuilt as the scheduler's shared tensor
+_FINGERPRINT = "fingerprint"  # carried in the metadata, rebuilt from the loading scheduler's own
 
 Layout = dict[str, Any]  # field name -> "plan", "tensor", "fingerprint", or n (a tuple of n tensors)
 
@@ -98,7 +97,6 @@ def state_to_tensors(state: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return tensors, metadata
 
 
-@functools.lru_cache(maxsize=64)
 def _expected(scheduler: Scheduler) -> tuple[Layout, tuple[str, ...], tuple[str, ...]]:
     """The scheduler's state layout, its counters (int64 [R] fields) and its sample-like keys ([R, ...] floats),
     read off a template state built by the scheduler's own `_start`."""
@@ -108,9 +106,8 @@ def _expected(scheduler: Scheduler) -> tuple[Layout, tuple[str, ...], tuple[str,
         num_steps=torch.zeros(1, dtype=torch.int64),
         coefficients=torch.zeros(1, 0, 1, 1),
     )
-    template = scheduler._start(
-        empty, torch.zeros(1), torch.zeros(1, dtype=torch.int64), scheduler._fingerprint_on(torch.device("cpu"))
-    )
+    counter = torch.zeros(1, dtype=torch.int64)
+    template = scheduler._start(empty, torch.zeros(1), counter, counter, torch.zeros((), dtype=torch.int64), None)
     layout = _layout(template)
     counters, samples = [], []
     for name, kind in layout.items():
@@ -266,37 +263,16 @@ def _check_values(
             )
 
 
-def _same_plan(plan: Plan, tables: Mapping[str, torch.Tensor]) -> bool:
-    return all(
-        getattr(plan, table).dtype == tables[table].dtype
-        and getattr(plan, table).device == tables[table].device
-        and torch.equal(getattr(plan, table), tables[table])
-        for table in _PLAN_TABLES
-    )
-
-
-def _counter(name: str, value: torch.Tensor) -> torch.Tensor:
-    """The host-known shared counter when every row agrees (eager steps then skip device reads), else `value`."""
-    values = value.tolist()
-    if values.count(values[0]) != len(values):
-        return value
-    return host.counter(name, values[0], len(values), value.device)
-
-
 def state_from_tensors(
     tensors: Mapping[str, torch.Tensor],
     metadata: Mapping[str, Any],
     scheduler: Scheduler,
     *,
     device: torch.device | str | None = None,
-    plans: Sequence[Plan] = (),
 ) -> Any:
     """The state that `state_to_tensors` took apart, checked against `scheduler` first, its tensors on `device`
-    (default: where they are).
-
-    `plans` are cached plans (`scheduler.plan(...)`) on `device` to share: if the payload's plan equals one bit for
-    bit, the state holds that plan object, as a state from `init` would (requests then stack without copying it);
-    otherwise it holds the payload's tables, which step the same. The fingerprint is the scheduler's shared one.
+    (default: where they are): copies, the new state's own. A state whose rows are all at one step of one schedule
+    goes on with the eager fast path, as a state from `init` does (`host`); its plan must be finite.
     """
     owner = f"{scheduler.name}: state payload"
     layout, counters, samples = _expected(scheduler)
@@ -304,19 +280,37 @@ def state_from_tensors(
     _check_keys(owner, tensors, _keys(layout))
     _check_values(owner, tensors, layout, counters, samples, scheduler.plan_columns)
     device = torch.empty(0, device=device or tensors["step_index"].device).device  # "cuda" -> "cuda:0"
-    moved = {key: tensors[key].to(device) for key in _keys(layout)}
-    values: dict[str, Any] = {}
+    moved = {key: tensors[key].to(device, copy=True) for key in _keys(layout)}
+    plan_name = next(name for name, kind in layout.items() if kind == "plan")
+    plan = Plan(**{table: moved[f"{plan_name}.{table}"] for table in _PLAN_TABLES})
+    _finite(scheduler, plan)
+    values: dict[str, Any] = {"cursor": None}
     for name, kind in layout.items():
         if kind == "plan":
-            tables = {table: moved[f"{name}.{table}"] for table in _PLAN_TABLES}
-            shared = next((plan for plan in plans if _same_plan(plan, tables)), None)
-            values[name] = shared if shared is not None else Plan(**tables)
-            if shared is None and device.type != "cpu":
-                host.remember_host_table(values[name].coefficients, tensors[f"{name}.coefficients"].cpu())
+            values[name] = plan
         elif kind == _FINGERPRINT:
-            values[name] = scheduler._fingerprint_on(device)
+            values[name] = torch.tensor(scheduler.fingerprint, dtype=torch.int64, device=device)
         elif kind == "tensor":
-            values[name] = _counter(name, moved[name]) if name in counters else moved[name]
+            values[name] = moved[name]
         else:
             values[name] = tuple(moved[f"{name}.{index}"] for index in range(kind))
-    return scheduler.state_type(**values)
+    return _with_cursor(scheduler, scheduler.state_type(**values))
+
+
+def _with_cursor(scheduler: Scheduler, state: Any) -> Any:
+    """`state` with its counters and plan owned afresh and a cursor, when its rows all stand at one step and
+    warm-up level of one schedule (one host read of two small counters); else as it is (the device path)."""
+    if state.plan.num_steps.shape[0] != 1:
+        return state
+    warmup = scheduler._warmup(state)
+    steps = state.step_index.tolist()
+    levels = warmup.tolist() if warmup is not None else [0]
+    if len(set(steps)) != 1 or len(set(levels)) != 1:
+        return state
+    cpu_plan = Plan(**{table: getattr(state.plan, table).cpu() for table in _PLAN_TABLES})
+    owned = host.Owned(host.HostPlan(cpu_plan, scheduler.fingerprint), state.step_index)
+    cursor = host.Cursor(owned, steps[0], levels[0])
+    counters = {"step_index": owned.step(steps[0]), "plan": owned.plan, "fingerprint": owned.fingerprint}
+    if warmup is not None:
+        counters["lower_order_nums"] = owned.level(levels[0])
+    return state.replace(**counters, cursor=cursor)

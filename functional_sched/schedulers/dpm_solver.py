@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, options
+from ..machinery import checks, host, options
 from ..machinery.options import Choice, Flag, Option, Real
 from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
 from ..machinery.record import record
@@ -32,13 +32,14 @@ VARIANCE_TYPES = (None, "learned", "learned_range")
 ALPHA, SIGMA, RAW_SIGMA, A, B0, B1, B2, P0, P1, Q, U, NOISE = range(12)
 
 
-@record
+@record(host=("cursor",))
 class DPMSolverState:
     plan: Plan
     step_index: torch.Tensor  # [R], int64
     lower_order_nums: torch.Tensor  # [R], int64: steps taken, capped at solver_order (the warm-up level)
     history: tuple[torch.Tensor, ...]  # solver_order x [R, ...]: converted model outputs, newest last
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
 
 
 @options.config
@@ -195,13 +196,14 @@ class DPMSolverMultistep(MultistepScheduler):
         The SDE algorithms need `noise` (standard normal, `sample`'s shape); draw it with
         `functional_sched.randn_tensor(sample.shape, generator=g, dtype=torch.float32)` to match diffusers.
         """
+        cursor = self._cursor(state)
         if checks.checking():
-            self._check(state, model_output, sample, noise)
-        c = self._coefficients(state, sample, state.lower_order_nums)
+            self._check(state, model_output, sample, noise, cursor)
+        c = self._coefficients(state, sample, cursor)
         m0 = self._convert(model_output, sample, c)
         # The history keeps the state's dtype; the arithmetic runs in the converted output's, as diffusers keeps
         # its outputs (bf16 ones when a bf16 model predicts x0 for float32 latents; exact in either direction).
-        history = (*state.history[1:], as_dtype(m0, sample.dtype))
+        history = (*state.history[1:], self._kept(m0, sample))
         x = scaled(c[A], as_dtype(sample, state.plan.coefficients.dtype)) + scaled(c[B0], m0)
         if self.solver_order >= 2:
             m1 = as_dtype(history[-2], m0.dtype)
@@ -214,12 +216,11 @@ class DPMSolverMultistep(MultistepScheduler):
                 x = x + scaled(c[B2], d2)
         if self.stochastic:
             x = x + scaled(c[NOISE], as_dtype(noise, x.dtype))
-        new_state = state.replace(
-            step_index=self._next("step_index", state.step_index),
-            lower_order_nums=self._next("lower_order_nums", state.lower_order_nums, cap=self.solver_order),
-            history=history,
-        )
-        return as_dtype(x, sample.dtype), new_state
+        return as_dtype(x, sample.dtype), state.replace(**self._advanced(state, cursor), history=history)
+
+    def _converts_by_identity(self) -> bool:
+        identity = "sample" if self.data_prediction else "epsilon"
+        return self.prediction_type == identity and not self.thresholding
 
     def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 for DPM-Solver++, epsilon for DPM-Solver."""

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, options
+from ..machinery import checks, host, options
 from ..machinery.options import Flag, Integer, Option, Optional, Real
 from ..machinery.plan import Plan, as_dtype, scaled, single_plan
 from ..machinery.record import record
@@ -18,11 +18,12 @@ from . import common
 SIGMA, DT, ONE_MINUS_NEXT_SIGMA, NEXT_SIGMA = range(4)
 
 
-@record
+@record(host=("cursor",))
 class FlowMatchEulerState:
     plan: Plan
     step_index: torch.Tensor  # [R], int64
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
 
 
 @options.config
@@ -146,9 +147,15 @@ class FlowMatchEulerDiscrete(Scheduler):
 
     # ------------------------------------------------------------------------------------------------ step
     def _start(
-        self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor
+        self,
+        plan: Plan,
+        sample: torch.Tensor,
+        step_index: torch.Tensor,
+        level: torch.Tensor,
+        fingerprint: torch.Tensor,
+        cursor: host.Cursor | None,
     ) -> FlowMatchEulerState:
-        return FlowMatchEulerState(plan=plan, step_index=step_index, fingerprint=fingerprint)
+        return FlowMatchEulerState(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
 
     def step(
         self,
@@ -163,9 +170,10 @@ class FlowMatchEulerDiscrete(Scheduler):
         The result has `sample`'s dtype; the arithmetic is float32 (float64 for float64 samples) as in diffusers.
         `noise` (standard normal, like `sample`) is required with `stochastic_sampling`, ignored otherwise.
         """
+        cursor = self._cursor(state)
         if checks.checking():
-            self._check(state, model_output, sample, noise)
-        c = self._coefficients(state, sample)
+            self._check(state, model_output, sample, noise, cursor)
+        c = self._coefficients(state, sample, cursor)
         work = as_dtype(sample, state.plan.coefficients.dtype)
         if self.stochastic_sampling:
             x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
@@ -174,7 +182,7 @@ class FlowMatchEulerDiscrete(Scheduler):
             )
         else:
             prev_sample = work + scaled(c[DT], model_output, on_host=False)
-        return as_dtype(prev_sample, sample.dtype), state.replace(step_index=self._next("step_index", state.step_index))
+        return as_dtype(prev_sample, sample.dtype), state.replace(**self._advanced(state, cursor))
 
     def _check(
         self,
@@ -182,8 +190,9 @@ class FlowMatchEulerDiscrete(Scheduler):
         model_output: torch.Tensor,
         sample: torch.Tensor,
         noise: torch.Tensor | None,
+        cursor: host.Cursor | None,
     ) -> None:
-        self._check_step_rows(state, model_output, sample)
+        self._check_step_rows(state, model_output, sample, cursor)
         checks.check_like(self.name, "model_output", model_output, sample, "sample")
         if self.stochastic_sampling:
             checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)

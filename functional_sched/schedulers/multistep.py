@@ -114,18 +114,49 @@ class MultistepScheduler(Scheduler):
         sigmas = sigmas.to(dtype)
         return single_plan(timesteps, sigmas, self._table(sigmas, self._orders(len(timesteps))))
 
-    def _start(self, plan: Plan, sample: torch.Tensor, step_index: torch.Tensor, fingerprint: torch.Tensor) -> Any:
+    def _start(
+        self,
+        plan: Plan,
+        sample: torch.Tensor,
+        step_index: torch.Tensor,
+        level: torch.Tensor,
+        fingerprint: torch.Tensor,
+        cursor: host.Cursor | None,
+    ) -> Any:
         return self.state_type(
             plan=plan,
             step_index=step_index,
-            lower_order_nums=host.counter("lower_order_nums", 0, step_index.shape[0], step_index.device),
-            history=tuple(host.zeros(f"history.{slot}", sample) for slot in range(self.solver_order)),
+            lower_order_nums=level,
+            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),  # each its own
             fingerprint=fingerprint,
+            cursor=cursor,
             **self._extra_state(sample),
         )
 
-    def _check(self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
-        self._check_step_rows(state, model_output, sample)
+    def _warmup(self, state: Any) -> torch.Tensor | None:
+        return state.lower_order_nums
+
+    def _kept(self, converted: torch.Tensor, sample: torch.Tensor) -> torch.Tensor:
+        """A converted model output as the history keeps it: in the sample's dtype, and never the caller's tensor
+        (where the conversion is the identity, a serving engine or a CUDA graph may overwrite the model's output
+        buffer before the next step reads the history)."""
+        if converted.dtype != sample.dtype:
+            return converted.to(sample.dtype)
+        return converted.clone() if self._converts_by_identity() else converted
+
+    def _converts_by_identity(self) -> bool:
+        """Whether the converted model output is the model's output itself (or a view of it)."""
+        raise NotImplementedError
+
+    def _check(
+        self,
+        state: Any,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        noise: torch.Tensor | None,
+        cursor: host.Cursor | None,
+    ) -> None:
+        self._check_step_rows(state, model_output, sample, cursor)
         checks.check_sample_matches_state(self.name, sample, state.history[0].shape, state.history[0].dtype)
         self._check_inputs(model_output, sample, noise)
 

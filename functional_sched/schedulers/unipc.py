@@ -36,7 +36,7 @@ BLOCK = 9
 PREDICTOR, CORRECTOR = HEADER, HEADER + BLOCK
 
 
-@record
+@record(host=("cursor",))
 class UniPCState:
     plan: Plan
     step_index: torch.Tensor  # [R], int64
@@ -44,6 +44,7 @@ class UniPCState:
     history: tuple[torch.Tensor, ...]  # solver_order x [R, ...]: converted model outputs, newest last
     last_sample: torch.Tensor  # [R, ...]: the (corrected) sample the last predictor started from
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
 
 
 @options.config
@@ -168,7 +169,7 @@ class UniPCMultistep(MultistepScheduler):
         return _coefficients(self, sigmas, orders)
 
     def _extra_state(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"last_sample": host.zeros("last_sample", sample)}
+        return {"last_sample": torch.zeros_like(sample)}
 
     # ------------------------------------------------------------------------------------------------ step
     def step(
@@ -183,21 +184,18 @@ class UniPCMultistep(MultistepScheduler):
 
         UniPC is deterministic: `noise` is accepted, like every scheduler's step takes it, and not used.
         """
+        cursor = self._cursor(state)
         if checks.checking():
-            self._check(state, model_output, sample, noise)
-        c = self._coefficients(state, sample, state.lower_order_nums)
+            self._check(state, model_output, sample, noise, cursor)
+        c = self._coefficients(state, sample, cursor)
         m_new = self._convert(model_output, sample, c)
         corrector, given = c[CORRECTOR : CORRECTOR + BLOCK], sample
+        # The state keeps the sample it was given only as its own copy: the caller may reuse that buffer.
         sample = _pick(c[CORRECTS] > 0, lambda: self._update(corrector, state.last_sample, state.history, m_new), given)
-        history = (*state.history[1:], as_dtype(m_new, sample.dtype))
+        sample = sample.clone() if sample is given else sample
+        history = (*state.history[1:], self._kept(m_new, sample))
         prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None, m_new.dtype)
-        new_state = state.replace(
-            step_index=self._next("step_index", state.step_index),
-            lower_order_nums=self._next("lower_order_nums", state.lower_order_nums, cap=self.solver_order),
-            history=history,
-            last_sample=sample,
-        )
-        return prev_sample, new_state
+        return prev_sample, state.replace(**self._advanced(state, cursor), history=history, last_sample=sample)
 
     def _update(
         self,
@@ -237,6 +235,11 @@ class UniPCMultistep(MultistepScheduler):
         if latest.dtype != weighted.dtype:
             correction = _pick(c[ORDER] == 1, lambda: scaled(c[G], latest, on_host=False), correction)
         return base - correction
+
+    def _converts_by_identity(self) -> bool:
+        if self.predict_x0:
+            return self.prediction_type == "sample" and not self.thresholding
+        return self.prediction_type == "epsilon"
 
     def _convert(self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """diffusers' `convert_model_output`: x0 with `predict_x0`, else epsilon."""

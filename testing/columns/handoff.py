@@ -72,8 +72,7 @@ class Handoff:
         for k in sorted({0, 1, steps // 2, steps - 1, steps}):
             resumed = handoff.loads(handoff.dumps(undisturbed[k], sched), sched)
             assert same_req(resumed, undisturbed[k])
-            assert resumed.state.plan is undisturbed[k].state.plan  # the cached plan, shared again
-            assert resumed.state.fingerprint is sched._fingerprint_on(torch.device("cpu"))
+            assert resumed.state.cursor is not None, "a request whose rows stand at one step resumes on the host path"
             for expected in undisturbed[k + 1 :]:
                 resumed = stage.step(resumed)
                 assert same_req(resumed, expected), f"resumed at step {k} of {steps}"
