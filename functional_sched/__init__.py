@@ -5,10 +5,13 @@ state = sched.init(25, sample=latents)
 for _ in range(len(sched.timesteps(state))):
     model_output = model(sched.scale_model_input(state, latents), sched.timestep(state))
     latents, state = sched.step(state, model_output, latents)
+
+or, the same loop as one function: `latents = functional_sched.denoise(sched, model, latents, num_inference_steps=25)`.
 """
 
 from .machinery import batching, serialize
 from .machinery.checks import unchecked
+from .machinery.denoise import Denoising, denoise
 from .machinery.host import capturing, clear_caches
 from .machinery.loop import SamplingLoop
 from .machinery.noise import randn_tensor
@@ -26,6 +29,7 @@ __all__ = [
     "SCHEDULERS",
     "DPMSolverMultistep",
     "DPMSolverState",
+    "Denoising",
     "FlowMatchEulerDiscrete",
     "FlowMatchEulerState",
     "Plan",
@@ -36,6 +40,7 @@ __all__ = [
     "batching",
     "capturing",
     "clear_caches",
+    "denoise",
     "randn_tensor",
     "record",
     "serialize",

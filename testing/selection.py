@@ -2,8 +2,8 @@
 
 A test of the suite takes one of: `case` (a spec and one of its configs), `spec`, `order` (a spec and one of its
 convergence orders) or `refusal` (a spec and one of its refusals). `SchedulerConformance.pytest_generate_tests`
-parametrises it over the suite's specs: the first applicable entry of each spec in the default run, the others
-marked `slow`, as the test's `@configs(...)` says.
+parametrises it over the suite's specs: the first applicable entry of each spec in the default run (and, with
+"representative", its first stochastic config too), the others marked `slow`, as the test's `@configs(...)` says.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ Predicate = Callable[[Case], bool]
 
 @dataclasses.dataclass(frozen=True)
 class Selection:
-    which: str = "first"  # "first": the first applicable config of each spec; "every": all (the rest slow)
+    # "first": the first applicable config of each spec; "every": all (the rest slow); "representative": all, the
+    # first and the first stochastic one in the default run (a property that randomness could break)
+    which: str = "first"
     where: Predicate | None = None
     slow: bool = False  # every generated case is slow (a long grid, a second compile)
 
@@ -36,8 +38,8 @@ _ATTRIBUTE = "_conformance_selection"
 
 def configs(which: str = "first", *, where: Predicate | None = None, slow: bool = False) -> Callable[[Any], Any]:
     """Mark a conformance test's selection of cases (see the module docstring)."""
-    if which not in ("first", "every"):
-        raise ValueError(f"configs: which must be 'first' or 'every', got {which!r}")
+    if which not in ("first", "every", "representative"):
+        raise ValueError(f"configs: which must be 'first', 'every' or 'representative', got {which!r}")
 
     def mark(test: Any) -> Any:
         setattr(test, _ATTRIBUTE, Selection(which, where, slow))
@@ -105,8 +107,11 @@ def _params(entries: Sequence[Sequence[Any]], selection: Selection, name: Callab
         return [pytest.param(None, id="not-applicable", marks=getattr(pytest.mark, NOT_APPLICABLE))]
     params = []
     for per_spec in entries:
-        chosen = per_spec if selection.which == "every" else per_spec[:1]
-        for index, entry in enumerate(chosen):
-            slow = selection.slow or index > 0
+        chosen = per_spec[:1] if selection.which == "first" else per_spec
+        fast = chosen[:1]
+        if selection.which == "representative":
+            fast += [entry for entry in chosen if isinstance(entry, Case) and entry.stochastic][:1]
+        for entry in chosen:
+            slow = selection.slow or not any(entry is kept for kept in fast)
             params.append(pytest.param(entry, id=name(entry), marks=(pytest.mark.slow,) if slow else ()))
     return params

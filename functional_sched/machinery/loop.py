@@ -27,7 +27,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from . import checks, host
-from .noise import randn_tensor
+from .noise import loop_noise
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
@@ -186,7 +186,7 @@ class SamplingLoop:
         elif any(value is not None for value in schedule.values()):
             raise ValueError("SamplingLoop: give a schedule or a state to resume from, not both.")
         steps = self.scheduler.steps_left(state)
-        noise = self._noise(noise, steps, latents)
+        noise = loop_noise("SamplingLoop", self.scheduler, noise, steps, latents)
         mode = self.resolved_mode(latents)
         if mode == "eager":
             return self._loop(self._step, state, steps, latents, conditioning, noise)
@@ -210,34 +210,6 @@ class SamplingLoop:
         if graph is not None:
             return graph(state, latents, conditioning, noise)
         return self._loop(self._compiled_step, state, steps, latents, conditioning, noise)
-
-    def _noise(
-        self, noise: torch.Tensor | torch.Generator | None, steps: int, latents: torch.Tensor
-    ) -> torch.Tensor | None:
-        if not self.scheduler.stochastic:
-            if noise is not None:
-                raise ValueError(f"SamplingLoop: {self.scheduler.name} is deterministic; it takes no noise.")
-            return None
-        if noise is None:
-            raise ValueError(
-                f"SamplingLoop: this {self.scheduler.name} draws fresh noise each step; pass noise= (a tensor "
-                f"[{steps}, *latents.shape] or a torch.Generator)."
-            )
-        if isinstance(noise, torch.Generator):
-            generator = noise
-            return torch.stack(
-                [
-                    randn_tensor(tuple(latents.shape), generator=generator, device=latents.device, dtype=latents.dtype)
-                    for _ in range(steps)
-                ]
-            )
-        expected = (steps, *latents.shape)
-        if tuple(noise.shape) != expected or noise.dtype != latents.dtype or noise.device != latents.device:
-            raise ValueError(
-                f"SamplingLoop: noise must be {list(expected)} {latents.dtype} on {latents.device} (one draw per "
-                f"step), got {list(noise.shape)} {noise.dtype} on {noise.device}."
-            )
-        return noise
 
     def _check(self, latents: torch.Tensor, conditioning: Sequence[torch.Tensor]) -> None:
         if not isinstance(latents, torch.Tensor) or not latents.is_floating_point() or latents.dim() == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -35,3 +36,32 @@ def randn_tensor(
         rows = [torch.randn((1, *shape[1:]), generator=g, device=rand_device, dtype=dtype) for g in generators]
         return torch.cat(rows, dim=0).to(device)
     return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)
+
+
+def loop_noise(
+    owner: str, scheduler: Any, noise: torch.Tensor | torch.Generator | None, steps: int, latents: torch.Tensor
+) -> torch.Tensor | None:
+    """The noise of each of a loop's `steps` steps, [steps, *latents.shape], from what a loop's caller gives: None for
+    a deterministic scheduler; for a stochastic one a tensor of that shape, or a `torch.Generator` to draw it from
+    step by step as `randn_tensor` does (in the latents' dtype)."""
+    if not scheduler.stochastic:
+        if noise is not None:
+            raise ValueError(f"{owner}: {scheduler.name} is deterministic; it takes no noise.")
+        return None
+    if noise is None:
+        raise ValueError(
+            f"{owner}: this {scheduler.name} draws fresh noise each step; pass noise= (a tensor "
+            f"[{steps}, *latents.shape] or a torch.Generator)."
+        )
+    if isinstance(noise, torch.Generator):
+        shape = tuple(latents.shape)
+        return torch.stack(
+            [randn_tensor(shape, generator=noise, device=latents.device, dtype=latents.dtype) for _ in range(steps)]
+        )
+    expected = (steps, *latents.shape)
+    if tuple(noise.shape) != expected or noise.dtype != latents.dtype or noise.device != latents.device:
+        raise ValueError(
+            f"{owner}: noise must be {list(expected)} {latents.dtype} on {latents.device} (one draw per step), got "
+            f"{list(noise.shape)} {noise.dtype} on {noise.device}."
+        )
+    return noise

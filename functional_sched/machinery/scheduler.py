@@ -132,8 +132,7 @@ class Scheduler:
         if not isinstance(sample, torch.Tensor) or sample.dim() == 0 or not sample.is_floating_point():
             raise TypeError(f"{self.name}.init: sample must be a floating-point tensor with a leading rows dim.")
         plan = self._host_plan(num_inference_steps, timesteps, sigmas, mu, working_dtype(sample))
-        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < plan.steps:
-            raise ValueError(f"{self.name}.init: begin_index must be in [0, {plan.steps}), got {begin_index!r}.")
+        self._check_begin_index(plan, begin_index)
         owned = host.Owned(plan, sample)
         cursor = None if host.tracing() else host.Cursor(owned, begin_index, 0)
         return self._start(owned.plan, sample, owned.step(begin_index), owned.level(0), owned.fingerprint, cursor)
@@ -212,6 +211,12 @@ class Scheduler:
         dtype: torch.dtype,
     ) -> host.HostPlan:
         """The host plan of one schedule, from the process-wide cache (`host.HOST_PLANS`), its arguments checked."""
+        if torch.compiler.is_compiling():
+            raise RuntimeError(
+                f"{self.name}: init and plan cannot run inside torch.compile (a schedule's plan is made on the host, "
+                "and each request gets its own copy of it). Make the state outside and pass it in, as SamplingLoop "
+                "and denoise(..., state=state) take it."
+            )
         if num_inference_steps is not None and (
             isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
         ):
@@ -231,6 +236,10 @@ class Scheduler:
             return host.HostPlan(_finite(self, plan), self.fingerprint)
 
         return host.HOST_PLANS.get((self, key), build)
+
+    def _check_begin_index(self, plan: host.HostPlan, begin_index: int) -> None:
+        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < plan.steps:
+            raise ValueError(f"{self.name}.init: begin_index must be in [0, {plan.steps}), got {begin_index!r}.")
 
     def _replanned(
         self,
@@ -256,9 +265,13 @@ class Scheduler:
 
     def _cursor(self, state: Any) -> host.Cursor | None:
         """The state's cursor, if eager code may trust it: not while tracing (compiled code never reads it), and
-        only if the state's plan and counters are still the ones the cursor describes (a state rebuilt with
-        `replace` keeps a cursor that no longer speaks for it)."""
-        if host.tracing() or not isinstance(state, self.state_type):
+        only if it still speaks for the state (`_described`)."""
+        return None if host.tracing() else self._described(state)
+
+    def _described(self, state: Any) -> host.Cursor | None:
+        """The state's cursor if the state's plan and counters are still the ones it describes (a state rebuilt
+        with `replace` keeps a cursor that no longer speaks for it): what the host knows of where it stands."""
+        if not isinstance(state, self.state_type):
             return None
         cursor = state.cursor
         if cursor is None or state.plan is not cursor.owned.plan:

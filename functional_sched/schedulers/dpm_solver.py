@@ -22,14 +22,14 @@ from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
 from ..machinery.record import record
 from ..math import predictions, schedules
 from . import common
-from .multistep import MultistepScheduler
+from .multistep import ALPHA, RAW_SIGMA, SIGMA, MultistepScheduler
 
 ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")
 SOLVER_TYPES = ("midpoint", "heun")
 VARIANCE_TYPES = (None, "learned", "learned_range")
 
 # Columns of the coefficient table: the conversion of step i, then the update of the order the warm-up allows.
-ALPHA, SIGMA, RAW_SIGMA, A, B0, B1, B2, P0, P1, Q, U, NOISE = range(12)
+A, B0, B1, B2, P0, P1, Q, U, NOISE = range(RAW_SIGMA + 1, RAW_SIGMA + 10)
 
 
 @record(host=("cursor",))
@@ -190,11 +190,13 @@ class DPMSolverMultistep(MultistepScheduler):
         sample: torch.Tensor,
         *,
         noise: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, DPMSolverState]:
+        denoised: bool = False,
+    ) -> tuple[torch.Tensor, DPMSolverState] | tuple[torch.Tensor, DPMSolverState, torch.Tensor]:
         """One multistep update of every row: `(prev_sample, new_state)`, prev_sample in `sample`'s dtype.
 
         The SDE algorithms need `noise` (standard normal, `sample`'s shape); draw it with
         `functional_sched.randn_tensor(sample.shape, generator=g, dtype=torch.float32)` to match diffusers.
+        `denoised=True` also returns the step's x0 estimate (diffusers' `x0_pred`): `(prev_sample, new_state, x0)`.
         """
         cursor = self._cursor(state)
         if checks.checking():
@@ -216,7 +218,13 @@ class DPMSolverMultistep(MultistepScheduler):
                 x = x + scaled(c[B2], d2)
         if self.stochastic:
             x = x + scaled(c[NOISE], as_dtype(noise, x.dtype))
-        return as_dtype(x, sample.dtype), state.replace(**self._advanced(state, cursor), history=history)
+        new_state = state.replace(**self._advanced(state, cursor), history=history)
+        if denoised:
+            return as_dtype(x, sample.dtype), new_state, self._denoised(m0, history[-1], sample, c)
+        return as_dtype(x, sample.dtype), new_state
+
+    def _integrates_data(self) -> bool:
+        return self.data_prediction
 
     def _converts_by_identity(self) -> bool:
         identity = "sample" if self.data_prediction else "epsilon"

@@ -164,25 +164,33 @@ class FlowMatchEulerDiscrete(Scheduler):
         sample: torch.Tensor,
         *,
         noise: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, FlowMatchEulerState]:
+        denoised: bool = False,
+    ) -> tuple[torch.Tensor, FlowMatchEulerState] | tuple[torch.Tensor, FlowMatchEulerState, torch.Tensor]:
         """One Euler step from each row's current sigma to its next: `(prev_sample, new_state)`.
 
         The result has `sample`'s dtype; the arithmetic is float32 (float64 for float64 samples) as in diffusers.
         `noise` (standard normal, like `sample`) is required with `stochastic_sampling`, ignored otherwise.
+        `denoised=True` also returns the step's x0 estimate, `sample - sigma * model_output` (diffusers'
+        `pred_original_sample`): `(prev_sample, new_state, x0)`; the deterministic step computes it only then.
         """
         cursor = self._cursor(state)
         if checks.checking():
             self._check(state, model_output, sample, noise, cursor)
         c = self._coefficients(state, sample, cursor)
         work = as_dtype(sample, state.plan.coefficients.dtype)
-        if self.stochastic_sampling:
+        x0 = None
+        if self.stochastic_sampling or denoised:
             x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
+        if self.stochastic_sampling:
             prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False) + scaled(
                 c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False
             )
         else:
             prev_sample = work + scaled(c[DT], model_output, on_host=False)
-        return as_dtype(prev_sample, sample.dtype), state.replace(**self._advanced(state, cursor))
+        new_state = state.replace(**self._advanced(state, cursor))
+        if denoised:
+            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
+        return as_dtype(prev_sample, sample.dtype), new_state
 
     def _check(
         self,

@@ -11,10 +11,13 @@ import torch
 
 from ..machinery import checks, host, options
 from ..machinery.options import Choice
-from ..machinery.plan import Plan, single_plan
+from ..machinery.plan import Plan, as_dtype, divided, scaled, single_plan
 from ..machinery.scheduler import Scheduler
 from ..math import predictions, schedules
 from . import common
+
+# The first columns of both solvers' tables: x_t = alpha x0 + sigma eps at the step's start, the schedule's sigma.
+ALPHA, SIGMA, RAW_SIGMA = range(3)
 
 
 @options.config
@@ -147,6 +150,21 @@ class MultistepScheduler(Scheduler):
     def _converts_by_identity(self) -> bool:
         """Whether the converted model output is the model's output itself (or a view of it)."""
         raise NotImplementedError
+
+    def _integrates_data(self) -> bool:
+        """Whether the converted model output is x0 (else it is epsilon)."""
+        raise NotImplementedError
+
+    def _denoised(
+        self, converted: torch.Tensor, kept: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """The step's x0 estimate in the sample's dtype (diffusers' `x0_pred`, thresholded where configured), from
+        the converted output of the `sample` the model saw; never the history's own tensor (`kept`), which the
+        caller could then write into."""
+        if self._integrates_data():
+            x0 = as_dtype(converted, sample.dtype)
+            return x0.clone() if x0 is kept else x0
+        return as_dtype(divided(sample - scaled(c[SIGMA], converted), c[ALPHA]), sample.dtype)
 
     def _check(
         self,

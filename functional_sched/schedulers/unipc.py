@@ -22,14 +22,14 @@ from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
 from ..machinery.record import record
 from ..math import predictions, schedules
 from . import common
-from .multistep import MultistepScheduler
+from .multistep import ALPHA, RAW_SIGMA, SIGMA, MultistepScheduler
 
 SOLVER_TYPES = ("bh1", "bh2")
 
 # Columns, per (step, warm-up): the conversion of step i and whether it corrects, then the predictor's block and
 # the corrector's block (the corrector repeats the previous step's predictor order, min(its cap, warm-up)).
-ALPHA, SIGMA, RAW_SIGMA, CORRECTS = range(4)
-HEADER = 4
+CORRECTS = RAW_SIGMA + 1
+HEADER = CORRECTS + 1
 # RHO_LAST: the corrector's weight of the new model output; ORDER: the block's order (1, 2 or 3).
 A, B, G, RHO0, RHO1, RHO_LAST, K1, K2, ORDER = range(9)
 BLOCK = 9
@@ -179,10 +179,13 @@ class UniPCMultistep(MultistepScheduler):
         sample: torch.Tensor,
         *,
         noise: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, UniPCState]:
+        denoised: bool = False,
+    ) -> tuple[torch.Tensor, UniPCState] | tuple[torch.Tensor, UniPCState, torch.Tensor]:
         """Correct `sample` with `model_output`, then predict the next sample: `(prev_sample, new_state)`.
 
         UniPC is deterministic: `noise` is accepted, like every scheduler's step takes it, and not used.
+        `denoised=True` also returns the x0 estimate of the model's output for `sample` (diffusers' `x0_pred`):
+        `(prev_sample, new_state, x0)`.
         """
         cursor = self._cursor(state)
         if checks.checking():
@@ -195,7 +198,10 @@ class UniPCMultistep(MultistepScheduler):
         sample = sample.clone() if sample is given else sample
         history = (*state.history[1:], self._kept(m_new, sample))
         prev_sample = self._update(c[PREDICTOR : PREDICTOR + BLOCK], sample, history, None, m_new.dtype)
-        return prev_sample, state.replace(**self._advanced(state, cursor), history=history, last_sample=sample)
+        new_state = state.replace(**self._advanced(state, cursor), history=history, last_sample=sample)
+        if denoised:
+            return prev_sample, new_state, self._denoised(m_new, history[-1], given, c)
+        return prev_sample, new_state
 
     def _update(
         self,
@@ -235,6 +241,9 @@ class UniPCMultistep(MultistepScheduler):
         if latest.dtype != weighted.dtype:
             correction = _pick(c[ORDER] == 1, lambda: scaled(c[G], latest, on_host=False), correction)
         return base - correction
+
+    def _integrates_data(self) -> bool:
+        return self.predict_x0
 
     def _converts_by_identity(self) -> bool:
         if self.predict_x0:
@@ -325,5 +334,11 @@ def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch
     warmup = torch.arange(max_order + 1)
     corrects = enabled[:, None] & (warmup[None, :] >= 1) & (warmup[None, :] <= steps[:, None])
     corrector_table = torch.where(corrects[..., None], corrector_table, torch.zeros_like(corrector_table))
+    # A block a step never applies is zero but for its ratios, which are 1: a branch-free step (the device path)
+    # computes the update it then discards, and a zero ratio there would divide by zero: inf in the discarded
+    # branch, and NaN in the gradient through `torch.where`.
+    for table in (predictor_table, corrector_table):
+        ratios = table[..., K1 : K2 + 1]
+        ratios.copy_(torch.where(ratios == 0, torch.ones_like(ratios), ratios))
     header = torch.stack([alpha[:n], sigma[:n], sigmas[:n]], dim=-1)[:, None].expand(-1, max_order + 1, -1)
     return torch.cat([header, corrects[..., None].to(sigmas.dtype), predictor_table, corrector_table], dim=-1)

@@ -3,6 +3,7 @@ property (the foundation's composability, the hardening's hostile inputs) is a n
 
 from .accuracy import Accuracy
 from .compile import Compile
+from .composability import Composability
 from .handoff import Handoff
 from .hostile import HostileInputs
 from .interop import Interop
@@ -10,4 +11,4 @@ from .parity import Parity
 from .purity import Purity
 from .rows import Rows
 
-__all__ = ["Accuracy", "Compile", "Handoff", "HostileInputs", "Interop", "Parity", "Purity", "Rows"]
+__all__ = ["Accuracy", "Compile", "Composability", "Handoff", "HostileInputs", "Interop", "Parity", "Purity", "Rows"]

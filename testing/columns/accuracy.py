@@ -1,14 +1,20 @@
 """Accuracy beyond parity: each declared convergence order (`Spec.orders`) is measured on the closed-form Gaussian
-problem (`testing.gaussian`), in float64, as the fitted slope of the final error over step counts."""
+problem (`testing.gaussian`), in float64, as the fitted slope of the final error over step counts; and each step's
+x0 estimate (`step(..., denoised=True)`) is the exact model's x0 on that problem."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import torch
+
+from functional_sched.math import predictions
+
 from .. import gaussian
+from ..requests import same_state
 from ..selection import configs
-from ..spec import Order, Spec
+from ..spec import Case, Order, Spec
 
 #: How far a fitted slope may lie from the declared order.
 BAND = 0.3
@@ -30,3 +36,29 @@ class Accuracy:
         else:
             assert abs(slope - entry.order) <= BAND, message
             assert errors == sorted(errors, reverse=True), message  # more steps, smaller error, every time
+
+    @configs("every")
+    def test_denoised_is_the_models_x0(self, case: Case) -> None:
+        """Fed the exact denoiser of the Gaussian problem in whatever parametrisation the config predicts, every
+        step's x0 estimate is that denoiser's x0 (the posterior mean at the sample the model saw; thresholded where
+        configured), to float64 rounding; asking for it changes neither the sample nor the state."""
+        sched = case.scheduler()
+        prediction_type = getattr(sched, "prediction_type", "flow_prediction")
+        state = sched.init(sample=gaussian.NOISE, **case.init_kwargs())
+        levels = [sched._alpha_sigma(sigma) for sigma in sched.sigmas(state)]
+        x = gaussian.start_sample(*levels[0])
+        noise = torch.zeros_like(x) if sched.stochastic else None
+        for index in range(len(levels) - 1):
+            if levels[index][1] == 0:  # the exact model's epsilon is undefined at sigma = 0
+                break
+            output = gaussian.model_output(prediction_type, x, *levels[index])
+            expected = gaussian.model_output("sample", x, *levels[index])
+            if getattr(sched, "thresholding", False):
+                expected = predictions.threshold(expected, sched.dynamic_thresholding_ratio, sched.sample_max_value)
+            plain = sched.step(state, output, x, noise=noise)
+            x_next, state, x0 = sched.step(state, output, x, noise=noise, denoised=True)
+            assert torch.equal(x_next, plain[0]) and same_state(state, plain[1])
+            assert x0.dtype == x.dtype and x0.shape == x.shape
+            error = (x0 - expected).abs().max().item() / expected.abs().max().item()
+            assert error < 1e-9, f"step {index}: x0 estimate off by {error:.2e} (relative)"
+            x = x_next
