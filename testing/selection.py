@@ -72,6 +72,13 @@ def keeps_history(case: Case) -> bool:
     return "history" in attrs.fields_dict(case.spec.scheduler.state_type)
 
 
+def keeps_outputs_as_given(case: Case) -> bool:
+    """A multistep solver whose conversion of the model output is the identity (DPM-Solver++ with
+    `prediction_type="sample"`, noise-prediction solvers with `"epsilon"`): its history must copy the output."""
+    converts_by_identity = getattr(case.scheduler(), "_converts_by_identity", None)
+    return converts_by_identity is not None and converts_by_identity()
+
+
 # --------------------------------------------------------------------------------------------------- generation
 def parametrize(metafunc: Any, specs: Sequence[Spec]) -> None:
     """Parametrise one test of the suite over `specs` (called from `pytest_generate_tests`)."""

@@ -19,6 +19,7 @@ import collections
 import contextlib
 import contextvars
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
@@ -27,7 +28,8 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from . import plan as plans  # (plan.py imports this module: attributes are read at call time)
 
-#: What the host-plan cache may hold, in bytes of tensor data (a 50-step UniPC plan is about 40 KB).
+#: What the host-plan cache may hold, in bytes: each plan's tables, its scalars and their casts (`SCALAR_BYTES` each)
+#: and its templates, as they are made (a 50-step UniPC plan stepped through in float32 and bf16: about 1.7 MB).
 MAX_HOST_PLAN_BYTES = 64 << 20
 _CAST_CACHE = "_functional_sched_casts"  # a host scalar's casts to other dtypes, kept on the scalar itself
 
@@ -69,14 +71,17 @@ def plain() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------ host plans
 class HostPlan:
     """One schedule's plan on the host: its CPU tables, and each entry's coefficients as 0-d CPU scalars (made once
-    per entry, with their casts cached on them). Shared by every request of the schedule, never handed to one."""
+    per entry, with their casts cached on them). Shared by every request of the schedule, never handed to one.
+    `nbytes` counts what it holds as it grows (tables, scalars, casts, templates), charged to the cache holding it."""
 
-    __slots__ = ("_entries", "_owned", "fingerprint", "nbytes", "plan")
+    __slots__ = ("__weakref__", "_cache", "_entries", "_key", "_owned", "fingerprint", "nbytes", "plan")
 
     def __init__(self, plan: plans.Plan, fingerprint: int) -> None:
         self.plan = plan
         self.fingerprint = fingerprint
-        self.nbytes = 3 * sum(table.numel() * table.element_size() for table in _tables(plan))  # tables, entries, copy
+        self.nbytes = sum(table.numel() * table.element_size() for table in _tables(plan))
+        self._cache: _Cache | None = None  # the cache holding it, which its growth is charged to
+        self._key: Hashable = None
         self._entries: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
         self._owned: collections.OrderedDict[int, Any] = collections.OrderedDict()  # rows -> a request's template
 
@@ -91,9 +96,44 @@ class HostPlan:
             with plain():
                 found = self.plan.coefficients[0, step, level].clone().unbind(0)
             for scalar in found:
-                setattr(scalar, _CAST_CACHE, {})
+                setattr(scalar, _CAST_CACHE, _Casts(self))
             self._entries[(step, level)] = found  # a race computes it twice, harmlessly
+            self.grew(len(found) * SCALAR_BYTES)
         return found
+
+    def template(self, rows: int) -> tuple[torch.Tensor, list[Any], tuple[int, int]]:
+        """What `Owned` copies for a request of `rows` rows (`_template`), kept for the last few row counts."""
+        found = self._owned.get(rows)
+        if found is None:
+            with plain():
+                found = self._owned[rows] = _template(self.plan, rows, self.fingerprint)
+            grown = found[0].numel()
+            while len(self._owned) > _TEMPLATES:
+                grown -= self._owned.popitem(last=False)[1][0].numel()
+            self.grew(grown)
+        return found
+
+    def grew(self, nbytes: int) -> None:
+        cache = self._cache
+        if cache is None:
+            self.nbytes += nbytes
+        else:
+            cache.charge(self, nbytes)
+
+
+#: What one 0-d host scalar costs beyond its few bytes of data, as the cache counts it: measured on CPython 3.11 and
+#: torch 2.13, about 650 bytes of tensor and Python object, and 400 for the dict of casts it carries.
+SCALAR_BYTES = 1024
+
+
+class _Casts(dict):
+    """A host scalar's casts by dtype, and (weakly: no cycle keeps a dropped plan's memory) the plan they count to."""
+
+    __slots__ = ("plan",)
+
+    def __init__(self, plan: HostPlan) -> None:
+        super().__init__()
+        self.plan = weakref.ref(plan)
 
 
 def cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -106,6 +146,9 @@ def cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if converted is None:
         with plain():
             converted = casts[dtype] = tensor.to(dtype)
+        plan = casts.plan()
+        if plan is not None:
+            plan.grew(SCALAR_BYTES)
     return converted
 
 
@@ -129,14 +172,31 @@ class _Cache:
         with self._lock:
             found = self._plans.setdefault(key, made)
             if found is made:
+                made._cache, made._key = self, key
                 self._bytes += made.nbytes
-                while self._bytes > self.limit and len(self._plans) > 1:
-                    _, dropped = self._plans.popitem(last=False)
-                    self._bytes -= dropped.nbytes
+                self._evict()
             return found
+
+    def charge(self, plan: HostPlan, nbytes: int) -> None:
+        """`plan` grew by `nbytes` (an entry, a cast, a template): counted if the cache still holds it."""
+        with self._lock:
+            plan.nbytes += nbytes
+            if self._plans.get(plan._key) is plan:
+                self._bytes += nbytes
+                self._evict()
+
+    def _evict(self) -> None:
+        """Least recently used first, down to the limit: a plan larger than it alone is not kept (its requests still
+        hold it while they live)."""
+        while self._bytes > self.limit and self._plans:
+            _, dropped = self._plans.popitem(last=False)
+            self._bytes -= dropped.nbytes
+            dropped._cache = None
 
     def clear(self) -> None:
         with self._lock:
+            for plan in self._plans.values():
+                plan._cache = None
             self._plans.clear()
             self._bytes = 0
 
@@ -169,14 +229,7 @@ class Owned:
 
     def __init__(self, host: HostPlan, like: torch.Tensor) -> None:
         rows = like.shape[0]
-        template = host._owned.get(rows)
-        if template is None:
-            with plain():
-                template = _template(host.plan, rows, host.fingerprint)
-            host._owned[rows] = template
-            while len(host._owned) > _TEMPLATES:
-                host._owned.popitem(last=False)
-        buffer, layout, (self._steps_at, self._levels_at) = template
+        buffer, layout, (self._steps_at, self._levels_at) = host.template(rows)
         copy = _copy_to(buffer, like)
         # One reinterpretation of the copy per dtype, then a strided view per table: the cheapest way to unpack
         # (slicing then viewing each table is three ops, and this runs once per request).

@@ -55,6 +55,8 @@ DPM_SOLVER = Spec(
             },
         ),
         Config("sde-dpmsolver-sigma-min", {"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}),
+        # The conversion is the identity: the history would hold the model's own output but for a copy.
+        Config("sample-prediction", {"prediction_type": "sample"}),
         Config(
             "lu-lambdas-cosine",
             {"use_lu_lambdas": True, "beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1},

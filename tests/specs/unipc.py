@@ -56,6 +56,9 @@ UNIPC = Spec(
             "noise-prediction-v",
             {"predict_x0": False, "final_sigmas_type": "sigma_min", "prediction_type": "v_prediction"},
         ),
+        # The conversion is the identity: the history would hold the model's own output but for a copy.
+        Config("noise-prediction-epsilon", {"predict_x0": False, "final_sigmas_type": "sigma_min"}),
+        Config("sample-prediction", {"prediction_type": "sample"}),
         Config("corrector-off-3", {"solver_order": 3, "disable_corrector": (0, 1, 2, 5)}),
         Config("beta-sigmas-range", {"use_beta_sigmas": True, "sigma_min": 0.0292, "sigma_max": 14.6}),
         Config(
