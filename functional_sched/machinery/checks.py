@@ -101,6 +101,35 @@ def check_rows(owner: str, what: str, tensor: torch.Tensor, rows: int, device: t
         raise TypeError(f"{owner}: {what} must be a floating-point tensor, got {tensor.dtype}.")
 
 
+def check_step_inputs(
+    owner: str,
+    sample: torch.Tensor,
+    model_output: torch.Tensor,
+    rows: int,
+    device: torch.device,
+    output_like_sample: bool = True,
+) -> None:
+    """A step's sample and model output: floating-point tensors with the state's rows, on its device, the model
+    output shaped like the sample unless the scheduler says otherwise. The common case is one expression (every
+    eager step pays for it); the detailed checks then name what is wrong."""
+    if (
+        isinstance(sample, torch.Tensor)
+        and isinstance(model_output, torch.Tensor)
+        and sample.is_floating_point()
+        and model_output.is_floating_point()
+        and sample.dim()
+        and sample.shape[0] == rows
+        and (model_output.shape == sample.shape if output_like_sample else model_output.shape[:1] == sample.shape[:1])
+        and sample.device == device
+        and model_output.device == device
+    ):
+        return
+    check_rows(owner, "sample", sample, rows, device)
+    check_rows(owner, "model_output", model_output, rows, device)
+    if output_like_sample:
+        check_like(owner, "model_output", model_output, sample, "sample")
+
+
 def check_like(owner: str, what: str, tensor: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
     if tensor.shape != like.shape:
         raise ValueError(

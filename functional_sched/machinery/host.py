@@ -219,28 +219,29 @@ def clear_caches() -> None:
 
 # ------------------------------------------------------------------------------------------------ what a request owns
 class Owned:
-    """A request's own tensors on its device: its copy of the plan, its fingerprint, and its counter tables
-    (`step(k)` and `level(w)` are [rows] views holding k and w), all views of one buffer made by one copy from a
-    host template (pinned, and copied without a sync, where CUDA is). Shared by the states of one request, never by
-    two requests."""
+    """A request's own tensors on its device: its copy of the plan, its fingerprint, and per-row tables that its
+    states and queries view into (`step(k)`, `level(w)`: [rows] int64 holding k and w; `timestep(k)`: [rows], step
+    k's timestep), all in one buffer made by one copy from a host template (pinned, and copied without a sync, where
+    CUDA is). Shared by the states of one request, never by two requests."""
 
-    __slots__ = ("_counters", "_level_views", "_levels_at", "_rows", "_step_views", "_steps_at", "_timestep_views")
-    __slots__ += ("fingerprint", "host", "plan")
+    __slots__ = ("_level_views", "_step_views", "_tables", "_timestep_views", "device", "fingerprint", "host", "plan")
+    __slots__ += ("rows",)
 
     def __init__(self, host: HostPlan, like: torch.Tensor) -> None:
         rows = like.shape[0]
-        buffer, layout, (self._steps_at, self._levels_at) = host.template(rows)
+        buffer, layout, per_row = host.template(rows)
         copy = _copy_to(buffer, like)
         # One reinterpretation of the copy per dtype, then a strided view per table: the cheapest way to unpack
         # (slicing then viewing each table is three ops, and this runs once per request).
-        as_dtype = {dtype: copy.view(dtype) for dtype in {dtype for dtype, _, _, _ in layout}}
+        as_dtype = {dtype: copy.view(dtype) for dtype in {entry[0] for entry in (*layout, *per_row.values())}}
         timesteps, sigmas, num_steps, coefficients, fingerprint = (
             as_dtype[dtype].as_strided(shape, strides, offset) for dtype, shape, strides, offset in layout
         )
         self.host = host
         self.plan = plans.Plan(timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients)
         self.fingerprint = fingerprint
-        self._counters, self._rows = as_dtype[torch.int64], rows
+        self.rows, self.device = rows, copy.device  # what every step checks its inputs against
+        self._tables = {name: (as_dtype[dtype], at) for name, (dtype, at) in per_row.items()}
         self._step_views: list[torch.Tensor | None] = [None] * (host.steps + 1)
         self._level_views: list[torch.Tensor | None] = [None] * host.plan.coefficients.shape[2]
         self._timestep_views: list[torch.Tensor | None] = [None] * host.steps
@@ -248,26 +249,30 @@ class Owned:
     def step(self, value: int) -> torch.Tensor:
         """[rows] int64, every row `value`: a view of this request's step table."""
         view = self._step_views[value]
-        if view is None:
-            view = self._step_views[value] = self._counter(self._steps_at, value)
-        return view
+        return view if view is not None else self._view("steps", self._step_views, value)
 
     def level(self, value: int) -> torch.Tensor:
         """[rows] int64, every row `value`: a view of this request's warm-up table."""
         view = self._level_views[value]
-        if view is None:
-            view = self._level_views[value] = self._counter(self._levels_at, value)
-        return view
+        return view if view is not None else self._view("levels", self._level_views, value)
 
     def timestep(self, step: int) -> torch.Tensor:
-        """[rows]: the timestep of `step` on every row, a view of this request's timestep table."""
+        """[rows]: the timestep of `step` on every row, a view of this request's per-row timestep table."""
         view = self._timestep_views[step]
-        if view is None:
-            view = self._timestep_views[step] = self.plan.timesteps[0, step].expand(self._rows)
-        return view
+        return view if view is not None else self._view("timesteps", self._timestep_views, step)
 
-    def _counter(self, table_at: int, value: int) -> torch.Tensor:
-        return self._counters.as_strided((self._rows,), (1,), table_at + value * self._rows)
+    def _view(self, table: str, views: list[torch.Tensor | None], index: int) -> torch.Tensor:
+        """Row `index` of a per-row table: the first asked alone (what `init` needs), then all the others at once
+        (one `unbind` costs half as much per view as a view each, and a loop takes every one)."""
+        flat, at = self._tables[table]
+        rows = self.rows
+        if all(view is None for view in views):
+            views[index] = flat.as_strided((rows,), (1,), at + index * rows)
+        else:
+            for position, view in enumerate(flat.as_strided((len(views), rows), (rows, 1), at).unbind(0)):
+                if views[position] is None:
+                    views[position] = view
+        return views[index]  # type: ignore[return-value]
 
 
 _TEMPLATES = 4  # row counts whose templates a host plan keeps
@@ -284,19 +289,24 @@ def _copy_to(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return buffer.to(like.device, copy=True, non_blocking=buffer.is_pinned())
 
 
-def _template(plan: plans.Plan, rows: int, fingerprint: int) -> tuple[torch.Tensor, list[Any], tuple[int, int]]:
+def _template(plan: plans.Plan, rows: int, fingerprint: int) -> tuple[torch.Tensor, list[Any], dict[str, Any]]:
     """A request's tensors packed into one host byte buffer (pinned where CUDA is); where the plan tables and the
     fingerprint lie, (dtype, shape, contiguous strides, offset in elements of its dtype) in the order `Owned` unpacks
-    them; and where its step and warm-up tables start, in int64 elements ([steps + 1, rows] and [levels, rows])."""
+    them; and where each per-row table starts, (dtype, offset): the timesteps [steps, rows], the step indices
+    [steps + 1, rows] and the warm-up levels [levels, rows]."""
     steps, levels = plan.timesteps.shape[1], plan.coefficients.shape[2]
+    per_row = {
+        "timesteps": plan.timesteps[0][:, None].expand(steps, rows),
+        "steps": torch.arange(steps + 1)[:, None].expand(steps + 1, rows),
+        "levels": torch.arange(levels)[:, None].expand(levels, rows),
+    }
     parts = (
         plan.timesteps,
         plan.sigmas,
         plan.num_steps,
         plan.coefficients,
         torch.tensor(fingerprint, dtype=torch.int64),
-        torch.arange(steps + 1)[:, None].expand(steps + 1, rows),
-        torch.arange(levels)[:, None].expand(levels, rows),
+        *per_row.values(),
     )
     layout, pieces, size = [], [], 0
     for table in parts:
@@ -307,8 +317,9 @@ def _template(plan: plans.Plan, rows: int, fingerprint: int) -> tuple[torch.Tens
         pieces += [raw, torch.zeros(padding, dtype=torch.uint8)]
         size += raw.numel() + padding
     buffer = torch.cat(pieces)  # its length a multiple of _ALIGN, so it views as any dtype the tables have
-    *tables, steps_at, levels_at = layout
-    return (buffer.pin_memory() if torch.cuda.is_available() else buffer), tables, (steps_at[3], levels_at[3])
+    tables, rows_tables = layout[: -len(per_row)], layout[-len(per_row) :]
+    starts = {name: (dtype, offset) for name, (dtype, _, _, offset) in zip(per_row, rows_tables, strict=True)}
+    return (buffer.pin_memory() if torch.cuda.is_available() else buffer), tables, starts
 
 
 class Cursor:

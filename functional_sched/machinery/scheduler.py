@@ -286,11 +286,18 @@ class Scheduler:
     def _check_step_rows(
         self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
     ) -> None:
-        """The state, and that the sample and the model output have its rows and device."""
+        """The state, and that the sample and the model output are floating-point tensors of its rows and device,
+        the model output shaped like the sample (`_output_like_sample`)."""
         self._check_state(state, cursor)
-        rows, device = state.step_index.shape[0], state.step_index.device
-        checks.check_rows(self.name, "sample", sample, rows, device)
-        checks.check_rows(self.name, "model_output", model_output, rows, device)
+        if cursor is not None:
+            rows, device = cursor.owned.rows, cursor.owned.device
+        else:
+            rows, device = state.step_index.shape[0], state.step_index.device
+        checks.check_step_inputs(self.name, sample, model_output, rows, device, self._output_like_sample())
+
+    def _output_like_sample(self) -> bool:
+        """Whether the model output has the sample's shape (not where a model predicts extra channels)."""
+        return True
 
     def _check_state(self, state: Any, cursor: host.Cursor | None) -> None:
         checks.check_state(self.name, state, self.state_type, self.fingerprint, cursor)

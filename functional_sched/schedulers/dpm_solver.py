@@ -244,12 +244,12 @@ class DPMSolverMultistep(MultistepScheduler):
             epsilon = divided(sample - scaled(alpha, x0), sigma)
         return epsilon
 
+    def _output_like_sample(self) -> bool:
+        return self.variance_type is None  # a learned variance adds channels after the first three
+
     def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
-        owner = self.name
-        if self.variance_type is None:
-            checks.check_like(owner, "model_output", model_output, sample, "sample")
         if self.stochastic:
-            checks.check_noise(owner, f"algorithm_type={self.algorithm_type!r} is stochastic and", noise, sample)
+            checks.check_noise(self.name, f"algorithm_type={self.algorithm_type!r} is stochastic and", noise, sample)
 
 
 def _coefficients(scheduler: DPMSolverMultistep, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:

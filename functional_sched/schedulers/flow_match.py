@@ -201,6 +201,5 @@ class FlowMatchEulerDiscrete(Scheduler):
         cursor: host.Cursor | None,
     ) -> None:
         self._check_step_rows(state, model_output, sample, cursor)
-        checks.check_like(self.name, "model_output", model_output, sample, "sample")
         if self.stochastic_sampling:
             checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)

@@ -179,5 +179,4 @@ class MultistepScheduler(Scheduler):
         self._check_inputs(model_output, sample, noise)
 
     def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
-        """The solver's own checks of its step inputs; by default the model output has the sample's shape."""
-        checks.check_like(self.name, "model_output", model_output, sample, "sample")
+        """The solver's own checks of its step inputs beyond the common ones (`_check_step_rows`)."""
