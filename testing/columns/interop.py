@@ -159,6 +159,33 @@ class Interop:
             assert_tables_equal(reference, ours)
             assert drop_in_loop(case, reference, ours, x, seed=seed) == len(reference.timesteps)
 
+    @configs("representative", where=has_drop_in)
+    def test_drop_in_under_inference_mode_steps_as_the_reference(self, case: Case) -> None:
+        """`with torch.inference_mode(): pipe(...)`, as diffusers users and serving engines run pipelines: the
+        drop-in's whole loop (and its `set_timesteps`) under it, equal to diffusers' under it."""
+        reference, ours = drop_in_pair(case)
+        with torch.inference_mode():
+            set_both(case, reference, ours)
+            drop_in_loop(case, reference, ours, torch.randn(SHAPE, generator=torch.Generator().manual_seed(2)))
+
+    @configs(where=has_drop_in)
+    def test_two_drop_ins_share_nothing_writable(self, case: Case) -> None:
+        """Two drop-ins of one config and schedule (two pipelines, two requests): writing into everything one of
+        them hands out (its timesteps, sigmas, a step's output) changes nothing of the other's run."""
+        reference, alone = drop_in_pair(case)
+        set_both(case, reference, alone)
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
+        drop_in_loop(case, reference, alone, x)  # the second's run, alone, equal to diffusers'
+        reference, first = drop_in_pair(case)
+        _, second = drop_in_pair(case)
+        set_both(case, reference, second)
+        set_both(case, drop_in_pair(case)[0], first)
+        for table in (first.timesteps, first.sigmas):
+            table.add_(1)  # in place, into what the first hands out
+        sample = x.clone()
+        first.step(toy_model(sample, first.timesteps[0]), first.timesteps[0], sample).prev_sample.fill_(float("nan"))
+        drop_in_loop(case, reference, second, x)
+
     @configs(where=has_drop_in)
     def test_drop_in_with_a_bf16_model_returns_the_references_dtype(self, case: Case) -> None:
         reference, ours = drop_in_pair(case)
