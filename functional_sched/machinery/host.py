@@ -101,7 +101,7 @@ class HostPlan:
             self.grew(len(found) * SCALAR_BYTES)
         return found
 
-    def template(self, rows: int) -> tuple[torch.Tensor, list[Any], tuple[int, int]]:
+    def template(self, rows: int) -> tuple[torch.Tensor, list[Any], dict[str, Any]]:
         """What `Owned` copies for a request of `rows` rows (`_template`), kept for the last few row counts."""
         found = self._owned.get(rows)
         if found is None:
@@ -114,6 +114,7 @@ class HostPlan:
         return found
 
     def grew(self, nbytes: int) -> None:
+        """It holds `nbytes` more (a new entry, cast or template): counted, and charged to its cache if any."""
         cache = self._cache
         if cache is None:
             self.nbytes += nbytes
