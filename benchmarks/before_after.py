@@ -19,29 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SETUP = r"""
-import copy, json, statistics, sys, time
-import diffusers, torch
-import functional_sched as fs
-from functional_sched.adapters import from_diffusers
-shape, steps, repeats = tuple(json.loads(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
-latents = torch.zeros(shape)
-rows = []
-for name, options in [("FlowMatchEulerDiscreteScheduler", {"shift": 3.0}), ("DPMSolverMultistepScheduler", {}),
-                      ("UniPCMultistepScheduler", {})]:
-    reference = getattr(diffusers, name)(**options)
-    sched = from_diffusers(reference)
-    sched.init(steps, sample=latents)
-    def median(run):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter(); run(); times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1e6
-    ours = median(lambda: sched.init(steps, sample=latents))
-    theirs = median(lambda: copy.deepcopy(reference).set_timesteps(steps))
-    rows.append({"scheduler": name, "ours_us": ours, "diffusers_us": theirs})
-print(json.dumps(rows))
-"""
+SETUP = Path(__file__).with_name("setup_time.py")
 
 
 def report(python: str, shape: str, steps: int, repeats: int) -> list[dict]:
@@ -54,13 +32,12 @@ def report(python: str, shape: str, steps: int, repeats: int) -> list[dict]:
 
 
 def setup(python: str, shape: str, steps: int, repeats: int) -> list[dict]:
-    dims = json.dumps([int(size) for size in shape.split("x")])
     done = subprocess.run(
-        [python, "-c", SETUP, dims, str(steps), str(repeats * 100)],
+        [python, str(SETUP), "--shape", shape, "--steps", str(steps), "--repeats", str(repeats * 100)],
         check=True,
         capture_output=True,
         text=True,
-        cwd=tempfile.gettempdir(),  # not a checkout, whose package `python -c` would import first
+        cwd=tempfile.gettempdir(),  # not a checkout, whose package `python` would import first
     )
     return json.loads(done.stdout)
 

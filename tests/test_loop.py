@@ -71,3 +71,18 @@ def test_a_loop_resumes_from_a_state() -> None:
     assert torch.equal(loop(y, embeds, state=state), whole)
     with pytest.raises(ValueError, match="give a schedule or a state to resume from, not both"):
         loop(y, embeds, num_inference_steps=8, state=state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA graph mode needs CUDA")
+@pytest.mark.parametrize("sched", [fs.FlowMatchEulerDiscrete(shift=3.0), fs.UniPCMultistep()], ids=["flow", "unipc"])
+def test_graph_mode_replays_fresh_requests_and_given_states_as_eager(sched) -> None:
+    """Graph mode on CUDA: a fresh request of a schedule whose graph exists replays it from the static state as
+    captured (no `init`, no state copied in); a given state is copied in. Every call equals the eager loop (to
+    the compiled step's rounding), a given state's call in between included."""
+    graph = SamplingLoop(sched, linear_denoiser, mode="graph")
+    eager = SamplingLoop(sched, linear_denoiser, mode="eager")
+    *starts, embeds = [latents(SHAPE, torch.float32, seed=seed).cuda() for seed in range(4)]
+    calls = [{"num_inference_steps": 6}] * 2 + [{"state": sched.init(6, sample=starts[2], begin_index=3)}]
+    calls += [{"num_inference_steps": 6}, {"num_inference_steps": 5}]
+    for x, kwargs in zip([*starts, starts[0], starts[1]], calls, strict=True):
+        torch.testing.assert_close(graph(x, embeds, **kwargs), eager(x, embeds, **kwargs), rtol=1e-5, atol=1e-6)

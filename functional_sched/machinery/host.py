@@ -287,7 +287,9 @@ def _copy_to(buffer: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         fake_mode = torch._guards.detect_fake_mode([like])
         if fake_mode is not None:
             return fake_mode.from_tensor(buffer).to(like.device)
-    return buffer.to(like.device, copy=True, non_blocking=buffer.is_pinned())
+    # Without a sync where the target is a GPU: the template is pinned there (`_template`), never written again, and
+    # the pinned allocator keeps it until the copy is done even if the template is dropped.
+    return buffer.to(like.device, copy=True, non_blocking=not like.is_cpu)
 
 
 def _template(plan: plans.Plan, rows: int, fingerprint: int) -> tuple[torch.Tensor, list[Any], dict[str, Any]]:

@@ -28,6 +28,7 @@ import torch.utils._pytree as pytree
 
 from . import checks, host
 from .noise import loop_noise
+from .scheduler import _table_key
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
@@ -52,6 +53,18 @@ def _signature(tensor: torch.Tensor) -> tuple[Any, ...]:
     return tuple(tensor.shape), tensor.dtype, str(tensor.device)
 
 
+def _fresh_key(inputs: tuple[Any, ...], schedule: dict[str, Any]) -> tuple[Any, ...] | None:
+    """The graph key of a fresh request: its inputs' signatures and its schedule by value (None where the schedule
+    is malformed: `init` then says what is wrong)."""
+    try:
+        tables = _table_key(schedule["timesteps"]), _table_key(schedule["sigmas"])
+        key = ("fresh", *inputs, schedule["num_inference_steps"], *tables, schedule["mu"])
+        hash(key)
+    except (TypeError, ValueError):
+        return None
+    return key
+
+
 class _Graph:
     """One captured loop: static inputs, the graph, and its static output."""
 
@@ -59,11 +72,13 @@ class _Graph:
         self,
         run: Callable[..., torch.Tensor],
         state: Any,
+        steps: int,
         latents: torch.Tensor,
         conditioning: Sequence[torch.Tensor],
         noise: torch.Tensor | None,
     ) -> None:
         self.state = pytree.tree_map(torch.clone, state)  # the static state: leaves only, no cursor
+        self.steps = steps
         self.latents = latents.clone()
         self.conditioning = [value.clone() for value in conditioning]
         self.noise = None if noise is None else noise.clone()
@@ -79,8 +94,10 @@ class _Graph:
     def __call__(
         self, state: Any, latents: torch.Tensor, conditioning: Sequence[torch.Tensor], noise: torch.Tensor | None
     ) -> torch.Tensor:
-        for static, value in zip(pytree.tree_leaves(self.state), pytree.tree_leaves(state), strict=True):
-            static.copy_(value)
+        """Replay from `state` (copied into the static state), or, given None, from the static state as it is."""
+        if state is not None:
+            for static, value in zip(pytree.tree_leaves(self.state), pytree.tree_leaves(state), strict=True):
+                static.copy_(value)
         self.latents.copy_(latents)
         for static, value in zip(self.conditioning, conditioning, strict=True):
             static.copy_(value)
@@ -181,22 +198,30 @@ class SamplingLoop:
         if checks.checking():
             self._check(latents, conditioning)
         schedule = {"num_inference_steps": num_inference_steps, "timesteps": timesteps, "sigmas": sigmas, "mu": mu}
+        mode = self.resolved_mode(latents)
+        inputs = (_signature(latents), tuple(_signature(value) for value in conditioning), noise is None)
         if state is None:
+            # A fresh request of a schedule whose graph exists: the graph's static state is that fresh state (a
+            # replay only reads it), so neither `init` nor copying a state in is needed.
+            fresh = _fresh_key(inputs, schedule) if mode == "graph" else None
+            graph = self._graphs.get(fresh) if fresh is not None else None
+            if graph is not None:
+                noise = loop_noise("SamplingLoop", self.scheduler, noise, graph.steps, latents)
+                return graph(None, latents, conditioning, noise)
             state = self.scheduler.init(sample=latents, **schedule)
         elif any(value is not None for value in schedule.values()):
             raise ValueError("SamplingLoop: give a schedule or a state to resume from, not both.")
+        else:
+            fresh = None
         steps = self.scheduler.steps_left(state)
         noise = loop_noise("SamplingLoop", self.scheduler, noise, steps, latents)
-        mode = self.resolved_mode(latents)
         if mode == "eager":
             return self._loop(self._step, state, steps, latents, conditioning, noise)
-        key = (
-            _signature(latents),
-            tuple(_signature(value) for value in conditioning),
+        key = fresh or (
+            *inputs,
             pytree.tree_structure(state),
             tuple(_signature(leaf) for leaf in pytree.tree_leaves(state)),
             steps,
-            noise is None,
         )
         graph = self._graphs.get(key) if mode == "graph" else None
         if graph is None and mode == "graph" and len(self._graphs) < self.max_graphs:
@@ -206,7 +231,7 @@ class SamplingLoop:
             ) -> torch.Tensor:
                 return self._loop(self._compiled_step, start, steps, x, cond, eps)
 
-            graph = self._graphs[key] = _Graph(run, state, latents, conditioning, noise)
+            graph = self._graphs[key] = _Graph(run, state, steps, latents, conditioning, noise)
         if graph is not None:
             return graph(state, latents, conditioning, noise)
         return self._loop(self._compiled_step, state, steps, latents, conditioning, noise)

@@ -55,9 +55,8 @@ class MultistepScheduler(Scheduler):
         """The solver's own options that `step` branches on."""
         raise NotImplementedError
 
-    def _extra_state(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Fields a solver's state has beyond the common ones, at their initial values."""
-        return {}
+    #: Fields a solver's state has beyond the common ones, each a zero tensor like the sample at first.
+    _zero_fields: ClassVar[tuple[str, ...]] = ()
 
     # ------------------------------------------------------------------ shared
     def _step_options(self) -> tuple[Any, ...]:
@@ -126,14 +125,18 @@ class MultistepScheduler(Scheduler):
         fingerprint: torch.Tensor,
         cursor: host.Cursor | None,
     ) -> Any:
+        # The history and the zero fields: the request's own, each a slice of one zeroed buffer (one fill kernel).
+        zeros = torch.zeros(
+            (self.solver_order + len(self._zero_fields), *sample.shape), dtype=sample.dtype, device=sample.device
+        ).unbind(0)
         return self.state_type(
             plan=plan,
             step_index=step_index,
             lower_order_nums=level,
-            history=tuple(torch.zeros_like(sample) for _ in range(self.solver_order)),  # each its own
+            history=zeros[: self.solver_order],
             fingerprint=fingerprint,
             cursor=cursor,
-            **self._extra_state(sample),
+            **dict(zip(self._zero_fields, zeros[self.solver_order :], strict=True)),
         )
 
     def _warmup(self, state: Any) -> torch.Tensor | None:

@@ -168,8 +168,7 @@ class UniPCMultistep(MultistepScheduler):
     def _table(self, sigmas: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
         return _coefficients(self, sigmas, orders)
 
-    def _extra_state(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"last_sample": torch.zeros_like(sample)}
+    _zero_fields: ClassVar[tuple[str, ...]] = ("last_sample",)
 
     # ------------------------------------------------------------------------------------------------ step
     def step(
