@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .plan import Plan
+from .plan import Plan, copied, tables
 from .record import fields
 
 __all__ = ["split", "stack"]
@@ -72,15 +72,15 @@ def _schedule(state: Any) -> Any:
 def _one_schedule(states: Sequence[Any]) -> bool:
     """Whether every state holds one schedule's plan: compared on the host where the states' cursors know their
     host plans (no device read), else table by table (one device read)."""
-    first = states[0].plan
+    first, first_schedule = states[0].plan, _schedule(states[0])
     if first.num_steps.shape[0] != 1:
         return False
     for state in states[1:]:
         if state.plan.num_steps.shape[0] != 1 or state.plan.coefficients.device != first.coefficients.device:
             return False
-        mine, theirs = _schedule(state), _schedule(states[0])
-        if mine is not None and theirs is not None:
-            same = _same_tables(mine.plan, theirs.plan)
+        schedule = _schedule(state)
+        if schedule is not None and first_schedule is not None:
+            same = _same_tables(schedule.plan, first_schedule.plan)
         else:
             same = _same_tables(state.plan, first)
         if not same:
@@ -91,16 +91,8 @@ def _one_schedule(states: Sequence[Any]) -> bool:
 def _same_tables(a: Plan, b: Plan) -> bool:
     return a is b or all(
         x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
-        for x, y in zip(_tables(a), _tables(b), strict=True)
+        for x, y in zip(tables(a), tables(b), strict=True)
     )
-
-
-def _tables(plan: Plan) -> tuple[torch.Tensor, ...]:
-    return plan.timesteps, plan.sigmas, plan.num_steps, plan.coefficients
-
-
-def _copy(plan: Plan) -> Plan:
-    return Plan(**{name: getattr(plan, name).clone() for name in fields(plan)})
 
 
 def _fingerprint(state: Any) -> int:
@@ -110,7 +102,7 @@ def _fingerprint(state: Any) -> int:
 
 def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
     if _one_schedule(states):
-        return _copy(states[0].plan)
+        return copied(states[0].plan)
     plans = [state.plan for state in states]
     first = plans[0]
     for plan in plans[1:]:
@@ -182,7 +174,7 @@ def _slice_rows(value: Any, start: int, stop: int) -> Any:
 
 def _split_plan(plan: Plan, start: int, stop: int) -> Plan:
     if plan.num_steps.shape[0] == 1:
-        return _copy(plan)
+        return copied(plan)
     num_steps = plan.num_steps[start:stop]
     timesteps, sigmas, coefficients = (table[start:stop] for table in (plan.timesteps, plan.sigmas, plan.coefficients))
     steps = int(num_steps.max())

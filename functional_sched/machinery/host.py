@@ -79,7 +79,7 @@ class HostPlan:
     def __init__(self, plan: plans.Plan, fingerprint: int) -> None:
         self.plan = plan
         self.fingerprint = fingerprint
-        self.nbytes = sum(table.numel() * table.element_size() for table in _tables(plan))
+        self.nbytes = sum(table.numel() * table.element_size() for table in plans.tables(plan))
         self._cache: _Cache | None = None  # the cache holding it, which its growth is charged to
         self._key: Hashable = None
         self._entries: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
@@ -336,7 +336,3 @@ class Cursor:
 
     def __repr__(self) -> str:
         return f"Cursor(step={self.step}, level={self.level})"
-
-
-def _tables(plan: plans.Plan) -> tuple[torch.Tensor, ...]:
-    return plan.timesteps, plan.sigmas, plan.num_steps, plan.coefficients

@@ -26,6 +26,19 @@ class Plan:
     coefficients: torch.Tensor  # [S, N, W, C], working float dtype: the solver's constants per (step, warm-up)
 
 
+def tables(plan: Plan) -> tuple[torch.Tensor, ...]:
+    """The plan's four tables, in field order."""
+    return plan.timesteps, plan.sigmas, plan.num_steps, plan.coefficients
+
+
+def copied(plan: Plan, device: torch.device | str | None = None) -> Plan:
+    """A copy of the plan that shares no tensor with it (on `device`, default where it is): a request's own."""
+    timesteps, sigmas, num_steps, coefficients = (
+        table.to(table.device if device is None else device, copy=True) for table in tables(plan)
+    )
+    return Plan(timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients)
+
+
 def single_plan(timesteps: torch.Tensor, sigmas: torch.Tensor, coefficients: torch.Tensor) -> Plan:
     """The plan of one schedule (S = 1) from its [N] timesteps, [N + 1] sigmas and [N, W, C] coefficients."""
     return Plan(

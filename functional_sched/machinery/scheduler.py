@@ -10,8 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from . import checks, host, options
-from .plan import Plan, coefficient_views, gather_rows, gather_step, per_row, working_dtype
-from .record import fields
+from .plan import Plan, coefficient_views, copied, gather_rows, gather_step, per_row, working_dtype
 
 CustomTable = Sequence[float] | torch.Tensor | None
 
@@ -110,8 +109,7 @@ class Scheduler:
     ) -> Plan:
         """The per-step tables of one schedule, on `device`: the caller's own copy (the tables are computed once per
         schedule and kept on the host; every call and every request gets its own device copy)."""
-        cpu = self._host_plan(num_inference_steps, timesteps, sigmas, mu, dtype).plan
-        return Plan(**{name: getattr(cpu, name).to(device, copy=True) for name in fields(cpu)})
+        return copied(self._host_plan(num_inference_steps, timesteps, sigmas, mu, dtype).plan, device)
 
     def init(
         self,
