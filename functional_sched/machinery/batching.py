@@ -60,6 +60,7 @@ def _per_row_plan(plan: Plan, rows: int) -> Plan:
         sigmas=plan.sigmas.expand(rows, -1),
         num_steps=plan.num_steps.expand(rows),
         coefficients=plan.coefficients.expand(rows, -1, -1, -1),
+        schedules=None if plan.schedules is None else plan.schedules * rows,
     )
 
 
@@ -114,12 +115,20 @@ def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
                     f"{b.dtype} {tuple(b.shape)}); stack requests whose samples have one dtype."
                 )
     expanded = [_per_row_plan(plan, count) for plan, count in zip(plans, rows, strict=True)]
-    steps = max(plan.timesteps.shape[1] for plan in expanded)
+    return stack_plans(expanded)
+
+
+def stack_plans(plans: Sequence[Plan]) -> Plan:
+    """Plans of one schedule per row, in order, as one: each schedule's tables padded to the longest by repeating
+    their last entry (the schedules known where every plan knows its own)."""
+    steps = max(plan.timesteps.shape[1] for plan in plans)
+    known = all(plan.schedules is not None for plan in plans)
     return Plan(
-        timesteps=torch.cat([_pad_steps(plan.timesteps, steps) for plan in expanded]),
-        sigmas=torch.cat([_pad_steps(plan.sigmas, steps + 1) for plan in expanded]),
-        num_steps=torch.cat([plan.num_steps for plan in expanded]),
-        coefficients=torch.cat([_pad_steps(plan.coefficients, steps) for plan in expanded]),
+        timesteps=torch.cat([_pad_steps(plan.timesteps, steps) for plan in plans]),
+        sigmas=torch.cat([_pad_steps(plan.sigmas, steps + 1) for plan in plans]),
+        num_steps=torch.cat([plan.num_steps for plan in plans]),
+        coefficients=torch.cat([_pad_steps(plan.coefficients, steps) for plan in plans]),
+        schedules=tuple(schedule for plan in plans for schedule in plan.schedules) if known else None,
     )
 
 
@@ -179,14 +188,24 @@ def _split_plan(plan: Plan, start: int, stop: int) -> Plan:
     timesteps, sigmas, coefficients = (table[start:stop] for table in (plan.timesteps, plan.sigmas, plan.coefficients))
     steps = int(num_steps.max())
     timesteps, sigmas, coefficients = timesteps[:, :steps], sigmas[:, : steps + 1], coefficients[:, :steps]
+    schedules = None if plan.schedules is None else plan.schedules[start:stop]
     if stop - start > 1 and not (
         bool((num_steps == num_steps[0]).all())
         and torch.equal(timesteps, timesteps[:1].expand_as(timesteps))
         and torch.equal(sigmas, sigmas[:1].expand_as(sigmas))
         and torch.equal(coefficients, coefficients[:1].expand_as(coefficients))
+        and (schedules is None or len(set(schedules)) == 1)
     ):
-        return Plan(timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients)
-    return Plan(timesteps=timesteps[:1], sigmas=sigmas[:1], num_steps=num_steps[:1], coefficients=coefficients[:1])
+        return Plan(
+            timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients, schedules=schedules
+        )
+    return Plan(
+        timesteps=timesteps[:1],
+        sigmas=sigmas[:1],
+        num_steps=num_steps[:1],
+        coefficients=coefficients[:1],
+        schedules=None if schedules is None else schedules[:1],
+    )
 
 
 def split(state: Any, sizes: Sequence[int]) -> list[Any]:

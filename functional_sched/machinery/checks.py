@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
+import numbers
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +21,88 @@ from . import host
 def fingerprint(owner: str, behaviour: tuple[Any, ...]) -> int:
     """A stable id of the options a step branches on; states remember the one they were built for."""
     return zlib.crc32(repr((owner, behaviour)).encode())
+
+
+def _number_tensor(value: Any) -> bool:
+    """A 0-d real tensor with a value to read (not meta, not bool)."""
+    return (
+        isinstance(value, torch.Tensor)
+        and value.dim() == 0
+        and value.dtype != torch.bool
+        and not value.is_complex()
+        and value.device.type != "meta"
+    )
+
+
+def as_integer(value: Any) -> int | None:
+    """`value` as a Python int if it is an integer as diffusers takes one (a Python or numpy integer, a 0-d integer
+    tensor; not a bool, not a float), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if _number_tensor(value) and not value.is_floating_point():
+        return int(value)
+    return None
+
+
+def as_real(value: Any) -> float | None:
+    """`value` as a Python float if it is a real number (a Python or numpy number, a 0-d real tensor; not a bool),
+    else None. NaN and infinities come back as they are: the caller decides."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real) or _number_tensor(value):
+        return float(value)
+    return None
+
+
+def integer(owner: str, name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """`value` as an int in [minimum, maximum], or a TypeError/ValueError naming `name` and what it takes."""
+    result = as_integer(value)
+    if result is None:
+        raise TypeError(f"{owner}: {name} must be an integer, got {shown(value)}.")
+    if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
+        low = "" if minimum is None else f">= {minimum}"
+        high = "" if maximum is None else f"<= {maximum}"
+        raise ValueError(f"{owner}: {name} must be {' and '.join(filter(None, (low, high)))}, got {result}.")
+    return result
+
+
+def real(owner: str, name: str, value: Any) -> float:
+    """`value` as a finite float, or a TypeError/ValueError naming `name`."""
+    result = as_real(value)
+    if result is None:
+        raise TypeError(f"{owner}: {name} must be a number, got {shown(value)}.")
+    if not math.isfinite(result):
+        raise ValueError(f"{owner}: {name} must be finite, got {result!r}.")
+    return result
+
+
+def tensor(owner: str, name: str, value: Any, *, floating: bool = True) -> torch.Tensor:
+    """`value` if it is a tensor (a floating-point one with `floating`), else a TypeError naming `name`."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {shown(value)}.")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{owner}: {name} must be a floating-point tensor, got {value.dtype}.")
+    return value
+
+
+def device(owner: str, name: str, value: Any) -> torch.device:
+    """`value` (a torch.device, or a string or index naming one) as a torch.device, or an error naming `name`."""
+    if isinstance(value, torch.device):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"{owner}: {name} must be a torch.device or a string such as 'cuda:0', got {shown(value)}.")
+    try:
+        return torch.device(value)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"{owner}: {name}={value!r} is not a device ({error}).") from None
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: its repr if short, else its type."""
+    text = repr(value)
+    return f"{text} ({type(value).__name__})" if len(text) <= 60 else f"a {type(value).__name__}"
 
 
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("functional_sched_checks", default=True)
@@ -84,21 +168,19 @@ def raise_finished(owner: str, state: Any) -> None:
     )
 
 
-def check_rows(owner: str, what: str, tensor: torch.Tensor, rows: int, device: torch.device) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{owner}: {what} must be a torch.Tensor, got {type(tensor).__name__}.")
-    if tensor.dim() == 0 or tensor.shape[0] != rows:
+def check_rows(owner: str, what: str, value: torch.Tensor, rows: int, device: torch.device) -> None:
+    """`value` is a floating-point tensor of the state's `rows` rows, on its device."""
+    tensor(owner, what, value)
+    if value.dim() == 0 or value.shape[0] != rows:
         raise ValueError(
-            f"{owner}: {what} has shape {tuple(tensor.shape)}, but the state has {rows} rows (leading dim); "
+            f"{owner}: {what} has shape {tuple(value.shape)}, but the state has {rows} rows (leading dim); "
             "init the state with a sample of the same batch size."
         )
-    if tensor.device != device:
+    if value.device != device:
         raise ValueError(
-            f"{owner}: {what} is on {tensor.device}, but the state is on {device}; "
+            f"{owner}: {what} is on {value.device}, but the state is on {device}; "
             "move the tensor, or init the state with a sample on that device."
         )
-    if not tensor.is_floating_point():
-        raise TypeError(f"{owner}: {what} must be a floating-point tensor, got {tensor.dtype}.")
 
 
 def check_step_inputs(
@@ -130,12 +212,15 @@ def check_step_inputs(
         check_like(owner, "model_output", model_output, sample, "sample")
 
 
-def check_like(owner: str, what: str, tensor: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
-    if tensor.shape != like.shape:
+def check_like(owner: str, what: str, value: torch.Tensor, like: torch.Tensor, like_name: str) -> None:
+    """`value` is a floating-point tensor shaped like `like`, on its device."""
+    tensor(owner, what, value)
+    if value.shape != like.shape:
         raise ValueError(
-            f"{owner}: {what} has shape {tuple(tensor.shape)}, but {like_name} has {tuple(like.shape)}; "
-            "they must match."
+            f"{owner}: {what} has shape {tuple(value.shape)}, but {like_name} has {tuple(like.shape)}; they must match."
         )
+    if value.device != like.device:
+        raise ValueError(f"{owner}: {what} is on {value.device}, but {like_name} on {like.device}; move it there.")
 
 
 def check_noise(owner: str, reason: str, noise: torch.Tensor | None, sample: torch.Tensor) -> None:

@@ -85,9 +85,9 @@ def denoise(
     if state is None:
         if not isinstance(sample, torch.Tensor) or not sample.is_floating_point():
             raise TypeError(f"{owner}: sample must be a floating-point tensor with a leading rows dim.")
-        plan = scheduler._host_plan(num_inference_steps, timesteps, sigmas, mu, working_dtype(sample))
-        scheduler._check_begin_index(plan, begin_index)
-        left = plan.steps - begin_index
+        schedule = scheduler.schedule(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
+        plan = scheduler._host_plan(schedule, working_dtype(sample))
+        left = plan.steps - scheduler._check_begin_index(plan, begin_index)
     else:
         schedule = (num_inference_steps, timesteps, sigmas, mu)
         if any(value is not None for value in schedule) or begin_index != 0:

@@ -74,11 +74,12 @@ class HostPlan:
     per entry, with their casts cached on them). Shared by every request of the schedule, never handed to one.
     `nbytes` counts what it holds as it grows (tables, scalars, casts, templates), charged to the cache holding it."""
 
-    __slots__ = ("__weakref__", "_cache", "_entries", "_key", "_owned", "fingerprint", "nbytes", "plan")
+    __slots__ = ("__weakref__", "_cache", "_entries", "_key", "_owned", "fingerprint", "nbytes", "plan", "schedule")
 
-    def __init__(self, plan: plans.Plan, fingerprint: int) -> None:
+    def __init__(self, plan: plans.Plan, fingerprint: int, schedule: Any) -> None:
         self.plan = plan
         self.fingerprint = fingerprint
+        self.schedule = schedule  # the `Schedule` it was made from
         self.nbytes = sum(table.numel() * table.element_size() for table in plans.tables(plan))
         self._cache: _Cache | None = None  # the cache holding it, which its growth is charged to
         self._key: Hashable = None
@@ -239,7 +240,13 @@ class Owned:
             as_dtype[dtype].as_strided(shape, strides, offset) for dtype, shape, strides, offset in layout
         )
         self.host = host
-        self.plan = plans.Plan(timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients)
+        self.plan = plans.Plan(
+            timesteps=timesteps,
+            sigmas=sigmas,
+            num_steps=num_steps,
+            coefficients=coefficients,
+            schedules=(host.schedule,),
+        )
         self.fingerprint = fingerprint
         self.rows, self.device = rows, copy.device  # what every step checks its inputs against
         self._tables = {name: (as_dtype[dtype], at) for name, (dtype, at) in per_row.items()}

@@ -28,7 +28,6 @@ import torch.utils._pytree as pytree
 
 from . import checks, host
 from .noise import loop_noise
-from .scheduler import _table_key
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
@@ -51,18 +50,6 @@ def _with_own_code(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def _signature(tensor: torch.Tensor) -> tuple[Any, ...]:
     return tuple(tensor.shape), tensor.dtype, str(tensor.device)
-
-
-def _fresh_key(inputs: tuple[Any, ...], schedule: dict[str, Any]) -> tuple[Any, ...] | None:
-    """The graph key of a fresh request: its inputs' signatures and its schedule by value (None where the schedule
-    is malformed: `init` then says what is wrong)."""
-    try:
-        tables = _table_key(schedule["timesteps"]), _table_key(schedule["sigmas"])
-        key = ("fresh", *inputs, schedule["num_inference_steps"], *tables, schedule["mu"])
-        hash(key)
-    except (TypeError, ValueError):
-        return None
-    return key
 
 
 class _Graph:
@@ -203,7 +190,7 @@ class SamplingLoop:
         if state is None:
             # A fresh request of a schedule whose graph exists: the graph's static state is that fresh state (a
             # replay only reads it), so neither `init` nor copying a state in is needed.
-            fresh = _fresh_key(inputs, schedule) if mode == "graph" else None
+            fresh = ("fresh", *inputs, self.scheduler.schedule(**schedule)) if mode == "graph" else None
             graph = self._graphs.get(fresh) if fresh is not None else None
             if graph is not None:
                 noise = loop_noise("SamplingLoop", self.scheduler, noise, graph.steps, latents)

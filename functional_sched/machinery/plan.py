@@ -9,13 +9,18 @@ with different step counts (padded), step together in one call.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from . import host
 from .record import record
 
+if TYPE_CHECKING:
+    from .schedule import Schedule
 
-@record
+
+@record(host=("schedules",))
 class Plan:
     """Per-schedule tables. S: schedules (1, or one per row), N: steps (padded to the longest), W: warm-up levels
     (1 for one-step solvers, order + 1 for multistep ones), C: coefficients."""
@@ -24,6 +29,10 @@ class Plan:
     sigmas: torch.Tensor  # [S, N + 1], working float dtype, ends with the final sigma
     num_steps: torch.Tensor  # [S], int64: real steps of each schedule (N for all but padded ones)
     coefficients: torch.Tensor  # [S, N, W, C], working float dtype: the solver's constants per (step, warm-up)
+    # No leaf: the `Schedule` each of the S schedules was made from, where the host knows it (a plan from `init`,
+    # stacked, split or copied; not one that went through a transform or a compiled graph). A serialised state
+    # carries them, and the receiver rebuilds the tables from them instead of trusting the ones it is sent.
+    schedules: tuple[Schedule, ...] | None
 
 
 def tables(plan: Plan) -> tuple[torch.Tensor, ...]:
@@ -36,7 +45,9 @@ def copied(plan: Plan, device: torch.device | str | None = None) -> Plan:
     timesteps, sigmas, num_steps, coefficients = (
         table.to(table.device if device is None else device, copy=True) for table in tables(plan)
     )
-    return Plan(timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients)
+    return Plan(
+        timesteps=timesteps, sigmas=sigmas, num_steps=num_steps, coefficients=coefficients, schedules=plan.schedules
+    )
 
 
 def single_plan(timesteps: torch.Tensor, sigmas: torch.Tensor, coefficients: torch.Tensor) -> Plan:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -11,24 +10,9 @@ import torch
 
 from . import checks, host, options
 from .plan import Plan, coefficient_views, copied, gather_rows, gather_step, per_row, working_dtype
+from .schedule import MAX_INFERENCE_STEPS, Schedule, check_order, schedule
 
 CustomTable = Sequence[float] | torch.Tensor | None
-
-
-def _table_key(values: CustomTable) -> tuple[tuple[float, ...], str] | None:
-    """A hashable key for custom timesteps/sigmas that keeps their dtype (it decides diffusers' precision)."""
-    if values is None:
-        return None
-    if isinstance(values, torch.Tensor):
-        return tuple(values.detach().cpu().reshape(-1).double().tolist()), str(values.dtype)
-    return tuple(float(value) for value in values), "float64"
-
-
-def _table(key: tuple[tuple[float, ...], str] | None) -> torch.Tensor | None:
-    if key is None:
-        return None
-    values, dtype = key
-    return torch.tensor(values, dtype=getattr(torch, dtype.removeprefix("torch.")))
 
 
 class Scheduler:
@@ -49,6 +33,39 @@ class Scheduler:
     # ------------------------------------------------------------------ hooks for the subclasses
     def _check_options(self) -> None:
         """Rules between options (each option's own domain is checked already); raise naming them."""
+
+    def _check_schedule(self, schedule: Schedule) -> None:
+        """What this scheduler needs of a schedule's arguments beyond `schedule()`'s checks (custom tables' range and
+        order, step counts its schedule cannot represent); raise naming the argument. The default: custom values
+        strictly decreasing in the training range (`_custom_range`), at most `max_inference_steps` steps."""
+        most = self.max_inference_steps
+        for name in ("timesteps", "sigmas"):
+            table = getattr(schedule, name)
+            if table is not None:
+                low, high, integral = self._custom_range(name)
+                check_order(self.name, name, table, low, high, integral=integral, repeats=self._takes_repeats)
+                most = min(most, len(table.values))
+        steps = schedule.num_inference_steps
+        if steps is not None and steps > self.max_inference_steps:
+            raise ValueError(
+                f"{self.name}: num_inference_steps={steps} is more than this config's schedule can represent "
+                f"({self.max_inference_steps}{self._steps_limit_reason()}); use fewer steps."
+            )
+
+    @property
+    def max_inference_steps(self) -> int:
+        """The most steps a schedule of this config may have."""
+        return MAX_INFERENCE_STEPS
+
+    def _steps_limit_reason(self) -> str:
+        return ", functional_sched.machinery.schedule.MAX_INFERENCE_STEPS"
+
+    #: Whether custom tables may repeat a value (a zero-length step): for solvers that never divide by a step's length.
+    _takes_repeats: ClassVar[bool] = True
+
+    def _custom_range(self, name: str) -> tuple[float, float, bool]:
+        """(lowest, highest, whole numbers only) of custom `timesteps` or `sigmas` values."""
+        raise NotImplementedError
 
     def _build_plan(
         self,
@@ -109,7 +126,13 @@ class Scheduler:
     ) -> Plan:
         """The per-step tables of one schedule, on `device`: the caller's own copy (the tables are computed once per
         schedule and kept on the host; every call and every request gets its own device copy)."""
-        return copied(self._host_plan(num_inference_steps, timesteps, sigmas, mu, dtype).plan, device)
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"{self.name}.plan: dtype must be torch.float32 or torch.float64, got {dtype!r}.")
+        device = checks.device(f"{self.name}.plan", "device", device)
+        return copied(
+            self._host_plan(self.schedule(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu), dtype).plan,
+            device,
+        )
 
     def init(
         self,
@@ -128,9 +151,14 @@ class Scheduler:
         its tensors: a copy of the plan, its counters, zeroed buffers; nothing of it is shared with another request.
         """
         if not isinstance(sample, torch.Tensor) or sample.dim() == 0 or not sample.is_floating_point():
-            raise TypeError(f"{self.name}.init: sample must be a floating-point tensor with a leading rows dim.")
-        plan = self._host_plan(num_inference_steps, timesteps, sigmas, mu, working_dtype(sample))
-        self._check_begin_index(plan, begin_index)
+            got = f"{sample.dtype} {list(sample.shape)}" if isinstance(sample, torch.Tensor) else checks.shown(sample)
+            raise TypeError(
+                f"{self.name}.init: sample must be a floating-point tensor with a leading rows dim, got {got}."
+            )
+        plan = self._host_plan(
+            self.schedule(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu), working_dtype(sample)
+        )
+        begin_index = self._check_begin_index(plan, begin_index)
         owned = host.Owned(plan, sample)
         cursor = None if host.tracing() else host.Cursor(owned, begin_index, 0)
         return self._start(owned.plan, sample, owned.step(begin_index), owned.level(0), owned.fingerprint, cursor)
@@ -200,44 +228,45 @@ class Scheduler:
         return per_row(alpha_t, original_samples) * original_samples + per_row(sigma_t, noise) * noise
 
     # ------------------------------------------------------------------ shared by the steps
-    def _host_plan(
+    def schedule(
         self,
-        num_inference_steps: int | None,
-        timesteps: CustomTable,
-        sigmas: CustomTable,
-        mu: float | None,
-        dtype: torch.dtype,
-    ) -> host.HostPlan:
-        """The host plan of one schedule, from the process-wide cache (`host.HOST_PLANS`), its arguments checked."""
+        num_inference_steps: int | None = None,
+        *,
+        timesteps: CustomTable = None,
+        sigmas: CustomTable = None,
+        mu: float | None = None,
+    ) -> Schedule:
+        """`init`'s schedule arguments, checked for this config (the step count, custom tables, `mu`) before anything
+        is computed: what its plan is made and cached from, and what a serialised state is rebuilt from."""
         if torch.compiler.is_compiling():
             raise RuntimeError(
                 f"{self.name}: init and plan cannot run inside torch.compile (a schedule's plan is made on the host, "
                 "and each request gets its own copy of it). Make the state outside and pass it in, as SamplingLoop "
                 "and denoise(..., state=state) take it."
             )
-        if num_inference_steps is not None and (
-            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1
-        ):
-            raise ValueError(
-                f"{self.name}: num_inference_steps must be a positive integer, got {num_inference_steps!r}."
-            )
-        if mu is not None:
-            mu = float(mu)
-            if not math.isfinite(mu):
-                raise ValueError(f"{self.name}: mu must be finite, got {mu!r}.")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"{self.name}: plans are float32 or float64, got {dtype}.")
-        key = (num_inference_steps, _table_key(timesteps), _table_key(sigmas), mu, dtype)
+        checked = schedule(self.name, num_inference_steps, timesteps, sigmas, mu)
+        self._check_schedule(checked)
+        return checked
+
+    def _host_plan(self, schedule: Schedule, dtype: torch.dtype) -> host.HostPlan:
+        """The host plan of a checked schedule, from the process-wide cache (`host.HOST_PLANS`)."""
 
         def build() -> host.HostPlan:
-            plan = self._build_plan(key[0], _table(key[1]), _table(key[2]), mu, dtype)
-            return host.HostPlan(_finite(self, plan), self.fingerprint)
+            timesteps, sigmas = (
+                None if table is None else table.tensor() for table in (schedule.timesteps, schedule.sigmas)
+            )
+            plan = self._build_plan(schedule.num_inference_steps, timesteps, sigmas, schedule.mu, dtype)
+            return host.HostPlan(_finite(self, plan), self.fingerprint, schedule)
 
-        return host.HOST_PLANS.get((self, key), build)
+        return host.HOST_PLANS.get((self, schedule, dtype), build)
 
-    def _check_begin_index(self, plan: host.HostPlan, begin_index: int) -> None:
-        if isinstance(begin_index, bool) or not isinstance(begin_index, int) or not 0 <= begin_index < plan.steps:
-            raise ValueError(f"{self.name}.init: begin_index must be in [0, {plan.steps}), got {begin_index!r}.")
+    def _check_begin_index(self, plan: host.HostPlan, begin_index: Any) -> int:
+        value = checks.as_integer(begin_index)
+        if value is None:
+            raise TypeError(f"{self.name}.init: begin_index must be an integer, got {checks.shown(begin_index)}.")
+        if not 0 <= value < plan.steps:
+            raise ValueError(f"{self.name}.init: begin_index must be in [0, {plan.steps}), got {value}.")
+        return value
 
     def _replanned(
         self,
@@ -250,8 +279,8 @@ class Scheduler:
     ) -> Any:
         """`state`, at its step and warm-up level, carried onto this scheduler's plan of the schedule (another config
         of the same class built it: the drop-in re-plans when a step argument changes); its other fields kept."""
-        plan = self._host_plan(num_inference_steps, timesteps, sigmas, mu, state.plan.coefficients.dtype)
-        owned = host.Owned(plan, state.step_index)
+        schedule = self.schedule(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
+        owned = host.Owned(self._host_plan(schedule, state.plan.coefficients.dtype), state.step_index)
         step = self.steps_taken(state)
         warmup = self._warmup(state)
         level = 0 if warmup is None else int(warmup[0])

@@ -308,7 +308,7 @@ def _with_cursor(scheduler: Scheduler, state: Any) -> Any:
     if len(set(steps)) != 1 or len(set(levels)) != 1:
         return state
     cpu_plan = Plan(**{table: getattr(state.plan, table).cpu() for table in _PLAN_TABLES})
-    owned = host.Owned(host.HostPlan(cpu_plan, scheduler.fingerprint), state.step_index)
+    owned = host.Owned(host.HostPlan(cpu_plan, scheduler.fingerprint, None), state.step_index)
     cursor = host.Cursor(owned, steps[0], levels[0])
     counters = {"step_index": owned.step(steps[0]), "plan": owned.plan, "fingerprint": owned.fingerprint}
     if warmup is not None:

@@ -20,6 +20,7 @@ from ..machinery import checks, host, options
 from ..machinery.options import Choice, Flag, Option, Real
 from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
 from ..machinery.record import record
+from ..machinery.schedule import Schedule
 from ..math import predictions, schedules
 from . import common
 from .multistep import ALPHA, RAW_SIGMA, SIGMA, MultistepScheduler
@@ -106,17 +107,15 @@ class DPMSolverMultistep(MultistepScheduler):
         return (self.algorithm_type, self.variance_type)
 
     # ------------------------------------------------------------------------------------------------ plan
-    def _schedule(
-        self, n: int | None, timesteps: torch.Tensor | None, sigmas: torch.Tensor | None, mu: float | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check_schedule(self, schedule: Schedule) -> None:
         owner = self.name
-        if sigmas is not None:
+        if schedule.sigmas is not None:
             raise ValueError(f"{owner}: custom sigmas are not supported (diffusers' set_timesteps takes none).")
-        if n is None and timesteps is None:
+        if schedule.num_inference_steps is None and schedule.timesteps is None:
             raise ValueError(f"{owner}: give num_inference_steps or custom timesteps.")
-        if n is not None and timesteps is not None:
+        if schedule.num_inference_steps is not None and schedule.timesteps is not None:
             raise ValueError(f"{owner}: give num_inference_steps or custom timesteps, not both.")
-        if timesteps is not None:
+        if schedule.timesteps is not None:
             for option in (
                 "use_karras_sigmas",
                 "use_lu_lambdas",
@@ -126,11 +125,13 @@ class DPMSolverMultistep(MultistepScheduler):
             ):
                 if getattr(self, option):
                     raise ValueError(f"{owner}: custom timesteps cannot be used with {option}=True.")
-            if len(timesteps) == 0:
-                raise ValueError(f"{owner}: custom timesteps must not be empty.")
-        if mu is not None and not self.use_dynamic_shifting:
+        if schedule.mu is not None and not self.use_dynamic_shifting:
             raise ValueError(f"{owner}: mu is only used with use_dynamic_shifting=True.")
+        super()._check_schedule(schedule)
 
+    def _schedule(
+        self, n: int | None, timesteps: torch.Tensor | None, sigmas: torch.Tensor | None, mu: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         train = self.num_train_timesteps
         cumulative = self._training_cumprod()
         lambdas = torch.log(torch.sqrt(cumulative)) - torch.log(torch.sqrt(1 - cumulative))

@@ -10,6 +10,7 @@ from ..machinery import checks, host, options
 from ..machinery.options import Flag, Integer, Option, Optional, Real
 from ..machinery.plan import Plan, as_dtype, scaled, single_plan
 from ..machinery.record import record
+from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
 from ..math import schedules
 from . import common
@@ -69,6 +70,32 @@ class FlowMatchEulerDiscrete(Scheduler):
         return schedules.flow_alpha_sigma(sigma)
 
     # ------------------------------------------------------------------------------------------------ plan
+    def _check_schedule(self, schedule: Schedule) -> None:
+        owner = self.name
+        if self.use_dynamic_shifting and schedule.mu is None:
+            raise ValueError(
+                f"{owner}: use_dynamic_shifting=True needs mu (the resolution shift, e.g. Flux's calculate_shift "
+                "of the image sequence length); pass init(..., mu=...)."
+            )
+        timesteps, sigmas, steps = schedule.timesteps, schedule.sigmas, schedule.num_inference_steps
+        if sigmas is not None and timesteps is not None and len(sigmas.values) != len(timesteps.values):
+            raise ValueError(
+                f"{owner}: sigmas ({len(sigmas.values)}) and timesteps ({len(timesteps.values)}) differ in length."
+            )
+        custom = sigmas if sigmas is not None else timesteps
+        if custom is None and steps is None:
+            raise ValueError(f"{owner}: give num_inference_steps, or custom sigmas or timesteps.")
+        if custom is not None and steps is not None and len(custom.values) != steps:
+            raise ValueError(
+                f"{owner}: num_inference_steps={steps} but {len(custom.values)} custom values were given; "
+                "leave num_inference_steps out or make them agree."
+            )
+        super()._check_schedule(schedule)
+
+    def _custom_range(self, name: str) -> tuple[float, float, bool]:
+        # Timesteps are sigmas times num_train_timesteps: both run from pure noise (sigma 1) to data (sigma 0).
+        return (0.0, float(self.num_train_timesteps), False) if name == "timesteps" else (0.0, 1.0, False)
+
     def _training_sigma_range(self) -> tuple[float, float]:
         """sigma_min, sigma_max of the (statically shifted) training schedule, float32 as diffusers keeps them."""
         n = self.num_train_timesteps
@@ -85,25 +112,8 @@ class FlowMatchEulerDiscrete(Scheduler):
         mu: float | None,
         dtype: torch.dtype,
     ) -> Plan:
-        owner = self.name
-        if self.use_dynamic_shifting and mu is None:
-            raise ValueError(
-                f"{owner}: use_dynamic_shifting=True needs mu (the resolution shift, e.g. Flux's calculate_shift "
-                "of the image sequence length); pass init(..., mu=...)."
-            )
-        if sigmas is not None and timesteps is not None and len(sigmas) != len(timesteps):
-            raise ValueError(f"{owner}: sigmas ({len(sigmas)}) and timesteps ({len(timesteps)}) differ in length.")
         custom = sigmas if sigmas is not None else timesteps
-        if custom is None and num_inference_steps is None:
-            raise ValueError(f"{owner}: give num_inference_steps, or custom sigmas or timesteps.")
-        if custom is not None and num_inference_steps is not None and len(custom) != num_inference_steps:
-            raise ValueError(
-                f"{owner}: num_inference_steps={num_inference_steps} but {len(custom)} custom values were given; "
-                "leave num_inference_steps out or make them agree."
-            )
         n = len(custom) if custom is not None else num_inference_steps
-        if custom is not None and len(custom) == 0:
-            raise ValueError(f"{owner}: custom sigmas/timesteps must not be empty.")
 
         train = self.num_train_timesteps
         if timesteps is not None:

@@ -80,6 +80,24 @@ class MultistepScheduler(Scheduler):
                 f"{self.num_train_timesteps}; give one beta per training timestep."
             )
 
+    @property
+    def max_inference_steps(self) -> int:
+        return min(super().max_inference_steps, self.num_train_timesteps)
+
+    def _steps_limit_reason(self) -> str:
+        return (
+            ", num_train_timesteps: more steps would repeat its integer timesteps, and a higher-order step divides by "
+            "a step's length"
+        )
+
+    @property
+    def _takes_repeats(self) -> bool:  # type: ignore[override]
+        return self.solver_order == 1  # higher orders divide by the previous step's length
+
+    def _custom_range(self, name: str) -> tuple[float, float, bool]:
+        # Custom timesteps index the training schedule (custom sigmas are flow sigmas, where a solver takes them).
+        return (0, self.num_train_timesteps - 1, True) if name == "timesteps" else (0.0, 1.0, False)
+
     def _check_prediction(self, data_prediction: bool, condition: str) -> None:
         """Noise-prediction solvers cannot take a flow model's velocity (diffusers fails in `step`; we here)."""
         allowed = predictions.DATA_PREDICTIONS if data_prediction else predictions.NOISE_PREDICTIONS

@@ -20,6 +20,7 @@ from ..machinery import checks, host, options
 from ..machinery.options import Choice, Flag, Integers, Option, Optional, Real
 from ..machinery.plan import Plan, as_dtype, by_warmup, divided, scaled
 from ..machinery.record import record
+from ..machinery.schedule import Schedule
 from ..math import predictions, schedules
 from . import common
 from .multistep import ALPHA, RAW_SIGMA, SIGMA, MultistepScheduler
@@ -104,20 +105,23 @@ class UniPCMultistep(MultistepScheduler):
         return (self.predict_x0,)
 
     # ------------------------------------------------------------------------------------------------ plan
+    def _check_schedule(self, schedule: Schedule) -> None:
+        owner = self.name
+        if schedule.timesteps is not None:
+            raise ValueError(f"{owner}: custom timesteps are not supported (diffusers' set_timesteps takes none).")
+        if self.use_dynamic_shifting and schedule.mu is None:
+            raise ValueError(f"{owner}: use_dynamic_shifting=True needs mu; pass init(..., mu=...).")
+        if schedule.sigmas is not None and not self.use_flow_sigmas:
+            raise ValueError(f"{owner}: custom sigmas need use_flow_sigmas=True (as in diffusers).")
+        if schedule.num_inference_steps is None and schedule.sigmas is None:
+            raise ValueError(f"{owner}: give num_inference_steps or custom sigmas.")
+        super()._check_schedule(schedule)
+
     def _schedule(
         self, n: int | None, timesteps: torch.Tensor | None, custom_sigmas: torch.Tensor | None, mu: float | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        owner = self.name
-        if timesteps is not None:
-            raise ValueError(f"{owner}: custom timesteps are not supported (diffusers' set_timesteps takes none).")
-        if self.use_dynamic_shifting and mu is None:
-            raise ValueError(f"{owner}: use_dynamic_shifting=True needs mu; pass init(..., mu=...).")
         if custom_sigmas is not None:
-            if not self.use_flow_sigmas:
-                raise ValueError(f"{owner}: custom sigmas need use_flow_sigmas=True (as in diffusers).")
             n = len(custom_sigmas)
-        if not n:
-            raise ValueError(f"{owner}: give num_inference_steps or custom sigmas.")
         train = self.num_train_timesteps
         train_sigmas = schedules.vp_sigmas(self._training_cumprod())
         timesteps = schedules.spaced_timesteps(self.timestep_spacing, n, train, self.steps_offset, train)
