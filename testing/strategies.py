@@ -105,18 +105,20 @@ def refused_values(domain: Domain) -> Iterator[tuple[Any, type[Exception], str]]
         yield math.nan, ValueError, " must be finite"
         if not domain.allow_inf:
             yield math.inf, ValueError, " must be finite"
-        if domain.above is not None:
-            yield domain.above, ValueError, " must be >"
-        if domain.at_most is not None:
-            yield domain.at_most + 1, ValueError, " must be <="
-        if domain.below is not None:
-            yield domain.below, ValueError, " must be <"
+        outside = {">": lambda bound: bound, ">=": lambda bound: bound - 1, "<=": lambda bound: bound + 1}
+        for relation, bound in domain.bounds():
+            yield outside.get(relation, lambda bound: bound)(bound), ValueError, f" must be {relation} "
     elif isinstance(domain, Optional):
         yield from refused_values(domain.inner)
     elif isinstance(domain, Numbers):
-        yield 0.5, TypeError, " must be a sequence of numbers"
+        yield 0.5, TypeError, " must be a 1-D sequence of numbers"
         yield ("a", "b"), TypeError, " must be a sequence of numbers"
         yield (), ValueError, " must not be empty"
+        yield [[0.5]], TypeError, " must be a sequence of numbers"
+        yield (0.5, math.nan), ValueError, " must hold finite numbers in"
+        for bound in (domain.above, domain.below):
+            if math.isfinite(bound):
+                yield (0.5, bound), ValueError, " must hold finite numbers in"
     elif isinstance(domain, Integers):
         yield 3, TypeError, " must be a sequence of integers"
         yield (1.5,), TypeError, " must be a sequence of integers"

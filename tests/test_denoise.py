@@ -80,7 +80,7 @@ def test_generator_noise_is_drawn_as_the_loop_driver_draws_it() -> None:
         ({"checkpoint": 0}, "checkpoint must be a positive number of steps"),
         ({"noise": torch.zeros(STEPS, *plain_loop.SHAPE)}, "is deterministic; it takes no noise"),
         ({"begin_index": STEPS}, re.escape(f"begin_index must be in [0, {STEPS})")),
-        ({"num_inference_steps": 0}, "num_inference_steps must be a positive integer"),
+        ({"num_inference_steps": 0}, "num_inference_steps must be >= 1"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, match) -> None:

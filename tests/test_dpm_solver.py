@@ -9,25 +9,25 @@ import torch
 from specs import SPECS
 
 import functional_sched as fs
-from functional_sched.testing import Config, Schedule, latents, parity_run, toy_model
-from functional_sched.testing.columns.parity import assert_parity
+from functional_sched.testing import latents, toy_model
 
 SPEC = SPECS[fs.DPMSolverMultistep]
 
 
-def test_repeated_timesteps_need_a_begin_index_in_diffusers() -> None:
-    """squaredcos_cap_v2 with Karras sigmas keeps fractional timesteps, which repeat once cast to int64. diffusers then
-    starts at the second match of timesteps[0] and runs off its sigma table unless the pipeline calls
-    `set_begin_index(0)`; ours has no timestep look-up, so `init` (begin_index=0) is the set_begin_index(0) loop."""
+def test_a_repeated_first_timestep_is_refused_where_diffusers_runs_off_its_table() -> None:
+    """squaredcos_cap_v2 with Karras sigmas keeps fractional timesteps, which repeat once cast to int64, the first
+    one at four noise levels. diffusers' loop (as its pipelines run it) starts at the second match of timesteps[0]
+    and runs off its sigma table; the model would see one timestep for four noise levels. Refused at `init`."""
     options = {"beta_schedule": "squaredcos_cap_v2", "use_karras_sigmas": True}
     reference = diffusers.DPMSolverMultistepScheduler(**options)
     reference.set_timesteps(10)
-    assert len(set(reference.timesteps.tolist())) < 10
+    assert (reference.timesteps == reference.timesteps[0]).sum() == 4
     sample = latents((2, 4, 8, 8))
     with pytest.raises(IndexError):
         for t in reference.timesteps:
             sample = reference.step(toy_model(sample, t), t, sample, return_dict=False)[0]
-    assert_parity(parity_run(SPEC.case(Config("repeats", options, Schedule(steps=10)))), exact=True)
+    with pytest.raises(ValueError, match="the schedule's first timestep 998 repeats"):
+        fs.DPMSolverMultistep(**options).init(10, sample=sample)
 
 
 def test_learned_variance_channels() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from . import checks
 from .plan import Plan, copied, tables
 from .record import fields
 
@@ -150,6 +151,8 @@ def _cat_rows(values: Sequence[Any], name: str) -> Any:
 
 def stack(states: Sequence[Any]) -> Any:
     """One state holding the rows of `states`, in order; see the module's docstring."""
+    if isinstance(states, (str, bytes)) or not isinstance(states, Sequence):
+        raise TypeError(f"batching.stack: states must be a list of scheduler states, got {checks.shown(states)}.")
     states = list(states)
     if not states:
         raise ValueError("batching.stack: no states to stack.")
@@ -211,9 +214,14 @@ def _split_plan(plan: Plan, start: int, stop: int) -> Plan:
 def split(state: Any, sizes: Sequence[int]) -> list[Any]:
     """The states of consecutive row groups of `state`, `sizes[i]` rows each (they must add up to its rows)."""
     _check_state(state, "batching.split")
-    sizes = list(sizes)
     total = _rows(state)
-    if any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in sizes) or sum(sizes) != total:
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(
+            f"batching.split: sizes must be a sequence of row counts adding up to the state's {total} rows, got "
+            f"{checks.shown(sizes)}."
+        )
+    sizes = [checks.as_integer(size) for size in sizes]
+    if any(size is None or size < 1 for size in sizes) or sum(sizes) != total:
         raise ValueError(
             f"batching.split: sizes must be positive integers adding up to the state's {total} rows, got {sizes}."
         )

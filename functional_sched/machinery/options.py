@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import attrs
+
+from .checks import as_integer, as_real, shown
 
 ClassT = TypeVar("ClassT", bound=type)
 _METADATA = "functional_sched.option"
@@ -68,38 +69,49 @@ class Integer(Domain):
     maximum: int | None = None
 
     def check(self, owner: str, name: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < self.minimum:
-            raise ValueError(f"{owner}: {name} must be an integer >= {self.minimum}, got {value!r}.")
-        if self.maximum is not None and value > self.maximum:
-            raise ValueError(f"{owner}: {name}={value} is not supported; the largest is {self.maximum}.")
-        return int(value)
+        integer = as_integer(value)  # numpy integers and 0-d integer tensors too, as diffusers takes them
+        if integer is None or integer < self.minimum:
+            raise ValueError(f"{owner}: {name} must be an integer >= {self.minimum}, got {shown(value)}.")
+        if self.maximum is not None and integer > self.maximum:
+            raise ValueError(f"{owner}: {name}={integer} is not supported; the largest is {self.maximum}.")
+        return integer
 
 
 @attrs.frozen
 class Real(Domain):
-    """A finite number (infinities too with `allow_inf`), with optional bounds: > `above`, <= `at_most`, < `below`.
-
-    Stored as a Python float (an int or a numpy scalar converts)."""
+    """A finite number (infinities too with `allow_inf`, within the bounds), with optional bounds: > `above`,
+    >= `at_least`, <= `at_most`, < `below`. Stored as a Python float (an int, a numpy scalar or a 0-d tensor
+    converts)."""
 
     above: float | None = None
+    at_least: float | None = None
     at_most: float | None = None
     below: float | None = None
     allow_inf: bool = False
 
     def check(self, owner: str, name: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"{owner}: {name} must be a number, got {value!r}.")
-        value = float(value)
-        if math.isnan(value) or (math.isinf(value) and not self.allow_inf):
-            raise ValueError(f"{owner}: {name} must be finite, got {value!r}.")
-        for bound, holds, relation in (
-            (self.above, lambda b: value > b, ">"),
-            (self.at_most, lambda b: value <= b, "<="),
-            (self.below, lambda b: value < b, "<"),
-        ):
-            if bound is not None and not holds(bound):
-                raise ValueError(f"{owner}: {name} must be {relation} {bound:g}, got {value!r}.")
-        return value
+        number = as_real(value)
+        if number is None:
+            raise TypeError(f"{owner}: {name} must be a number, got {shown(value)}.")
+        if math.isnan(number) or (math.isinf(number) and not self.allow_inf):
+            raise ValueError(f"{owner}: {name} must be finite, got {number!r}.")
+        for relation, bound in self.bounds():
+            if not _RELATIONS[relation](number, bound):
+                raise ValueError(f"{owner}: {name} must be {relation} {bound:g}, got {number!r}.")
+        return number
+
+    def bounds(self) -> list[tuple[str, float]]:
+        """The bounds that are set, as (relation, bound)."""
+        pairs = (">", self.above), (">=", self.at_least), ("<=", self.at_most), ("<", self.below)
+        return [(relation, bound) for relation, bound in pairs if bound is not None]
+
+
+_RELATIONS = {
+    ">": lambda value, bound: value > bound,
+    ">=": lambda value, bound: value >= bound,
+    "<=": lambda value, bound: value <= bound,
+    "<": lambda value, bound: value < bound,
+}
 
 
 @attrs.frozen
@@ -114,16 +126,26 @@ class Optional(Domain):
 
 @attrs.frozen
 class Numbers(Domain):
-    """A non-empty sequence of numbers, stored as a hashable tuple of floats (lists and arrays convert)."""
+    """A non-empty sequence of numbers, each in the open interval (`above`, `below`) (finite in any case), stored as
+    a hashable tuple of floats (lists, arrays and 1-D tensors convert)."""
+
+    above: float = -math.inf
+    below: float = math.inf
 
     def check(self, owner: str, name: str, value: Any) -> Any:
-        try:
-            result = tuple(float(item) for item in value)
-        except (TypeError, ValueError):
-            raise TypeError(f"{owner}: {name} must be a sequence of numbers, got {value!r}.") from None
-        if not result:
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or getattr(value, "ndim", 1) != 1:
+            raise TypeError(f"{owner}: {name} must be a 1-D sequence of numbers, got {shown(value)}.")
+        numbers_ = [as_real(item) for item in value]
+        if any(number is None for number in numbers_):
+            raise TypeError(f"{owner}: {name} must be a sequence of numbers, got {shown(value)}.")
+        if not numbers_:
             raise ValueError(f"{owner}: {name} must not be empty.")
-        return result
+        outside = [number for number in numbers_ if not self.above < number < self.below]  # NaN is outside too
+        if outside:
+            raise ValueError(
+                f"{owner}: {name} must hold finite numbers in ({self.above:g}, {self.below:g}), got {outside[:3]}."
+            )
+        return tuple(numbers_)
 
 
 @attrs.frozen
@@ -134,11 +156,10 @@ class Integers(Domain):
 
     def check(self, owner: str, name: str, value: Any) -> Any:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise TypeError(f"{owner}: {name} must be a sequence of integers, got {value!r}.")
-        items = tuple(value)
-        if any(isinstance(item, bool) or not isinstance(item, numbers.Integral) for item in items):
-            raise TypeError(f"{owner}: {name} must be a sequence of integers, got {value!r}.")
-        result = tuple(int(item) for item in items)
+            raise TypeError(f"{owner}: {name} must be a sequence of integers, got {shown(value)}.")
+        result = tuple(as_integer(item) for item in value)
+        if any(item is None for item in result):
+            raise TypeError(f"{owner}: {name} must be a sequence of integers, got {shown(value)}.")
         if any(item < self.minimum for item in result):
             raise ValueError(f"{owner}: {name} must hold integers >= {self.minimum}, got {value!r}.")
         return result

@@ -165,11 +165,13 @@ class Scheduler:
 
     def timesteps(self, state: Any) -> torch.Tensor:
         """The timestep table, equal to diffusers' `scheduler.timesteps`: [N] for one schedule, [R, N] if stacked."""
+        self._require_state(state, "timesteps")
         table = state.plan.timesteps
         return table[0] if table.shape[0] == 1 else table
 
     def sigmas(self, state: Any) -> torch.Tensor:
         """The sigma table with its final sigma, diffusers' `scheduler.sigmas`: [N + 1], or [R, N + 1] if stacked."""
+        self._require_state(state, "sigmas")
         table = state.plan.sigmas
         return table[0] if table.shape[0] == 1 else table
 
@@ -191,6 +193,7 @@ class Scheduler:
     def steps_taken(self, state: Any) -> int:
         """The step index of the state's rows (the steps they took), read without a device sync where the host
         knows it; rows at different steps raise (split them with `batching.split` first)."""
+        self._require_state(state, "steps_taken")
         cursor = self._cursor(state)
         if cursor is not None:
             return cursor.step
@@ -204,6 +207,7 @@ class Scheduler:
 
         A state from `init`/`step` answers without a device sync.
         """
+        self._require_state(state, "steps_left")
         cursor = self._cursor(state)
         if cursor is not None:
             return max(cursor.owned.host.steps - cursor.step, 0)
@@ -211,17 +215,21 @@ class Scheduler:
 
     def init_noise_sigma(self, state: Any) -> torch.Tensor:
         """The standard deviation of the initial noise for each row, [R] (1 for these schedulers)."""
+        self._require_state(state, "init_noise_sigma")
         return torch.ones(state.step_index.shape, dtype=state.plan.sigmas.dtype, device=state.step_index.device)
 
     def scale_model_input(self, state: Any, sample: torch.Tensor) -> torch.Tensor:
         """The model's input at the current step (these schedulers feed the sample as it is)."""
+        if checks.checking():
+            self._require_state(state, "scale_model_input")
+            checks.check_rows(f"{self.name}.scale_model_input", "sample", sample, *self._rows_and_device(state))
         return sample
 
     def add_noise(self, state: Any, original_samples: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Noise `original_samples` to each row's current step (img2img starts: init with `begin_index`)."""
         if checks.checking():
-            rows, device = state.step_index.shape[0], state.step_index.device
-            checks.check_rows(self.name, "original_samples", original_samples, rows, device)
+            self._require_state(state, "add_noise")
+            checks.check_rows(self.name, "original_samples", original_samples, *self._rows_and_device(state))
             checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
         sigma = gather_rows(state.plan.sigmas.to(original_samples.dtype), state.step_index)
         alpha_t, sigma_t = self._alpha_sigma(sigma)
@@ -256,7 +264,7 @@ class Scheduler:
                 None if table is None else table.tensor() for table in (schedule.timesteps, schedule.sigmas)
             )
             plan = self._build_plan(schedule.num_inference_steps, timesteps, sigmas, schedule.mu, dtype)
-            return host.HostPlan(_finite(self, plan), self.fingerprint, schedule)
+            return host.HostPlan(_first_timestep_once(self, _finite(self, plan)), self.fingerprint, schedule)
 
         return host.HOST_PLANS.get((self, schedule, dtype), build)
 
@@ -326,6 +334,20 @@ class Scheduler:
         """Whether the model output has the sample's shape (not where a model predicts extra channels)."""
         return True
 
+    def _require_state(self, state: Any, method: str) -> None:
+        """A TypeError naming `method` unless `state` is this scheduler's kind of state."""
+        if not isinstance(state, self.state_type):
+            raise TypeError(
+                f"{self.name}.{method}: state must be a {self.state_type.__name__} (from this scheduler's init() or "
+                f"step()), got {checks.shown(state)}."
+            )
+
+    def _rows_and_device(self, state: Any) -> tuple[int, torch.device]:
+        cursor = self._cursor(state)
+        if cursor is not None:
+            return cursor.owned.rows, cursor.owned.device
+        return state.step_index.shape[0], state.step_index.device
+
     def _check_state(self, state: Any, cursor: host.Cursor | None) -> None:
         checks.check_state(self.name, state, self.state_type, self.fingerprint, cursor)
 
@@ -388,3 +410,20 @@ def _finite(scheduler: Scheduler, plan: Plan) -> Plan:
         f"{scheduler.name}: step {step} of {steps} (sigma {start:.4g} -> {end:.4g}) computes NaN or inf with this "
         f"config and schedule, as diffusers 0.42.1 does.{why} Change the options or the step count."
     )
+
+
+def _first_timestep_once(scheduler: Scheduler, plan: Plan) -> Plan:
+    """`plan`, if its first timestep does not come again. diffusers' loop finds where it stands by looking the first
+    timestep up, takes a repeat's second occurrence, skips a step and runs off the end of its schedule (an
+    IndexError); and the model would be conditioned on one timestep at two noise levels. (Later repeats are
+    stepped through by index, here as in diffusers.)"""
+    timesteps = plan.timesteps[0]
+    if timesteps.shape[0] > 1 and bool((timesteps[1:] == timesteps[0]).any()):
+        sigmas = plan.sigmas[0, : min(int((timesteps == timesteps[0]).sum()), 4)].tolist()
+        raise ValueError(
+            f"{scheduler.name}: the schedule's first timestep {timesteps[0].item():g} repeats (at sigmas "
+            f"{', '.join(f'{sigma:.4g}' for sigma in sigmas)}, ...): diffusers 0.42.1 looks it up, skips a step and "
+            "fails at the end, and the model would see one timestep for two noise levels. Change the step count, the "
+            "spacing or the custom table."
+        )
+    return plan

@@ -10,11 +10,13 @@ from ..machinery.options import Choice, Flag, Integer, Numbers, Option, Optional
 from ..math import predictions, schedules
 
 # ----------------------------------------------------------------------------------- the training noise schedule
-NUM_TRAIN_TIMESTEPS = Option(1000, Integer(minimum=2))
-BETA_START = Option(0.0001, Real(above=0), examples=(0.00085,))
-BETA_END = Option(0.02, Real(above=0), examples=(0.012,))
+# At most a million: every training table is this long (diffusers' models use 1000).
+NUM_TRAIN_TIMESTEPS = Option(1000, Integer(minimum=2, maximum=1_000_000))
+# A beta is a variance: in (0, 1). (`_check_options` of the multistep solvers wants beta_start <= beta_end.)
+BETA_START = Option(0.0001, Real(above=0, below=1), examples=(0.00085,))
+BETA_END = Option(0.02, Real(above=0, below=1), examples=(0.012,))
 BETA_SCHEDULE = Option("linear", Choice(*schedules.BETA_SCHEDULES))
-TRAINED_BETAS = Option(None, Optional(Numbers()))
+TRAINED_BETAS = Option(None, Optional(Numbers(above=0, below=1)))
 RESCALE_BETAS_ZERO_SNR = Option(False, Flag())
 
 # ----------------------------------------------------------------------------------------- the inference schedule
@@ -31,13 +33,14 @@ USE_FLOW_SIGMAS = Option(False, Flag())
 FLOW_SHIFT = Option(1.0, Real(above=0), examples=(3.0, 5.0, 12.0))
 USE_DYNAMIC_SHIFTING = Option(False, Flag())
 TIME_SHIFT_TYPE = Option("exponential", Choice("exponential", "linear"))
-# LTX-Video's stretch of the shifted schedule to end at this sigma.
-SHIFT_TERMINAL = Option(None, Optional(Real(below=1)), examples=(0.02, 0.1))
+# LTX-Video's stretch of the shifted schedule to end at this sigma (0, like None, stretches nothing, as in diffusers).
+SHIFT_TERMINAL = Option(None, Optional(Real(at_least=0, below=1)), examples=(0.02, 0.1))
 
 # ------------------------------------------------------------------------------------------ the model's output
 PREDICTION_TYPE = Option("epsilon", Choice(*predictions.DATA_PREDICTIONS))
 THRESHOLDING = Option(False, Flag())
-DYNAMIC_THRESHOLDING_RATIO = Option(0.995, Real(above=0, at_most=1), examples=(0.9,))
+# The quantile of |x0| that thresholding clips to: a fraction (diffusers' own tests use 0).
+DYNAMIC_THRESHOLDING_RATIO = Option(0.995, Real(at_least=0, at_most=1), examples=(0.9,))
 SAMPLE_MAX_VALUE = Option(1.0, Real(above=0), examples=(1.5,))
 
 # ------------------------------------------------------------------------------------------- multistep solvers

@@ -64,7 +64,8 @@ class DPMSolverMultistep(MultistepScheduler):
     flow_shift: float = common.FLOW_SHIFT
     final_sigmas_type: str = common.FINAL_SIGMAS_TYPE
     # Timesteps whose lambda = log(alpha / sigma) lies below this are clipped (DeepFloyd IF uses -5.1).
-    lambda_min_clipped: float = Option(-math.inf, Real(allow_inf=True), examples=(-5.1,))
+    # (+inf would clip every timestep.)
+    lambda_min_clipped: float = Option(-math.inf, Real(below=math.inf, allow_inf=True), examples=(-5.1,))
     # Learned-variance models (DeepFloyd IF) output extra channels, which the step ignores.
     variance_type: str | None = Option(None, Choice(*VARIANCE_TYPES))
     timestep_spacing: str = common.TIMESTEP_SPACING
@@ -246,9 +247,16 @@ class DPMSolverMultistep(MultistepScheduler):
         return epsilon
 
     def _output_like_sample(self) -> bool:
-        return self.variance_type is None  # a learned variance adds channels after the first three
+        # A learned variance adds channels after the first three, which an epsilon model's step reads alone.
+        return self.variance_type is None or self.prediction_type != "epsilon"
 
     def _check_inputs(self, model_output: torch.Tensor, sample: torch.Tensor, noise: torch.Tensor | None) -> None:
+        if not self._output_like_sample() and (model_output.dim() < 2 or model_output[:, :3].shape != sample.shape):
+            raise ValueError(
+                f"{self.name}: with variance_type={self.variance_type!r} the model output holds the sample's 3 "
+                f"channels, then the variance's: its first 3 channels must be shaped like the sample "
+                f"{tuple(sample.shape)}, got model_output {tuple(model_output.shape)}."
+            )
         if self.stochastic:
             checks.check_noise(self.name, f"algorithm_type={self.algorithm_type!r} is stochastic and", noise, sample)
 

@@ -38,7 +38,7 @@ class FlowMatchEulerDiscrete(Scheduler):
     Transformers for High-Resolution Image Synthesis").
     """
 
-    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS.but(domain=Integer(minimum=1))
+    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS.but(domain=Integer(minimum=1, maximum=1_000_000))
     shift: float = Option(1.0, Real(above=0), examples=(3.0, 0.7, 7.0, 12.5))
     use_dynamic_shifting: bool = common.USE_DYNAMIC_SHIFTING
     # Read by pipelines (Flux's calculate_shift of the image sequence length gives mu), not by the scheduler.
@@ -65,6 +65,14 @@ class FlowMatchEulerDiscrete(Scheduler):
 
     def _step_options(self) -> tuple[Any, ...]:
         return (self.stochastic_sampling,)
+
+    def _check_options(self) -> None:
+        if self.base_image_seq_len >= self.max_image_seq_len:
+            raise ValueError(
+                f"{self.name}: base_image_seq_len={self.base_image_seq_len} must be less than max_image_seq_len="
+                f"{self.max_image_seq_len}: pipelines interpolate mu between them (Flux's calculate_shift divides by "
+                "their difference)."
+            )
 
     def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return schedules.flow_alpha_sigma(sigma)

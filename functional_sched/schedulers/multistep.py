@@ -74,6 +74,17 @@ class MultistepScheduler(Scheduler):
                     "training schedule (up to about 157) and reads them as flow sigmas, whose alpha = 1 - sigma is "
                     "negative, and returns NaN; use one or the other."
                 )
+        ramp = self.trained_betas is None and self.beta_schedule in ("linear", "scaled_linear")
+        if ramp and self.beta_end < self.beta_start:
+            raise ValueError(
+                f"{self.name}: beta_end={self.beta_end:g} is below beta_start={self.beta_start:g}; the noise a "
+                "training schedule adds grows from beta_start to beta_end (swap them)."
+            )
+        if self.steps_offset >= self.num_train_timesteps:
+            raise ValueError(
+                f"{self.name}: steps_offset={self.steps_offset} must be less than num_train_timesteps="
+                f"{self.num_train_timesteps}: the offset timesteps index the training schedule."
+            )
         if self.trained_betas is not None and len(self.trained_betas) != self.num_train_timesteps:
             raise ValueError(
                 f"{self.name}: trained_betas has {len(self.trained_betas)} values but num_train_timesteps="

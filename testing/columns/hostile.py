@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import re
 from typing import Any
 
 import attrs
+import numpy as np
 import pytest
 import torch
 
 import functional_sched as fs
 from functional_sched.machinery import options as declarations
+from functional_sched.machinery.schedule import MAX_INFERENCE_STEPS
 
 from .. import strategies
 from ..parity import step_noise, toy_model
@@ -96,13 +99,92 @@ class HostileInputs:
     @configs()
     def test_bad_step_count_or_begin_index(self, case: Case) -> None:
         sched, _, sample = start(case)
-        with pytest.raises(ValueError, match="num_inference_steps must be a positive integer, got 0"):
-            sched.init(0, sample=sample)
+        for steps in (0, MAX_INFERENCE_STEPS + 1):
+            with pytest.raises(ValueError, match=rf"num_inference_steps must be >= 1 and <= {MAX_INFERENCE_STEPS}"):
+                sched.init(steps, sample=sample)
+        with pytest.raises(TypeError, match=r"num_inference_steps must be an integer, got 4\.0"):
+            sched.init(4.0, sample=sample)
         steps = len(sched.timesteps(sched.init(sample=sample, **case.init_kwargs())))
         with pytest.raises(ValueError, match=rf"begin_index must be in \[0, {steps}\), got {steps}"):
             sched.init(sample=sample, begin_index=steps, **case.init_kwargs())
         with pytest.raises(TypeError, match="sample must be a floating-point tensor"):
             sched.init(sample=torch.zeros(SHAPE, dtype=torch.int64), **case.init_kwargs())
+
+    @configs()
+    def test_numpy_and_tensor_integers_count_as_integers(self, case: Case) -> None:
+        """diffusers takes any integral number where it takes an int: numpy integers, 0-d integer tensors."""
+        sched, _, sample = start(case)
+        kwargs = case.init_kwargs()
+        steps = kwargs.pop("num_inference_steps")
+        expected = sched.init(steps, sample=sample, begin_index=1, **kwargs)
+        for convert in (np.int64, np.int32, torch.tensor):
+            state = sched.init(
+                None if steps is None else convert(steps), sample=sample, begin_index=convert(1), **kwargs
+            )
+            assert same_state(state, expected)
+
+    @configs()
+    def test_custom_tables_are_checked_before_anything_is_computed(self, case: Case) -> None:
+        """Custom timesteps/sigmas that are not 1-D, finite, within the training range, decreasing and whole where
+        the schedule needs it, or that are longer than a schedule may be, are refused naming the argument."""
+        sched = case.scheduler()
+        for name in ("timesteps", "sigmas"):
+            low, high, integral = sched._custom_range(name)
+            valid = [high, (high + low) / 2, low + (high - low) / 4, low]
+            valid = [float(round(value)) for value in valid] if integral else valid
+            try:
+                sched.plan(**{name: valid})
+            except ValueError:
+                continue  # this config takes no custom table of that name (it says so; tested in parity)
+            bad: list[tuple[Any, type[Exception], str]] = [
+                ([valid[0], math.nan, valid[-1]], ValueError, "must be finite"),
+                ([math.inf, valid[-1]], ValueError, "must be finite"),
+                ([high + 1, *valid[1:]], ValueError, "must lie in"),
+                ([*valid[:-1], low - 1], ValueError, "must lie in"),
+                (valid[::-1], ValueError, "must be decreasing"),
+                (torch.tensor([valid[:2], valid[2:]]), ValueError, r"must be 1-D .* got shape \(2, 2\)"),
+                (
+                    [high] * (MAX_INFERENCE_STEPS + 1),
+                    ValueError,
+                    f"has {MAX_INFERENCE_STEPS + 1} values; a schedule has at most",
+                ),
+                ("0.5", TypeError, "must be a 1-D sequence"),
+                ([], ValueError, "must not be empty"),
+            ]
+            if integral:
+                bad.append(([valid[0], valid[1] + 0.5, valid[-1]], ValueError, "must be whole numbers"))
+            if not sched._takes_repeats:
+                bad.append(([valid[0], valid[1], valid[1], valid[-1]], ValueError, "must be strictly decreasing"))
+            for values, error, message in bad:
+                for call in (sched.plan, functools.partial(sched.init, sample=torch.zeros(SHAPE))):
+                    with pytest.raises(error, match=rf"^{sched.name}: {name} {message}"):
+                        call(**{name: values})
+
+    @configs()
+    def test_every_argument_of_the_api_refuses_alien_values_by_name(self, case: Case) -> None:
+        """Each argument of each public method, given a value of no type it takes, raises a TypeError or
+        ValueError that names it, before anything is computed (never an AttributeError from deep inside)."""
+        sched, state, sample, inputs = one_step(case)
+        schedule = case.init_kwargs()
+        calls: dict[str, tuple[Any, dict[str, Any]]] = {
+            "init": (sched.init, {"sample": sample, "begin_index": 0, **schedule}),
+            "plan": (sched.plan, {**schedule, "dtype": torch.float32, "device": "cpu"}),
+            "schedule": (sched.schedule, schedule),
+            "step": (sched.step, {"state": state, "sample": sample, **inputs}),
+            "scale_model_input": (sched.scale_model_input, {"state": state, "sample": sample}),
+            "add_noise": (sched.add_noise, {"state": state, "original_samples": sample, "noise": sample}),
+        }
+        for method in ("timesteps", "sigmas", "timestep", "steps_taken", "steps_left", "init_noise_sigma"):
+            calls[method] = (getattr(sched, method), {"state": state})
+        for method, (call, arguments) in calls.items():
+            call(**arguments)  # the valid call runs
+            for name in arguments:
+                for alien in (object(), "text", [[1.0]]):
+                    with pytest.raises((TypeError, ValueError)) as raised:
+                        call(**{**arguments, name: alien})
+                    assert re.search(name.rstrip("s"), str(raised.value), re.IGNORECASE), (
+                        f"{method}({name}={alien!r}) raised {raised.value!r}, which does not name {name}"
+                    )
 
     # ------------------------------------------------------------------------------------------- step
     @configs()

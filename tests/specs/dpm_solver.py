@@ -82,6 +82,23 @@ DPM_SOLVER = Spec(
     # The toy model serves one output layout: a learned variance's extra channels have a test of their own.
     held=("variance_type",),
     refusals=(
+        # Fractional timesteps repeat once cast to int64: the first one at 4 of 10 noise levels; diffusers' loop looks
+        # it up, starts at its second occurrence and runs off its sigma table.
+        Refusal(
+            "first-timestep-repeats",
+            {"beta_schedule": "squaredcos_cap_v2", "use_karras_sigmas": True},
+            "the schedule's first timestep 998 repeats",
+            Schedule(steps=10),
+            at="init",
+        ),
+        # More steps than integer training timesteps: some repeat, and a higher-order step divides by zero length.
+        Refusal(
+            "more-steps-than-training-timesteps",
+            {"num_train_timesteps": 20},
+            "num_inference_steps=21 is more than this config's schedule can represent",
+            Schedule(steps=21),
+            at="init",
+        ),
         Refusal(
             "noise-prediction-to-zero",
             {"algorithm_type": "dpmsolver", "final_sigmas_type": "zero"},

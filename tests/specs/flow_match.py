@@ -41,6 +41,14 @@ FLOW_MATCH = Spec(
         ),
     ),
     refusals=(
+        # A first sigma given twice: diffusers' loop looks its timestep up, starts at the second and runs off the end.
+        Refusal(
+            "first-timestep-repeats",
+            {},
+            "the schedule's first timestep 800 repeats",
+            Schedule(custom=lambda steps: {"sigmas": (0.8, 0.8, 0.5, 0.2)}),
+            at="init",
+        ),
         # One step from sigma = 1: shift_terminal divides by 1 - 1; diffusers' timesteps are NaN.
         Refusal(
             "shift-terminal-one-step",

@@ -80,6 +80,21 @@ UNIPC = Spec(
     exact=exact,
     unsupported={"solver_p": diffusers.DDIMScheduler()},
     refusals=(
+        # Beta sigmas of the squaredcos schedule map 9 of 10 noise levels to its first timestep.
+        Refusal(
+            "first-timestep-repeats",
+            {"beta_schedule": "squaredcos_cap_v2", "use_beta_sigmas": True},
+            "the schedule's first timestep .* repeats",
+            Schedule(steps=10),
+            at="init",
+        ),
+        Refusal(
+            "more-steps-than-training-timesteps",
+            {"num_train_timesteps": 20},
+            "num_inference_steps=21 is more than this config's schedule can represent",
+            Schedule(steps=21),
+            at="init",
+        ),
         # B(h) is infinite on a last step into sigma = 0 where it is h (bh1) or e^h - 1 (noise prediction).
         Refusal("bh1-to-zero", {"solver_type": "bh1", "final_sigmas_type": "zero"}, "final_sigmas_type='zero'"),
         Refusal("noise-prediction-to-zero", {"predict_x0": False}, "final_sigmas_type='zero'"),
