@@ -29,7 +29,7 @@ from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchE
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 import functional_sched as fs
-from functional_sched.machinery import options
+from functional_sched.machinery import checks, options
 from functional_sched.machinery.scheduler import Scheduler
 
 from .diffusers import from_diffusers, options_for, to_diffusers_config
@@ -193,6 +193,10 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             raise NotImplementedError(
                 f"{type(self).__name__}.step: per_token_timesteps is not supported by functional_sched yet."
             )
+        owner = f"{type(self).__name__}.step"
+        checks.tensor(owner, "model_output", model_output)
+        checks.tensor(owner, "sample", sample)
+        _check_timesteps(owner, "timestep", timestep, single=True)
         self._check_timestep(timestep)
         if self._plan is None:
             raise ValueError(
@@ -331,6 +335,9 @@ class FlowMatchEulerDiscreteScheduler(_DropIn):
         timestep: float | torch.Tensor,
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        owner = f"{type(self).__name__}.scale_noise"
+        checks.check_like(owner, "noise", noise, checks.tensor(owner, "sample", sample), "sample")
+        _check_timesteps(owner, "timestep", timestep)
         sigma = self._noising_sigma(sample, timestep)
         return sigma * noise + (1.0 - sigma) * sample
 
@@ -351,6 +358,10 @@ class _Multistep(_DropIn):
         noise: torch.Tensor,
         timesteps: torch.IntTensor,
     ) -> torch.Tensor:
+        owner = f"{type(self).__name__}.add_noise"
+        checks.tensor(owner, "original_samples", original_samples)
+        checks.check_like(owner, "noise", noise, original_samples, "original_samples")
+        _check_timesteps(owner, "timesteps", timesteps)
         sigma = self._noising_sigma(original_samples, timesteps)
         alpha_t, sigma_t = self._functional._alpha_sigma(sigma)
         return alpha_t * original_samples + sigma_t * noise
@@ -402,6 +413,17 @@ class UniPCMultistepScheduler(_Multistep):
 DROP_INS: dict[str, type[_DropIn]] = {
     cls.__name__: cls for cls in (FlowMatchEulerDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)
 }
+
+
+def _check_timesteps(owner: str, name: str, value: Any, *, single: bool = False) -> None:
+    """A timestep as diffusers' `step` takes it (a number, or a tensor of one), or timesteps per row as `add_noise`
+    takes them (a tensor, or a number): a TypeError naming `name` otherwise."""
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool or (single and value.numel() != 1):
+            what = "a number or a tensor of one" if single else "a real tensor"
+            raise TypeError(f"{owner}: {name} must be {what}, got a {value.dtype} tensor {list(value.shape)}.")
+    elif checks.as_real(value) is None:
+        raise TypeError(f"{owner}: {name} must be a number or a tensor, got {checks.shown(value)}.")
 
 
 def as_diffusers(scheduler: Any) -> _DropIn:
