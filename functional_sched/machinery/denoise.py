@@ -30,6 +30,7 @@ from . import host
 from .noise import loop_noise
 from .plan import working_dtype
 from .record import record
+from .scheduler import check_scheduler
 
 #: model_fn(model_input [R, ...], timestep [R]) -> model output like model_input.
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -79,6 +80,7 @@ def denoise(
     a transform or compile, for a state that came in as the transform's input (its cursor dropped).
     """
     owner = "denoise"
+    check_scheduler(owner, scheduler)
     if not callable(model_fn):
         raise TypeError(f"{owner}: model_fn must be callable as model_fn(model_input, timestep), got {model_fn!r}.")
     segment = _checkpoint_length(owner, checkpoint)

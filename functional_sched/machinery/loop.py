@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ import torch.utils._pytree as pytree
 
 from . import checks, host
 from .noise import loop_noise
+from .scheduler import check_scheduler
 
 #: denoiser(model_input [R', ...], timestep [R'], *conditioning) -> an output like model_input (R' = 2R when guided).
 Denoiser = Callable[..., torch.Tensor]
@@ -115,15 +116,21 @@ class SamplingLoop:
         max_graphs: int = 8,
         compile_options: dict[str, Any] | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"SamplingLoop: mode must be one of {', '.join(MODES)}, got {mode!r}.")
-        if guidance_scale is not None and not isinstance(guidance_scale, int | float):
-            raise TypeError(f"SamplingLoop: guidance_scale must be a number or None, got {guidance_scale!r}.")
+        owner = "SamplingLoop"
+        check_scheduler(owner, scheduler)
+        if not callable(denoiser):
+            raise TypeError(f"{owner}: denoiser must be callable as denoiser(model_input, timestep, *conditioning).")
+        if not isinstance(mode, str) or mode not in MODES:
+            raise ValueError(f"{owner}: mode must be one of {', '.join(MODES)}, got {checks.shown(mode)}.")
+        if compile_options is not None and not isinstance(compile_options, Mapping):
+            raise TypeError(
+                f"{owner}: compile_options must be a dict of inductor options, got {checks.shown(compile_options)}."
+            )
         self.scheduler = scheduler
         self.denoiser = denoiser
-        self.guidance_scale = None if guidance_scale is None else float(guidance_scale)
+        self.guidance_scale = None if guidance_scale is None else checks.real(owner, "guidance_scale", guidance_scale)
         self.mode = mode
-        self.max_graphs = max_graphs
+        self.max_graphs = checks.integer(owner, "max_graphs", max_graphs, 0)
         own_step = types.MethodType(_with_own_code(type(self)._step), self)
         options = DEFAULT_COMPILE_OPTIONS if compile_options is None else compile_options
         self._compiled_step = torch.compile(own_step, fullgraph=True, options=dict(options))

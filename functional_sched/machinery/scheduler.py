@@ -427,3 +427,10 @@ def _first_timestep_once(scheduler: Scheduler, plan: Plan) -> Plan:
             "spacing or the custom table."
         )
     return plan
+
+
+def check_scheduler(owner: str, value: Any) -> None:
+    """A TypeError naming `scheduler` unless `value` is a functional_sched scheduler (not a diffusers one)."""
+    if not isinstance(value, Scheduler):
+        hint = " (convert a diffusers scheduler with functional_sched.adapters.from_diffusers)"
+        raise TypeError(f"{owner}: scheduler must be a functional_sched scheduler{hint}, got {checks.shown(value)}.")

@@ -51,6 +51,20 @@ def other_step_options(case: Case) -> dict[str, Any]:
     raise AssertionError(f"{case.spec.name}: no declared option changes what step does")
 
 
+def refuses_aliens(calls: dict[str, tuple[Any, dict[str, Any]]]) -> None:
+    """Each call runs with its arguments, and refuses, by the argument's name, each of them replaced by a value of no
+    type any argument takes."""
+    for method, (call, arguments) in calls.items():
+        call(**arguments)
+        for name in arguments:
+            for alien in (object(), "text", [[1.0]]):
+                with pytest.raises((TypeError, ValueError)) as raised:
+                    call(**{**arguments, name: alien})
+                assert re.search(name.rstrip("s"), str(raised.value), re.IGNORECASE), (
+                    f"{method}({name}={alien!r}) raised {raised.value!r}, which does not name {name}"
+                )
+
+
 @functools.cache
 def impostor_type(state_type: type) -> type:
     """A record with the same fields as `state_type` that is not one (what another scheduler's state looks like)."""
@@ -176,15 +190,27 @@ class HostileInputs:
         }
         for method in ("timesteps", "sigmas", "timestep", "steps_taken", "steps_left", "init_noise_sigma"):
             calls[method] = (getattr(sched, method), {"state": state})
-        for method, (call, arguments) in calls.items():
-            call(**arguments)  # the valid call runs
-            for name in arguments:
-                for alien in (object(), "text", [[1.0]]):
-                    with pytest.raises((TypeError, ValueError)) as raised:
-                        call(**{**arguments, name: alien})
-                    assert re.search(name.rstrip("s"), str(raised.value), re.IGNORECASE), (
-                        f"{method}({name}={alien!r}) raised {raised.value!r}, which does not name {name}"
-                    )
+        refuses_aliens(calls)
+
+    @configs()
+    def test_the_machinery_refuses_alien_arguments_by_name(self, case: Case) -> None:
+        """The same for the functions around the schedulers: batching, noise, the loops."""
+        sched, state, sample, _ = one_step(case)
+        schedule = case.init_kwargs()
+        model = toy_model
+        noise = {"noise": torch.Generator().manual_seed(0)} if sched.stochastic else {}
+        calls: dict[str, tuple[Any, dict[str, Any]]] = {
+            "stack": (fs.batching.stack, {"states": [state, state]}),
+            "split": (fs.batching.split, {"state": state, "sizes": [1, 1]}),
+            "randn_tensor": (
+                fs.randn_tensor,
+                {"shape": SHAPE, "generator": torch.Generator(), "device": "cpu", "dtype": torch.float32},
+            ),
+            "denoise": (fs.denoise, {"scheduler": sched, "model_fn": model, "sample": sample, **schedule, **noise}),
+            "SamplingLoop": (fs.SamplingLoop, {"scheduler": sched, "denoiser": model, "mode": "eager"}),
+            "SamplingLoop()": (fs.SamplingLoop(sched, model, mode="eager"), {"latents": sample, **schedule, **noise}),
+        }
+        refuses_aliens(calls)
 
     # ------------------------------------------------------------------------------------------- step
     @configs()
