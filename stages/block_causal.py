@@ -8,10 +8,12 @@ from typing import Any
 import attrs
 import torch
 
+from functional_sched.machinery import checks
+
 from .denoise import Denoise, guided_output, scheduler_of
 from .prepare import PrepareTimesteps
 from .request import Req
-from .stepping import Stepped, step_grouped, stream_seed
+from .stepping import Stepped, integer_option, is_callable, is_optional_scheduler, step_grouped, stream_seed
 
 #: model(chunk_input [R, chunk_frames, ...], timestep [R], prompt_embeds or None, context [R, c * chunk_frames, ...]
 #: or None) -> an output like chunk_input; context is the chunks denoised so far, None for the first chunk.
@@ -38,7 +40,9 @@ def _with_context(model: ChunkModel, context: torch.Tensor | None) -> Callable[.
 class _ChunkDenoise(Denoise):
     """`Denoise` over chunk views of requests, whose model also takes each request's context (`extras[_CONTEXT]`)."""
 
-    def predict(self, reqs: Sequence[Req], model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def predict(
+        self, reqs: Sequence[Req], model_input: torch.Tensor, timestep: torch.Tensor, labels: Sequence[str]
+    ) -> torch.Tensor:
         contexts = [req.extras[_CONTEXT] for req in reqs]
         context = None if contexts[0] is None else torch.cat(contexts)
         model = _with_context(self.model, context)
@@ -65,56 +69,69 @@ class BlockCausalDenoise(Stepped):
     Autoregressive Video Diffusion" (block-causal chunks as in CausVid, Yin et al., 2025).
     """
 
-    model: ChunkModel
-    scheduler: Any = None
-    chunk_frames: int = attrs.field(kw_only=True)
-    num_inference_steps: int | None = attrs.field(default=None, kw_only=True)
+    model: ChunkModel = attrs.field(validator=is_callable)
+    scheduler: Any = attrs.field(default=None, validator=is_optional_scheduler)
+    chunk_frames: int = attrs.field(kw_only=True, converter=integer_option("BlockCausalDenoise", "chunk_frames", 1))
+    num_inference_steps: int | None = attrs.field(
+        default=None,
+        kw_only=True,
+        converter=integer_option("BlockCausalDenoise", "num_inference_steps", 1, optional=True),
+    )
 
-    @chunk_frames.validator
-    def _check_chunk_frames(self, _attribute: Any, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"BlockCausalDenoise: chunk_frames must be a positive integer, got {value!r}.")
-
-    def chunks(self, req: Req) -> int:
+    def chunks(self, req: Req, label: str = "BlockCausalDenoise") -> int:
         """How many chunks the request's video has."""
         if req.latents is None:
-            raise ValueError("BlockCausalDenoise: the request has no latents yet; run PrepareLatents first.")
+            raise ValueError(f"{label}: the request has no latents yet; run PrepareLatents first.")
         shape = tuple(req.latents.shape)
         if len(shape) < 3 or shape[1] % self.chunk_frames:
             raise ValueError(
-                f"BlockCausalDenoise: latents {shape} do not split into chunks of {self.chunk_frames} frames; give "
-                "video latents [R, F, C, H, W] whose F is a multiple of chunk_frames."
+                f"{label}: latents {shape} do not split into chunks of {self.chunk_frames} frames; give video latents "
+                "[R, F, C, H, W] whose F is a multiple of chunk_frames."
             )
         return shape[1] // self.chunk_frames
 
     def done(self, req: Req) -> bool:
-        return req.extras.get(CHUNK) == self.chunks(req)
+        chunk = req.extras.get(CHUNK)
+        return chunk is not None and bool(chunk == self.chunks(req, "BlockCausalDenoise.done"))
 
-    def step_many(self, reqs: Sequence[Req]) -> list[Req]:
+    def check(self, label: str, req: Req) -> None:
+        """Before the model runs: latents that split into chunks, and for a request that started, its chunk (at most
+        the number of chunks) and a state as `Denoise.check` checks it (one not started gets its state here)."""
+        chunks = self.chunks(req, label)
+        chunk = req.extras.get(CHUNK)
+        if chunk is not None:
+            checks.integer(label, f"extras[{CHUNK!r}]", chunk, minimum=0, maximum=chunks)
+            if chunk < chunks:
+                self._denoise.check(label, req)
+
+    @property
+    def _denoise(self) -> _ChunkDenoise:
+        return _ChunkDenoise(self.model, self.scheduler)
+
+    def _step(self, reqs: list[Req], labels: list[str]) -> list[Req]:
         """One step of each request (those not started begin their first chunk); the requests at the same chunk
         batched together as `Denoise.step_many` batches."""
-        reqs = [self._started(req) for req in reqs]
-        return step_grouped(reqs, lambda req: req.extras[CHUNK], self._step_chunk)
+        started = [self._started(label, req) for req, label in zip(reqs, labels, strict=True)]
+        return step_grouped(started, labels, lambda req: req.extras[CHUNK], self._step_chunk)
 
-    def _started(self, req: Req) -> Req:
-        chunks = self.chunks(req)
+    def _started(self, label: str, req: Req) -> Req:
+        self.check(label, req)
+        chunks = self.chunks(req, label)
         chunk = req.extras.get(CHUNK)
         if chunk is None:
-            return self._begin(req, 0)
+            return self._begin(label, req, 0)
         if chunk >= chunks:
-            raise IndexError(
-                f"BlockCausalDenoise: the request already denoised all its {chunks} chunks; stop at done(req)."
-            )
-        return req
+            raise IndexError(f"{label}: the request already denoised all its {chunks} chunks; stop at done(req).")
+        return req if type(chunk) is int else req.with_extras(**{CHUNK: int(chunk)})  # a numpy or tensor integer
 
-    def _begin(self, req: Req, chunk: int) -> Req:
+    def _begin(self, label: str, req: Req, chunk: int) -> Req:
         """The request at the start of `chunk`, with a fresh state for it."""
         sample = req.latents[:, chunk * self.chunk_frames : (chunk + 1) * self.chunk_frames]
         prepare = PrepareTimesteps(self.scheduler, self.num_inference_steps)
-        state = prepare.forward(req.evolve(latents=sample, state=None)).state
+        state = prepare.forward_as(label, req.evolve(latents=sample, state=None)).state
         return req.evolve(state=state).with_extras(**{CHUNK: chunk})
 
-    def _step_chunk(self, chunk: int, reqs: list[Req]) -> list[Req]:
+    def _step_chunk(self, chunk: int, reqs: list[Req], labels: list[str]) -> list[Req]:
         """One step of requests at the same chunk: `Denoise.step_many` over views of the chunk's frames, each with its
         context (the frames before the chunk) and its chunk's noise stream."""
         begin, end = chunk * self.chunk_frames, (chunk + 1) * self.chunk_frames
@@ -127,14 +144,14 @@ class BlockCausalDenoise(Stepped):
             for req in reqs
         ]
         stepped = []
-        for req, part in zip(reqs, _ChunkDenoise(self.model, self.scheduler).step_many(views), strict=True):
+        for req, label, part in zip(reqs, labels, self._denoise._step(views, labels), strict=True):
             latents = torch.cat([req.latents[:, :begin], part.latents, req.latents[:, end:]], dim=1)
             req = req.evolve(latents=latents, state=part.state)
-            if scheduler_of(req, self.scheduler, "BlockCausalDenoise").steps_left(part.state) == 0:
+            if scheduler_of(req, self.scheduler, label).steps_left(part.state) == 0:
                 following = chunk + 1
                 req = (
-                    self._begin(req, following)
-                    if following < self.chunks(req)
+                    self._begin(label, req, following)
+                    if following < self.chunks(req, label)
                     else req.with_extras(**{CHUNK: following})
                 )
             stepped.append(req)

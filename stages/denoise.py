@@ -1,9 +1,11 @@
 """`Denoise`: the denoising stage, one step at a time for one request (`step`) or for many at once (`step_many`).
 
-`step_many` stacks the requests' states (`functional_sched.batching`), calls the model once and the scheduler
-once for all of them, and splits the result back; each request comes out as it would from `step` alone. What the
-other denoising stages reuse lives here too: classifier-free guidance (`guided_output`, `combine_guidance`,
-`cat_embeds`) and a request's per-step noise (`step_noise`).
+`step_many` stacks the requests' states (`functional_sched.batching`), calls the model once and the scheduler once
+for all of them, and splits the result back; each request comes out as it would from `step` alone. Every request is
+checked before the model is called (`check`: prepared, a state of its scheduler with one row per latent row), and
+an error names the request (its index in `step_many`'s list) and the field. What the other denoising stages reuse
+lives here too: classifier-free guidance (`guided_output`, `combine_guidance`, `cat_embeds`), the checks
+(`scheduler_of`, `require_prepared`, `check_state`) and a request's per-step noise (`step_noise`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from functional_sched import batching, randn_tensor
 
 from .request import Req
-from .stepping import Stepped, step_grouped, stream_seed
+from .stepping import Stepped, is_callable, is_optional_scheduler, step_grouped, stream_seed
 
 #: model(latent_model_input [R, ...], timestep [R], prompt_embeds [R, ...] or None) -> an output like the latents.
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -81,18 +83,50 @@ def cat_embeds(embeds: Sequence[torch.Tensor | None], name: str) -> torch.Tensor
     return torch.cat(list(embeds))  # type: ignore[arg-type]
 
 
-def require_prepared(req: Req, stage: str, what: str = "scheduler state or no latents", how: str = "") -> None:
+def require_prepared(req: Req, label: str, what: str = "scheduler state or no latents", how: str = "") -> None:
     """A clear error for a request that has not been through PrepareTimesteps and PrepareLatents yet."""
     if req.state is None or req.latents is None:
-        raise ValueError(f"{stage}: the request has no {what} yet; run PrepareTimesteps and PrepareLatents{how} first.")
+        raise ValueError(f"{label}: the request has no {what} yet; run PrepareTimesteps and PrepareLatents{how} first.")
 
 
-def scheduler_of(req: Req, default: Any, stage: str) -> Any:
+def scheduler_of(req: Req, default: Any, label: str) -> Any:
     """The request's own scheduler (a per-request sampler choice), else the stage's."""
     scheduler = req.scheduler if req.scheduler is not None else default
     if scheduler is None:
-        raise ValueError(f"{stage}: no scheduler; give the stage one, or the request (Req(scheduler=...)).")
+        raise ValueError(f"{label}: no scheduler; give the stage one, or the request (Req(scheduler=...)).")
     return scheduler
+
+
+def check_state(label: str, name: str, state: Any, scheduler: Any, latents: torch.Tensor, of: str = "latents") -> None:
+    """`state` (the request's field `name`) is a state of `scheduler`'s class, with one row per row of `latents` (the
+    request's `of`), on their device. (Its step options are checked by the scheduler, before the model is called.)"""
+    if not isinstance(state, scheduler.state_type):
+        raise TypeError(
+            f"{label}: {name} is a {type(state).__name__}, but the scheduler that steps it is a {scheduler.name}, "
+            f"whose state is a {scheduler.state_type.__name__}; build the state with that scheduler "
+            "(PrepareTimesteps), or give the request the scheduler that built it (Req(scheduler=...))."
+        )
+    index = state.step_index
+    if index.shape[0] != latents.shape[0]:
+        raise ValueError(
+            f"{label}: {name} has {index.shape[0]} rows but {of} {latents.shape[0]}; build the state for these "
+            "latents (PrepareTimesteps after PrepareLatents, or the scheduler's init(sample=latents))."
+        )
+    if index.device != latents.device:
+        raise ValueError(
+            f"{label}: {name} is on {index.device} but {of} on {latents.device}; build the state on the latents' "
+            "device, or move the latents."
+        )
+
+
+def steps_left(label: str, scheduler: Any, state: Any) -> int:
+    """`scheduler.steps_left(state)` of a state of `scheduler`'s class (else a TypeError that `label` begins)."""
+    if not isinstance(state, scheduler.state_type):
+        raise TypeError(
+            f"{label}: the request's state is a {type(state).__name__}, not a {scheduler.state_type.__name__} of its "
+            f"scheduler {scheduler.name}."
+        )
+    return scheduler.steps_left(state)
 
 
 def batch_signature(value: torch.Tensor | None) -> tuple[Any, ...] | None:
@@ -104,22 +138,33 @@ def batch_signature(value: torch.Tensor | None) -> tuple[Any, ...] | None:
 class Denoise(Stepped):
     """Holds a model and a default scheduler, nothing per request (a request may bring its own scheduler)."""
 
-    model: Model
-    scheduler: Any = None
+    model: Model = attrs.field(validator=is_callable)
+    scheduler: Any = attrs.field(default=None, validator=is_optional_scheduler)
 
     def done(self, req: Req) -> bool:
-        """Whether every row of the request has taken all its steps."""
-        return scheduler_of(req, self.scheduler, type(self).__name__).steps_left(req.state) == 0
+        """Whether every row of the request has taken all its steps (a request without a state has not)."""
+        if req.state is None:
+            return False
+        label = f"{type(self).__name__}.done"
+        return steps_left(label, scheduler_of(req, self.scheduler, label), req.state) == 0
 
-    def step_many(self, reqs: Sequence[Req]) -> list[Req]:
+    def check(self, label: str, req: Req) -> None:
+        """Before the model runs: the request has latents and a state of its scheduler's, one row per latent row
+        (its embeddings' rows and guidance settings `Req` checks)."""
+        sched = scheduler_of(req, self.scheduler, label)
+        require_prepared(req, label)
+        check_state(label, "state", req.state, sched, req.latents)
+
+    def _step(self, reqs: list[Req], labels: list[str]) -> list[Req]:
         """One step of each request, in order. Requests that can share a batch (one scheduler config, guided or not,
         latents and embeddings alike but for their rows) take one model call and one scheduler call together,
         whatever their steps and step counts; each comes out as it would alone."""
-        return step_grouped(reqs, self._batch_key, self._step_batch)
+        for req, label in zip(reqs, labels, strict=True):
+            self.check(label, req)
+        return step_grouped(reqs, labels, self._batch_key, self._step_batch)
 
     def _batch_key(self, req: Req) -> tuple[Any, ...]:
         """Requests with equal keys can share a batch: the scheduler, then their tensors alike but for their rows."""
-        require_prepared(req, type(self).__name__)
         return (
             scheduler_of(req, self.scheduler, type(self).__name__),
             batch_signature(req.latents),
@@ -128,20 +173,22 @@ class Denoise(Stepped):
             batch_signature(req.state.plan.timesteps),
         )
 
-    def _step_batch(self, key: tuple[Any, ...], reqs: list[Req]) -> list[Req]:
+    def _step_batch(self, key: tuple[Any, ...], reqs: list[Req], labels: list[str]) -> list[Req]:
         sched = key[0]
         counts = [req.rows for req in reqs]
         state = batching.stack([req.state for req in reqs])
         latents = torch.cat([req.latents for req in reqs])
         model_input = sched.scale_model_input(state, latents)
-        output = self.predict(reqs, model_input, sched.timestep(state))
+        output = self.predict(reqs, model_input, sched.timestep(state), labels)
         noise = torch.cat([step_noise(sched, req) for req in reqs]) if sched.stochastic else None
         latents, state = sched.step(state, output, latents, noise=noise)
         pieces = batching.split(state, counts)
         rows = latents.split(counts)
         return [req.evolve(latents=row, state=piece) for req, row, piece in zip(reqs, rows, pieces, strict=True)]
 
-    def predict(self, reqs: Sequence[Req], model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def predict(
+        self, reqs: Sequence[Req], model_input: torch.Tensor, timestep: torch.Tensor, labels: Sequence[str]
+    ) -> torch.Tensor:
         """The (guided) model output for the requests' rows; stages with other model choices override this."""
         return guided_output(self.model, reqs, model_input, timestep, [req.guidance_scale for req in reqs])
 

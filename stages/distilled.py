@@ -11,7 +11,7 @@ from functional_sched import FlowMatchEulerDiscrete
 
 from .denoise import Denoise, scheduler_of
 from .request import Req
-from .stepping import float_tuple
+from .stepping import float_tuple, labelled, request
 
 #: Self-forcing's four-step list (its `denoising_step_list`).
 DMD_TIMESTEPS = (1000.0, 750.0, 500.0, 250.0)
@@ -46,39 +46,60 @@ class DistilledDenoise(Denoise):
     Distillation").
     """
 
-    timesteps: tuple[float, ...] = attrs.field(default=DMD_TIMESTEPS, converter=float_tuple)
+    timesteps: tuple[float, ...] = attrs.field(
+        default=DMD_TIMESTEPS, converter=float_tuple("DistilledDenoise", "timesteps")
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.scheduler is not None:
-            _check_timesteps("DistilledDenoise", self.timesteps, _check_scheduler(self.scheduler).num_train_timesteps)
+            train = _check_scheduler("DistilledDenoise", self.scheduler).num_train_timesteps
+            _check_timesteps("DistilledDenoise", self.timesteps, train)
 
     def prepare(self, req: Req) -> Req:
         """The request with a state at the first of its timesteps (its own `timesteps`, else the stage's)."""
+        return self._prepared("DistilledDenoise.prepare", request("DistilledDenoise.prepare", req))
+
+    def _prepared(self, label: str, req: Req) -> Req:
         if req.latents is None:
-            raise ValueError("DistilledDenoise: the request has no latents yet; run PrepareLatents first.")
-        sched = self._scheduler(req)
+            raise ValueError(f"{label}: the request has no latents yet; run PrepareLatents first.")
+        sched = self._scheduler(label, req)
         timesteps = req.timesteps if req.timesteps is not None else self.timesteps
         train = sched.num_train_timesteps
-        _check_timesteps("DistilledDenoise", timesteps, train)
-        return req.evolve(state=sched.init(sample=req.latents, sigmas=[t / train for t in timesteps], mu=req.mu))
+        _check_timesteps(label, timesteps, train)
+        sigmas = [t / train for t in timesteps]
+        return req.evolve(state=labelled(label, lambda: sched.init(sample=req.latents, sigmas=sigmas, mu=req.mu)))
 
     def done(self, req: Req) -> bool:
         return req.state is not None and super().done(req)
 
-    def step_many(self, reqs: Sequence[Req]) -> list[Req]:
+    def check(self, label: str, req: Req) -> None:
+        """A request with a state as `Denoise.check` checks it; one without, its latents (its state starts here).
+        Either way its scheduler (the request's own, or the stage's) renoises."""
+        self._scheduler(label, req)
+        if req.state is None:
+            if req.latents is None:
+                raise ValueError(f"{label}: the request has no latents yet; run PrepareLatents first.")
+        else:
+            super().check(label, req)
+
+    def _step(self, reqs: list[Req], labels: list[str]) -> list[Req]:
         """One step of each request (those without a state start first), batched as `Denoise.step_many` batches."""
-        for req in reqs:
-            self._scheduler(req)  # a request's own scheduler must renoise too
-        return super().step_many([req if req.state is not None else self.prepare(req) for req in reqs])
+        for req, label in zip(reqs, labels, strict=True):
+            self.check(label, req)
+        prepared = [
+            req if req.state is not None else self._prepared(label, req)
+            for req, label in zip(reqs, labels, strict=True)
+        ]
+        return super()._step(prepared, labels)
 
-    def _scheduler(self, req: Req) -> FlowMatchEulerDiscrete:
-        return _check_scheduler(scheduler_of(req, self.scheduler, "DistilledDenoise"))
+    def _scheduler(self, label: str, req: Req) -> FlowMatchEulerDiscrete:
+        return _check_scheduler(label, scheduler_of(req, self.scheduler, label))
 
 
-def _check_scheduler(sched: object) -> FlowMatchEulerDiscrete:
+def _check_scheduler(label: str, sched: object) -> FlowMatchEulerDiscrete:
     if not isinstance(sched, FlowMatchEulerDiscrete) or not sched.stochastic_sampling:
         raise ValueError(
-            "DistilledDenoise: the scheduler must be FlowMatchEulerDiscrete(stochastic_sampling=True) (x0, then "
-            f"renoise to the next sigma); got {sched!r}."
+            f"{label}: the scheduler must be FlowMatchEulerDiscrete(stochastic_sampling=True) (x0, then renoise to "
+            f"the next sigma); got {sched!r}."
         )
     return sched

@@ -9,11 +9,20 @@ import attrs
 import torch
 
 from functional_sched import batching
+from functional_sched.machinery import checks
 
-from .denoise import batch_signature, cat_embeds, combine_guidance, require_prepared, step_noise
+from .denoise import (
+    batch_signature,
+    cat_embeds,
+    check_state,
+    combine_guidance,
+    require_prepared,
+    step_noise,
+    steps_left,
+)
 from .prepare import PrepareLatents
-from .request import Req
-from .stepping import Stepped, step_grouped, stream_seed
+from .request import Req, shape
+from .stepping import Stepped, is_callable, is_scheduler, labelled, request, step_grouped, stream_seed
 
 #: model(video_in [R, ...], audio_in [R, ...], video_timestep [R], audio_timestep [R], prompt_embeds or None)
 #: -> (video_out, audio_out), each like its input.
@@ -48,40 +57,78 @@ class PairedDenoise(Stepped):
     Video-Audio Generation").
     """
 
-    model: JointModel
-    video_scheduler: Any
-    audio_scheduler: Any
+    model: JointModel = attrs.field(validator=is_callable)
+    video_scheduler: Any = attrs.field(validator=is_scheduler)
+    audio_scheduler: Any = attrs.field(validator=is_scheduler)
 
     def prepare(self, req: Req) -> Req:
         """The request with audio latents and an audio state (each kept where the request has one)."""
-        require_prepared(req, "PairedDenoise", "video state or latents", " with the video scheduler")
+        label = "PairedDenoise.prepare"
+        request(label, req)
+        self.check(label, req)
+        return self._prepared(label, req)
+
+    def _prepared(self, label: str, req: Req) -> Req:
         audio = req.extras.get(AUDIO_LATENTS)
         if audio is None:
-            shape = req.extras.get(AUDIO_SHAPE)
-            if shape is None:
-                raise ValueError(
-                    f"PairedDenoise: the request has neither extras[{AUDIO_LATENTS!r}] nor extras[{AUDIO_SHAPE!r}]; "
-                    "give the audio latents, or their shape (rows first) to draw them, with req.with_extras(...)."
-                )
-            draw = req.evolve(latents=None, state=None, latent_shape=shape, seed=stream_seed(req.seed, AUDIO_STREAM))
-            audio = PrepareLatents(self.audio_scheduler).forward(draw).latents
+            draw = req.evolve(
+                latents=None, state=None, latent_shape=req.extras[AUDIO_SHAPE], seed=stream_seed(req.seed, AUDIO_STREAM)
+            )
+            audio = PrepareLatents(self.audio_scheduler).forward_as(label, draw).latents
         state = req.extras.get(AUDIO_STATE)
         if state is None:
             video = self.video_scheduler
             taken = video.steps_taken(req.state)
-            state = self.audio_scheduler.init(taken + video.steps_left(req.state), sample=audio, begin_index=taken)
+            steps = taken + video.steps_left(req.state)
+            state = labelled(label, lambda: self.audio_scheduler.init(steps, sample=audio, begin_index=taken))
         return req.with_extras(**{AUDIO_LATENTS: audio, AUDIO_STATE: state})
 
     def done(self, req: Req) -> bool:
-        return req.state is not None and self.video_scheduler.steps_left(req.state) == 0
+        return req.state is not None and steps_left("PairedDenoise.done", self.video_scheduler, req.state) == 0
 
-    def step_many(self, reqs: Sequence[Req]) -> list[Req]:
+    def check(self, label: str, req: Req) -> None:
+        """Before the joint model runs: no scheduler of the request's own; the video latents and state (a state of
+        `video_scheduler`'s); the audio latents, or their shape to draw them, and any audio state (a state of
+        `audio_scheduler`'s), with the video's rows."""
+        if req.scheduler is not None:
+            raise ValueError(
+                f"{label}: the request brings its own scheduler, but this stage pairs its video_scheduler and "
+                "audio_scheduler; leave Req.scheduler None (or build a PairedDenoise with the schedulers you want)."
+            )
+        require_prepared(req, label, "video state or latents", " with the video scheduler")
+        check_state(label, "state", req.state, self.video_scheduler, req.latents)
+        audio = req.extras.get(AUDIO_LATENTS)
+        if audio is not None:
+            source = f"extras[{AUDIO_LATENTS!r}]"
+            if checks.tensor(label, source, audio).dim() == 0:
+                raise ValueError(f"{label}: {source} must have a leading rows dim, got a 0-d tensor.")
+            rows = audio.shape[0]
+        elif req.extras.get(AUDIO_SHAPE) is not None:
+            source = f"extras[{AUDIO_SHAPE!r}]"
+            rows = shape(label, source, req.extras[AUDIO_SHAPE])[0]
+        else:
+            raise ValueError(
+                f"{label}: the request has neither extras[{AUDIO_LATENTS!r}] nor extras[{AUDIO_SHAPE!r}]; give the "
+                "audio latents, or their shape (rows first) to draw them, with req.with_extras(...)."
+            )
+        if rows != req.rows:
+            raise ValueError(
+                f"{label}: {source} has {rows} rows but latents {req.rows}; give the audio the video's rows (leading "
+                "dim), one audio row per video row."
+            )
+        state = req.extras.get(AUDIO_STATE)
+        if state is not None:
+            like, of = (req.latents, "latents") if audio is None else (audio, source)
+            check_state(label, f"extras[{AUDIO_STATE!r}]", state, self.audio_scheduler, like, of)
+
+    def _step(self, reqs: list[Req], labels: list[str]) -> list[Req]:
         """One step of each request (audio prepared first where missing); the requests that can share a batch
         (guided or not, latents and embeddings alike but for their rows) in one joint model call and one call of
         each scheduler, whatever their steps and step counts."""
-        return step_grouped([self._paired(req) for req in reqs], _batch_key, self._step_batch)
+        paired = [self._paired(label, req) for req, label in zip(reqs, labels, strict=True)]
+        return step_grouped(paired, labels, _batch_key, self._step_batch)
 
-    def _step_batch(self, _key: Any, reqs: list[Req]) -> list[Req]:
+    def _step_batch(self, _key: Any, reqs: list[Req], _labels: list[str]) -> list[Req]:
         video, audio = self.video_scheduler, self.audio_scheduler
         counts = [req.rows for req in reqs]
         video_state = batching.stack([req.state for req in reqs])
@@ -139,19 +186,16 @@ class PairedDenoise(Stepped):
         scales = [req.guidance_scale for req in reqs]
         return combine_guidance(both[0], reqs, scales), combine_guidance(both[1], reqs, scales)
 
-    def _paired(self, req: Req) -> Req:
-        """The request prepared and checked to be pairable."""
-        if req.scheduler is not None:
-            raise ValueError(
-                "PairedDenoise: the request brings its own scheduler, but this stage pairs its video_scheduler and "
-                "audio_scheduler; leave Req.scheduler None (or build a PairedDenoise with the schedulers you want)."
-            )
-        req = self.prepare(req) if AUDIO_LATENTS not in req.extras or AUDIO_STATE not in req.extras else req
+    def _paired(self, label: str, req: Req) -> Req:
+        """The request checked, prepared, and checked to be pairable."""
+        self.check(label, req)
+        if req.extras.get(AUDIO_LATENTS) is None or req.extras.get(AUDIO_STATE) is None:
+            req = self._prepared(label, req)
         video_left = self.video_scheduler.steps_left(req.state)
         audio_left = self.audio_scheduler.steps_left(req.extras[AUDIO_STATE])
         if video_left != audio_left:
             raise ValueError(
-                f"PairedDenoise: the video schedule has {video_left} steps left and the audio schedule {audio_left}; "
+                f"{label}: the video schedule has {video_left} steps left and the audio schedule {audio_left}; "
                 "paired schedules step in lockstep (one joint model call each), so give them equal step counts."
             )
         return req

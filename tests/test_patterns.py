@@ -402,7 +402,7 @@ def test_block_causal_writes_no_input() -> None:
 
 
 def test_block_causal_misuse() -> None:
-    with pytest.raises(ValueError, match="chunk_frames must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="chunk_frames must be >= 1, got 0"):
         BlockCausalDenoise(chunk_model, DMD, chunk_frames=0)
     stage = BlockCausalDenoise(chunk_model, DMD, chunk_frames=2)
     with pytest.raises(ValueError, match=r"latents \(1, 5, 3, 2, 2\) do not split into chunks of 2 frames"):

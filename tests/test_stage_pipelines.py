@@ -280,6 +280,9 @@ def test_wan22_two_experts_equal_pipeline(case: str) -> None:
 
 def test_two_experts_refuses_a_bad_boundary() -> None:
     scheduler = from_diffusers(diffusers.UniPCMultistepScheduler())
-    for ratio in (0.0, 1.5, True):
-        with pytest.raises(ValueError, match="boundary_ratio must be in"):
+    for ratio in (0.0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="boundary_ratio must be"):
+            TwoExperts(lambda *a: a[0], scheduler, low_noise_model=lambda *a: a[0], boundary_ratio=ratio)
+    for ratio in (True, "0.9", None):
+        with pytest.raises(TypeError, match="boundary_ratio must be a number"):
             TwoExperts(lambda *a: a[0], scheduler, low_noise_model=lambda *a: a[0], boundary_ratio=ratio)
