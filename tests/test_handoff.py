@@ -1,7 +1,9 @@
 """`functional_sched.serialize` and `stages.handoff`: the payload's layout and checks, scheduler states in a request's
 extras (`PairedDenoise`, `ScheduleSwap`) handed over bit for bit, torch.distributed between two processes, and
-payloads that do not fit (corrupt, edited, from another scheduler or version) refused with an error that says so.
-Every scheduler's requests resume bit for bit from any step: the conformance suite's handoff column."""
+payloads that do not fit (corrupt, edited, from another scheduler or version) refused with an error that says so; the
+receiver steps with its own plan of the payload's schedules, keyed payloads (HMAC), and the limits `loads` and `recv`
+check before they allocate. Every scheduler's requests resume bit for bit from any step: the conformance suite's
+handoff column; `test_payload_fuzz` mutates payloads at random under a memory limit."""
 
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ def test_state_keys_metadata_and_shared_counters() -> None:
     ]
     assert metadata == {
         "format": "functional_sched.state",
-        "version": 1,
+        "version": 2,
         "state": "UniPCState",
         "fingerprint": sched.fingerprint,
         "fields": {
@@ -77,6 +79,7 @@ def test_state_keys_metadata_and_shared_counters() -> None:
             "last_sample": "tensor",
             "fingerprint": "fingerprint",
         },
+        "schedules": [{"num_inference_steps": 6, "timesteps": None, "sigmas": None, "mu": None}],
     }
     assert all(tensor.is_contiguous() for tensor in tensors.values())
     resumed = serialize.state_from_tensors(tensors, metadata, sched)
@@ -223,16 +226,52 @@ def test_state_extras_payload_and_errors() -> None:
         handoff.dumps(req.with_extras(**{"audio_state.state": torch.zeros(1)}), video_sched)
 
 
-def test_version_1_payloads_still_load() -> None:
-    """Version 1 had no state extras ("states"); its payloads load as before."""
+def test_older_payloads_load_only_without_states() -> None:
+    """Versions 1 (no state extras) and 2 carried no schedules: a payload without a scheduler state loads as before;
+    one with a state is refused, since the receiver could not rebuild its plan to verify the one it is sent."""
     sched, data = _payload()
 
-    def as_version_1(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    def as_version(version: int) -> Callable[..., None]:
+        def edit(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+            if version == 1:
+                del metadata["extras"]["states"]
+            metadata["version"] = version
+            metadata["state"]["version"] = 1
+            del metadata["state"]["schedules"]
+
+        return edit
+
+    for version in (1, 2):
+        with pytest.raises(ValueError, match=f"a version {version} payload's scheduler states carry no schedule"):
+            handoff.loads(_forged(data, as_version(version)), sched)
+    stateless = handoff.dumps(handoff.loads(data, sched).evolve(state=None), sched)
+
+    def stateless_version_1(tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         del metadata["extras"]["states"]
         metadata["version"] = 1
 
-    old = handoff.loads(_forged(data, as_version_1), sched)
-    assert same_req(old, handoff.loads(data, sched)) and dict(old.extras) == {}
+    old = handoff.loads(_forged(stateless, stateless_version_1), sched)
+    assert old.state is None and dict(old.extras) == {}
+    assert torch.equal(old.latents, handoff.loads(data, sched).latents)
+
+
+def test_format_1_state_needs_its_schedules() -> None:
+    """`serialize` reads a format 1 state (no schedules) only given `schedules=`, verified against its plan."""
+    sched, data = _payload()
+    tensors, metadata = _parts(data)
+    state_tensors = {key.removeprefix("state."): value for key, value in tensors.items() if key.startswith("state.")}
+    old = {**{key: value for key, value in metadata["state"].items() if key != "schedules"}, "version": 1}
+    with pytest.raises(ValueError, match=r"a format 1 payload carries no schedule.*pass schedules="):
+        serialize.state_from_tensors(state_tensors, old, sched)
+    schedule = sched.schedule(CASES["DPMSolverMultistep-sd1.5-dpm-2m"].steps)
+    state = serialize.state_from_tensors(state_tensors, old, sched, schedules=schedule)
+    assert same_state(state, serialize.state_from_tensors(state_tensors, metadata["state"], sched))
+    with pytest.raises(ValueError, match=r"plan.timesteps is torch.int64 \(1, 8\), but this worker's plan .* \(1, 9\)"):
+        serialize.state_from_tensors(state_tensors, old, sched, schedules=sched.schedule(9))
+    with pytest.raises(ValueError, match="schedules= differs from the schedules the payload carries"):
+        serialize.state_from_tensors(state_tensors, metadata["state"], sched, schedules=sched.schedule(9))
+    with pytest.raises(TypeError, match="schedules must be a Schedule"):
+        serialize.state_from_tensors(state_tensors, old, sched, schedules=9)
 
 
 # ---------------------------------------------------------------------------------------------------- bad payloads
@@ -264,7 +303,7 @@ def test_payload_is_safetensors_with_versioned_json_header() -> None:
     size = int.from_bytes(data[:8], "little")
     assert data[8:9] == b"{" and len(data) > 8 + size
     tensors, metadata = _parts(data)
-    assert metadata["format"] == "functional_sched.request" and metadata["version"] == 2
+    assert metadata["format"] == "functional_sched.request" and metadata["version"] == 3
     assert metadata["extras"] == {"values": {}, "tensors": [], "states": {}}
     assert (
         metadata["scheduler"]["class"] == "DPMSolverMultistep" and metadata["scheduler"]["config"]["solver_order"] == 2
@@ -349,8 +388,11 @@ def test_other_scheduler_class_or_step_options() -> None:
         handoff.loads(data, fs.UniPCMultistep())
     with pytest.raises(ValueError, match=r"other step options \(solver_order=2 \(here 3\)\)"):
         handoff.loads(data, attrs.evolve(sched, solver_order=3))
-    plan_only = attrs.evolve(sched, beta_end=0.015)  # shapes the plan, not the step: the payload's plan serves
-    assert same_req(handoff.loads(data, plan_only), handoff.loads(data, sched))
+    plan_only = attrs.evolve(sched, beta_end=0.015)  # shapes the plan, not the step: the receiver's plan differs
+    with pytest.raises(
+        ValueError, match=r"plan.sigmas differs from this worker's own plan .* \(The sender's config differs: beta_end"
+    ):
+        handoff.loads(data, plan_only)
     tensors, metadata = _parts(data)
     state_tensors = {key.removeprefix("state."): value for key, value in tensors.items() if key.startswith("state.")}
     with pytest.raises(ValueError, match="another scheduler class"):
@@ -387,9 +429,9 @@ def _add(key: str) -> Callable[..., None]:
 
 
 FORGERIES = [
-    ("version", _meta(("version",), 3), "request format version 3, but this functional-sched reads"),
+    ("version", _meta(("version",), 4), "request format version 4, but this functional-sched reads"),
     ("version-true", _meta(("version",), True), "request format version True"),
-    ("state-version", _meta(("state", "version"), 2), "format version 2, but this functional-sched reads"),
+    ("state-version", _meta(("state", "version"), 3), "format version 3, but this functional-sched reads"),
     ("state-class", _meta(("state", "state"), "UniPCState"), "another scheduler class"),
     ("layout", _meta(("state", "fields", "history"), 3), "laid out as"),
     ("missing-history", _drop("state.history.1"), r"missing \['history.1'\]"),
@@ -456,8 +498,10 @@ def test_what_cannot_be_handed_off() -> None:
         handoff.dumps(req.with_extras(fn=print), sched)
     with pytest.raises(TypeError, match="extras key 1 is a int; name extras with strings"):
         handoff.dumps(req.evolve(extras={1: 2.0}), sched)
+    unconverted = req.evolve()
+    object.__setattr__(unconverted, "guidance_scale", torch.tensor(4.0))  # past Req's converter, as a subclass might
     with pytest.raises(TypeError, match=r"Req\.guidance_scale=tensor\(4\.\) \(Tensor\) does not travel as JSON"):
-        handoff.dumps(req.evolve(guidance_scale=torch.tensor(4.0)), sched)
+        handoff.dumps(unconverted, sched)
     with pytest.raises(TypeError, match=r"Req\.output is a str; only a tensor"):
         handoff.dumps(req.evolve(output="image"), sched)
     with pytest.raises(TypeError, match="expected a scheduler state"):
@@ -467,6 +511,166 @@ def test_what_cannot_be_handed_off() -> None:
         serialize.state_from_tensors({**tensors, "step_index": [2, 2]}, metadata, sched)
     with pytest.raises(ValueError, match=r"not a functional_sched\.state header"):
         serialize.state_from_tensors(tensors, {"format": "npz"}, sched)
+
+
+# ------------------------------------------------------------------------------------------ what the receiver trusts
+def _undisturbed(data: bytes, sched: Any) -> torch.Tensor:
+    return Denoise(model=conditioned_model, scheduler=sched).forward(handoff.loads(data, sched)).latents
+
+
+def test_receiver_steps_with_its_own_plan() -> None:
+    """A plan table off by an ulp (float rounding between hosts) loads, but the state holds the receiver's own plan
+    (equal to `sched.plan`) and finishes bit for bit; a NaN, or a change beyond rounding, is refused by name."""
+    sched, data = _payload()
+    expected = _undisturbed(data, sched)
+    ulp = _forged(data, _set("state.plan.coefficients", lambda t: torch.nextafter(t, t + 1)))
+    resumed = handoff.loads(ulp, sched)
+    own = sched.plan(CASES["DPMSolverMultistep-sd1.5-dpm-2m"].steps)
+    for table in ("timesteps", "sigmas", "num_steps", "coefficients"):
+        torch.testing.assert_close(getattr(resumed.state.plan, table), getattr(own, table), rtol=0, atol=0)
+    assert resumed.state.cursor is not None and resumed.state.cursor.owned.host is sched._host_plan(
+        sched.schedule(8), torch.float32
+    ), "the cursor is the receiver's cached host plan's"
+    torch.testing.assert_close(
+        Denoise(model=conditioned_model, scheduler=sched).forward(resumed).latents, expected, rtol=0, atol=0
+    )
+    nan = _forged(data, _set("state.plan.coefficients", lambda t: t.index_fill(1, torch.tensor([5]), float("nan"))))
+    with pytest.raises(ValueError, match=r"plan.coefficients holds NaN or inf \(at index \[0, 5, 0, 0\]\)"):
+        handoff.loads(nan, sched)
+    with pytest.raises(ValueError, match=r"history.1 holds NaN or inf"):
+        handoff.loads(_forged(data, _set("state.history.1", lambda t: t / 0)), sched)
+    edited = _forged(data, _set("state.plan.sigmas", lambda t: t * 1.001))
+    with pytest.raises(
+        ValueError, match=r"plan.sigmas differs from this worker's own plan .* at schedule row 0, step 0"
+    ):
+        handoff.loads(edited, sched)
+
+
+def test_state_whose_plan_lost_its_schedules() -> None:
+    """A state that went through a pytree round trip (as torch.compile and torch.func return it) has no schedules:
+    the sender is told to pass them, and with them the state hands off and finishes as the undisturbed run."""
+    sched, data = _payload()
+    req = handoff.loads(data, sched)
+    leaves, spec = pytree.tree_flatten(req.state)
+    flattened = req.evolve(state=pytree.tree_unflatten(leaves, spec))
+    assert flattened.state.plan.schedules is None
+    with pytest.raises(ValueError, match=r"does not know its schedule .* pass schedules=scheduler.schedule"):
+        handoff.dumps(flattened, sched)
+    resumed = handoff.loads(handoff.dumps(flattened, sched, schedules=sched.schedule(8)), sched)
+    assert same_req(resumed, req)
+    torch.testing.assert_close(
+        Denoise(model=conditioned_model, scheduler=sched).forward(resumed).latents,
+        _undisturbed(data, sched),
+        rtol=0,
+        atol=0,
+    )
+    with pytest.raises(ValueError, match=r"plan.timesteps is torch.int64 \(1, 8\), but this worker's plan"):
+        handoff.loads(handoff.dumps(flattened, sched, schedules=sched.schedule(9)), sched)
+    with pytest.raises(ValueError, match="schedules= differs from the schedules the state's plan was made from"):
+        handoff.dumps(req, sched, schedules=sched.schedule(9))
+    with pytest.raises(ValueError, match="schedules holds 2 schedules, but the plan has 1 rows"):
+        handoff.dumps(flattened, sched, schedules=[sched.schedule(8)] * 2)
+    with pytest.raises(TypeError, match=r"schedules must hold Schedules \(scheduler.schedule"):
+        handoff.dumps(flattened, sched, schedules=[8])
+
+
+def test_request_schedule_fields_must_describe_a_state_schedule() -> None:
+    """The request's num_inference_steps, timesteps, sigmas and mu, where set, may not contradict every schedule its
+    states carry: the sender is told; fields the schedule leaves open (custom sigmas for training timesteps, as
+    DistilledDenoise keeps them) pass."""
+    sched, data = _payload()
+    req = handoff.loads(data, sched)
+    with pytest.raises(
+        ValueError,
+        match=r"handoff.dumps: .* contradict every schedule .*\(num_inference_steps=30 \(the schedule's 8\)\)",
+    ):
+        handoff.dumps(req.evolve(num_inference_steps=30), sched)
+    assert handoff.loads(handoff.dumps(req.evolve(num_inference_steps=8), sched), sched).num_inference_steps == 8
+    flow = fs.FlowMatchEulerDiscrete(stochastic_sampling=True)
+    sample = latents((1, *SHAPE), torch.float32, seed=3)
+    distilled = Req(latents=sample, state=flow.init(sample=sample, sigmas=[1.0, 0.75, 0.5]), timesteps=(1000, 750, 500))
+    assert handoff.loads(handoff.dumps(distilled, flow), flow).timesteps == (1000.0, 750.0, 500.0)
+    with pytest.raises(
+        ValueError, match=r"contradict every schedule .*\(sigmas=\[1.0, 0.5\] \(the schedule's \[1.0, 0.75, 0.5\]\)"
+    ):
+        handoff.dumps(distilled.evolve(sigmas=(1.0, 0.5)), flow)
+
+
+KEY = b"shared by the cluster"
+
+
+def test_keyed_payloads() -> None:
+    """With a key, dumps adds an HMAC-SHA256 of the digest: the right key loads; a wrong key, no MAC, or a payload
+    forged with a recomputed checksum is refused by a keyed receiver; an unkeyed receiver still loads it."""
+    sched, data = _payload()
+    req = handoff.loads(data, sched)
+    keyed = handoff.dumps(req, sched, key=KEY)
+    assert _parts(keyed)[1]["hmac"] != _parts(keyed)[1]["sha256"] and "hmac" not in _parts(data)[1]
+    assert same_req(handoff.loads(keyed, sched, key=KEY), req)
+    assert same_req(handoff.loads(keyed, sched), req)  # an unkeyed receiver ignores the MAC
+    with pytest.raises(ValueError, match="MAC mismatch: the payload was made with another key"):
+        handoff.loads(keyed, sched, key=b"another key")
+    with pytest.raises(ValueError, match=r"carries no MAC, but this worker has a key .* dumps\(\.\.\., key=\.\.\.\)"):
+        handoff.loads(data, sched, key=KEY)
+    forged = _forged(keyed, _meta(("request", "guidance_scale"), 9.0))  # checksum recomputed, MAC kept
+    assert handoff.loads(forged, sched).guidance_scale == 9.0  # the checksum alone cannot tell
+    with pytest.raises(ValueError, match="MAC mismatch"):
+        handoff.loads(forged, sched, key=KEY)
+    with pytest.raises(TypeError, match=r"key must be bytes .* encode a text key first"):
+        handoff.dumps(req, sched, key="text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="key must not be empty"):
+        handoff.loads(keyed, sched, key=b"")
+
+
+def test_keyed_save_and_load(tmp_path: Path) -> None:
+    sched, data = _payload()
+    req = handoff.loads(data, sched)
+    handoff.save(req, sched, tmp_path / "req.safetensors", key=KEY)
+    assert same_req(handoff.load(tmp_path / "req.safetensors", sched, key=KEY), req)
+    with pytest.raises(ValueError, match="MAC mismatch"):
+        handoff.load(tmp_path / "req.safetensors", sched, key=b"other")
+    with pytest.raises(ValueError, match=r"is \d+ bytes, more than max_bytes=100"):
+        handoff.load(tmp_path / "req.safetensors", sched, max_bytes=100)
+
+
+def test_limits_are_checked_before_anything_is_allocated() -> None:
+    sched, data = _payload()
+    count = len(_parts(data)[0])
+    assert handoff.MAX_BYTES == 1 << 30 and same_req(
+        handoff.loads(data, sched, max_tensors=count), handoff.loads(data, sched)
+    )
+    with pytest.raises(ValueError, match=rf"the payload is {len(data)} bytes, more than max_bytes={len(data) - 1}"):
+        handoff.loads(data, sched, max_bytes=len(data) - 1)
+    with pytest.raises(ValueError, match=rf"it holds {count} tensors, more than max_tensors={count - 1}"):
+        handoff.loads(data, sched, max_tensors=count - 1)
+    with pytest.raises(ValueError, match=r"header's length word says \d+ bytes, more than max_header_bytes=64"):
+        handoff.loads(data, sched, max_header_bytes=64)
+    with pytest.raises(TypeError, match="max_bytes must be a positive int"):
+        handoff.loads(data, sched, max_bytes=1.5)  # type: ignore[arg-type]
+    huge = (2**40).to_bytes(8, "little") + data[8:]
+    with pytest.raises(ValueError, match="more than max_header_bytes"):
+        handoff.loads(huge, sched)
+    with pytest.raises(ValueError, match=r"truncated: its header declares \d+ bytes, but \d+ follow"):
+        handoff.loads(huge, sched, max_header_bytes=2**41)
+    with pytest.raises(ValueError, match=r"\b8 bytes follow its last tensor"):
+        handoff.loads(data + bytes(8), sched)
+    with pytest.raises(ValueError, match=r"latent_shape=\[1024, 1024, 1024\] makes latents larger than max_bytes"):
+        handoff.loads(_forged(data, _meta(("request", "latent_shape"), [1024, 1024, 1024])), sched)
+
+
+@pytest.mark.parametrize("length", [-1, 0, 7, (1 << 30) + 1, 2**62])
+def test_recv_refuses_a_garbage_length_word(monkeypatch: pytest.MonkeyPatch, length: int) -> None:
+    """The peer's length word is checked before the payload buffer is allocated (a fake recv stands for the peer)."""
+    received: list[torch.Tensor] = []
+
+    def fake_recv(tensor: torch.Tensor, src: int, group: Any = None) -> None:
+        received.append(tensor)
+        tensor.fill_(length)
+
+    monkeypatch.setattr(dist, "recv", fake_recv)
+    with pytest.raises(ValueError, match=rf"rank 0 announced a payload of {length} bytes, outside \[8, max_bytes="):
+        handoff.recv(fs.DPMSolverMultistep(), src=0)
+    assert len(received) == 1  # no buffer for the payload
 
 
 # -------------------------------------------------------------------------------------------- torch.distributed

@@ -52,7 +52,10 @@ def as_real(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, numbers.Real) or _number_tensor(value):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range
+            return math.inf if value > 0 else -math.inf
     return None
 
 

@@ -21,6 +21,9 @@ from . import checks
 #: from a step count (the plan, and a request's per-row step tables) small whatever a caller or a payload asks for.
 MAX_INFERENCE_STEPS = 10_000
 
+#: The largest |mu|: dynamic shifting scales by exp(mu), which overflows float64 near 710.
+MAX_MU = 100.0
+
 _TABLE_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8")
 
 
@@ -89,6 +92,11 @@ def schedule(owner: str, num_inference_steps: Any, timesteps: Any, sigmas: Any, 
         num_inference_steps = checks.integer(owner, "num_inference_steps", num_inference_steps, 1, MAX_INFERENCE_STEPS)
     if mu is not None:
         mu = checks.real(owner, "mu", mu)
+        if abs(mu) > MAX_MU:
+            raise ValueError(
+                f"{owner}: mu={mu!r} is out of range: it shifts sigmas by exp(mu) (resolution shifts are about 0.5 "
+                f"to 3); |mu| <= {MAX_MU:g}."
+            )
     return Schedule(num_inference_steps, _table(owner, "timesteps", timesteps), _table(owner, "sigmas", sigmas), mu)
 
 

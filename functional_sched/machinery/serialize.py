@@ -5,11 +5,21 @@
 
 Keys name the fields: "step_index", "lower_order_nums", "plan.timesteps", "plan.sigmas", "plan.num_steps",
 "plan.coefficients", "history.0", ... The metadata holds the format's name and version, the state's class, the
-fingerprint of the step options it was built for, and the layout of its fields ("history": 2 for a tuple of two).
-Loading checks all of it against the scheduler that will step the state (class, step options, keys, dtypes,
-shapes, step range) before it builds anything: a payload that does not fit raises an error that says what is
-wrong, and never steps to a wrong result. No pickle: a payload from another worker cannot run code. To send the
-tensors, write them as safetensors (`functional_sched.stages.handoff` does, with a checksum over the bytes).
+fingerprint of the step options it was built for, the layout of its fields ("history": 2 for a tuple of two) and
+the schedule of each plan row (`Schedule.to_json`: step count, custom tables, mu).
+
+The receiver trusts nothing it can rebuild. Loading checks the metadata, keys, dtypes, shapes and step ranges
+against the scheduler that will step the state, refuses NaN and inf in every floating tensor, then rebuilds the plan
+from its own scheduler and the payload's schedules and compares: timesteps and step counts must be equal, sigmas
+and coefficients equal within float rounding between hosts (`RTOL`, `ATOL`: BLAS, libm and CPUs may differ by an
+ulp). The state then steps with the receiver's own tables, never the payload's. So resumption is bit-identical
+between identical builds on identical machines, and within an ulp of the tables elsewhere. A payload that does not
+fit raises a ValueError (or TypeError) that says what is wrong; it never steps to a wrong result. No pickle: a
+payload from another worker cannot run code. To send the tensors, write them as safetensors
+(`functional_sched.stages.handoff` does, with a checksum over the bytes and an optional MAC).
+
+Format 1 carried no schedules: its payloads load only when the caller passes `schedules=` (the `Schedule` of each
+plan row, from `scheduler.schedule(...)`), against which the plan is verified as format 2's is.
 """
 
 from __future__ import annotations
@@ -19,16 +29,21 @@ from typing import Any
 
 import torch
 
-from . import host
-from .plan import Plan, working_dtype
+from . import checks, host
+from .batching import stack_plans
+from .plan import Plan, copied, tables, working_dtype
 from .record import fields
-from .scheduler import Scheduler, _finite
+from .schedule import Schedule
+from .scheduler import Scheduler
 
-__all__ = ["FORMAT", "VERSION", "state_from_tensors", "state_to_tensors"]
+__all__ = ["ATOL", "FORMAT", "RTOL", "VERSION", "state_from_tensors", "state_to_tensors"]
 
 FORMAT = "functional_sched.state"
-VERSION = 1
-_READABLE = (1,)
+VERSION = 2  # 2 added the plan's schedules, which the receiver rebuilds the plan from
+_READABLE = (1, 2)  # 1 only with schedules= (it carries none)
+#: How far a payload's sigmas and coefficients may lie from the receiver's own (`torch.isclose`): float rounding
+#: between hosts, far below any difference between two schedules or configs. The receiver steps with its own tables.
+RTOL, ATOL = 1e-5, 1e-6
 _PLAN_TABLES = ("timesteps", "sigmas", "num_steps", "coefficients")
 _FINGERPRINT = "fingerprint"  # carried in the metadata, rebuilt from the loading scheduler's own
 
@@ -73,11 +88,19 @@ def _owned(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().clone(memory_format=torch.contiguous_format)
 
 
-def state_to_tensors(state: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state's tensors by key (contiguous copies, on the state's device) and its JSON-able metadata."""
+def state_to_tensors(
+    state: Any, *, schedules: Schedule | Sequence[Schedule] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state's tensors by key (contiguous copies, on the state's device) and its JSON-able metadata.
+
+    The metadata carries the schedule of each plan row, which the receiver rebuilds the plan from: the plan's own
+    (`Plan.schedules`), or, where the plan lost them (a state returned by torch.compile, a torch.func transform or
+    a pytree round trip), `schedules`: the `Schedule` that `scheduler.schedule(...)` gives for `init`'s arguments,
+    or a sequence of one per plan row."""
     if not isinstance(getattr(state, "plan", None), Plan):
         raise TypeError(f"serialize: expected a scheduler state (from init() or step()), got {type(state).__name__}.")
     layout = _layout(state)
+    known = _sender_schedules(state.plan, schedules)
     tensors: dict[str, torch.Tensor] = {}
     for name, kind in layout.items():
         value = getattr(state, name)
@@ -93,8 +116,51 @@ def state_to_tensors(state: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any
         "state": type(state).__name__,
         "fingerprint": int(getattr(state, _FINGERPRINT)),
         "fields": layout,
+        "schedules": [schedule.to_json() for schedule in known],
     }
     return tensors, metadata
+
+
+def _as_schedules(owner: str, schedules: Any, count: int) -> tuple[Schedule, ...]:
+    """`schedules=` as one `Schedule` per plan row: one for all `count` rows, or a sequence of `count`."""
+    if isinstance(schedules, Schedule):
+        return (schedules,) * count
+    if not isinstance(schedules, Sequence) or isinstance(schedules, (str, bytes)):
+        raise TypeError(
+            f"{owner}: schedules must be a Schedule (scheduler.schedule(...)) or a sequence of one per plan row, got "
+            f"{checks.shown(schedules)}."
+        )
+    found = tuple(schedules)
+    wrong = [checks.shown(item) for item in found if not isinstance(item, Schedule)]
+    if wrong:
+        raise TypeError(f"{owner}: schedules must hold Schedules (scheduler.schedule(...)), got {wrong[:3]}.")
+    if len(found) != count:
+        raise ValueError(
+            f"{owner}: schedules holds {len(found)} schedules, but the plan has {count} rows; give one Schedule, or "
+            "one per plan row."
+        )
+    return found
+
+
+def _sender_schedules(plan: Plan, schedules: Any) -> tuple[Schedule, ...]:
+    owner = "serialize.state_to_tensors"
+    count = plan.num_steps.shape[0]
+    given = None if schedules is None else _as_schedules(owner, schedules, count)
+    own = plan.schedules
+    if own is not None and len(own) != count:
+        raise ValueError(f"{owner}: the plan has {count} rows but knows {len(own)} schedules; it was edited by hand.")
+    if own is not None and given is not None and given != own:
+        raise ValueError(
+            f"{owner}: schedules= differs from the schedules the state's plan was made from ({own}); leave it out."
+        )
+    if own is None and given is None:
+        raise ValueError(
+            f"{owner}: the state's plan does not know its schedule (it went through torch.compile, a torch.func "
+            "transform or a pytree round trip, which drop it), and the receiver rebuilds the plan from it: pass "
+            "schedules=scheduler.schedule(num_inference_steps, timesteps=..., sigmas=..., mu=...) with the arguments "
+            "init got (a sequence of one per plan row for stacked states)."
+        )
+    return own if own is not None else given  # type: ignore[return-value]
 
 
 def _expected(scheduler: Scheduler) -> tuple[Layout, tuple[str, ...], tuple[str, ...]]:
@@ -120,7 +186,8 @@ def _expected(scheduler: Scheduler) -> tuple[Layout, tuple[str, ...], tuple[str,
     return layout, tuple(counters), tuple(samples)
 
 
-def _check_metadata(metadata: Any, scheduler: Scheduler, layout: Layout) -> None:
+def _check_metadata(metadata: Any, scheduler: Scheduler, layout: Layout) -> int:
+    """The metadata's format, version (returned), state class, step options and layout against `scheduler`."""
     owner = f"{scheduler.name}: state payload"
     if not isinstance(metadata, Mapping) or metadata.get("format") != FORMAT:
         raise ValueError(f"{owner}: the metadata is not a {FORMAT} header; pass the metadata state_to_tensors made.")
@@ -147,6 +214,7 @@ def _check_metadata(metadata: Any, scheduler: Scheduler, layout: Layout) -> None
             f"{owner}: its fields are laid out as {metadata.get('fields')!r}, but this scheduler's states as "
             f"{layout!r}; load it with the scheduler config that made it."
         )
+    return version
 
 
 def _check_keys(owner: str, tensors: Mapping[str, Any], keys: Sequence[str]) -> None:
@@ -227,8 +295,8 @@ def _check_values(
         if tensors[name].shape[0] != rows:
             raise _fail(owner, f"{name} has {tensors[name].shape[0]} rows, step_index {rows}")
     devices = {str(tensor.device) for tensor in tensors.values()}
-    if len(devices) > 1:
-        raise ValueError(f"{owner}: the tensors are on several devices {sorted(devices)}; put them on one.")
+    if len(devices) > 1 or "meta" in devices:
+        raise ValueError(f"{owner}: the tensors are on devices {sorted(devices)}; put them on one, with values.")
     plan = next(name for name, kind in layout.items() if kind == "plan")
     schedules, warmups = _check_tables(owner, tensors, plan, rows, columns)
     if samples:
@@ -263,52 +331,141 @@ def _check_values(
             )
 
 
+def _check_finite(owner: str, tensors: Mapping[str, torch.Tensor], keys: Sequence[str]) -> None:
+    """No NaN or inf in any floating tensor: a step would carry it into every later sample."""
+    for key in keys:
+        value = tensors[key]
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            where = (~torch.isfinite(value)).nonzero()[0].tolist()
+            raise _fail(owner, f"{key} holds NaN or inf (at index {where})")
+
+
+def _payload_schedules(
+    owner: str, scheduler: Scheduler, metadata: Mapping[str, Any], version: int, given: Any, count: int
+) -> tuple[Schedule, ...]:
+    """The schedule of each of the plan's `count` rows: the payload's (format 2), checked as `init` checks its
+    arguments, and equal to `given` where the caller passes them; `given` for format 1, which carries none."""
+    if version == 1:
+        if given is None:
+            raise ValueError(
+                f"{owner}: a format 1 payload carries no schedule, so this worker cannot rebuild its plan to verify "
+                "the one it is sent; pass schedules= (scheduler.schedule(...) with the arguments init got, one per "
+                f"plan row for stacked states), or send it again from a functional-sched that writes format {VERSION}."
+            )
+        found = _as_schedules(owner, given, count)
+    else:
+        listed = metadata.get("schedules")
+        if not isinstance(listed, list) or len(listed) != count:
+            raise _fail(owner, f"its metadata's schedules are not a list of {count} (one per plan row)")
+        try:
+            found = tuple(Schedule.from_json(owner, value) for value in listed)
+        except ArithmeticError as error:  # a number too large for a float
+            raise _fail(owner, f"its metadata's schedules hold a number out of range ({error})") from error
+        if given is not None and _as_schedules(owner, given, count) != found:
+            raise ValueError(
+                f"{owner}: schedules= differs from the schedules the payload carries ({found}); leave it out."
+            )
+    for schedule in found:
+        scheduler._check_schedule(schedule)
+    return found
+
+
+def _own_plan(
+    owner: str, scheduler: Scheduler, schedules: tuple[Schedule, ...], dtype: torch.dtype
+) -> tuple[Plan, host.HostPlan | None]:
+    """This worker's own plan of the schedules (CPU; per-row plans stacked and padded as `batching` stacks them),
+    and the cached host plan where there is one schedule."""
+    hosts: dict[Schedule, host.HostPlan] = {}
+    for schedule in schedules:
+        if schedule not in hosts:
+            try:
+                hosts[schedule] = scheduler._host_plan(schedule, dtype)
+            except ArithmeticError as error:  # a schedule whose values overflow the config's math
+                raise ValueError(f"{owner}: its schedule {schedule} cannot be planned: {error!r}.") from error
+    if len(schedules) == 1:
+        found = hosts[schedules[0]]
+        return found.plan.replace(schedules=schedules), found
+    return stack_plans([hosts[schedule].plan for schedule in schedules]).replace(schedules=schedules), None
+
+
+def _compare(owner: str, tensors: Mapping[str, torch.Tensor], plan_name: str, own: Plan) -> None:
+    """The payload's plan tables against this worker's own: timesteps and step counts equal, sigmas and
+    coefficients within float rounding between hosts (`RTOL`, `ATOL`)."""
+    for table, mine in zip(_PLAN_TABLES, tables(own), strict=True):
+        sent = tensors[f"{plan_name}.{table}"].cpu()
+        if sent.dtype != mine.dtype or sent.shape != mine.shape:
+            raise ValueError(
+                f"{owner}: {plan_name}.{table} is {sent.dtype} {_shape(sent)}, but this worker's plan of the payload's "
+                f"schedules is {mine.dtype} {_shape(mine)}; the sender's config or functional-sched version builds "
+                "another plan: load it with the sender's config and version."
+            )
+        close = sent == mine if table in ("timesteps", "num_steps") else torch.isclose(sent, mine, RTOL, ATOL)
+        if not bool(close.all()):
+            where = (~close).nonzero()[0].tolist()
+            place = f"schedule row {where[0]}" + (f", step {where[1]}" if len(where) > 1 else "")
+            raise ValueError(
+                f"{owner}: {plan_name}.{table} differs from this worker's own plan of the payload's schedules at "
+                f"{place} ({sent[tuple(where)].item()!r}, here {mine[tuple(where)].item()!r}), by more than float "
+                "rounding between hosts: the payload was edited, or the sender's config or functional-sched version "
+                "builds another plan; load it with the sender's config and version."
+            )
+
+
 def state_from_tensors(
     tensors: Mapping[str, torch.Tensor],
     metadata: Mapping[str, Any],
     scheduler: Scheduler,
     *,
     device: torch.device | str | None = None,
+    schedules: Schedule | Sequence[Schedule] | None = None,
 ) -> Any:
     """The state that `state_to_tensors` took apart, checked against `scheduler` first, its tensors on `device`
-    (default: where they are): copies, the new state's own. A state whose rows are all at one step of one schedule
-    goes on with the eager fast path, as a state from `init` does (`host`); its plan must be finite.
+    (default: where they are): copies, the new state's own, its plan this worker's own plan of the payload's
+    schedules (see the module's docstring). `schedules` (one `Schedule`, or one per plan row) is required for a
+    format 1 payload, which carries none; for format 2 it must equal the payload's, if given. A state whose rows all
+    stand at one step of one schedule goes on with the eager fast path, as a state from `init` does (`host`).
     """
     owner = f"{scheduler.name}: state payload"
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"{owner}: tensors must be a mapping of key to tensor, got {type(tensors).__name__}.")
     layout, counters, samples = _expected(scheduler)
-    _check_metadata(metadata, scheduler, layout)
-    _check_keys(owner, tensors, _keys(layout))
+    version = _check_metadata(metadata, scheduler, layout)
+    keys = _keys(layout)
+    _check_keys(owner, tensors, keys)
     _check_values(owner, tensors, layout, counters, samples, scheduler.plan_columns)
-    device = torch.empty(0, device=device or tensors["step_index"].device).device  # "cuda" -> "cuda:0"
-    moved = {key: tensors[key].to(device, copy=True) for key in _keys(layout)}
+    _check_finite(owner, tensors, keys)
     plan_name = next(name for name, kind in layout.items() if kind == "plan")
-    plan = Plan(**{table: moved[f"{plan_name}.{table}"] for table in _PLAN_TABLES})
-    _finite(scheduler, plan)
+    count = tensors[f"{plan_name}.num_steps"].shape[0]
+    found = _payload_schedules(owner, scheduler, metadata, version, schedules, count)
+    own, host_plan = _own_plan(owner, scheduler, found, tensors[f"{plan_name}.sigmas"].dtype)
+    _compare(owner, tensors, plan_name, own)
+    device = torch.empty(0, device=device or tensors["step_index"].device).device  # "cuda" -> "cuda:0"
+    moved = {key: tensors[key].to(device, copy=True) for key in keys if not key.startswith(f"{plan_name}.")}
     values: dict[str, Any] = {"cursor": None}
     for name, kind in layout.items():
         if kind == "plan":
-            values[name] = plan
+            values[name] = own  # the host's tables until the state gets its own copy (a request's, or a plain one)
         elif kind == _FINGERPRINT:
             values[name] = torch.tensor(scheduler.fingerprint, dtype=torch.int64, device=device)
         elif kind == "tensor":
             values[name] = moved[name]
         else:
             values[name] = tuple(moved[f"{name}.{index}"] for index in range(kind))
-    return _with_cursor(scheduler, scheduler.state_type(**values))
+    state = scheduler.state_type(**values)
+    resumed = None if host_plan is None or host.tracing() else _with_cursor(scheduler, state, host_plan)
+    return resumed if resumed is not None else state.replace(**{plan_name: copied(own, device)})
 
 
-def _with_cursor(scheduler: Scheduler, state: Any) -> Any:
-    """`state` with its counters and plan owned afresh and a cursor, when its rows all stand at one step and
-    warm-up level of one schedule (one host read of two small counters); else as it is (the device path)."""
-    if state.plan.num_steps.shape[0] != 1:
-        return state
+def _with_cursor(scheduler: Scheduler, state: Any, host_plan: host.HostPlan) -> Any:
+    """`state` with its counters and plan those of a request of `host_plan` (the receiver's cached plan of its one
+    schedule) and a cursor, when its rows all stand at one step and warm-up level (one host read of two small
+    counters); else None (it takes the device path)."""
     warmup = scheduler._warmup(state)
     steps = state.step_index.tolist()
     levels = warmup.tolist() if warmup is not None else [0]
     if len(set(steps)) != 1 or len(set(levels)) != 1:
-        return state
-    cpu_plan = Plan(**{table: getattr(state.plan, table).cpu() for table in _PLAN_TABLES})
-    owned = host.Owned(host.HostPlan(cpu_plan, scheduler.fingerprint, None), state.step_index)
+        return None
+    owned = host.Owned(host_plan, state.step_index)
     cursor = host.Cursor(owned, steps[0], levels[0])
     counters = {"step_index": owned.step(steps[0]), "plan": owned.plan, "fingerprint": owned.fingerprint}
     if warmup is not None:

@@ -61,12 +61,6 @@ DPM_SOLVER = Spec(
             "lu-lambdas-cosine",
             {"use_lu_lambdas": True, "beta_schedule": "squaredcos_cap_v2", "lambda_min_clipped": -5.1},
         ),
-        # Repeated integer timesteps: the pipeline's set_begin_index(0) decides where diffusers starts.
-        Config(
-            "karras-cosine-repeats",
-            {"beta_schedule": "squaredcos_cap_v2", "use_karras_sigmas": True},
-            Schedule(steps=10),
-        ),
         Config(
             "flow-dynamic-shift",
             {"use_flow_sigmas": True, "prediction_type": "flow_prediction", "use_dynamic_shifting": True},
