@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import torch
 
-from . import checks
+from . import checks, host
 
 #: The most steps a schedule may have. diffusers' samplers run tens to a thousand; the bound keeps every table made
 #: from a step count (the plan, and a request's per-row step tables) small whatever a caller or a payload asks for.
@@ -97,7 +97,9 @@ def schedule(owner: str, num_inference_steps: Any, timesteps: Any, sigmas: Any, 
                 f"{owner}: mu={mu!r} is out of range: it shifts sigmas by exp(mu) (resolution shifts are about 0.5 "
                 f"to 3); |mu| <= {MAX_MU:g}."
             )
-    return Schedule(num_inference_steps, _table(owner, "timesteps", timesteps), _table(owner, "sigmas", sigmas), mu)
+    with host.plain():  # host values, whatever mode (FakeTensorMode, a transform) the caller runs under
+        tables = _table(owner, "timesteps", timesteps), _table(owner, "sigmas", sigmas)
+    return Schedule(num_inference_steps, *tables, mu)
 
 
 def _table(owner: str, name: str, values: Any) -> Table | None:
