@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -106,12 +108,7 @@ class Real(Domain):
         return [(relation, bound) for relation, bound in pairs if bound is not None]
 
 
-_RELATIONS = {
-    ">": lambda value, bound: value > bound,
-    ">=": lambda value, bound: value >= bound,
-    "<=": lambda value, bound: value <= bound,
-    "<": lambda value, bound: value < bound,
-}
+_RELATIONS = MappingProxyType({">": operator.gt, ">=": operator.ge, "<=": operator.le, "<": operator.lt})
 
 
 @attrs.frozen

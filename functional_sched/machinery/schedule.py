@@ -38,10 +38,6 @@ class Table:
     def tensor(self) -> torch.Tensor:
         return torch.tensor(self.values, dtype=getattr(torch, self.dtype))
 
-    @property
-    def integral(self) -> bool:
-        return not getattr(torch, self.dtype).is_floating_point
-
 
 @attrs.frozen
 class Schedule:

@@ -37,14 +37,13 @@ class Scheduler:
     def _check_schedule(self, schedule: Schedule) -> None:
         """What this scheduler needs of a schedule's arguments beyond `schedule()`'s checks (custom tables' range and
         order, step counts its schedule cannot represent); raise naming the argument. The default: custom values
-        strictly decreasing in the training range (`_custom_range`), at most `max_inference_steps` steps."""
-        most = self.max_inference_steps
+        decreasing in the training range (`_custom_range`; strictly unless `_takes_repeats`), a step count of at most
+        `max_inference_steps`."""
         for name in ("timesteps", "sigmas"):
             table = getattr(schedule, name)
             if table is not None:
                 low, high, integral = self._custom_range(name)
                 check_order(self.name, name, table, low, high, integral=integral, repeats=self._takes_repeats)
-                most = min(most, len(table.values))
         steps = schedule.num_inference_steps
         if steps is not None and steps > self.max_inference_steps:
             raise ValueError(
