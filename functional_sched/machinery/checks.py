@@ -111,10 +111,11 @@ def shown(value: Any) -> str:
 _ENABLED: contextvars.ContextVar[bool] = contextvars.ContextVar("functional_sched_checks", default=True)
 
 
-def checking() -> bool:
+def checking(*, eager: bool = False) -> bool:
     """Whether to check inputs now: in eager mode, outside `unchecked()`. (Under compile or a CUDA graph capture:
-    never, and the context variable is not even read, so it costs the graph nothing.)"""
-    return not host.tracing() and _ENABLED.get()
+    never, and the context variable is not even read, so it costs the graph nothing.) `eager`: the caller knows it
+    is not tracing (a step holding its state's cursor), which spares asking again."""
+    return (eager or not host.tracing()) and _ENABLED.get()
 
 
 @contextlib.contextmanager

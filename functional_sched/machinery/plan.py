@@ -105,6 +105,16 @@ def scaled(coefficient: torch.Tensor, tensor: torch.Tensor, *, on_host: bool = T
     return as_dtype(coefficient, tensor.dtype) * tensor
 
 
+def plus(fresh: torch.Tensor, tensor: torch.Tensor, *, eager: bool) -> torch.Tensor:
+    """`tensor + fresh`, where `fresh` is a step's own intermediate: added into it in an `eager` step (one that holds
+    its state's cursor) where it has `tensor`'s dtype, shape and strides: one allocation less, and the same bits
+    (addition commutes) in the same layout (a sum takes `tensor`'s, and the next model call's numerics depend on it).
+    Out of place otherwise: a transform may batch `tensor` alone, and a compiler fuses the sum anyway."""
+    if eager and fresh.dtype == tensor.dtype and fresh.shape == tensor.shape and fresh.stride() == tensor.stride():
+        return fresh.add_(tensor)
+    return tensor + fresh
+
+
 def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     """`tensor / coefficient`, rounded as torch divides by diffusers' 0-d CPU scalar coefficients.
 

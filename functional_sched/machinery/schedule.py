@@ -93,6 +93,8 @@ def schedule(owner: str, num_inference_steps: Any, timesteps: Any, sigmas: Any, 
                 f"{owner}: mu={mu!r} is out of range: it shifts sigmas by exp(mu) (resolution shifts are about 0.5 "
                 f"to 3); |mu| <= {MAX_MU:g}."
             )
+    if timesteps is None and sigmas is None:
+        return Schedule(num_inference_steps, None, None, mu)  # the common case, without `plain()`'s few microseconds
     with host.plain():  # host values, whatever mode (FakeTensorMode, a transform) the caller runs under
         tables = _table(owner, "timesteps", timesteps), _table(owner, "sigmas", sigmas)
     return Schedule(num_inference_steps, *tables, mu)

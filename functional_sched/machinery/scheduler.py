@@ -322,10 +322,10 @@ class Scheduler:
     ) -> None:
         """The state, and that the sample and the model output are floating-point tensors of its rows and device,
         the model output shaped like the sample (`_output_like_sample`)."""
-        self._check_state(state, cursor)
-        if cursor is not None:
-            rows, device = cursor.owned.rows, cursor.owned.device
+        if cursor is not None and cursor.owned.host.fingerprint == self.fingerprint:
+            rows, device = cursor.owned.rows, cursor.owned.device  # all `_check_state` would find of it
         else:
+            self._check_state(state, cursor)
             rows, device = state.step_index.shape[0], state.step_index.device
         checks.check_step_inputs(self.name, sample, model_output, rows, device, self._output_like_sample())
 

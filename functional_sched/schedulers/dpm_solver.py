@@ -201,7 +201,7 @@ class DPMSolverMultistep(MultistepScheduler):
         `denoised=True` also returns the step's x0 estimate (diffusers' `x0_pred`): `(prev_sample, new_state, x0)`.
         """
         cursor = self._cursor(state)
-        if checks.checking():
+        if checks.checking(eager=cursor is not None):
             self._check(state, model_output, sample, noise, cursor)
         c = self._coefficients(state, sample, cursor)
         m0 = self._convert(model_output, sample, c)

@@ -8,7 +8,7 @@ import torch
 
 from ..machinery import checks, host, options
 from ..machinery.options import Flag, Integer, Option, Optional, Real
-from ..machinery.plan import Plan, as_dtype, scaled, single_plan
+from ..machinery.plan import Plan, as_dtype, plus, scaled, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
@@ -192,7 +192,7 @@ class FlowMatchEulerDiscrete(Scheduler):
         `pred_original_sample`): `(prev_sample, new_state, x0)`; the deterministic step computes it only then.
         """
         cursor = self._cursor(state)
-        if checks.checking():
+        if checks.checking(eager=cursor is not None):
             self._check(state, model_output, sample, noise, cursor)
         c = self._coefficients(state, sample, cursor)
         work = as_dtype(sample, state.plan.coefficients.dtype)
@@ -200,11 +200,13 @@ class FlowMatchEulerDiscrete(Scheduler):
         if self.stochastic_sampling or denoised:
             x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
         if self.stochastic_sampling:
-            prev_sample = scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False) + scaled(
-                c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False
+            prev_sample = plus(
+                scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False),
+                scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False),
+                eager=cursor is not None,
             )
         else:
-            prev_sample = work + scaled(c[DT], model_output, on_host=False)
+            prev_sample = plus(scaled(c[DT], model_output, on_host=False), work, eager=cursor is not None)
         new_state = state.replace(**self._advanced(state, cursor))
         if denoised:
             return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)

@@ -196,7 +196,7 @@ class UniPCMultistep(MultistepScheduler):
         `(prev_sample, new_state, x0)`.
         """
         cursor = self._cursor(state)
-        if checks.checking():
+        if checks.checking(eager=cursor is not None):
             self._check(state, model_output, sample, noise, cursor)
         c = self._coefficients(state, sample, cursor)
         m_new = self._convert(model_output, sample, c)

@@ -203,6 +203,32 @@ class Parity:
         ours cast to the reference's dtype equals it (or lies within one ulp where the spec says so)."""
         assert_stepwise_parity(case, torch.float32, torch.bfloat16, "mixed")
 
+    @configs(where=has_reference)
+    def test_result_layout_follows_the_reference(self, spec: Spec) -> None:
+        """A channels-last model output (a conv model's), a channels-last sample, or both: every step's result has
+        the reference's strides as well as its values (the next model call's numerics depend on its input's
+        layout: an in-place shortcut that kept the model output's layout changed a pipeline's image)."""
+        case = spec.case(spec.configs[0])
+        for sample_last, output_last in ((False, True), (True, False), (True, True)):
+            reference = case.reference()
+            reference.set_timesteps(**case.reference_kwargs())
+            reference.set_begin_index(0)
+            sched = case.scheduler()
+            sample = _laid_out(latents(SHAPE, torch.float32, seed=5), sample_last)
+            state = sched.init(sample=sample, **case.init_kwargs())
+            g_ref, g_ours = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+            ref_kwargs = {"generator": g_ref} if sched.stochastic else {}
+            ref_kwargs.update(case.reference_step_kwargs)
+            for index, t in enumerate(reference.timesteps):
+                model_output = _laid_out(toy_model(sample, t), output_last)
+                ref = reference.step(model_output, t, sample, return_dict=False, **ref_kwargs)[0]
+                noise = step_noise(case, sample.shape, g_ours) if sched.stochastic else None
+                ours, state = sched.step(state, model_output, sample, noise=noise)
+                where = f"sample channels-last {sample_last}, output {output_last}, step {index}"
+                assert ours.stride() == ref.stride(), f"{where}: strides {ours.stride()}, reference {ref.stride()}"
+                torch.testing.assert_close(ours, ref, rtol=0, atol=BOUND * ref.abs().max().item(), msg=where)
+                sample = ref
+
     @configs("every")
     def test_float64_runs_close_to_float32(self, case: Case) -> None:
         """float64 samples get float64 plans (the reference would downcast them): the loop keeps float64 throughout
@@ -263,3 +289,7 @@ def noised(reference: Any, image: torch.Tensor, noise: torch.Tensor, timesteps: 
     if hasattr(reference, "add_noise"):
         return reference.add_noise(image, noise, timesteps)
     return reference.scale_noise(image, timesteps, noise)
+
+
+def _laid_out(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return tensor.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
