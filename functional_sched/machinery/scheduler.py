@@ -318,10 +318,21 @@ class Scheduler:
         return cursor
 
     def _check_step_rows(
-        self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
+        self,
+        state: Any,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        cursor: host.Cursor | None,
+        noise: Any,
+        denoised: Any,
     ) -> None:
         """The state, and that the sample and the model output are floating-point tensors of its rows and device,
-        the model output shaped like the sample (`_output_like_sample`)."""
+        the model output shaped like the sample (`_output_like_sample`); `noise` None or a tensor (a deterministic
+        step ignores it, whatever it holds), `denoised` a bool."""
+        if noise is not None and not isinstance(noise, torch.Tensor):
+            raise TypeError(f"{self.name}.step: noise must be a torch.Tensor or None, got {checks.shown(noise)}.")
+        if denoised is not True and denoised is not False:
+            raise TypeError(f"{self.name}.step: denoised must be True or False, got {checks.shown(denoised)}.")
         if cursor is not None and cursor.owned.host.fingerprint == self.fingerprint:
             rows, device = cursor.owned.rows, cursor.owned.device  # all `_check_state` would find of it
         else:

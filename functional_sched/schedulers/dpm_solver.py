@@ -202,7 +202,7 @@ class DPMSolverMultistep(MultistepScheduler):
         """
         cursor = self._cursor(state)
         if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, cursor)
+            self._check(state, model_output, sample, noise, denoised, cursor)
         c = self._coefficients(state, sample, cursor)
         m0 = self._convert(model_output, sample, c)
         # The history keeps the state's dtype; the arithmetic runs in the converted output's, as diffusers keeps

@@ -193,7 +193,7 @@ class FlowMatchEulerDiscrete(Scheduler):
         """
         cursor = self._cursor(state)
         if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, cursor)
+            self._check(state, model_output, sample, noise, denoised, cursor)
         c = self._coefficients(state, sample, cursor)
         work = as_dtype(sample, state.plan.coefficients.dtype)
         x0 = None
@@ -218,8 +218,9 @@ class FlowMatchEulerDiscrete(Scheduler):
         model_output: torch.Tensor,
         sample: torch.Tensor,
         noise: torch.Tensor | None,
+        denoised: bool,
         cursor: host.Cursor | None,
     ) -> None:
-        self._check_step_rows(state, model_output, sample, cursor)
+        self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
         if self.stochastic_sampling:
             checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)

@@ -204,9 +204,10 @@ class MultistepScheduler(Scheduler):
         model_output: torch.Tensor,
         sample: torch.Tensor,
         noise: torch.Tensor | None,
+        denoised: bool,
         cursor: host.Cursor | None,
     ) -> None:
-        self._check_step_rows(state, model_output, sample, cursor)
+        self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
         checks.check_sample_matches_state(self.name, sample, state.history[0].shape, state.history[0].dtype)
         self._check_inputs(model_output, sample, noise)
 

@@ -197,7 +197,7 @@ class UniPCMultistep(MultistepScheduler):
         """
         cursor = self._cursor(state)
         if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, cursor)
+            self._check(state, model_output, sample, noise, denoised, cursor)
         c = self._coefficients(state, sample, cursor)
         m_new = self._convert(model_output, sample, c)
         corrector, given = c[CORRECTOR : CORRECTOR + BLOCK], sample

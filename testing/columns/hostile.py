@@ -184,7 +184,7 @@ class HostileInputs:
             "init": (sched.init, {"sample": sample, "begin_index": 0, **schedule}),
             "plan": (sched.plan, {**schedule, "dtype": torch.float32, "device": "cpu"}),
             "schedule": (sched.schedule, schedule),
-            "step": (sched.step, {"state": state, "sample": sample, **inputs}),
+            "step": (sched.step, {"state": state, "sample": sample, "noise": sample, "denoised": False, **inputs}),
             "scale_model_input": (sched.scale_model_input, {"state": state, "sample": sample}),
             "add_noise": (sched.add_noise, {"state": state, "original_samples": sample, "noise": sample}),
         }
