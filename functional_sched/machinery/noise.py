@@ -21,23 +21,7 @@ def randn_tensor(
     A CPU generator draws on the CPU and moves the result to `device`; a list of generators draws one row each.
     So `step(..., noise=randn_tensor(...))` reproduces a diffusers run seeded with the same generators.
     """
-    owner = "randn_tensor"
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
-        raise TypeError(f"{owner}: shape must be a sequence of sizes, got {checks.shown(shape)}.")
-    shape = tuple(checks.integer(owner, f"shape[{index}]", size, 0) for index, size in enumerate(shape))
-    device = checks.device(owner, "device", device) if device is not None else torch.device("cpu")
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise TypeError(f"{owner}: dtype must be a floating-point torch.dtype, got {checks.shown(dtype)}.")
-    if isinstance(generator, Sequence) and not all(isinstance(item, torch.Generator) for item in generator):
-        raise TypeError(
-            f"{owner}: generator must be a torch.Generator or a list of them, got {checks.shown(generator)}."
-        )
-    if generator is not None and not isinstance(generator, (torch.Generator, Sequence)):
-        raise TypeError(
-            f"{owner}: generator must be a torch.Generator or a list of them, got {checks.shown(generator)}."
-        )
-    if isinstance(generator, Sequence) and len(generator) > 1 and not shape:
-        raise ValueError(f"{owner}: a list of generators draws one row each; give a shape with rows.")
+    shape, device = _checked(shape, generator, device, dtype)
     rand_device = device
     generators = list(generator) if isinstance(generator, Sequence) else None
     if generators is not None and len(generators) == 1:
@@ -82,3 +66,27 @@ def loop_noise(
             f"{list(noise.shape)} {noise.dtype} on {noise.device}."
         )
     return noise
+
+
+def _checked(shape: Any, generator: Any, device: Any, dtype: Any) -> tuple[tuple[int, ...], torch.device]:
+    """`randn_tensor`'s shape as a tuple and its device, each argument checked first; the common call (a torch.Size
+    or tuple of ints, one generator or none) in a few type tests, since stochastic loops draw every step."""
+    owner = "randn_tensor"
+    if not (
+        type(shape) is torch.Size or (type(shape) is tuple and all(type(size) is int and size >= 0 for size in shape))
+    ):
+        if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+            raise TypeError(f"{owner}: shape must be a sequence of sizes, got {checks.shown(shape)}.")
+        shape = tuple(checks.integer(owner, f"shape[{index}]", size, 0) for index, size in enumerate(shape))
+    device = checks.device(owner, "device", device) if device is not None else torch.device("cpu")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"{owner}: dtype must be a floating-point torch.dtype, got {checks.shown(dtype)}.")
+    if generator is None or isinstance(generator, torch.Generator):
+        return tuple(shape), device
+    if not isinstance(generator, Sequence) or not all(isinstance(item, torch.Generator) for item in generator):
+        raise TypeError(
+            f"{owner}: generator must be a torch.Generator or a list of them, got {checks.shown(generator)}."
+        )
+    if len(generator) > 1 and not shape:
+        raise ValueError(f"{owner}: a list of generators draws one row each; give a shape with rows.")
+    return tuple(shape), device
