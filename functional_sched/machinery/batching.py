@@ -20,13 +20,14 @@ from typing import Any
 
 import torch
 
-from . import checks
+from . import checks, host
 from .plan import Plan, copied, tables
 from .record import fields
 
 __all__ = ["split", "stack"]
 
 _SHARED = ("plan", "fingerprint")  # every other field of a state is per row
+_COUNTERS = ("step_index", "lower_order_nums")  # per row, and what a request's own tables hold by value (`host.Owned`)
 
 
 def _rows(state: Any) -> int:
@@ -68,7 +69,12 @@ def _per_row_plan(plan: Plan, rows: int) -> Plan:
 def _schedule(state: Any) -> Any:
     """The host plan that the state's cursor says its plan copies, or None (the host does not know)."""
     cursor = state.cursor
-    return cursor.owned.host if cursor is not None and state.plan is cursor.owned.plan else None
+    return cursor.owned.host if type(cursor) is host.Cursor and state.plan is cursor.owned.plan else None
+
+
+def _cursors(state: Any) -> tuple[host.Cursor, ...] | None:
+    """The cursors of the requests whose rows `state` holds, where the host knows them (`host.cursors`)."""
+    return host.cursors(state, getattr(state, "lower_order_nums", None))
 
 
 def _one_schedule(states: Sequence[Any]) -> bool:
@@ -97,9 +103,8 @@ def _same_tables(a: Plan, b: Plan) -> bool:
     )
 
 
-def _fingerprint(state: Any) -> int:
-    schedule = _schedule(state)
-    return schedule.fingerprint if schedule is not None else int(state.fingerprint)
+def _fingerprint(state: Any, cursors: tuple[host.Cursor, ...] | None) -> int:
+    return cursors[0].owned.host.fingerprint if cursors is not None else int(state.fingerprint)
 
 
 def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
@@ -162,7 +167,8 @@ def stack(states: Sequence[Any]) -> Any:
     if any(type(state) is not kind for state in states):
         names = sorted({type(state).__name__ for state in states})
         raise TypeError(f"batching.stack: states of one scheduler class only, got {', '.join(names)}.")
-    if len({_fingerprint(state) for state in states}) > 1:
+    known = [_cursors(state) for state in states]
+    if len({_fingerprint(state, cursors) for state, cursors in zip(states, known, strict=True)}) > 1:
         raise ValueError(
             f"batching.stack: these {kind.__name__}s were built by schedulers with different step options "
             "(different fingerprints); stack only states of one scheduler config."
@@ -175,6 +181,10 @@ def stack(states: Sequence[Any]) -> Any:
     }
     values["plan"] = _stack_plans(states, rows)
     values["fingerprint"] = states[0].fingerprint.clone()
+    if all(cursors is not None for cursors in known):  # the host keeps knowing where each request stands
+        parts = tuple(cursor for cursors in known for cursor in cursors)  # type: ignore[union-attr]
+        warmup = values.get("lower_order_nums")
+        values["cursor"] = host.Rows(parts, values["plan"], values["step_index"], warmup)
     return kind(**values)
 
 
@@ -227,6 +237,9 @@ def split(state: Any, sizes: Sequence[int]) -> list[Any]:
         )
     kind = type(state)
     per_row = _per_row_fields(state)
+    cursors = _cursors(state)
+    if cursors is not None and tuple(sizes) == tuple(cursor.owned.rows for cursor in cursors):
+        return _split_requests(state, cursors, per_row)
     pieces = []
     start = 0
     for size in sizes:
@@ -235,5 +248,22 @@ def split(state: Any, sizes: Sequence[int]) -> list[Any]:
         values["plan"] = _split_plan(state.plan, start, stop)
         values["fingerprint"] = state.fingerprint.clone()
         pieces.append(kind(**values))
+        start = stop
+    return pieces
+
+
+def _split_requests(state: Any, cursors: tuple[host.Cursor, ...], per_row: tuple[str, ...]) -> list[Any]:
+    """`split` of a stacked state along the requests the host knows it holds: each gets its rows of the per-row
+    fields, and back its own plan, fingerprint and counters (views of its own tables at its step and level, as its
+    own step would give them), with its cursor. No table is copied and nothing is read from the device."""
+    pieces, start = [], 0
+    for cursor in cursors:
+        owned = cursor.owned
+        stop = start + owned.rows
+        values = {name: _slice_rows(getattr(state, name), start, stop) for name in per_row if name not in _COUNTERS}
+        values["step_index"] = owned.step(cursor.step)
+        if "lower_order_nums" in per_row:
+            values["lower_order_nums"] = owned.level(cursor.level)
+        pieces.append(type(state)(**values, plan=owned.plan, fingerprint=owned.fingerprint, cursor=cursor))
         start = stop
     return pieces

@@ -134,26 +134,40 @@ def unchecked() -> Iterator[None]:
         _ENABLED.reset(token)
 
 
-def check_state(owner: str, state: Any, state_type: type, fingerprint: int, cursor: host.Cursor | None) -> None:
+def check_state(
+    owner: str,
+    state: Any,
+    state_type: type,
+    fingerprint: int,
+    cursor: host.Cursor | None,
+    rows: host.Rows | None = None,
+) -> None:
     """The state's type, the step options it was built for, and that no row is past its last step.
 
     A state with a cursor (from `init`/`step`) is checked on the host, with no device read: its cursor knows the
     step options its plan was made for, and a finished row fails the coefficient lookup, which reports it clearly.
-    Any other state (stacked, deserialised, transformed) has its fingerprint and, for stacked schedules, its step
-    index read back here.
+    A stacked state whose `rows` the host knows is checked on the host too. Any other state (deserialised,
+    transformed) has its fingerprint and, for stacked schedules, its step index read back here.
     """
     if not isinstance(state, state_type):
         raise TypeError(
             f"{owner} got a {type(state).__name__}, not a {state_type.__name__}: "
             f"pass the state returned by this scheduler's init() or step()."
         )
-    found = cursor.owned.host.fingerprint if cursor is not None else int(state.fingerprint)
+    if cursor is not None:
+        found = cursor.owned.host.fingerprint
+    else:
+        found = rows.fingerprint if rows is not None else int(state.fingerprint)
     if found != fingerprint:
         raise ValueError(
             f"{owner}: this state was built by a {owner} with different step options "
             f"(fingerprint {found}, this scheduler's is {fingerprint}); "
             "step a state with the scheduler object (or an equal config) that created it."
         )
+    if rows is not None:
+        if rows.finished():
+            raise_finished(owner, state)
+        return
     num_steps = state.plan.num_steps
     if num_steps.shape[0] == 1 and (cursor is not None or state.step_index.is_cpu):
         return  # one schedule: an index past its end fails the lookup, and that failure is reported clearly

@@ -343,3 +343,60 @@ class Cursor:
 
     def __repr__(self) -> str:
         return f"Cursor(step={self.step}, level={self.level})"
+
+    def describes(self, plan: Any, step_index: torch.Tensor, warmup: torch.Tensor | None) -> bool:
+        """Whether a state of this `plan`, step index and warm-up counter is the one the cursor speaks for (a state
+        rebuilt with `replace` keeps a cursor that no longer does): the request's own tensors, by identity."""
+        owned = self.owned
+        return (
+            plan is owned.plan
+            and step_index is owned.step(self.step)
+            and (warmup is None or warmup is owned.level(self.level))
+        )
+
+
+class Rows:
+    """Where the rows of a stacked state stand, known on the host: the cursors of the requests it holds, in row order
+    (`parts`), and the tensors of the state it speaks for (its plan, step index and warm-up counter, by identity).
+    `batching.stack` makes it from the states' cursors, an eager step advances it, and `batching.split` gives each
+    request back its own plan and counters with it: a serving loop steps many requests with no device read."""
+
+    __slots__ = ("parts", "plan", "step_index", "warmup")
+
+    def __init__(self, parts: tuple[Cursor, ...], plan: Any, step_index: torch.Tensor, warmup: Any) -> None:
+        self.parts, self.plan, self.step_index, self.warmup = parts, plan, step_index, warmup
+
+    def __repr__(self) -> str:
+        return f"Rows({', '.join(f'{part.step}x{part.owned.rows}' for part in self.parts)})"
+
+    def describes(self, plan: Any, step_index: torch.Tensor, warmup: torch.Tensor | None) -> bool:
+        return plan is self.plan and step_index is self.step_index and warmup is self.warmup
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(part.owned.rows for part in self.parts)
+
+    @property
+    def fingerprint(self) -> int:
+        """The step options the requests' plans were made for (`stack` refuses states of different ones)."""
+        return self.parts[0].owned.host.fingerprint
+
+    def finished(self) -> bool:
+        """Whether a row has taken every step of its schedule."""
+        return any(part.step >= part.owned.host.steps for part in self.parts)
+
+    def advanced(self, step_index: torch.Tensor, warmup: torch.Tensor | None, last_level: int) -> Rows:
+        """The rows after one step each, describing the stepped state's new counters."""
+        parts = tuple(Cursor(part.owned, part.step + 1, min(part.level + 1, last_level)) for part in self.parts)
+        return Rows(parts, self.plan, step_index, warmup)
+
+
+def cursors(state: Any, warmup: torch.Tensor | None) -> tuple[Cursor, ...] | None:
+    """The cursors the host holds for `state`'s rows, in order (its own, or its stacked requests'), if they still
+    speak for it; else None. Never while tracing: compiled and transformed code takes the device path."""
+    if tracing():  # first: compiled code never reads a host field
+        return None
+    known = state.cursor
+    if known is None or not known.describes(state.plan, state.step_index, warmup):
+        return None
+    return (known,) if isinstance(known, Cursor) else known.parts

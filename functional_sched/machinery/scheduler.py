@@ -196,7 +196,8 @@ class Scheduler:
         cursor = self._cursor(state)
         if cursor is not None:
             return cursor.step
-        values = state.step_index.tolist()
+        rows = self._rows(state)
+        values = [part.step for part in rows.parts] if rows is not None else state.step_index.tolist()
         if not values or values.count(values[0]) != len(values):
             raise ValueError(f"{self.name}.steps_taken: the rows are at different steps {values}.")
         return values[0]
@@ -204,12 +205,15 @@ class Scheduler:
     def steps_left(self, state: Any) -> int:
         """How many steps the state's furthest-behind row still has to take; 0 when every row is finished.
 
-        A state from `init`/`step` answers without a device sync.
+        A state from `init`/`step`, or stacked from such states and stepped, answers without a device sync.
         """
         self._require_state(state, "steps_left")
         cursor = self._cursor(state)
         if cursor is not None:
             return max(cursor.owned.host.steps - cursor.step, 0)
+        rows = self._rows(state)
+        if rows is not None:
+            return max(max(part.owned.host.steps - part.step for part in rows.parts), 0)
         return int((state.plan.num_steps - state.step_index).clamp(min=0).max())
 
     def init_noise_sigma(self, state: Any) -> torch.Tensor:
@@ -308,14 +312,18 @@ class Scheduler:
         if not isinstance(state, self.state_type):
             return None
         cursor = state.cursor
-        if cursor is None or state.plan is not cursor.owned.plan:
-            return None
-        if state.step_index is not cursor.owned.step(cursor.step):
-            return None
-        warmup = self._warmup(state)
-        if warmup is not None and warmup is not cursor.owned.level(cursor.level):
+        if type(cursor) is not host.Cursor or not cursor.describes(state.plan, state.step_index, self._warmup(state)):
             return None
         return cursor
+
+    def _rows(self, state: Any) -> host.Rows | None:
+        """A stacked state's `host.Rows`, if eager code may trust it (as `_cursor`)."""
+        if host.tracing() or not isinstance(state, self.state_type):  # first: compiled code never reads a host field
+            return None
+        rows = state.cursor
+        if type(rows) is not host.Rows:
+            return None
+        return rows if rows.describes(state.plan, state.step_index, self._warmup(state)) else None
 
     def _check_step_rows(
         self,
@@ -359,7 +367,8 @@ class Scheduler:
         return state.step_index.shape[0], state.step_index.device
 
     def _check_state(self, state: Any, cursor: host.Cursor | None) -> None:
-        checks.check_state(self.name, state, self.state_type, self.fingerprint, cursor)
+        rows = self._rows(state) if cursor is None else None
+        checks.check_state(self.name, state, self.state_type, self.fingerprint, cursor, rows)
 
     def _coefficients(self, state: Any, like: torch.Tensor, cursor: host.Cursor | None) -> tuple[torch.Tensor, ...]:
         """The step's coefficients, each broadcastable against `like`: one per row, for its step (and warm-up).
@@ -388,10 +397,16 @@ class Scheduler:
             if warmup is not None:
                 advanced["lower_order_nums"] = owned.level(level)
             return advanced
-        advanced = {"step_index": state.step_index + 1, "cursor": None}
+        rows = self._rows(state)
+        advanced = {"step_index": state.step_index + 1}
         if warmup is not None:
             advanced["lower_order_nums"] = torch.clamp(warmup + 1, max=last_level)
-        return advanced
+        next_rows = (
+            None
+            if rows is None
+            else rows.advanced(advanced["step_index"], advanced.get("lower_order_nums"), last_level)
+        )
+        return {**advanced, "cursor": next_rows}
 
     def __len__(self) -> int:
         return self.num_train_timesteps  # type: ignore[attr-defined]
