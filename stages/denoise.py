@@ -164,13 +164,17 @@ class Denoise(Stepped):
         return step_grouped(reqs, labels, self._batch_key, self._step_batch)
 
     def _batch_key(self, req: Req) -> tuple[Any, ...]:
-        """Requests with equal keys can share a batch: the scheduler, then their tensors alike but for their rows."""
+        """Requests with equal keys can share a batch: the scheduler, then their tensors alike but for their rows,
+        and their plans' layout but for the step count (`batching.stack` pads schedules of different lengths)."""
+        plan = req.state.plan
         return (
             scheduler_of(req, self.scheduler, type(self).__name__),
             batch_signature(req.latents),
             batch_signature(req.prompt_embeds),
             batch_signature(req.negative_prompt_embeds),
-            batch_signature(req.state.plan.timesteps),
+            plan.timesteps.dtype,
+            plan.coefficients.dtype,
+            tuple(plan.coefficients.shape[2:]),
         )
 
     def _step_batch(self, key: tuple[Any, ...], reqs: list[Req], labels: list[str]) -> list[Req]:

@@ -69,8 +69,15 @@ def test_step_is_scale_model_guidance_step(case: Case) -> None:
 @pytest.mark.parametrize("case", representative(), ids=lambda case: case.id)
 def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
     """Requests with different step counts, at different steps, with their own guidance, stepped together in one
-    model call: every result equals the request stepped alone, bit for bit, to the end of every request."""
-    stage = Denoise(model=conditioned_model, scheduler=case.scheduler())
+    model call (different step counts share it): every result equals the request stepped alone, bit for bit, to
+    the end of every request."""
+    model_calls = []
+
+    def model(*inputs: torch.Tensor) -> torch.Tensor:
+        model_calls.append(inputs[0].shape[0])
+        return conditioned_model(*inputs)
+
+    stage = Denoise(model=model, scheduler=case.scheduler())
     counts = [case.steps, case.steps + 2, case.steps - 2]
     reqs = [
         make_req(case, i, count, rows=rows, guided=guided, guidance_rescale=rescale)
@@ -80,7 +87,9 @@ def test_step_many_equals_each_alone(case: Case, guided: bool) -> None:
     alone = list(reqs)
     calls = 0
     while reqs:
+        model_calls.clear()
         reqs = stage.step_many(reqs)
+        assert model_calls == [sum(req.rows for req in reqs) * (2 if guided else 1)], "one model call for all"
         alone = [stage.step(req) for req in alone]
         calls += 1
         for ours, ref in zip(reqs, alone, strict=True):
