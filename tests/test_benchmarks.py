@@ -59,3 +59,20 @@ def test_cpu_smoke_run(tmp_path: Path) -> None:
 def test_unknown_scheduler_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         _suite().main(["--device", "cpu", "--quick", "--schedulers", "euler-a", "--out", str(tmp_path)])
+
+
+def test_e2e_cpu_smoke_run(tmp_path: Path) -> None:
+    """benchmarks/e2e.py at tiny sizes: every strategy serves every request, ours bit-equal to each request alone."""
+    spec = importlib.util.spec_from_file_location("benchmark_e2e", SUITE.with_name("e2e.py"))
+    e2e = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = e2e
+    spec.loader.exec_module(e2e)
+    assert e2e.main(["--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [row["variant"] for row in rows if row["section"] == "single"] == ["diffusers eager", "ours eager"]
+    served = {row["strategy"]: row for row in rows if "strategy" in row}
+    assert list(served) == list(e2e.STRATEGIES)
+    assert all(row["requests"] == 6 and row["total_s"] > 0 for row in served.values())
+    assert next(row for row in rows if "check" in row)["passed"]
+    assert served["ours: step_many"]["gap_to_one_at_a_time"] < 0.05  # bf16 through a batch of other sizes
+    assert "| ours: step_many |" in (tmp_path / "results.md").read_text()

@@ -35,7 +35,7 @@ Denoiser = Callable[..., torch.Tensor]
 MODES = ("auto", "graph", "compile", "eager")
 #: inductor settings of the compiled step unless the caller gives its own: `combo_kernels` launches a step's
 #: independent kernels (the latent update, the counter increments) as one, which halves a graph-replayed step on an
-#: H100 (benchmarks/kernels.py: 2-3 kernels and 3.6-7.0 us per step become 1 kernel and 2.5-3.5 us at 1x16x128x128).
+#: H100 (benchmarks/step_kernels.py: 2-3 kernels and 3.6-7.0 us a step become 1 kernel and 2.5-3.5 us at 1x16x128x128).
 DEFAULT_COMPILE_OPTIONS: dict[str, Any] = {"combo_kernels": True}
 _LOOPS = itertools.count()
 

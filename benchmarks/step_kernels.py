@@ -4,7 +4,7 @@ For each scheduler at one shape: the CUDA kernels one compiled step launches (to
 divided by its steps; their names), and the graph replay per step with inductor's defaults and with
 `combo_kernels` (independent kernels of a step launched as one).
 
-    python benchmarks/kernels.py --shape 1x16x128x128
+    python benchmarks/step_kernels.py --shape 1x16x128x128
 """
 
 from __future__ import annotations

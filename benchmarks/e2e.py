@@ -1,0 +1,481 @@
+"""End to end with a real diffusers transformer (random weights, no hub): what a user gains, alone and serving.
+
+    python benchmarks/e2e.py --device cuda --sections single serving --out /tmp/e2e     # the H100 run
+    python benchmarks/e2e.py --device cpu --tiny --out /tmp/e2e                           # the CPU smoke run
+
+Sections (each fits a 10-minute device call; compiles included):
+- `single`: one request's whole loop with classifier-free guidance through an `SD3Transformer2DModel`, for each
+  model size of `--layers` and latent size of `--sizes`: diffusers' way (a deep-copied scheduler, eager transformer),
+  diffusers with the transformer compiled (default and `reduce-overhead`), ours eager (`init` + `step`), ours
+  `SamplingLoop` (model and scheduler in one CUDA graph). Median latency, first-call latency, and each output's
+  largest difference from diffusers' eager output relative to its largest magnitude.
+- `serving`: requests of mixed step counts arriving on a seeded trace, served one at a time (diffusers' way),
+  in static batches of equal step count, with the model batched and one diffusers scheduler per request (the
+  engines' way), and with ours (`Denoise.step_many`: one model call and one scheduler call a round). Throughput,
+  mean and p99 latency, and the share of the time outside the model. Before timing, a check that a round of ours
+  gives every request, bit for bit, what its own step gives from the same model output.
+
+The SD3 transformer takes pooled projections beside the prompt embeddings; both strategies pass them the same way,
+as one more token of the prompt embeddings (`pooled_projection_dim` = `joint_attention_dim`), so `Denoise`'s model
+signature (latents, timestep, embeddings) carries them. A table is printed last; `--out` gets results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+
+import functional_sched as fs
+from functional_sched.adapters import from_diffusers
+from functional_sched.stages import Denoise, Req
+
+GUIDANCE = 5.0
+SHIFT = 3.0
+
+
+# ------------------------------------------------------------------------------------------------ the model
+def transformer(layers: int, heads: int, head_dim: int, text_dim: int, device: str, dtype: torch.dtype) -> Any:
+    """An SD3 transformer of random weights (seeded), in inference mode on `device`."""
+    torch.manual_seed(0)
+    model = diffusers.SD3Transformer2DModel(
+        sample_size=64,
+        patch_size=2,
+        in_channels=16,
+        num_layers=layers,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=text_dim,
+        caption_projection_dim=heads * head_dim,
+        pooled_projection_dim=text_dim,
+        out_channels=16,
+        pos_embed_max_size=96,
+    )
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def denoiser(model: Any) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """model(latents, timestep, embeddings whose last token is the pooled projection) -> the velocity."""
+
+    def call(latents: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        return model(
+            hidden_states=latents,
+            timestep=timestep,
+            encoder_hidden_states=embeds[:, :-1],
+            pooled_projections=embeds[:, -1],
+            return_dict=False,
+        )[0]
+
+    return call
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(run: Callable[[], Any], device: str, repeats: int) -> tuple[float, float, Any]:
+    """(first call's seconds, median seconds of `repeats` more, the last result)."""
+    sync(device)
+    start = time.perf_counter()
+    result = run()
+    sync(device)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times), result
+
+
+def relative_gap(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((ours.float() - reference.float()).abs().max() / reference.float().abs().max())
+
+
+# ------------------------------------------------------------------------------------------------ one request
+def diffusers_loop(
+    model: Callable[..., torch.Tensor], base: Any, latents: torch.Tensor, embeds: torch.Tensor, steps: int
+) -> torch.Tensor:
+    """SD3's pipeline loop: a deep-copied scheduler per request, the model on both halves, guidance, step."""
+    scheduler = copy.deepcopy(base)
+    scheduler.set_timesteps(steps, device=latents.device)
+    for t in scheduler.timesteps:
+        both = model(torch.cat([latents, latents]), t.expand(2 * latents.shape[0]), embeds)
+        uncond, cond = both.chunk(2)
+        latents = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, latents, return_dict=False)[0]
+    return latents
+
+
+def our_loop(
+    model: Callable[..., torch.Tensor], sched: Any, latents: torch.Tensor, embeds: torch.Tensor, steps: int
+) -> torch.Tensor:
+    state = sched.init(steps, sample=latents)
+    for _ in range(steps):
+        timestep = sched.timestep(state)
+        both = model(torch.cat([latents, latents]), torch.cat([timestep, timestep]), embeds)
+        uncond, cond = both.chunk(2)
+        latents, state = sched.step(state, uncond + GUIDANCE * (cond - uncond), latents)
+    return latents
+
+
+def single(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]:
+    rows = []
+    base = diffusers.FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+    sched = from_diffusers(base)
+    for layers in args.layers:
+        model = transformer(layers, args.heads, args.head_dim, args.text_dim, args.device, dtype)
+        parameters = sum(p.numel() for p in model.parameters())
+        for size in args.sizes:
+            generator = torch.Generator().manual_seed(1)
+            latents = torch.randn(1, 16, size, size, generator=generator).to(args.device, dtype)
+            embeds = torch.randn(2, args.tokens + 1, args.text_dim, generator=generator).to(args.device, dtype)
+            plain = denoiser(model)
+            inputs = (latents, embeds, args.steps)
+            variants: dict[str, Callable[[], torch.Tensor]] = {
+                "diffusers eager": functools.partial(diffusers_loop, plain, base, *inputs),
+                "ours eager": functools.partial(our_loop, plain, sched, *inputs),
+            }
+            if args.compile:
+                default = denoiser(torch.compile(model))
+                overhead = denoiser(torch.compile(model, mode="reduce-overhead"))
+                variants["diffusers + compile"] = functools.partial(diffusers_loop, default, base, *inputs)
+                variants["diffusers + reduce-overhead"] = functools.partial(diffusers_loop, overhead, base, *inputs)
+                loop = fs.SamplingLoop(sched, plain, guidance_scale=GUIDANCE, mode="auto")
+                variants["ours SamplingLoop"] = functools.partial(loop, latents, embeds, num_inference_steps=args.steps)
+            reference = None
+            for name, run in variants.items():
+                first, median, output = timed(run, args.device, args.repeats)
+                output = output.clone()
+                reference = output if reference is None else reference
+                rows.append(
+                    {
+                        "section": "single",
+                        "layers": layers,
+                        "parameters_M": round(parameters / 1e6, 1),
+                        "latents": f"1x16x{size}x{size}",
+                        "variant": name,
+                        "first_ms": first * 1e3,
+                        "median_ms": median * 1e3,
+                        "gap_to_diffusers": relative_gap(output, reference),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ serving
+class Request:
+    def __init__(self, index: int, arrival: float, steps: int, latents: torch.Tensor, embeds: torch.Tensor) -> None:
+        self.index, self.arrival, self.steps = index, arrival, steps
+        self.latents, self.embeds = latents, embeds  # embeds: [2, T + 1, D], negative row first
+        self.finished: float | None = None
+        self.output: torch.Tensor | None = None
+
+
+def trace(args: argparse.Namespace, dtype: torch.dtype) -> list[Request]:
+    """`--requests` requests cycling through `--mix` step counts, arriving with seeded exponential gaps."""
+    generator = torch.Generator().manual_seed(7)
+    gaps = torch.empty(args.requests).exponential_(1 / args.gap_ms, generator=generator).tolist()
+    arrival, requests = 0.0, []
+    for index in range(args.requests):
+        latents = torch.randn(1, 16, args.serve_size, args.serve_size, generator=generator).to(args.device, dtype)
+        embeds = torch.randn(2, args.tokens + 1, args.text_dim, generator=generator).to(args.device, dtype)
+        requests.append(Request(index, arrival / 1e3, args.mix[index % len(args.mix)], latents, embeds))
+        arrival += gaps[index]
+    return requests
+
+
+class Clock:
+    """Time since the trace started, with the time spent in model calls counted apart."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.start, self.in_model = device, time.perf_counter(), 0.0
+
+    def now(self) -> float:
+        return time.perf_counter() - self.start
+
+    def wait_for(self, arrival: float) -> None:
+        while self.now() < arrival:
+            time.sleep(min(1e-3, max(arrival - self.now(), 0)))
+
+    def model(self, model: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def call(*inputs: torch.Tensor) -> torch.Tensor:
+            sync(self.device)
+            start = time.perf_counter()
+            output = model(*inputs)
+            sync(self.device)
+            self.in_model += time.perf_counter() - start
+            return output
+
+        return call
+
+
+def one_at_a_time(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
+    for request in requests:
+        clock.wait_for(request.arrival)
+        request.output = diffusers_loop(model, base, request.latents, request.embeds, request.steps)
+        sync(clock.device)
+        request.finished = clock.now()
+
+
+def static_batches(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
+    """Whenever idle: the arrived requests of the most common step count (up to `cap`) as one batch to its end."""
+    pending = list(requests)
+    while pending:
+        clock.wait_for(pending[0].arrival)
+        arrived = [request for request in pending if request.arrival <= clock.now()]
+        counts: dict[int, list[Request]] = {}
+        for request in arrived:
+            counts.setdefault(request.steps, []).append(request)
+        batch = max(counts.values(), key=len)[:cap]
+        latents = torch.cat([request.latents for request in batch])
+        embeds = torch.cat([request.embeds[0:1] for request in batch] + [request.embeds[1:2] for request in batch])
+        output = diffusers_loop(model, base, latents, embeds, batch[0].steps)
+        sync(clock.device)
+        for request, row in zip(batch, output.split(1), strict=True):
+            request.output, request.finished = row, clock.now()
+            pending.remove(request)
+
+
+def continuous(
+    requests: list[Request],
+    clock: Clock,
+    cap: int,
+    admit: Callable[[Request], Any],
+    round_: Callable[[list[Any]], list[Any]],
+    done: Callable[[Any], bool],
+    result: Callable[[Any], torch.Tensor],
+) -> None:
+    """Continuous batching: every round, admit what has arrived (up to `cap` in flight), step every request in
+    flight once, retire the finished."""
+    pending, active = list(requests), []
+    while pending or active:
+        if not active:
+            clock.wait_for(pending[0].arrival)
+        while pending and len(active) < cap and pending[0].arrival <= clock.now():
+            request = pending.pop(0)
+            active.append((request, admit(request)))
+        stepped = round_([work for _, work in active])
+        sync(clock.device)
+        now, still = clock.now(), []
+        for (request, _), work in zip(active, stepped, strict=True):
+            if done(work):
+                request.output, request.finished = result(work), now
+            else:
+                still.append((request, work))
+        active = still
+
+
+def engine_way(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
+    """The engines' way: the model batched over the requests in flight, a deep-copied diffusers scheduler each."""
+
+    def admit(request: Request) -> list[Any]:
+        scheduler = copy.deepcopy(base)
+        scheduler.set_timesteps(request.steps, device=request.latents.device)
+        return [request, scheduler, request.latents, 0]
+
+    def round_(works: list[list[Any]]) -> list[list[Any]]:
+        latents = torch.cat([work[2] for work in works])
+        timesteps = torch.stack([work[1].timesteps[work[3]] for work in works])
+        negative = [work[0].embeds[0:1] for work in works]
+        positive = [work[0].embeds[1:2] for work in works]
+        both = model(torch.cat([latents, latents]), torch.cat([timesteps, timesteps]), torch.cat(negative + positive))
+        uncond, cond = both.chunk(2)
+        guided = uncond + GUIDANCE * (cond - uncond)
+        for work, output, row in zip(works, guided.split(1), latents.split(1), strict=True):
+            work[2] = work[1].step(output, work[1].timesteps[work[3]], row, return_dict=False)[0]
+            work[3] += 1
+        return works
+
+    continuous(requests, clock, cap, admit, round_, lambda work: work[3] == work[0].steps, lambda work: work[2])
+
+
+def ours(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
+    """Ours: every request a `Req` with its own state; one `Denoise.step_many` a round."""
+    stage = Denoise(model=model, scheduler=sched)
+
+    def admit(request: Request) -> Req:
+        return Req(
+            latents=request.latents,
+            state=sched.init(request.steps, sample=request.latents),
+            negative_prompt_embeds=request.embeds[0:1],
+            prompt_embeds=request.embeds[1:2],
+            guidance_scale=GUIDANCE,
+            seed=request.index,
+        )
+
+    continuous(requests, clock, cap, admit, stage.step_many, stage.done, lambda req: req.latents)
+
+
+STRATEGIES = {
+    "one at a time": one_at_a_time,
+    "static batches": static_batches,
+    "model batched, scheduler per request": engine_way,
+    "ours: step_many": ours,
+}
+
+
+def check_rounds(sched: Any, device: str, dtype: torch.dtype, mix: Sequence[int]) -> bool:
+    """A round of `step_many` gives each request, bit for bit, what its own step gives from the same model output
+    (a model whose output for a row depends on that row only)."""
+    stage = Denoise(model=lambda x, t, e: x * 0.5 + t.view(-1, 1, 1, 1).to(x.dtype) * 1e-3, scheduler=sched)
+    reqs = []
+    for index, steps in enumerate(mix):
+        latents = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(index)).to(device, dtype)
+        embeds = torch.zeros(1, 4, 8, device=device, dtype=dtype)
+        reqs.append(Req(latents=latents, state=sched.init(steps, sample=latents), prompt_embeds=embeds, seed=index))
+    reqs[0] = stage.step(reqs[0])
+    alone = list(reqs)
+    for _ in range(min(mix) - 1):
+        reqs, alone = stage.step_many(reqs), [stage.step(req) for req in alone]
+        for ours_req, ref in zip(reqs, alone, strict=True):
+            if not torch.equal(ours_req.latents, ref.latents):
+                return False
+    return True
+
+
+def serving(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]:
+    base = diffusers.FlowMatchEulerDiscreteScheduler(shift=SHIFT)
+    sched = from_diffusers(base)
+    model = transformer(args.serve_layers, args.heads, args.head_dim, args.text_dim, args.device, dtype)
+    call = denoiser(model)
+    rows = [
+        {
+            "section": "serving",
+            "check": "step_many == each alone, bit for bit",
+            "passed": check_rounds(sched, args.device, dtype, args.mix),
+        }
+    ]
+    print(json.dumps(rows[-1]), flush=True)
+    warm = trace(args, dtype)[: len(args.mix)]
+    for strategy in STRATEGIES.values():  # warm-up: the kernels of every batch size the strategies will use
+        strategy(warm, call, base, sched, Clock(args.device), args.cap)
+    outputs: dict[str, list[torch.Tensor]] = {}
+    for name, strategy in STRATEGIES.items():
+        requests = trace(args, dtype)
+        clock = Clock(args.device)
+        strategy(requests, clock.model(call), base, sched, clock, args.cap)
+        total = max(request.finished for request in requests)
+        latencies = sorted(request.finished - request.arrival for request in requests)
+        outputs[name] = [request.output for request in requests]
+        rows.append(
+            {
+                "section": "serving",
+                "strategy": name,
+                "requests": len(requests),
+                "request_steps": sum(request.steps for request in requests),
+                "total_s": total,
+                "throughput_rps": len(requests) / total,
+                "mean_latency_s": statistics.mean(latencies),
+                "p99_latency_s": latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)],
+                "outside_model": 1 - clock.in_model / total,
+                "gap_to_one_at_a_time": max(
+                    relative_gap(ours_out, ref)
+                    for ours_out, ref in zip(outputs[name], outputs["one at a time"], strict=True)
+                ),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ report
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    single_rows = [row for row in rows if row["section"] == "single"]
+    if single_rows:
+        lines += [
+            "| layers (M params) | latents | variant | first call (ms) | median (ms) | vs diffusers eager | max gap |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for row in single_rows:
+            eager = next(
+                other["median_ms"]
+                for other in single_rows
+                if other["variant"] == "diffusers eager"
+                and (other["layers"], other["latents"]) == (row["layers"], row["latents"])
+            )
+            lines.append(
+                f"| {row['layers']} ({row['parameters_M']}) | {row['latents']} | {row['variant']} | "
+                f"{row['first_ms']:.0f} | {row['median_ms']:.1f} | {eager / row['median_ms']:.2f}x | "
+                f"{row['gap_to_diffusers']:.1e} |"
+            )
+    serving_rows = [row for row in rows if row["section"] == "serving" and "strategy" in row]
+    if serving_rows:
+        lines += [
+            "",
+            "| strategy | requests (steps) | total (s) | requests/s | mean latency (s) | p99 latency (s) "
+            "| outside model | max gap |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in serving_rows:
+            lines.append(
+                f"| {row['strategy']} | {row['requests']} ({row['request_steps']}) | {row['total_s']:.2f} | "
+                f"{row['throughput_rps']:.2f} | {row['mean_latency_s']:.2f} | {row['p99_latency_s']:.2f} | "
+                f"{row['outside_model']:.0%} | {row['gap_to_one_at_a_time']:.1e} |"
+            )
+    checks = [row for row in rows if "check" in row]
+    lines += [f"- {row['check']}: {'passed' if row['passed'] else 'FAILED'}" for row in checks]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sections", nargs="+", default=["single", "serving"], choices=["single", "serving"])
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--layers", type=int, nargs="+", default=[2, 8], help="transformer layers (single)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="latent height = width (single)")
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--text-dim", type=int, default=1024)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=28)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--mix", type=int, nargs="+", default=[16, 24, 28, 40], help="step counts (serving)")
+    parser.add_argument("--gap-ms", type=float, default=20.0, help="mean gap between arrivals")
+    parser.add_argument("--cap", type=int, default=16, help="requests in flight (serving)")
+    parser.add_argument("--serve-layers", type=int, default=8)
+    parser.add_argument("--serve-size", type=int, default=64)
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke sizes")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.layers, args.sizes, args.heads, args.head_dim, args.text_dim, args.tokens = [1], [8], 2, 8, 16, 4
+        args.steps, args.repeats, args.requests, args.mix, args.gap_ms = 3, 1, 6, [2, 3], 1.0
+        args.cap, args.serve_layers, args.serve_size, args.compile = 4, 1, 8, False
+    dtype = getattr(torch, args.dtype)
+    rows = []
+    sections = {"single": single, "serving": serving}
+    with torch.inference_mode():
+        for section in args.sections:  # in the order given: the first one's rows come back if a call runs out
+            rows += sections[section](args, dtype)
+    report = table(rows)
+    header = f"torch {torch.__version__}, diffusers {diffusers.__version__}, {args.device}"
+    if args.device.startswith("cuda"):
+        header += f" ({torch.cuda.get_device_name()})"
+    print(f"\n{header}, {args.dtype}; command: python {' '.join(sys.argv)}\n{report}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
+        (args.out / "results.md").write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
