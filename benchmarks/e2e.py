@@ -34,12 +34,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import diffusers
 import torch
 
 import functional_sched as fs
 from functional_sched.adapters import from_diffusers
-from functional_sched.stages import Denoise, Req
+from functional_sched.stages import Denoise, GraphedDenoise, Req
 
 GUIDANCE = 5.0
 SHIFT = 3.0
@@ -101,6 +102,17 @@ def timed(run: Callable[[], Any], device: str, repeats: int) -> tuple[float, flo
     return first, statistics.median(times), result
 
 
+def profiled(run: Callable[[], Any], device: str) -> str:
+    """torch.profiler's table of one call of `run` (after a warm-up call), by host time: where an eager loop that
+    is launch-bound spends it."""
+    run()
+    sync(device)
+    with torch.profiler.profile() as profile:
+        run()
+        sync(device)
+    return profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+
+
 def relative_gap(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return float((ours.float() - reference.float()).abs().max() / reference.float().abs().max())
 
@@ -155,6 +167,10 @@ def single(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]
                 variants["diffusers + reduce-overhead"] = functools.partial(diffusers_loop, overhead, base, *inputs)
                 loop = fs.SamplingLoop(sched, plain, guidance_scale=GUIDANCE, mode="auto")
                 variants["ours SamplingLoop"] = functools.partial(loop, latents, embeds, num_inference_steps=args.steps)
+            if args.profile:
+                for name in ("diffusers eager", "ours eager"):
+                    print(f"\n## {name}: ops by host time, one loop after a warm-up")
+                    print(profiled(variants[name], args.device))
             reference = None
             for name, run in variants.items():
                 first, median, output = timed(run, args.device, args.repeats)
@@ -202,7 +218,7 @@ class Clock:
     """Time since the trace started, with the time spent in model calls counted apart."""
 
     def __init__(self, device: str) -> None:
-        self.device, self.start, self.in_model = device, time.perf_counter(), 0.0
+        self.device, self.start, self.in_model, self.copy_out = device, time.perf_counter(), 0.0, 0.0
 
     def now(self) -> float:
         return time.perf_counter() - self.start
@@ -224,6 +240,7 @@ class Clock:
 
 
 def one_at_a_time(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
+    model = clock.model(model)
     for request in requests:
         clock.wait_for(request.arrival)
         request.output = diffusers_loop(model, base, request.latents, request.embeds, request.steps)
@@ -233,6 +250,7 @@ def one_at_a_time(requests: list[Request], model: Any, base: Any, sched: Any, cl
 
 def static_batches(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
     """Whenever idle: the arrived requests of the most common step count (up to `cap`) as one batch to its end."""
+    model = clock.model(model)
     pending = list(requests)
     while pending:
         clock.wait_for(pending[0].arrival)
@@ -281,6 +299,7 @@ def continuous(
 
 def engine_way(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
     """The engines' way: the model batched over the requests in flight, a deep-copied diffusers scheduler each."""
+    model = clock.model(model)
 
     def admit(request: Request) -> list[Any]:
         scheduler = copy.deepcopy(base)
@@ -305,7 +324,41 @@ def engine_way(requests: list[Request], model: Any, base: Any, sched: Any, clock
 
 def ours(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
     """Ours: every request a `Req` with its own state; one `Denoise.step_many` a round."""
-    stage = Denoise(model=model, scheduler=sched)
+    serve(requests, Denoise(model=clock.model(model), scheduler=sched), sched, clock, cap)
+
+
+@attrs.frozen(eq=False)
+class _TimedCopies(GraphedDenoise):
+    """`GraphedDenoise` whose copies out of the static buffers are timed on the clock in `clocks` (synchronised
+    around them): one stage for the warm-up and the timed run, as a server captures its graphs at start."""
+
+    clocks: list[Clock] = attrs.field(factory=list)
+
+    def _copied_out(self, *arguments: Any) -> list[Req]:
+        clock = self.clocks[0]
+        sync(clock.device)
+        start = time.perf_counter()
+        pieces = GraphedDenoise._copied_out(*arguments)
+        sync(clock.device)
+        clock.copy_out += time.perf_counter() - start
+        return pieces
+
+
+_GRAPHED: dict[tuple[int, Any], _TimedCopies] = {}  # by (id of the model, scheduler): kept from warm-up to run
+
+
+def ours_graphed(requests: list[Request], model: Any, base: Any, sched: Any, clock: Clock, cap: int) -> None:
+    """Ours with each batch-size bucket's round in a CUDA graph (`GraphedDenoise`; uncaptured off CUDA). The model
+    runs inside the graphs, so the clock counts the copies of each round's results out of the static buffers."""
+    key = (id(model), sched)
+    if key not in _GRAPHED:
+        _GRAPHED[key] = _TimedCopies(model=model, scheduler=sched, capture=clock.device.startswith("cuda"))
+    stage = _GRAPHED[key]
+    stage.clocks[:] = [clock]
+    serve(requests, stage, sched, clock, cap)
+
+
+def serve(requests: list[Request], stage: Denoise, sched: Any, clock: Clock, cap: int) -> None:
 
     def admit(request: Request) -> Req:
         return Req(
@@ -325,24 +378,30 @@ STRATEGIES = {
     "static batches": static_batches,
     "model batched, scheduler per request": engine_way,
     "ours: step_many": ours,
+    "ours: step_many, graphed buckets": ours_graphed,
 }
 
 
 def check_rounds(sched: Any, device: str, dtype: torch.dtype, mix: Sequence[int]) -> bool:
-    """A round of `step_many` gives each request, bit for bit, what its own step gives from the same model output
-    (a model whose output for a row depends on that row only)."""
-    stage = Denoise(model=lambda x, t, e: x * 0.5 + t.view(-1, 1, 1, 1).to(x.dtype) * 1e-3, scheduler=sched)
+    """A round of `step_many`, eager and graphed, gives each request, bit for bit, what its own step gives from the
+    same model output (a model whose output for a row depends on that row only)."""
+
+    def model(x: torch.Tensor, t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 + t.view(-1, 1, 1, 1).to(x.dtype) * 1e-3
+
+    alone_stage = Denoise(model=model, scheduler=sched)
     reqs = []
     for index, steps in enumerate(mix):
         latents = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(index)).to(device, dtype)
         embeds = torch.zeros(1, 4, 8, device=device, dtype=dtype)
         reqs.append(Req(latents=latents, state=sched.init(steps, sample=latents), prompt_embeds=embeds, seed=index))
-    reqs[0] = stage.step(reqs[0])
-    alone = list(reqs)
-    for _ in range(min(mix) - 1):
-        reqs, alone = stage.step_many(reqs), [stage.step(req) for req in alone]
-        for ours_req, ref in zip(reqs, alone, strict=True):
-            if not torch.equal(ours_req.latents, ref.latents):
+    reqs[0] = alone_stage.step(reqs[0])
+    capture = device.startswith("cuda")
+    for stage in (alone_stage, GraphedDenoise(model=model, scheduler=sched, buckets=(4, 8), capture=capture)):
+        batched, alone = list(reqs), list(reqs)
+        for _ in range(min(mix) - 1):
+            batched, alone = stage.step_many(batched), [alone_stage.step(req) for req in alone]
+            if not all(torch.equal(mine.latents, ref.latents) for mine, ref in zip(batched, alone, strict=True)):
                 return False
     return True
 
@@ -355,19 +414,20 @@ def serving(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
     rows = [
         {
             "section": "serving",
-            "check": "step_many == each alone, bit for bit",
+            "check": "step_many (eager and graphed) == each alone, bit for bit",
             "passed": check_rounds(sched, args.device, dtype, args.mix),
         }
     ]
     print(json.dumps(rows[-1]), flush=True)
     warm = trace(args, dtype)[: len(args.mix)]
-    for strategy in STRATEGIES.values():  # warm-up: the kernels of every batch size the strategies will use
+    for strategy in STRATEGIES.values():  # warm-up: the kernels of the batch sizes the strategies will use
         strategy(warm, call, base, sched, Clock(args.device), args.cap)
+    ours_graphed(trace(args, dtype), call, base, sched, Clock(args.device), args.cap)  # every bucket's graph
     outputs: dict[str, list[torch.Tensor]] = {}
     for name, strategy in STRATEGIES.items():
         requests = trace(args, dtype)
         clock = Clock(args.device)
-        strategy(requests, clock.model(call), base, sched, clock, args.cap)
+        strategy(requests, call, base, sched, clock, args.cap)
         total = max(request.finished for request in requests)
         latencies = sorted(request.finished - request.arrival for request in requests)
         outputs[name] = [request.output for request in requests]
@@ -381,7 +441,8 @@ def serving(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
                 "throughput_rps": len(requests) / total,
                 "mean_latency_s": statistics.mean(latencies),
                 "p99_latency_s": latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)],
-                "outside_model": 1 - clock.in_model / total,
+                "outside_model": 1 - clock.in_model / total if clock.in_model else None,
+                "copy_out_share": clock.copy_out / total,
                 "gap_to_one_at_a_time": max(
                     relative_gap(ours_out, ref)
                     for ours_out, ref in zip(outputs[name], outputs["one at a time"], strict=True)
@@ -418,14 +479,15 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines += [
             "",
             "| strategy | requests (steps) | total (s) | requests/s | mean latency (s) | p99 latency (s) "
-            "| outside model | max gap |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| outside model | copy-out | max gap |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for row in serving_rows:
             lines.append(
                 f"| {row['strategy']} | {row['requests']} ({row['request_steps']}) | {row['total_s']:.2f} | "
                 f"{row['throughput_rps']:.2f} | {row['mean_latency_s']:.2f} | {row['p99_latency_s']:.2f} | "
-                f"{row['outside_model']:.0%} | {row['gap_to_one_at_a_time']:.1e} |"
+                f"{'n/a' if row['outside_model'] is None else format(row['outside_model'], '.0%')} | "
+                f"{row['copy_out_share']:.1%} | {row['gap_to_one_at_a_time']:.1e} |"
             )
     checks = [row for row in rows if "check" in row]
     lines += [f"- {row['check']}: {'passed' if row['passed'] else 'FAILED'}" for row in checks]
@@ -446,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--profile", action="store_true", help="profile the eager loops first (single)")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--mix", type=int, nargs="+", default=[16, 24, 28, 40], help="step counts (serving)")
     parser.add_argument("--gap-ms", type=float, default=20.0, help="mean gap between arrivals")

@@ -8,7 +8,8 @@ in one model call and one scheduler call (`step_many`, `forward_many`).
 
 The pattern stages take `Denoise`'s place for other sampling loops: `DistilledDenoise` (DMD's few steps, x0 then
 renoise), `ScheduleSwap` (distilled steps swapped into a regular schedule), `BlockCausalDenoise` (self-forcing's video
-chunks) and `PairedDenoise` (MOVA's paired audio/video schedules); `TwoExperts` is `Denoise` with Wan 2.2's two models.
+chunks) and `PairedDenoise` (MOVA's paired audio/video schedules); `TwoExperts` is `Denoise` with Wan 2.2's two models;
+`GraphedDenoise` is `Denoise` with its batched rounds replayed from CUDA graphs, one per batch-size bucket.
 """
 
 from . import handoff
@@ -16,6 +17,7 @@ from .block_causal import BlockCausalDenoise
 from .denoise import Denoise, combine_guidance, guided_output, step_noise
 from .distilled import DMD_TIMESTEPS, DistilledDenoise
 from .experts import TwoExperts
+from .graphed import GraphedDenoise
 from .paired import PairedDenoise
 from .prepare import Decode, Pipeline, PrepareLatents, PrepareTimesteps, calculate_shift, packed_seq_len
 from .request import Req
@@ -28,6 +30,7 @@ __all__ = [
     "Decode",
     "Denoise",
     "DistilledDenoise",
+    "GraphedDenoise",
     "PairedDenoise",
     "Pipeline",
     "PrepareLatents",

@@ -130,3 +130,24 @@ def test_a_serving_round_reads_nothing_back(scheduler: Any, monkeypatch: pytest.
     # A state rebuilt with `replace` is no longer the one the host knows: the device answers.
     rebuilt = stepped.replace(step_index=stepped.step_index.clone())
     assert scheduler._rows(rebuilt) is None and scheduler.steps_left(rebuilt) == 9 - 3
+
+
+def test_pad_grows_rows_and_steps_with_copies_that_step_alike() -> None:
+    """`pad` to a bucket: the real rows step as before, the copies of the first row step as it does, the plan is
+    one schedule per row padded past every row's end; fewer rows or steps than the state has are refused."""
+    sched = fs.DPMSolverMultistep()
+    states = [sched.init(steps, sample=latents((1, *SHAPE), torch.float32, seed=steps)) for steps in (5, 7)]
+    batch = batching.stack(states)
+    padded = batching.pad(batch, 4, steps=9)
+    assert padded.plan.timesteps.shape == (4, 9) and padded.plan.coefficients.shape[:2] == (4, 9)
+    assert padded.plan.num_steps.tolist() == [5, 7, 5, 5]
+    sample = torch.cat([latents((1, *SHAPE), torch.float32, seed=seed) for seed in (1, 2)])
+    grown = torch.cat([sample, sample[:1], sample[:1]])
+    for _ in range(5):
+        sample, batch = sched.step(batch, sample * 0.1, sample)
+        grown, padded = sched.step(padded, grown * 0.1, grown)
+        assert torch.equal(grown[:2], sample) and torch.equal(grown[2], sample[0]) and torch.equal(grown[3], sample[0])
+    with pytest.raises(ValueError, match="rows must be >= 2"):
+        batching.pad(batch, 1)
+    with pytest.raises(ValueError, match="steps must be >= 7"):
+        batching.pad(batch, 2, steps=6)

@@ -11,6 +11,7 @@ row, each schedule's per-step tables padded to the longest by repeating their la
 that row's `num_steps`, so stepping a finished row is still refused. `split` undoes `stack`: each piece gets its
 rows and its rows of the plan, trimmed back to its longest `num_steps` (one schedule when its rows all hold one).
 What `stack` and `split` return owns its tensors: no request's state shares a writable tensor with another's.
+`pad` grows a state to a number of rows (a serving engine's batch-size bucket) with copies of its first row.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from . import checks, host
 from .plan import Plan, copied, tables
 from .record import fields
 
-__all__ = ["split", "stack"]
+__all__ = ["pad", "split", "stack"]
 
 _SHARED = ("plan", "fingerprint")  # every other field of a state is per row
 _COUNTERS = ("step_index", "lower_order_nums")  # per row, and what a request's own tables hold by value (`host.Owned`)
@@ -267,3 +268,33 @@ def _split_requests(state: Any, cursors: tuple[host.Cursor, ...], per_row: tuple
         pieces.append(type(state)(**values, plan=owned.plan, fingerprint=owned.fingerprint, cursor=cursor))
         start = stop
     return pieces
+
+
+def pad(state: Any, rows: int, steps: int | None = None) -> Any:
+    """`state` grown to `rows` rows: its own, then copies of its first row (a batch padded to a captured size: the
+    copies step as that row does and are dropped after). Its plan has one schedule per row, with its tables padded
+    to `steps` steps if given (by repeating their last entry, past every row's `num_steps`: one layout for any mix
+    of step counts up to it)."""
+    _check_state(state, "batching.pad")
+    total = _rows(state)
+    rows = checks.integer("batching.pad", "rows", rows, total)
+    longest = state.plan.timesteps.shape[1]
+    steps = longest if steps is None else checks.integer("batching.pad", "steps", steps, longest)
+    extra = rows - total
+
+    def grown(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(grown(item) for item in value)
+        return value if extra == 0 else torch.cat([value, value[:1].expand(extra, *value.shape[1:])])
+
+    plan = _per_row_plan(state.plan, total)
+    values = {name: grown(getattr(state, name)) for name in _per_row_fields(state)}
+    values["plan"] = Plan(
+        timesteps=grown(_pad_steps(plan.timesteps, steps)),
+        sigmas=grown(_pad_steps(plan.sigmas, steps + 1)),
+        num_steps=grown(plan.num_steps),
+        coefficients=grown(_pad_steps(plan.coefficients, steps)),
+        schedules=None if plan.schedules is None else plan.schedules + plan.schedules[:1] * extra,
+    )
+    values["fingerprint"] = state.fingerprint.clone()
+    return type(state)(**values)
