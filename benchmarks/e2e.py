@@ -39,6 +39,7 @@ import diffusers
 import torch
 
 import functional_sched as fs
+from functional_sched import batching
 from functional_sched.adapters import from_diffusers
 from functional_sched.stages import Denoise, GraphedDenoise, Req
 
@@ -453,6 +454,148 @@ def serving(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
     return rows
 
 
+# ------------------------------------------------------------------------------------------------ diffusion forcing
+class Stopwatch:
+    """Seconds spent inside `with stopwatch:` blocks, the device synchronised at both ends."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.seconds, self.start = device, 0.0, 0.0
+
+    def __enter__(self) -> None:
+        sync(self.device)
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        sync(self.device)
+        self.seconds += time.perf_counter() - self.start
+
+
+def forcing(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]:
+    """SkyReels-V2's diffusion forcing loop (asynchronous: each frame lags the one before by `ar_step` steps), its
+    model a small `SkyReelsV2TransformerModel3D` (Wan's architecture, per-frame timesteps): diffusers' loop as its
+    pipeline writes it (a deep-copied UniPC scheduler per latent frame, each stepped on its own with a `.item()` of
+    the update mask per frame per iteration) against ours (one state per frame; the frames that step in an
+    iteration stacked into one state, stepped in one call, split back). Scheduler time is what each spends outside
+    the model; the latents are float32, the model bf16, as in the pipeline. The pipeline's loop lets UniPC keep a
+    view of the latents it then overwrites (its corrector reads the new sample for the old one): the same loop with
+    each sample cloned is the reference the gaps are measured to."""
+    from diffusers.pipelines.skyreels_v2.pipeline_skyreels_v2_diffusion_forcing import (
+        SkyReelsV2DiffusionForcingPipeline,
+    )
+
+    base = diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0)
+    sched = from_diffusers(base)
+    torch.manual_seed(0)
+    width = args.heads * args.head_dim
+    model = diffusers.SkyReelsV2Transformer3DModel(
+        num_attention_heads=args.heads,
+        attention_head_dim=args.head_dim,
+        text_dim=args.text_dim,
+        ffn_dim=4 * width,
+        num_layers=args.forcing_layers,
+        num_frame_per_block=1,
+    )
+    model = model.to(args.device, dtype).eval().requires_grad_(False)
+    generator = torch.Generator().manual_seed(3)
+    frames, size = args.frames, args.forcing_size
+    start = torch.randn(1, 16, frames, size, size, generator=generator).to(args.device)
+    positive, negative = (
+        torch.randn(1, args.tokens, args.text_dim, generator=generator).to(args.device, dtype) for _ in "pn"
+    )
+    probe = copy.deepcopy(base)
+    probe.set_timesteps(args.forcing_steps, device=args.device)
+    step_matrix, _, update_mask, intervals = SkyReelsV2DiffusionForcingPipeline.generate_timestep_matrix(
+        None, frames, probe.timesteps, frames, args.ar_step, 0, 1
+    )
+    updated = []  # each iteration's stepped frames, [lo, hi): contiguous (finished before, not started after)
+    for mask in update_mask:
+        where = mask.nonzero().flatten().tolist()
+        assert where == list(range(where[0], where[-1] + 1)), "diffusion forcing steps a contiguous run of frames"
+        updated.append((where[0], where[-1] + 1))
+
+    def predict(latents: torch.Tensor, row: torch.Tensor, interval: tuple[int, int]) -> torch.Tensor:
+        lo, hi = interval
+        model_input = latents[:, :, lo:hi].to(dtype).clone()
+        timestep = row.expand(1, -1)[:, lo:hi].clone()
+        kwargs = {"enable_diffusion_forcing": True, "return_dict": False}
+        cond = model(model_input, timestep, positive, **kwargs)[0]
+        uncond = model(model_input, timestep, negative, **kwargs)[0]
+        return uncond + GUIDANCE * (cond - uncond)
+
+    def diffusers_way(stopwatch: Stopwatch, clone: bool = False) -> torch.Tensor:
+        with stopwatch:
+            schedulers = []
+            for _ in range(frames):
+                scheduler = copy.deepcopy(base)
+                scheduler.set_timesteps(args.forcing_steps, device=args.device)
+                schedulers.append(scheduler)
+        latents = start.clone()
+        for i, row in enumerate(step_matrix):
+            lo, hi = intervals[i]
+            prediction = predict(latents, row, (lo, hi))
+            with stopwatch:
+                mask = update_mask[i]
+                for index in range(lo, hi):
+                    if mask[index].item():
+                        sample = latents[:, :, index].clone() if clone else latents[:, :, index]
+                        latents[:, :, index] = schedulers[index].step(
+                            prediction[:, :, index - lo], row[index], sample, return_dict=False
+                        )[0]
+        return latents
+
+    def ours_way(stopwatch: Stopwatch) -> torch.Tensor:
+        latents = start.clone()
+        with stopwatch:
+            states = [sched.init(args.forcing_steps, sample=latents[:, :, index]) for index in range(frames)]
+        for i, row in enumerate(step_matrix):
+            interval = intervals[i]
+            prediction = predict(latents, row, interval)
+            with stopwatch:
+                lo, hi = updated[i]
+                stacked = batching.stack(states[lo:hi])
+                sample = latents[0, :, lo:hi].transpose(0, 1)
+                output = prediction[0, :, lo - interval[0] : hi - interval[0]].transpose(0, 1)
+                stepped, stacked = sched.step(stacked, output, sample)
+                states[lo:hi] = batching.split(stacked, [1] * (hi - lo))
+                latents[0, :, lo:hi] = stepped.transpose(0, 1)
+        return latents
+
+    ways = {
+        "diffusers: the pipeline's loop": diffusers_way,
+        "diffusers, each sample cloned": functools.partial(diffusers_way, clone=True),
+        "ours: frames as rows": ours_way,
+    }
+    rows, outputs = [], {}
+    for name, way in ways.items():
+        way(Stopwatch(args.device))  # warm-up
+        stopwatch = Stopwatch(args.device)
+        sync(args.device)
+        begin = time.perf_counter()
+        outputs[name] = way(stopwatch)
+        sync(args.device)
+        total = time.perf_counter() - begin
+        reference = outputs.get("diffusers, each sample cloned", outputs[name])
+        rows.append(
+            {
+                "section": "forcing",
+                "way": name,
+                "frames": frames,
+                "iterations": len(step_matrix),
+                "frame_steps": int(update_mask.sum()),
+                "total_s": total,
+                "scheduler_ms": stopwatch.seconds * 1e3,
+                "scheduler_us_per_iteration": stopwatch.seconds / len(step_matrix) * 1e6,
+                "gap_to_diffusers": relative_gap(outputs[name], reference),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    # The pipeline's loop passes `latents[:, :, index]` (a view) and writes the new sample into it: UniPC keeps the
+    # view as `last_sample`, so its next corrector reads the new sample for the old one. The gap is to the loop
+    # with each sample cloned, which ours equals.
+    rows[0]["gap_to_diffusers"] = relative_gap(outputs["diffusers: the pipeline's loop"], reference)
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ report
 def table(rows: list[dict[str, Any]]) -> str:
     lines = []
@@ -489,6 +632,20 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{'n/a' if row['outside_model'] is None else format(row['outside_model'], '.0%')} | "
                 f"{row['copy_out_share']:.1%} | {row['gap_to_one_at_a_time']:.1e} |"
             )
+    forcing_rows = [row for row in rows if row["section"] == "forcing"]
+    if forcing_rows:
+        lines += [
+            "",
+            "| diffusion forcing | frames | iterations (frame steps) | total (s) | scheduler (ms) "
+            "| scheduler us/iteration | max gap |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for row in forcing_rows:
+            lines.append(
+                f"| {row['way']} | {row['frames']} | {row['iterations']} ({row['frame_steps']}) "
+                f"| {row['total_s']:.2f} | {row['scheduler_ms']:.1f} | {row['scheduler_us_per_iteration']:.0f} "
+                f"| {row['gap_to_diffusers']:.1e} |"
+            )
     checks = [row for row in rows if "check" in row]
     lines += [f"- {row['check']}: {'passed' if row['passed'] else 'FAILED'}" for row in checks]
     return "\n".join(lines)
@@ -497,7 +654,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--sections", nargs="+", default=["single", "serving"], choices=["single", "serving"])
+    parser.add_argument(
+        "--sections", nargs="+", default=["single", "serving", "forcing"], choices=["single", "serving", "forcing"]
+    )
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 8], help="transformer layers (single)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="latent height = width (single)")
@@ -515,6 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cap", type=int, default=16, help="requests in flight (serving)")
     parser.add_argument("--serve-layers", type=int, default=8)
     parser.add_argument("--serve-size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=21, help="latent frames (forcing)")
+    parser.add_argument("--forcing-size", type=int, default=16, help="latent height = width (forcing)")
+    parser.add_argument("--forcing-layers", type=int, default=2)
+    parser.add_argument("--forcing-steps", type=int, default=30)
+    parser.add_argument("--ar-step", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke sizes")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -522,9 +686,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.layers, args.sizes, args.heads, args.head_dim, args.text_dim, args.tokens = [1], [8], 2, 8, 16, 4
         args.steps, args.repeats, args.requests, args.mix, args.gap_ms = 3, 1, 6, [2, 3], 1.0
         args.cap, args.serve_layers, args.serve_size, args.compile = 4, 1, 8, False
+        args.frames, args.forcing_size, args.forcing_layers, args.forcing_steps, args.ar_step = 4, 4, 1, 4, 1
     dtype = getattr(torch, args.dtype)
     rows = []
-    sections = {"single": single, "serving": serving}
+    sections = {"single": single, "serving": serving, "forcing": forcing}
     with torch.inference_mode():
         for section in args.sections:  # in the order given: the first one's rows come back if a call runs out
             rows += sections[section](args, dtype)

@@ -62,7 +62,8 @@ def test_unknown_scheduler_is_refused(tmp_path: Path) -> None:
 
 
 def test_e2e_cpu_smoke_run(tmp_path: Path) -> None:
-    """benchmarks/e2e.py at tiny sizes: every strategy serves every request, ours bit-equal to each request alone."""
+    """benchmarks/e2e.py at tiny sizes: every strategy serves every request, ours bit-equal to each request alone;
+    diffusion forcing bit-equal to diffusers' loop with its samples cloned (the pipeline's own loop is not)."""
     spec = importlib.util.spec_from_file_location("benchmark_e2e", SUITE.with_name("e2e.py"))
     e2e = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = e2e
@@ -76,3 +77,6 @@ def test_e2e_cpu_smoke_run(tmp_path: Path) -> None:
     assert next(row for row in rows if "check" in row)["passed"]
     assert served["ours: step_many"]["gap_to_one_at_a_time"] < 0.05  # bf16 through a batch of other sizes
     assert "| ours: step_many |" in (tmp_path / "results.md").read_text()
+    forcing = {row["way"]: row for row in rows if row["section"] == "forcing"}
+    assert forcing["ours: frames as rows"]["gap_to_diffusers"] == 0  # bit-equal to the loop with samples cloned
+    assert forcing["diffusers: the pipeline's loop"]["gap_to_diffusers"] > 1e-3  # its UniPC reads overwritten latents
