@@ -7,8 +7,9 @@ Sections (each fits a 10-minute device call; compiles included):
 - `single`: one request's whole loop with classifier-free guidance through an `SD3Transformer2DModel`, for each
   model size of `--layers` and latent size of `--sizes`: diffusers' way (a deep-copied scheduler, eager transformer),
   diffusers with the transformer compiled (default and `reduce-overhead`), ours eager (`init` + `step`), ours
-  `SamplingLoop` (model and scheduler in one CUDA graph). Median latency, first-call latency, and each output's
-  largest difference from diffusers' eager output relative to its largest magnitude.
+  `SamplingLoop` (model and scheduler in one CUDA graph; with our inductor options and with inductor's defaults).
+  First calls (compiles) one after another, then the variants' timed calls in turn; median latency, first-call
+  latency, and each output's largest difference from diffusers' eager output relative to its largest magnitude.
 - `serving`: requests of mixed step counts arriving on a seeded trace, served one at a time (diffusers' way),
   in static batches of equal step count, with the model batched and one diffusers scheduler per request (the
   engines' way), and with ours (`Denoise.step_many`: one model call and one scheduler call a round). Throughput,
@@ -87,20 +88,13 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(run: Callable[[], Any], device: str, repeats: int) -> tuple[float, float, Any]:
-    """(first call's seconds, median seconds of `repeats` more, the last result)."""
+def timed_once(run: Callable[[], torch.Tensor], device: str) -> tuple[float, torch.Tensor]:
+    """(seconds of one call of `run`, the device synchronised at both ends; a copy of its output)."""
     sync(device)
     start = time.perf_counter()
-    result = run()
+    output = run()
     sync(device)
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times), result
+    return time.perf_counter() - start, output.clone()
 
 
 def profiled(run: Callable[[], Any], device: str) -> str:
@@ -168,15 +162,23 @@ def single(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]
                 variants["diffusers + reduce-overhead"] = functools.partial(diffusers_loop, overhead, base, *inputs)
                 loop = fs.SamplingLoop(sched, plain, guidance_scale=GUIDANCE, mode="auto")
                 variants["ours SamplingLoop"] = functools.partial(loop, latents, embeds, num_inference_steps=args.steps)
+                plain_options = fs.SamplingLoop(sched, plain, guidance_scale=GUIDANCE, mode="auto", compile_options={})
+                variants["ours SamplingLoop, inductor defaults"] = functools.partial(
+                    plain_options, latents, embeds, num_inference_steps=args.steps
+                )
             if args.profile:
                 for name in ("diffusers eager", "ours eager"):
                     print(f"\n## {name}: ops by host time, one loop after a warm-up")
                     print(profiled(variants[name], args.device))
-            reference = None
-            for name, run in variants.items():
-                first, median, output = timed(run, args.device, args.repeats)
-                output = output.clone()
-                reference = output if reference is None else reference
+            firsts, times, outputs = {}, {name: [] for name in variants}, {}
+            for name, run in variants.items():  # first calls (compiles), one variant after another
+                firsts[name], outputs[name] = timed_once(run, args.device)
+            for _ in range(args.repeats):  # then the variants in turn, so drift of the machine falls on all alike
+                for name, run in variants.items():
+                    seconds, outputs[name] = timed_once(run, args.device)
+                    times[name].append(seconds)
+            reference = outputs["diffusers eager"]
+            for name in variants:
                 rows.append(
                     {
                         "section": "single",
@@ -184,9 +186,9 @@ def single(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]
                         "parameters_M": round(parameters / 1e6, 1),
                         "latents": f"1x16x{size}x{size}",
                         "variant": name,
-                        "first_ms": first * 1e3,
-                        "median_ms": median * 1e3,
-                        "gap_to_diffusers": relative_gap(output, reference),
+                        "first_ms": firsts[name] * 1e3,
+                        "median_ms": statistics.median(times[name]) * 1e3,
+                        "gap_to_diffusers": relative_gap(outputs[name], reference),
                     }
                 )
                 print(json.dumps(rows[-1]), flush=True)
@@ -472,13 +474,13 @@ class Stopwatch:
 
 def forcing(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]:
     """SkyReels-V2's diffusion forcing loop (asynchronous: each frame lags the one before by `ar_step` steps), its
-    model a small `SkyReelsV2TransformerModel3D` (Wan's architecture, per-frame timesteps): diffusers' loop as its
+    model a small `SkyReelsV2Transformer3DModel` (Wan's architecture, per-frame timesteps): diffusers' loop as its
     pipeline writes it (a deep-copied UniPC scheduler per latent frame, each stepped on its own with a `.item()` of
-    the update mask per frame per iteration) against ours (one state per frame; the frames that step in an
-    iteration stacked into one state, stepped in one call, split back). Scheduler time is what each spends outside
-    the model; the latents are float32, the model bf16, as in the pipeline. The pipeline's loop lets UniPC keep a
-    view of the latents it then overwrites (its corrector reads the new sample for the old one): the same loop with
-    each sample cloned is the reference the gaps are measured to."""
+    the update mask per frame per iteration) against ours (one state per frame; the frames that step stacked into
+    one state, stepped in one call per iteration, split back and restacked only when that set changes).
+    Scheduler time is what each spends outside the model; the latents are float32, the model bf16, as in the
+    pipeline. The pipeline's loop lets UniPC keep a view of the latents it then overwrites (its corrector reads the
+    new sample for the old one): the same loop with each sample cloned is the reference the gaps are measured to."""
     from diffusers.pipelines.skyreels_v2.pipeline_skyreels_v2_diffusion_forcing import (
         SkyReelsV2DiffusionForcingPipeline,
     )
@@ -547,16 +549,19 @@ def forcing(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
         latents = start.clone()
         with stopwatch:
             states = [sched.init(args.forcing_steps, sample=latents[:, :, index]) for index in range(frames)]
+        active, stacked = (0, 0), None  # the frames stepping now, as one state; restacked when the set changes
         for i, row in enumerate(step_matrix):
             interval = intervals[i]
             prediction = predict(latents, row, interval)
             with stopwatch:
                 lo, hi = updated[i]
-                stacked = batching.stack(states[lo:hi])
+                if (lo, hi) != active:
+                    if stacked is not None:
+                        states[active[0] : active[1]] = batching.split(stacked, [1] * (active[1] - active[0]))
+                    active, stacked = (lo, hi), batching.stack(states[lo:hi])
                 sample = latents[0, :, lo:hi].transpose(0, 1)
                 output = prediction[0, :, lo - interval[0] : hi - interval[0]].transpose(0, 1)
                 stepped, stacked = sched.step(stacked, output, sample)
-                states[lo:hi] = batching.split(stacked, [1] * (hi - lo))
                 latents[0, :, lo:hi] = stepped.transpose(0, 1)
         return latents
 
@@ -696,6 +701,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.cap, args.serve_layers, args.serve_size, args.compile = 4, 1, 8, False
         args.frames, args.forcing_size, args.forcing_layers, args.forcing_steps, args.ar_step = 4, 4, 1, 4, 1
     dtype = getattr(torch, args.dtype)
+    # Compiled models are static per resolution, as deployments keep them; every variant and size compiles its own.
+    torch._dynamo.config.automatic_dynamic_shapes = False
+    torch._dynamo.config.recompile_limit = 64
     rows = []
     sections = {"single": single, "serving": serving, "forcing": forcing}
     with torch.inference_mode():
