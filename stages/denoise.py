@@ -25,13 +25,19 @@ from .stepping import Stepped, is_callable, is_optional_scheduler, step_grouped,
 Model = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor made for this step, on `device` without waiting for the device: a copy from pageable memory
+    waits for the stream to drain, which would stop the host queueing the next work while the model runs; from
+    pinned memory (PyTorch's caching host allocator, which keeps the block until the copy is done) it does not."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def _per_row(values: Sequence[float], counts: Sequence[int], like: torch.Tensor) -> torch.Tensor:
     """One value per row, [R, 1, ..., 1] in `like`'s dtype."""
-    column = torch.tensor(
-        [value for value, count in zip(values, counts, strict=True) for _ in range(count)],
-        dtype=like.dtype,
-        device=like.device,
-    )
+    rows = [value for value, count in zip(values, counts, strict=True) for _ in range(count)]
+    column = to_device(torch.tensor(rows, dtype=like.dtype), like.device)
     return column.view(-1, *([1] * (like.dim() - 1)))
 
 
@@ -206,4 +212,4 @@ def step_noise(scheduler: Any, req: Req, stream: int = 0) -> torch.Tensor:
     seed = stream_seed(req.seed, stream)
     generator = torch.Generator().manual_seed((seed * 1_000_003 + step) % (1 << 63))
     noise = randn_tensor(tuple(req.latents.shape), generator=generator, dtype=torch.float32)
-    return noise.to(req.latents.device)
+    return to_device(noise, req.latents.device)

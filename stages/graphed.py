@@ -29,7 +29,7 @@ from functional_sched import batching
 from functional_sched.machinery import host
 from functional_sched.machinery.record import fields
 
-from .denoise import Denoise, step_noise
+from .denoise import Denoise, step_noise, to_device
 from .request import Req
 
 _DATA_FIELDS_SKIP = ("plan", "fingerprint", "step_index", "lower_order_nums")  # what a request gets back from itself
@@ -82,9 +82,10 @@ class _Round:
             _rows_of(static, rows).copy_(value)
         for name, values in tensors.items():
             torch.cat(values, out=self.inputs[name][:rows])
-        if scales != self.scales:  # a host-to-device copy waits for the stream: only when the requests change
+        if scales != self.scales:  # only when the requests change
             static = self.inputs["scales"]
-            static[:rows].copy_(torch.tensor(scales, dtype=static.dtype).view(-1, *static.shape[1:]))
+            column = to_device(torch.tensor(scales, dtype=static.dtype), static.device)
+            static[:rows].copy_(column.view(-1, *static.shape[1:]))
             self.scales = scales
         if self.graph is None:
             with host.capturing():  # as the graph runs it: on the device, no host reads

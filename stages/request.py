@@ -244,9 +244,27 @@ class Req:
         return self.negative_prompt_embeds is not None
 
     def evolve(self, **changes: Any) -> Req:
-        """A copy with some fields replaced (checked as `Req(...)` checks them)."""
-        return attrs.evolve(self, **changes)
+        """A copy with some fields replaced (checked as `Req(...)` checks them: the replaced fields converted, the
+        rows of the latents and embeddings compared). The fields kept were checked when this request was made, and
+        are not converted again (the denoising loop evolves every request every step)."""
+        converters = _CONVERTERS
+        new = object.__new__(Req)
+        for name in _FIELDS:
+            if name in changes:
+                value = changes.pop(name)
+                convert = converters[name]
+                object.__setattr__(new, name, value if convert is None else convert(value))
+            else:
+                object.__setattr__(new, name, getattr(self, name))
+        if changes:
+            raise TypeError(f"Req.evolve: unknown field(s) {sorted(changes)}; a Req has {', '.join(_FIELDS)}.")
+        new.__attrs_post_init__()
+        return new
 
     def with_extras(self, **values: Any) -> Req:
         """A copy whose `extras` has these entries added or replaced."""
-        return attrs.evolve(self, extras={**self.extras, **values})
+        return self.evolve(extras={**self.extras, **values})
+
+
+_FIELDS = tuple(field.name for field in attrs.fields(Req))
+_CONVERTERS = {field.name: field.converter for field in attrs.fields(Req)}

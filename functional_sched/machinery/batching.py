@@ -112,17 +112,38 @@ def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
     if _one_schedule(states):
         return copied(states[0].plan)
     plans = [state.plan for state in states]
-    first = plans[0]
-    for plan in plans[1:]:
-        for name in ("timesteps", "sigmas", "coefficients"):
-            a, b = getattr(first, name), getattr(plan, name)
-            if a.dtype != b.dtype or a.shape[2:] != b.shape[2:]:
-                raise ValueError(
-                    f"batching.stack: the plans' {name} differ in dtype or layout ({a.dtype} {tuple(a.shape)} vs "
-                    f"{b.dtype} {tuple(b.shape)}); stack requests whose samples have one dtype."
-                )
-    expanded = [_per_row_plan(plan, count) for plan, count in zip(plans, rows, strict=True)]
-    return stack_plans(expanded)
+    # Each schedule padded once, its requests' rows views of it: the states of one host plan hold equal tables (a
+    # serving round of 16 requests and 4 step counts pads 4 tables, not 16).
+    steps = max(plan.timesteps.shape[1] for plan in plans)
+    padded: dict[Any, Plan] = {}
+    parts = []
+    for state, plan, count in zip(states, plans, rows, strict=True):
+        key = _schedule(state) or plan
+        found = padded.get(key)
+        if found is None:
+            _check_layout(plans[0], plan)
+            found = padded[key] = _padded_plan(plan, steps)
+        parts.append(_per_row_plan(found, count))
+    return stack_plans(parts)
+
+
+def _check_layout(first: Plan, plan: Plan) -> None:
+    for name in ("timesteps", "sigmas", "coefficients"):
+        a, b = getattr(first, name), getattr(plan, name)
+        if a.dtype != b.dtype or a.shape[2:] != b.shape[2:]:
+            raise ValueError(
+                f"batching.stack: the plans' {name} differ in dtype or layout ({a.dtype} {tuple(a.shape)} vs "
+                f"{b.dtype} {tuple(b.shape)}); stack requests whose samples have one dtype."
+            )
+
+
+def _padded_plan(plan: Plan, steps: int) -> Plan:
+    """`plan` with its tables padded to `steps` steps (`_pad_steps`)."""
+    return plan.replace(
+        timesteps=_pad_steps(plan.timesteps, steps),
+        sigmas=_pad_steps(plan.sigmas, steps + 1),
+        coefficients=_pad_steps(plan.coefficients, steps),
+    )
 
 
 def stack_plans(plans: Sequence[Plan]) -> Plan:
