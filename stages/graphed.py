@@ -18,6 +18,7 @@ On the CPU `capture=False` runs the same static-buffer round eagerly (what the t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,8 @@ class GraphedDenoise(Denoise):
     capture: bool = True
     max_graphs: int = 16
     _rounds: dict[tuple[Any, ...], _Round] = attrs.field(factory=dict, init=False, repr=False)
+    # One round at a time: the static buffers are the stage's, whichever thread steps requests through it.
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
     def _step_batch(self, key: tuple[Any, ...], reqs: list[Req], labels: list[str]) -> list[Req]:
         sched = key[0]
@@ -129,10 +132,30 @@ class GraphedDenoise(Denoise):
             tensors["noise"] = [step_noise(sched, req) for req in reqs]
         scales = tuple(req.guidance_scale for req, count in zip(reqs, counts, strict=True) for _ in range(count))
         layout = (bucket, sched, _layout(state), tuple((name, _layout(values[0])) for name, values in tensors.items()))
+        with self._lock:
+            stepped = self._replayed(layout, sched, guided, bucket, rows, counts, state, tensors, scales, reqs, known)
+        return super()._step_batch(key, reqs, labels) if stepped is None else stepped
+
+    def _replayed(
+        self,
+        layout: tuple[Any, ...],
+        sched: Any,
+        guided: bool,
+        bucket: int,
+        rows: int,
+        counts: list[int],
+        state: Any,
+        tensors: dict[str, list[torch.Tensor]],
+        scales: tuple[float, ...],
+        reqs: list[Req],
+        known: list[Any],
+    ) -> list[Req] | None:
+        """The round through the layout's graph (captured now if it is new), its results copied out; None where a
+        new layout would pass `max_graphs`."""
         found = self._rounds.get(layout)
         if found is None:
             if len(self._rounds) >= self.max_graphs:
-                return super()._step_batch(key, reqs, labels)
+                return None
             first = {name: _padded(torch.cat(values), bucket) for name, values in tensors.items()}
             like = first["latents"]
             column = torch.tensor(scales + scales[:1] * (bucket - rows), dtype=like.dtype, device=like.device)

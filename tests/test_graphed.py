@@ -47,3 +47,24 @@ def test_results_are_copied_out_of_the_static_buffers() -> None:
     held = [req.latents for req in reqs] + [leaf for req in reqs for leaf in torch.utils._pytree.tree_leaves(req.state)]
     buffers = {tensor.untyped_storage().data_ptr() for tensor in static}
     assert all(tensor.untyped_storage().data_ptr() not in buffers for tensor in held)
+
+
+def test_what_a_graph_cannot_take_runs_as_denoise() -> None:
+    """Past `max_graphs`, more rows than the largest bucket, `guidance_rescale`, more steps than `max_steps`: the
+    round runs as `Denoise` runs it, with the same results, and no new graph is made for it."""
+    case = CASES["UniPCMultistep-sd1.5-unipc-bh2"]
+    graphed = GraphedDenoise(
+        model=conditioned_model, scheduler=case.scheduler(), buckets=(2,), max_steps=8, max_graphs=1, capture=False
+    )
+    plain = Denoise(model=conditioned_model, scheduler=case.scheduler())
+    rounds = [
+        [make_req(case, 0, 6), make_req(case, 1, 7)],  # the one graph: bucket 2
+        [make_req(case, 2, 6, rows=2), make_req(case, 3, 6)],  # 3 rows: more than the largest bucket
+        [make_req(case, 4, 6, guidance_rescale=0.5)],  # rescaled guidance
+        [make_req(case, 5, 9)],  # more steps than max_steps
+        [make_req(case, 6, 6, guided=False)],  # a second layout, past max_graphs
+    ]
+    for reqs in rounds:
+        for ours, theirs in zip(graphed.step_many(reqs), plain.step_many(reqs), strict=True):
+            assert same_req(ours, theirs)
+    assert len(graphed._rounds) == 1
