@@ -621,61 +621,92 @@ def forcing(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ report
+def markdown(columns: str, cells: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table after a blank line: `columns` titles separated by " | ", the first one left-aligned, the
+    rest numbers (right-aligned) unless their title ends in "<"; a line per row of cells. No rows, no table."""
+    if not cells:
+        return []
+    titles = columns.split(" | ")
+    aligns = ["---" if index == 0 or title.endswith("<") else "---:" for index, title in enumerate(titles)]
+    titles = [title.removesuffix("<") for title in titles]
+    return [
+        "",
+        f"| {' | '.join(titles)} |",
+        f"| {' | '.join(aligns)} |",
+        *(f"| {' | '.join(row)} |" for row in cells),
+    ]
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     single_rows = [row for row in rows if row["section"] == "single"]
-    if single_rows:
-        lines += [
-            "| layers (M params) | latents | variant | first call (ms) | median (ms) | vs diffusers eager | max gap |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: |",
-        ]
-        for row in single_rows:
-            eager = next(
-                other["median_ms"]
-                for other in single_rows
-                if other["variant"] == "diffusers eager"
-                and (other["layers"], other["latents"]) == (row["layers"], row["latents"])
-            )
-            lines.append(
-                f"| {row['layers']} ({row['parameters_M']}) | {row['latents']} | {row['variant']} | "
-                f"{row['first_ms']:.0f} | {row['median_ms']:.1f} | {eager / row['median_ms']:.2f}x | "
-                f"{row['gap_to_diffusers']:.1e} |"
-            )
+
+    def speedup(row: dict[str, Any]) -> str:
+        eager = next(
+            other["median_ms"]
+            for other in single_rows
+            if other["variant"] == "diffusers eager"
+            and (other["layers"], other["latents"]) == (row["layers"], row["latents"])
+        )
+        return f"{eager / row['median_ms']:.2f}x"
+
+    lines += markdown(
+        "layers (M params) | latents< | variant< | first call (ms) | median (ms) | vs diffusers eager | max gap",
+        [
+            [
+                f"{row['layers']} ({row['parameters_M']})",
+                row["latents"],
+                row["variant"],
+                f"{row['first_ms']:.0f}",
+                f"{row['median_ms']:.1f}",
+                speedup(row),
+                f"{row['gap_to_diffusers']:.1e}",
+            ]
+            for row in single_rows
+        ],
+    )
     serving_rows = [row for row in rows if row["section"] == "serving" and "strategy" in row]
-    if serving_rows:
-        lines += [
-            "",
-            "| strategy | requests (steps) | total (s) | requests/s | mean latency (s) | p99 latency (s) "
-            "| outside model | copy-out | max gap |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for row in serving_rows:
-            lines.append(
-                f"| {row['strategy']} | {row['requests']} ({row['request_steps']}) | {row['total_s']:.2f} | "
-                f"{row['throughput_rps']:.2f} | {row['mean_latency_s']:.2f} | {row['p99_latency_s']:.2f} | "
-                f"{'n/a' if row['outside_model'] is None else format(row['outside_model'], '.0%')} | "
-                f"{row['copy_out_share']:.1%} | {row['gap_to_one_at_a_time']:.1e} |"
-            )
+    lines += markdown(
+        "strategy | requests (steps)< | total (s) | requests/s | mean latency (s) | p99 latency (s) "
+        "| outside model | copy-out | max gap",
+        [
+            [
+                row["strategy"],
+                f"{row['requests']} ({row['request_steps']})",
+                f"{row['total_s']:.2f}",
+                f"{row['throughput_rps']:.2f}",
+                f"{row['mean_latency_s']:.2f}",
+                f"{row['p99_latency_s']:.2f}",
+                "n/a" if row["outside_model"] is None else f"{row['outside_model']:.0%}",
+                f"{row['copy_out_share']:.1%}",
+                f"{row['gap_to_one_at_a_time']:.1e}",
+            ]
+            for row in serving_rows
+        ],
+    )
     forcing_rows = [row for row in rows if row["section"] == "forcing" and "way" in row]
-    if forcing_rows:
-        lines += [
-            "",
-            "| diffusion forcing | frames | iterations (frame steps) | total (s) | scheduler (ms) "
-            "| scheduler us/iteration | max gap |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for row in forcing_rows:
-            lines.append(
-                f"| {row['way']} | {row['frames']} | {row['iterations']} ({row['frame_steps']}) "
-                f"| {row['total_s']:.2f} | {row['scheduler_ms']:.1f} | {row['scheduler_us_per_iteration']:.0f} "
-                f"| {row['gap_to_diffusers']:.1e} |"
-            )
+    lines += markdown(
+        "diffusion forcing | frames | iterations (frame steps) | total (s) | scheduler (ms) "
+        "| scheduler us/iteration | max gap",
+        [
+            [
+                row["way"],
+                str(row["frames"]),
+                f"{row['iterations']} ({row['frame_steps']})",
+                f"{row['total_s']:.2f}",
+                f"{row['scheduler_ms']:.1f}",
+                f"{row['scheduler_us_per_iteration']:.0f}",
+                f"{row['gap_to_diffusers']:.1e}",
+            ]
+            for row in forcing_rows
+        ],
+    )
     checks = [row for row in rows if "check" in row]
     lines += [
         f"- {row['check']}: " + (f"{row['gap']:.1e}" if "gap" in row else "passed" if row["passed"] else "FAILED")
         for row in checks
     ]
-    return "\n".join(lines)
+    return "\n".join(lines).lstrip("\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
