@@ -57,8 +57,8 @@ def options_for(ours: type[Scheduler], scheduler: Any) -> dict[str, Any]:
                 f"functional_sched does not support {diffusers_name} option {key}={_short_repr(value)} yet; "
                 f"only its default ({_short_repr(defaults[key])}) maps to {ours.__name__}."
             )
-    if diffusers_name in _RUNTIME_CHECKS:
-        _RUNTIME_CHECKS[diffusers_name](scheduler, options)
+    for check in _RUNTIME_CHECKS.get(diffusers_name, ()):
+        check(scheduler, options)
     return options
 
 
@@ -157,7 +157,26 @@ def _flow_shift(scheduler: Any, options: dict[str, Any]) -> None:
     )
 
 
+def _registered_sigma_range(scheduler: Any, options: dict[str, Any]) -> None:
+    """Config keys no constructor takes but diffusers reads: its Karras, exponential and beta sigmas take their range
+    from `config.sigma_min` / `config.sigma_max` where a pipeline registered them (Cosmos 2 registers 0.002 and 80),
+    else from the schedule's own ends. Never dropped silently: refused by name until the core takes them."""
+    config = _config_in_effect(scheduler)
+    spacing = next((name for name in _RANGED_SPACINGS if config.get(name)), None)
+    given = {key: config[key] for key in ("sigma_min", "sigma_max") if config.get(key) is not None}
+    if spacing is not None and given:
+        keys = ", ".join(f"{key}={value!r}" for key, value in given.items())
+        raise NotImplementedError(
+            f"functional_sched does not support {type(scheduler).__name__} with {keys} registered in its config "
+            f"yet: diffusers' {spacing} reads them as the sigma range (its constructor takes no such option); "
+            "ours would space the schedule's own range."
+        )
+
+
+_RANGED_SPACINGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
 #: Runtime state, per diffusers class, that changes the schedule and that no config of ours can express.
-_RUNTIME_CHECKS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
-    "FlowMatchEulerDiscreteScheduler": _flow_shift,
+_RUNTIME_CHECKS: dict[str, tuple[Callable[[Any, dict[str, Any]], None], ...]] = {
+    "FlowMatchEulerDiscreteScheduler": (_flow_shift, _registered_sigma_range),
+    "DPMSolverMultistepScheduler": (_registered_sigma_range,),
 }

@@ -43,6 +43,34 @@ __all__ = [
 ]
 
 
+#: What the drop-in computes itself (from its plan and state) rather than copies from diffusers' instance.
+_MANAGED = frozenset(
+    {
+        "timesteps",
+        "sigmas",
+        "num_inference_steps",
+        "model_outputs",
+        "lower_order_nums",
+        "last_sample",
+        "timestep_list",
+        "this_order",
+        "_step_index",
+        "_begin_index",
+    }
+)
+
+
+def _owned(value: Any) -> Any:
+    """A copy of a tensor, array or list this instance keeps as its own (other values as they are)."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, list):
+        return [_owned(item) for item in value]
+    return value
+
+
 class _Request(NamedTuple):
     """The `set_timesteps` arguments that made the plan (the state is initialised with the same ones)."""
 
@@ -95,28 +123,66 @@ class _DropIn(SchedulerMixin, ConfigMixin):
 
     # ------------------------------------------------------------------------------------------------ construction
     def _configure(self, **options: Any) -> None:
-        # from_diffusers' mapping takes the options (and refuses unsupported ones) from a throwaway diffusers instance.
-        self._functional: Scheduler = self._functional_class(
-            **options_for(self._functional_class, self._diffusers_class(**options))
-        )
+        # from_diffusers' mapping takes the options (and refuses unsupported ones) from a throwaway diffusers instance,
+        # and the attributes diffusers computes at construction (betas, alphas_cumprod, sigma_min, the default
+        # timestep table, ...) are that instance's, copied: each drop-in owns its tensors.
+        reference = self._diffusers_class(**options)
+        self._functional: Scheduler = self._functional_class(**options_for(self._functional_class, reference))
+        for name, value in vars(reference).items():
+            if name not in _MANAGED and not name.startswith("_internal"):
+                object.__setattr__(self, name, _owned(value))
+        self._default_tables = (_owned(reference.timesteps), _owned(reference.sigmas))
+        self._built_from = repr(dict(self.config))  # a key registered later (Cosmos 2's) rebuilds at set_timesteps
         self._plan: Any = None
+        self._tables: dict[str, torch.Tensor] = {}  # what `timesteps` and `sigmas` expose of the plan
+        self._versions: dict[str, int] = {}
         self._request: _Request | None = None
         self._begin_index: int | None = None
         self._state: Any = None
+        self._exposed: dict[str, Any] = {}  # the solver history as last read or written (`_Multistep`)
 
     # ------------------------------------------------------------------------------------------------ read-outs
-    def _require_plan(self) -> Any:
-        if self._plan is None:
-            raise RuntimeError(f"{type(self).__name__}: call set_timesteps first (the drop-in has no table before it).")
-        return self._plan
-
     @property
     def timesteps(self) -> torch.Tensor:
-        return self._require_plan().timesteps[0]  # a drop-in's plan holds one schedule
+        if self._plan is None:
+            return self._default_tables[0]  # diffusers' table from construction, before set_timesteps
+        return self._tables["timesteps"]
 
     @property
     def sigmas(self) -> torch.Tensor:
-        return self._require_plan().sigmas[0].cpu()
+        if self._plan is None:
+            return self._default_tables[1]
+        return self._tables["sigmas"]
+
+    def _planned(self, request: _Request, device: str | torch.device) -> None:
+        """The plan of `request` (float32, as diffusers' tables), and the tables exposed from it."""
+        with torch.inference_mode(False):  # tables with version counters: an edit to them is seen (`_check_edits`)
+            plan = self._functional.plan(
+                request.num_inference_steps,
+                timesteps=request.timesteps,
+                sigmas=request.sigmas,
+                mu=request.mu,
+                dtype=torch.float32,
+                device=device,
+            )
+            self._tables = {"timesteps": plan.timesteps[0], "sigmas": self._exposed_sigmas(plan)}
+        self._versions = {name: table._version for name, table in self._tables.items()}
+        self._plan = plan
+
+    def _exposed_sigmas(self, plan: Any) -> torch.Tensor:
+        """The sigma table as diffusers keeps it: on the CPU (DPM-Solver, UniPC)."""
+        return plan.sigmas[0].cpu()
+
+    def _check_edits(self) -> None:
+        """An edit made to `timesteps` or `sigmas` since `set_timesteps` is refused by name: the steps were planned
+        from the tables, and stepping on would silently ignore it."""
+        for name, table in self._tables.items():
+            if table._version != self._versions[name]:
+                raise NotImplementedError(
+                    f"{type(self).__name__}: scheduler.{name} was edited in place after set_timesteps; the drop-in "
+                    f"plans every step from the table set_timesteps made and does not take edits to it yet (a "
+                    "custom table goes to set_timesteps(sigmas=... or timesteps=...))."
+                )
 
     @property
     def num_inference_steps(self) -> int | None:
@@ -151,19 +217,15 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         timesteps: Any = None,
     ) -> None:
         self._validate_request(num_inference_steps, sigmas, mu, timesteps)
+        if repr(dict(self.config)) != self._built_from:  # keys registered since: mapped again, or refused by name
+            self._functional = self._functional_class(**options_for(self._functional_class, self))
+            self._built_from = repr(dict(self.config))
         mu = self._resolve_mu(mu)
-        plan = self._functional.plan(
-            num_inference_steps,
-            timesteps=timesteps,
-            sigmas=sigmas,
-            mu=mu,
-            dtype=torch.float32,
-            device=device if device is not None else "cpu",
-        )
-        self._plan = plan
+        self._planned(_Request(num_inference_steps, timesteps, sigmas, mu), device if device is not None else "cpu")
         self._request = _Request(num_inference_steps, timesteps, sigmas, mu)
         self._state = None
         self._begin_index = None
+        self._exposed = {}
 
     def _validate_request(self, num_inference_steps: Any, sigmas: Any, mu: Any, timesteps: Any) -> None:
         """diffusers' own checks where the core would word them differently (the core checks the rest)."""
@@ -202,6 +264,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
             )
+        self._check_edits()
         self._take_step_arguments(step_arguments)
         out_dtype = self._output_dtype(model_output, sample)
         state = self._state
@@ -220,8 +283,10 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             )
         else:
             work = self._core_sample(sample, state, out_dtype)
+        state = self._with_edits(state, work)
         noise = self._noise(model_output, work, generator, variance_noise)
         prev_sample, self._state = self._functional.step(state, model_output, work, noise=noise)
+        self._exposed = {}
         prev_sample = prev_sample.to(out_dtype)
         if not return_dict:
             return (prev_sample,)
@@ -244,14 +309,16 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         request = self._request
         assert request is not None
         schedule = {"timesteps": request.timesteps, "sigmas": request.sigmas, "mu": request.mu}
-        self._plan = self._functional.plan(
-            request.num_inference_steps, **schedule, dtype=torch.float32, device=self._plan.timesteps.device
-        )
+        self._planned(request, self._plan.timesteps.device)
         if self._state is not None:
             self._state = self._functional._replanned(self._state, request.num_inference_steps, **schedule)
 
     def _check_timestep(self, timestep: Any) -> None:
         pass
+
+    def _with_edits(self, state: Any, work: torch.Tensor) -> Any:
+        """`state` with the edits made to what the drop-in exposes of it since the last step (`_Multistep`)."""
+        return state
 
     def _output_dtype(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.dtype:
         raise NotImplementedError
@@ -299,16 +366,15 @@ class _DropIn(SchedulerMixin, ConfigMixin):
 
 
 # ---------------------------------------------------------------------------------------------------- the classes
-class FlowMatchEulerDiscreteScheduler(_DropIn):
+class FlowMatchEulerDiscreteScheduler(_DropIn, diffusers.FlowMatchEulerDiscreteScheduler):
     """diffusers' `FlowMatchEulerDiscreteScheduler` on `functional_sched.FlowMatchEulerDiscrete`."""
 
     _functional_class = fs.FlowMatchEulerDiscrete
     _output_class = FlowMatchEulerDiscreteSchedulerOutput
     _missing_timestep_is_last = False  # diffusers' FlowMatchEuler raises IndexError for an unknown timestep
 
-    @property
-    def sigmas(self) -> torch.Tensor:  # diffusers leaves them on set_timesteps' device
-        return self._require_plan().sigmas[0]
+    def _exposed_sigmas(self, plan: Any) -> torch.Tensor:  # diffusers leaves them on set_timesteps' device
+        return plan.sigmas[0]
 
     def _check_timestep(self, timestep: Any) -> None:
         if isinstance(timestep, (int, torch.IntTensor, torch.LongTensor)):
@@ -343,9 +409,91 @@ class FlowMatchEulerDiscreteScheduler(_DropIn):
 
 
 class _Multistep(_DropIn):
-    """DPM-Solver and UniPC: `init_noise_sigma`, `add_noise`, sigmas kept on the CPU."""
+    """DPM-Solver and UniPC: `init_noise_sigma`, `add_noise`, sigmas kept on the CPU, and the solver history as
+    diffusers exposes it (`model_outputs`, `lower_order_nums`, UniPC's `last_sample`), read from the state and
+    written back into it: a pipeline or test that assigns or edits them (ChronoEdit slices the history's frames, and
+    the sample's shape changes with them) steps from what it wrote, as with diffusers."""
 
     init_noise_sigma = 1.0
+
+    @property
+    def model_outputs(self) -> list[torch.Tensor | None]:
+        exposed = self._exposed.get("model_outputs")
+        if exposed is not None:
+            return exposed[0]
+        order, state = self.config.solver_order, self._state
+        filled = 0 if state is None else self._level()
+        view = [
+            None if state is None or index < order - filled else entry
+            for index, entry in enumerate(state.history if state is not None else [None] * order)
+        ]
+        self._exposed["model_outputs"] = (view, [id(entry) for entry in view])
+        return view
+
+    @model_outputs.setter
+    def model_outputs(self, value: list[torch.Tensor | None]) -> None:
+        self._exposed["model_outputs"] = (value, None)
+
+    @property
+    def lower_order_nums(self) -> int:
+        exposed = self._exposed.get("lower_order_nums")
+        return exposed if exposed is not None else (0 if self._state is None else self._level())
+
+    @lower_order_nums.setter
+    def lower_order_nums(self, value: int) -> None:
+        self._exposed["lower_order_nums"] = int(value)
+
+    def _level(self) -> int:
+        """The warm-up level of the state: how many history entries are filled (diffusers' `lower_order_nums`)."""
+        cursor = self._functional._cursor(self._state)
+        return cursor.level if cursor is not None else int(self._state.lower_order_nums[0])
+
+    def _edited_history(self) -> list[torch.Tensor | None] | None:
+        exposed = self._exposed.get("model_outputs")
+        if exposed is None:
+            return None
+        view, identities = exposed
+        return None if identities is not None and [id(entry) for entry in view] == identities else list(view)
+
+    def _with_edits(self, state: Any, work: torch.Tensor) -> Any:
+        history, level = self._edited_history(), self._exposed.get("lower_order_nums")
+        changes = self._edited_fields(work)
+        if history is None and level is None and not changes:
+            return state
+        step = self._functional.steps_taken(state)
+        if tuple(state.history[0].shape) != tuple(work.shape):  # the sample changed shape with the history
+            request = self._request
+            state = self._functional.init(
+                request.num_inference_steps,
+                sample=work,
+                timesteps=request.timesteps,
+                sigmas=request.sigmas,
+                mu=request.mu,
+                begin_index=step,
+            ).replace(lower_order_nums=state.lower_order_nums)
+        if history is not None:
+            order = self.config.solver_order
+            entries = ([None] * order + history)[-order:]
+            changes["history"] = tuple(
+                torch.zeros_like(work) if entry is None else _like(entry, work, "model_outputs") for entry in entries
+            )
+        if level is not None:
+            if not 0 <= level <= step:
+                # diffusers would read sigmas[step_index - 1] for a history older than the schedule: sigmas[-1].
+                raise ValueError(
+                    f"{type(self).__name__}: lower_order_nums={level} at step {step}: a solver history cannot hold "
+                    f"more steps than were taken (0 to {step}); no pipeline sets it so."
+                )
+            changes["lower_order_nums"] = torch.full_like(state.lower_order_nums, min(level, self.config.solver_order))
+        request = self._request
+        edited = state.replace(**changes)
+        return self._functional._replanned(
+            edited, request.num_inference_steps, timesteps=request.timesteps, sigmas=request.sigmas, mu=request.mu
+        )
+
+    def _edited_fields(self, work: torch.Tensor) -> dict[str, Any]:
+        """Further state fields a subclass exposes and takes edits of (UniPC's `last_sample`)."""
+        return {}
 
     def _core_sample(self, sample: torch.Tensor, state: Any, out_dtype: torch.dtype) -> torch.Tensor:
         if state is None:  # the state's dtype: diffusers' converted outputs promote with the sample
@@ -367,7 +515,7 @@ class _Multistep(_DropIn):
         return alpha_t * original_samples + sigma_t * noise
 
 
-class DPMSolverMultistepScheduler(_Multistep):
+class DPMSolverMultistepScheduler(_Multistep, diffusers.DPMSolverMultistepScheduler):
     """diffusers' `DPMSolverMultistepScheduler` on `functional_sched.DPMSolverMultistep`."""
 
     _functional_class = fs.DPMSolverMultistep
@@ -401,7 +549,7 @@ class DPMSolverMultistepScheduler(_Multistep):
         return fs.randn_tensor(sample.shape, generator=generator, device=model_output.device, dtype=torch.float32)
 
 
-class UniPCMultistepScheduler(_Multistep):
+class UniPCMultistepScheduler(_Multistep, diffusers.UniPCMultistepScheduler):
     """diffusers' `UniPCMultistepScheduler` on `functional_sched.UniPCMultistep`."""
 
     _functional_class = fs.UniPCMultistep
@@ -409,10 +557,50 @@ class UniPCMultistepScheduler(_Multistep):
     def _output_dtype(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.dtype:
         return sample.dtype
 
+    @property
+    def timestep_list(self) -> list[torch.Tensor | None]:
+        """The timesteps of the history's entries, as diffusers keeps them (None where an entry is not filled)."""
+        order, state = self.config.solver_order, self._state
+        if state is None:
+            return [None] * order
+        step, filled = self._functional.steps_taken(state), self._level()
+        return [None if index < order - filled else self.timesteps[step - order + index] for index in range(order)]
+
+    @property
+    def last_sample(self) -> torch.Tensor | None:
+        exposed = self._exposed.get("last_sample")
+        if exposed is not None:
+            return exposed[0]
+        state = self._state
+        value = None if state is None or self._level() == 0 else state.last_sample
+        self._exposed["last_sample"] = (value, id(value))
+        return value
+
+    @last_sample.setter
+    def last_sample(self, value: torch.Tensor | None) -> None:
+        self._exposed["last_sample"] = (value, None)
+
+    def _edited_fields(self, work: torch.Tensor) -> dict[str, Any]:
+        exposed = self._exposed.get("last_sample")
+        if exposed is None or exposed[1] is not None or exposed[0] is None:
+            return {}
+        return {"last_sample": _like(exposed[0], work, "last_sample")}
+
 
 DROP_INS: dict[str, type[_DropIn]] = {
     cls.__name__: cls for cls in (FlowMatchEulerDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)
 }
+
+
+def _like(value: Any, work: torch.Tensor, name: str) -> torch.Tensor:
+    """An edited history entry as the state keeps it: the sample's shape, dtype and device, its own copy."""
+    checks.tensor(f"drop-in {name}", name, value)
+    if tuple(value.shape) != tuple(work.shape):
+        raise ValueError(
+            f"{name} was set to a tensor of shape {tuple(value.shape)}, but the sample stepped is {tuple(work.shape)}; "
+            "edit the history and the latents alike."
+        )
+    return value.to(device=work.device, dtype=work.dtype, copy=True)
 
 
 def _check_timesteps(owner: str, name: str, value: Any, *, single: bool = False) -> None:

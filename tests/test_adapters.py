@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import functional_sched as fs
-from functional_sched.adapters import from_diffusers
+from functional_sched.adapters import drop_in, from_diffusers
 from functional_sched.adapters.diffusers import config_options
 from functional_sched.adapters.report import GRID, cases, main
 
@@ -149,3 +149,31 @@ def test_report_passes_and_writes_json(tmp_path, capsys):
 def test_grid_names_real_diffusers_classes():
     for case in GRID:
         assert hasattr(diffusers, case.diffusers_name), case.diffusers_name
+
+
+@pytest.mark.parametrize("name", ["FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler"])
+def test_config_keys_no_constructor_takes_are_mapped_or_refused(name: str) -> None:
+    """A pipeline may register keys the class's constructor does not take (Cosmos 2 registers sigma_min=0.002 and
+    sigma_max=80); diffusers' Karras, exponential and beta sigmas read them. Refused by name where read, by
+    `from_diffusers` and by a drop-in whose config gained them after construction; harmless where not read."""
+    reference = getattr(diffusers, name)(use_karras_sigmas=True)
+    reference.register_to_config(sigma_min=0.002, sigma_max=80.0)
+    with pytest.raises(NotImplementedError, match=r"sigma_min=0\.002, sigma_max=80\.0 registered"):
+        from_diffusers(reference)
+    unread = getattr(diffusers, name)()
+    unread.register_to_config(sigma_min=0.002, sigma_max=80.0)
+    from_diffusers(unread)
+    ours = drop_in.DROP_INS[name](use_karras_sigmas=True)
+    ours.set_timesteps(6)
+    ours.register_to_config(sigma_min=0.002, sigma_max=80.0)
+    with pytest.raises(NotImplementedError, match="sigma_min"):
+        ours.set_timesteps(6)
+
+
+def test_trained_betas_of_another_length_construct_and_refuse_a_schedule() -> None:
+    """diffusers builds a scheduler with any number of trained betas (its own tests do, and read `betas` back); a
+    schedule needs one per training timestep, and is refused by name before anything is computed."""
+    ours = drop_in.DPMSolverMultistepScheduler(trained_betas=[0.1, 0.3])
+    assert ours.betas.tolist() == diffusers.DPMSolverMultistepScheduler(trained_betas=[0.1, 0.3]).betas.tolist()
+    with pytest.raises(ValueError, match="trained_betas has 2 values but num_train_timesteps=1000"):
+        ours.set_timesteps(10)

@@ -12,6 +12,7 @@ import torch
 from ..machinery import checks, host, options
 from ..machinery.options import Choice
 from ..machinery.plan import Plan, as_dtype, divided, scaled, single_plan
+from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
 from ..math import predictions, schedules
 from . import common
@@ -85,11 +86,16 @@ class MultistepScheduler(Scheduler):
                 f"{self.name}: steps_offset={self.steps_offset} must be less than num_train_timesteps="
                 f"{self.num_train_timesteps}: the offset timesteps index the training schedule."
             )
+
+    def _check_schedule(self, schedule: Schedule) -> None:
+        # Checked here, not at construction: diffusers constructs with any number of trained betas (its own tests
+        # do), and a schedule is where the table must cover the training timesteps.
         if self.trained_betas is not None and len(self.trained_betas) != self.num_train_timesteps:
             raise ValueError(
                 f"{self.name}: trained_betas has {len(self.trained_betas)} values but num_train_timesteps="
                 f"{self.num_train_timesteps}; give one beta per training timestep."
             )
+        super()._check_schedule(schedule)
 
     @property
     def max_inference_steps(self) -> int:

@@ -19,7 +19,7 @@ from functional_sched.machinery import options as declarations
 
 from .. import strategies
 from ..parity import has_repeated_timesteps, latents, toy_model
-from ..selection import configs, has_drop_in, has_reference, is_registered
+from ..selection import configs, has_drop_in, has_reference, is_registered, keeps_history
 from ..spec import Case, Spec
 from .parity import BOUND, GRID_SETTINGS, noised
 
@@ -49,6 +49,21 @@ def assert_tables_equal(reference: Any, ours: Any) -> None:
     assert ours.num_inference_steps == reference.num_inference_steps
     assert ours.step_index == reference.step_index
     assert ours.begin_index == reference.begin_index
+
+
+def assert_same(reference: Any, ours: Any, what: str) -> bool:
+    """Equal values as diffusers exposes them: tensors (dtype, shape and values; NaN where NaN), lists and tuples
+    item by item, numbers and the rest by `==`."""
+    if isinstance(reference, torch.Tensor):
+        assert isinstance(ours, torch.Tensor) and ours.dtype == reference.dtype, f"{what}: {ours!r} vs {reference!r}"
+        torch.testing.assert_close(ours.cpu(), reference.cpu(), rtol=0, atol=0, equal_nan=True, msg=what)
+    elif isinstance(reference, (list, tuple)):
+        assert isinstance(ours, (list, tuple)) and len(ours) == len(reference), f"{what}: {ours!r} vs {reference!r}"
+        for index, (mine, theirs) in enumerate(zip(ours, reference, strict=True)):
+            assert_same(theirs, mine, f"{what}[{index}]")
+    else:
+        assert ours == reference or (ours != ours and reference != reference), f"{what}: {ours!r} vs {reference!r}"
+    return True
 
 
 def drop_in_loop(
@@ -171,7 +186,8 @@ class Interop:
     @configs(where=has_drop_in)
     def test_two_drop_ins_share_nothing_writable(self, case: Case) -> None:
         """Two drop-ins of one config and schedule (two pipelines, two requests): writing into everything one of
-        them hands out (its timesteps, sigmas, a step's output) changes nothing of the other's run."""
+        them hands out (its timesteps, sigmas, a step's output) changes nothing of the other's run; the one edited
+        refuses to step on from tables edited in place (never ignores the edit)."""
         reference, alone = drop_in_pair(case)
         set_both(case, reference, alone)
         x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
@@ -180,11 +196,50 @@ class Interop:
         _, second = drop_in_pair(case)
         set_both(case, reference, second)
         set_both(case, drop_in_pair(case)[0], first)
-        for table in (first.timesteps, first.sigmas):
-            table.add_(1)  # in place, into what the first hands out
         sample = x.clone()
         first.step(toy_model(sample, first.timesteps[0]), first.timesteps[0], sample).prev_sample.fill_(float("nan"))
+        for table in (first.timesteps, first.sigmas):
+            table.add_(1)  # in place, into what the first hands out
+        with pytest.raises(NotImplementedError, match="edited in place after set_timesteps"):
+            first.step(toy_model(sample, first.timesteps[1]), first.timesteps[1], sample)
         drop_in_loop(case, reference, second, x)
+
+    @configs("every", where=lambda case: has_drop_in(case) and keeps_history(case))
+    def test_drop_in_takes_edits_of_its_solver_history(self, case: Case) -> None:
+        """What pipelines and diffusers' tests write into a multistep scheduler's history, the drop-in steps from, as
+        diffusers does, bit for bit: `model_outputs` assigned before the first step (diffusers' own tests), and
+        ChronoEdit's mid-loop edit (each entry and UniPC's `last_sample` sliced to two frames, with the latents,
+        so the sample changes shape). A warm-up level the history cannot have reached is refused by name."""
+        video = latents((1, 4, 5, 4, 4), torch.float32, seed=2)
+        reference, ours = drop_in_pair(case)
+        set_both(case, reference, ours)
+        samples = [video, video.clone()]
+        generators = [torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)]
+        for scheduler in (reference, ours):
+            scheduler.model_outputs = [0.1 * video + 0.2, 0.1 * video + 0.15, 0.1 * video + 0.1][
+                : scheduler.config.solver_order
+            ]
+        steps = min(len(reference.timesteps), 6)
+        for index, t in enumerate(reference.timesteps[:steps]):
+            for side, scheduler in enumerate((reference, ours)):
+                if index == steps // 2:  # ChronoEdit, between its reasoning and its final steps
+                    for j in range(len(scheduler.model_outputs)):
+                        if scheduler.model_outputs[j] is not None:
+                            scheduler.model_outputs[j] = scheduler.model_outputs[j][:, :, [0, -1]]
+                    if getattr(scheduler, "last_sample", None) is not None:
+                        scheduler.last_sample = scheduler.last_sample[:, :, [0, -1]]
+                    samples[side] = samples[side][:, :, [0, -1]]
+                kwargs = {"generator": generators[side]} if case.stochastic else {}
+                samples[side] = scheduler.step(
+                    toy_model(samples[side], t), t, samples[side], return_dict=False, **kwargs
+                )[0]
+            assert samples[1].shape == samples[0].shape
+            torch.testing.assert_close(samples[1], samples[0], rtol=0, atol=BOUND * samples[0].abs().max().item())
+            if case.exact():
+                assert torch.equal(samples[1], samples[0]), f"step {index}"
+        ours.lower_order_nums = steps + 1
+        with pytest.raises(ValueError, match="lower_order_nums"):
+            ours.step(toy_model(samples[1], ours.timesteps[steps]), ours.timesteps[steps], samples[1])
 
     @configs(where=has_drop_in)
     def test_drop_in_with_a_bf16_model_returns_the_references_dtype(self, case: Case) -> None:
@@ -199,7 +254,7 @@ class Interop:
         ours_class = drop_in.DROP_INS[spec.scheduler.diffusers_name]
         assert ours_class.__name__ == reference_class.__name__
         assert issubclass(ours_class, diffusers.SchedulerMixin) and issubclass(ours_class, diffusers.ConfigMixin)
-        assert not issubclass(ours_class, reference_class)
+        assert issubclass(ours_class, reference_class)  # every `isinstance` a pipeline makes holds
         assert inspect.signature(ours_class.__init__) == inspect.signature(reference_class.__init__)
         reference, ours = reference_class(), ours_class()
         for method in ("set_timesteps", "step"):
@@ -289,12 +344,50 @@ class Interop:
 
     @configs(where=has_drop_in)
     def test_drop_in_needs_set_timesteps_first(self, spec: Spec) -> None:
+        """`step` before `set_timesteps` raises diffusers' ValueError; the tables read then are diffusers' defaults."""
         ours = drop_in.DROP_INS[spec.scheduler.diffusers_name]()
         x = torch.randn(SHAPE)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="set_timesteps"):
             ours.step(x, torch.tensor(999.0), x)
-        with pytest.raises(RuntimeError):
-            _ = ours.timesteps
+        reference = type(spec.case(spec.configs[0]).reference())()
+        assert_same(reference.timesteps, ours.timesteps, "timesteps") and assert_same(
+            reference.sigmas, ours.sigmas, "sigmas"
+        )
+
+    @configs("every", where=has_drop_in)
+    def test_drop_in_exposes_what_the_reference_does(self, case: Case) -> None:
+        """Every public attribute and property of the reference, after construction, `set_timesteps` and each of the
+        first steps, equal on the drop-in: the training tables (`betas`, `alphas_cumprod`, `alpha_t`, `lambda_t`,
+        ...), `sigma_min`/`sigma_max`, the solver history (`model_outputs`, `lower_order_nums`, `last_sample`),
+        `step_index`, `begin_index`; and each drop-in owns its tensors."""
+        reference, ours = drop_in_pair(case)
+        other = drop_in_pair(case)[1]
+        names = sorted(
+            {name for name in vars(reference) if not name.startswith("_")}
+            | {name for name, value in inspect.getmembers(type(reference)) if isinstance(value, property)} - {"config"}
+        )
+        names = [name for name in names if not name.startswith("_")]
+
+        def compare(when: str) -> None:
+            for name in names:
+                assert_same(getattr(reference, name), getattr(ours, name), f"{when}: {name}")
+
+        compare("constructed")
+        for name in names:
+            value = getattr(ours, name)
+            if isinstance(value, torch.Tensor):
+                assert value.untyped_storage().data_ptr() != getattr(other, name).untyped_storage().data_ptr(), name
+        set_both(case, reference, ours)
+        compare("after set_timesteps")
+        sample = latents(SHAPE, torch.float32, seed=0)
+        samples = [sample, sample.clone()]
+        generators = [torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)]
+        for index, t in enumerate(reference.timesteps[:3]):
+            for side, scheduler in enumerate((reference, ours)):
+                kwargs = {"generator": generators[side]} if case.stochastic else {}
+                step = scheduler.step(toy_model(samples[side], t), t, samples[side], return_dict=False, **kwargs)
+                samples[side] = step[0]
+            compare(f"after step {index}")
 
     @configs(where=has_drop_in)
     def test_as_diffusers_from_either_scheduler(self, case: Case) -> None:
