@@ -66,9 +66,23 @@ def to_diffusers_config(scheduler: Scheduler) -> dict[str, Any]:
     """The config dict of the diffusers class `type(scheduler).diffusers_name` with the same options.
 
     Our fields carry diffusers' option names, so `getattr(diffusers, sched.diffusers_name).from_config(result)`
-    builds the equivalent diffusers scheduler; tuples become lists, as diffusers stores them.
+    builds the equivalent diffusers scheduler; tuples become lists, as diffusers stores them. Registered options
+    (`Option.registered`, no constructor takes them) are in it only where set: register them on the built scheduler
+    (`registered_config`), as the pipeline that set them does.
     """
-    return {name: _as_lists(getattr(scheduler, name)) for name in config_options(type(scheduler))}
+    declared = options.declared(type(scheduler))
+    config = {name: _as_lists(getattr(scheduler, name)) for name in config_options(type(scheduler))}
+    return {name: value for name, value in config.items() if not declared[name].registered or value is not None}
+
+
+def registered_config(scheduler: Scheduler) -> dict[str, Any]:
+    """The registered options (`Option.registered`) `scheduler` sets: what `register_to_config` must add to a
+    diffusers scheduler built from `to_diffusers_config`, whose constructor drops them."""
+    return {
+        name: getattr(scheduler, name)
+        for name, option in options.declared(type(scheduler)).items()
+        if option.registered and getattr(scheduler, name) is not None
+    }
 
 
 def config_options(scheduler_class: type[Scheduler]) -> tuple[str, ...]:
@@ -157,26 +171,7 @@ def _flow_shift(scheduler: Any, options: dict[str, Any]) -> None:
     )
 
 
-def _registered_sigma_range(scheduler: Any, options: dict[str, Any]) -> None:
-    """Config keys no constructor takes but diffusers reads: its Karras, exponential and beta sigmas take their range
-    from `config.sigma_min` / `config.sigma_max` where a pipeline registered them (Cosmos 2 registers 0.002 and 80),
-    else from the schedule's own ends. Never dropped silently: refused by name until the core takes them."""
-    config = _config_in_effect(scheduler)
-    spacing = next((name for name in _RANGED_SPACINGS if config.get(name)), None)
-    given = {key: config[key] for key in ("sigma_min", "sigma_max") if config.get(key) is not None}
-    if spacing is not None and given:
-        keys = ", ".join(f"{key}={value!r}" for key, value in given.items())
-        raise NotImplementedError(
-            f"functional_sched does not support {type(scheduler).__name__} with {keys} registered in its config "
-            f"yet: diffusers' {spacing} reads them as the sigma range (its constructor takes no such option); "
-            "ours would space the schedule's own range."
-        )
-
-
-_RANGED_SPACINGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
-
 #: Runtime state, per diffusers class, that changes the schedule and that no config of ours can express.
 _RUNTIME_CHECKS: dict[str, tuple[Callable[[Any, dict[str, Any]], None], ...]] = {
-    "FlowMatchEulerDiscreteScheduler": (_flow_shift, _registered_sigma_range),
-    "DPMSolverMultistepScheduler": (_registered_sigma_range,),
+    "FlowMatchEulerDiscreteScheduler": (_flow_shift,),
 }

@@ -32,7 +32,7 @@ import functional_sched as fs
 from functional_sched.machinery import checks, options
 from functional_sched.machinery.scheduler import Scheduler
 
-from .diffusers import from_diffusers, options_for, to_diffusers_config
+from .diffusers import from_diffusers, options_for, registered_config, to_diffusers_config
 
 __all__ = [
     "DPMSolverMultistepScheduler",
@@ -627,7 +627,9 @@ def as_diffusers(scheduler: Any) -> _DropIn:
         functional = from_diffusers(scheduler)
         config = dict(scheduler.config)
     drop_in = DROP_INS[functional.diffusers_name]
-    return drop_in.from_config({**config, **to_diffusers_config(functional)})
+    result = drop_in.from_config({**config, **to_diffusers_config(functional)})
+    result.register_to_config(**registered_config(functional))  # keys no constructor takes (Cosmos 2's sigma range)
+    return result
 
 
 def for_request(pipe: Any) -> Any:

@@ -105,10 +105,21 @@ DIFFUSERS: Any = object()
 
 def diffusers_reference(scheduler_class: type) -> Callable[[Mapping[str, Any]], Any]:
     """Builds diffusers' class of `scheduler_class.diffusers_name` with a config's options (not its `step()`
-    arguments, which `step` takes)."""
+    arguments, which `step` takes; registered options as a pipeline sets them, `built_as_diffusers`)."""
     reference_class = getattr(diffusers, scheduler_class.diffusers_name)
-    step_arguments = {name for name, option in declarations.declared(scheduler_class).items() if option.step_argument}
-    return lambda config: reference_class(**{key: value for key, value in config.items() if key not in step_arguments})
+    return lambda config: built_as_diffusers(reference_class, scheduler_class, config)
+
+
+def built_as_diffusers(diffusers_class: type, scheduler_class: type, config: Mapping[str, Any]) -> Any:
+    """`diffusers_class` (diffusers' or a drop-in) built as a diffusers user builds it with a config's options: the
+    constructor takes the options but for `step()` arguments and registered ones (`Option.registered`), which
+    `register_to_config` then adds where set, as the pipeline that registers them does."""
+    declared = declarations.declared(scheduler_class)  # an undeclared option (one we refuse) goes to the constructor
+    given = {key: value for key, value in config.items() if key not in declared or not declared[key].step_argument}
+    registered = {key: given.pop(key) for key in list(given) if key in declared and declared[key].registered}
+    built = diffusers_class(**given)
+    built.register_to_config(**{key: value for key, value in registered.items() if value is not None})
+    return built
 
 
 @dataclasses.dataclass(frozen=True)

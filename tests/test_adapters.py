@@ -26,7 +26,7 @@ def _assert_mirrors(ours: Any, reference: Any) -> None:
     """Every field of ours equals diffusers' config value of the same name (lists as tuples)."""
     for name in config_options(type(ours)):
         value = getattr(ours, name)
-        expected = reference.config[name]
+        expected = reference.config.get(name)  # None: a registered key (sigma_min) the pipeline did not register
         expected = tuple(expected) if isinstance(expected, list) else expected
         assert value == expected or (math.isnan(value) and math.isnan(expected)), name
 
@@ -151,23 +151,28 @@ def test_grid_names_real_diffusers_classes():
         assert hasattr(diffusers, case.diffusers_name), case.diffusers_name
 
 
+@pytest.mark.parametrize("spacing", ["use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas"])
 @pytest.mark.parametrize("name", ["FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler"])
-def test_config_keys_no_constructor_takes_are_mapped_or_refused(name: str) -> None:
-    """A pipeline may register keys the class's constructor does not take (Cosmos 2 registers sigma_min=0.002 and
-    sigma_max=80); diffusers' Karras, exponential and beta sigmas read them. Refused by name where read, by
-    `from_diffusers` and by a drop-in whose config gained them after construction; harmless where not read."""
-    reference = getattr(diffusers, name)(use_karras_sigmas=True)
+def test_config_keys_no_constructor_takes_are_mapped(name: str, spacing: str) -> None:
+    """A pipeline may register keys the class's constructor does not take: Cosmos 2 registers sigma_min=0.002 and
+    sigma_max=80, which diffusers' Karras, exponential and beta sigmas read. `from_diffusers` maps them, a drop-in
+    whose config gains them after construction re-plans with them, and `as_diffusers` registers them again: the
+    tables equal diffusers' in each case."""
+    reference = getattr(diffusers, name)(**{spacing: True})
     reference.register_to_config(sigma_min=0.002, sigma_max=80.0)
-    with pytest.raises(NotImplementedError, match=r"sigma_min=0\.002, sigma_max=80\.0 registered"):
-        from_diffusers(reference)
-    unread = getattr(diffusers, name)()
-    unread.register_to_config(sigma_min=0.002, sigma_max=80.0)
-    from_diffusers(unread)
-    ours = drop_in.DROP_INS[name](use_karras_sigmas=True)
-    ours.set_timesteps(6)
-    ours.register_to_config(sigma_min=0.002, sigma_max=80.0)
-    with pytest.raises(NotImplementedError, match="sigma_min"):
-        ours.set_timesteps(6)
+    reference.set_timesteps(8)
+    ours = from_diffusers(reference)
+    assert (ours.sigma_min, ours.sigma_max) == (0.002, 80.0)
+    assert torch.equal(ours.plan(8).timesteps[0], reference.timesteps)
+    late = drop_in.DROP_INS[name](**{spacing: True})
+    late.set_timesteps(8)
+    late.register_to_config(sigma_min=0.002, sigma_max=80.0)  # as Cosmos 2's pipeline does, after construction
+    late.set_timesteps(8)
+    again = drop_in.as_diffusers(ours)
+    again.set_timesteps(8)
+    for drop in (late, again):
+        assert drop.config.sigma_min == 0.002 and torch.equal(drop.timesteps, reference.timesteps)
+        assert torch.equal(drop.sigmas, reference.sigmas)
 
 
 def test_trained_betas_of_another_length_construct_and_refuse_a_schedule() -> None:

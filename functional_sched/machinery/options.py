@@ -170,6 +170,8 @@ class Option:
     `step_argument`: diffusers takes it as an argument of `step()`, not as config; here it is config (so `step`
     stays branch-free), and the drop-in re-plans when a caller passes another value.
     `exclusive`: a group name; at most one flag of a group may be True (e.g. the sigma spacings).
+    `registered`: no parameter of diffusers' constructor, but a config key diffusers reads where a pipeline registers
+    it (`scheduler.register_to_config(sigma_min=...)`, Cosmos 2); None means not registered.
     """
 
     default: Any
@@ -177,6 +179,7 @@ class Option:
     examples: tuple[Any, ...] = ()
     step_argument: bool = False
     exclusive: str | None = None
+    registered: bool = False
 
     def but(self, **changes: Any) -> Option:
         """This declaration with some attributes changed (a family's own default for a shared option)."""

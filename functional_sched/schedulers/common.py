@@ -6,6 +6,8 @@ A family that differs from the shared default takes its own with `.but(...)`, e.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..machinery.options import Choice, Flag, Integer, Numbers, Option, Optional, Real
 from ..math import predictions, schedules
 
@@ -34,6 +36,22 @@ FLOW_SHIFT = Option(1.0, Real(above=0), examples=(3.0, 5.0, 12.0))
 USE_DYNAMIC_SHIFTING = Option(False, Flag())
 TIME_SHIFT_TYPE = Option("exponential", Choice("exponential", "linear"))
 # LTX-Video's stretch of the shifted schedule to end at this sigma (0, like None, stretches nothing, as in diffusers).
+#: The range diffusers' Karras, exponential and beta sigmas take from the config where a pipeline registered it (Cosmos
+#: 2 registers 0.002 and 80), instead of the schedule's own ends.
+REGISTERED_SIGMA_MIN = Option(None, Optional(Real(above=0)), examples=(0.002,), registered=True)
+REGISTERED_SIGMA_MAX = Option(None, Optional(Real(above=0)), examples=(80.0,), registered=True)
+
+
+def check_sigma_range(scheduler: Any) -> None:
+    """A `sigma_min` below `sigma_max` where both are given (the spaced sigmas run from sigma_max down to it)."""
+    sigma_min, sigma_max = scheduler.sigma_min, scheduler.sigma_max
+    if sigma_min is not None and sigma_max is not None and sigma_min >= sigma_max:
+        raise ValueError(
+            f"{scheduler.name}: sigma_min={sigma_min:g} must be below sigma_max={sigma_max:g} (the spaced sigmas run "
+            "from sigma_max down to sigma_min)."
+        )
+
+
 SHIFT_TERMINAL = Option(None, Optional(Real(at_least=0, below=1)), examples=(0.02, 0.1))
 
 # ------------------------------------------------------------------------------------------ the model's output

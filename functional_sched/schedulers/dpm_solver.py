@@ -59,6 +59,8 @@ class DPMSolverMultistep(MultistepScheduler):
     use_karras_sigmas: bool = common.USE_KARRAS_SIGMAS
     use_exponential_sigmas: bool = common.USE_EXPONENTIAL_SIGMAS
     use_beta_sigmas: bool = common.USE_BETA_SIGMAS
+    sigma_min: float | None = common.REGISTERED_SIGMA_MIN
+    sigma_max: float | None = common.REGISTERED_SIGMA_MAX
     use_lu_lambdas: bool = Option(False, Flag())
     use_flow_sigmas: bool = common.USE_FLOW_SIGMAS
     flow_shift: float = common.FLOW_SHIFT
@@ -84,6 +86,7 @@ class DPMSolverMultistep(MultistepScheduler):
         super()._check_options()
         owner = self.name
         self._check_prediction(self.data_prediction, f"algorithm_type={self.algorithm_type!r}")
+        common.check_sigma_range(self)
         if not self.data_prediction and self.final_sigmas_type == "zero":
             raise ValueError(
                 f"{owner}: final_sigmas_type='zero' needs a data-prediction algorithm (dpmsolver++ or "
@@ -145,7 +148,9 @@ class DPMSolverMultistep(MultistepScheduler):
             timesteps = schedules.spaced_timesteps(self.timestep_spacing, n, train, self.steps_offset, train - clipped)
 
         round_timesteps = self.beta_schedule != "squaredcos_cap_v2"
-        smallest, largest = train_sigmas[0].item(), train_sigmas[-1].item()
+        # A pipeline's registered range (Cosmos 2's) in place of the training schedule's ends, as diffusers reads it.
+        smallest = self.sigma_min if self.sigma_min is not None else train_sigmas[0].item()
+        largest = self.sigma_max if self.sigma_max is not None else train_sigmas[-1].item()
         if self.use_karras_sigmas:
             sigmas = schedules.karras_sigmas(smallest, largest, n)
             timesteps = schedules.sigma_to_t(sigmas, log_sigmas)

@@ -51,6 +51,8 @@ class FlowMatchEulerDiscrete(Scheduler):
     use_karras_sigmas: bool = common.USE_KARRAS_SIGMAS
     use_exponential_sigmas: bool = common.USE_EXPONENTIAL_SIGMAS
     use_beta_sigmas: bool = common.USE_BETA_SIGMAS
+    sigma_min: float | None = common.REGISTERED_SIGMA_MIN
+    sigma_max: float | None = common.REGISTERED_SIGMA_MAX
     time_shift_type: str = common.TIME_SHIFT_TYPE
     stochastic_sampling: bool = Option(False, Flag())
 
@@ -67,6 +69,7 @@ class FlowMatchEulerDiscrete(Scheduler):
         return (self.stochastic_sampling,)
 
     def _check_options(self) -> None:
+        common.check_sigma_range(self)
         if self.base_image_seq_len >= self.max_image_seq_len:
             raise ValueError(
                 f"{self.name}: base_image_seq_len={self.base_image_seq_len} must be less than max_image_seq_len="
@@ -141,12 +144,15 @@ class FlowMatchEulerDiscrete(Scheduler):
             sigmas = schedules.shift_sigmas(sigmas, self.shift)
         if self.shift_terminal:
             sigmas = schedules.stretch_to_terminal(sigmas, self.shift_terminal)
+        # A pipeline's registered range (Cosmos 2's) in place of the schedule's ends, as diffusers reads it.
+        smallest = self.sigma_min if self.sigma_min is not None else sigmas[-1].item()
+        largest = self.sigma_max if self.sigma_max is not None else sigmas[0].item()
         if self.use_karras_sigmas:
-            sigmas = schedules.karras_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
+            sigmas = schedules.karras_sigmas(smallest, largest, n)
         elif self.use_exponential_sigmas:
-            sigmas = schedules.exponential_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
+            sigmas = schedules.exponential_sigmas(smallest, largest, n)
         elif self.use_beta_sigmas:
-            sigmas = schedules.beta_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
+            sigmas = schedules.beta_sigmas(smallest, largest, n)
 
         sigmas = sigmas.to(torch.float32)
         timesteps = timesteps if timesteps is not None else sigmas * train

@@ -86,11 +86,7 @@ class UniPCMultistep(MultistepScheduler):
         super()._check_options()
         owner = self.name
         self._check_prediction(self.predict_x0, f"predict_x0={self.predict_x0}")
-        if self.sigma_min is not None and self.sigma_max is not None and self.sigma_min >= self.sigma_max:
-            raise ValueError(
-                f"{owner}: sigma_min={self.sigma_min:g} must be below sigma_max={self.sigma_max:g} (the spaced "
-                "sigmas run from sigma_max down to sigma_min)."
-            )
+        common.check_sigma_range(self)
         if self.final_sigmas_type == "zero" and (self.solver_type == "bh1" or not self.predict_x0):
             raise ValueError(
                 f"{owner}: solver_type={self.solver_type!r} with predict_x0={self.predict_x0} and "
