@@ -173,16 +173,28 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         """The sigma table as diffusers keeps it: on the CPU (DPM-Solver, UniPC)."""
         return plan.sigmas[0].cpu()
 
-    def _check_edits(self) -> None:
-        """An edit made to `timesteps` or `sigmas` since `set_timesteps` is refused by name: the steps were planned
-        from the tables, and stepping on would silently ignore it."""
-        for name, table in self._tables.items():
-            if table._version != self._versions[name]:
-                raise NotImplementedError(
-                    f"{type(self).__name__}: scheduler.{name} was edited in place after set_timesteps; the drop-in "
-                    f"plans every step from the table set_timesteps made and does not take edits to it yet (a "
-                    "custom table goes to set_timesteps(sigmas=... or timesteps=...))."
-                )
+    def _edited_tables(self) -> list[str]:
+        """The tables (`timesteps`, `sigmas`) written into since they were planned (their version counters moved)."""
+        return [name for name, table in self._tables.items() if table._version != self._versions[name]]
+
+    def _with_table_edits(self, state: Any) -> Any:
+        """`state` re-planned from `timesteps` and `sigmas` as they now are, where a pipeline wrote into them since
+        `set_timesteps` (Cosmos 2 sets the final sigma to the one before): the steps from here read the edited tables,
+        as diffusers' do. A state with such a plan cannot be handed over (no schedule argument gives it)."""
+        if not self._edited_tables():
+            return state
+        timesteps, sigmas = self._tables["timesteps"], self._tables["sigmas"]
+        if timesteps.shape[0] + 1 != sigmas.shape[0]:
+            raise ValueError(
+                f"{type(self).__name__}: timesteps ({timesteps.shape[0]}) and sigmas ({sigmas.shape[0]}) were edited "
+                "into tables of inconsistent lengths; sigmas holds one more value (the final sigma)."
+            )
+        with torch.inference_mode(False):
+            state = self._functional._on_tables(state, timesteps, sigmas)
+            self._plan = state.plan
+            self._tables = {"timesteps": self._plan.timesteps[0], "sigmas": self._exposed_sigmas(self._plan)}
+        self._versions = {name: table._version for name, table in self._tables.items()}
+        return state
 
     @property
     def num_inference_steps(self) -> int | None:
@@ -264,7 +276,6 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
             )
-        self._check_edits()
         self._take_step_arguments(step_arguments)
         out_dtype = self._output_dtype(model_output, sample)
         state = self._state
@@ -283,7 +294,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             )
         else:
             work = self._core_sample(sample, state, out_dtype)
-        state = self._with_edits(state, work)
+        state = self._with_edits(self._with_table_edits(state), work)
         noise = self._noise(model_output, work, generator, variance_noise)
         prev_sample, self._state = self._functional.step(state, model_output, work, noise=noise)
         self._exposed = {}
@@ -305,6 +316,12 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         }
         if not changes:
             return
+        if self._edited_tables():
+            raise NotImplementedError(
+                f"{type(self).__name__}.step: {', '.join(sorted(changes))} changed after scheduler."
+                f"{' and '.join(self._edited_tables())} were edited in place; the drop-in re-plans from one or the "
+                "other, not both (pass the step arguments from the first step on)."
+            )
         self._functional = attrs.evolve(self._functional, **changes)
         request = self._request
         assert request is not None

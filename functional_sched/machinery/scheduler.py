@@ -279,6 +279,21 @@ class Scheduler:
             raise ValueError(f"{self.name}.init: begin_index must be in [0, {plan.steps}), got {value}.")
         return value
 
+    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
+        """The plan of a schedule given as its tables: timesteps [N] and sigmas [N + 1] (the final sigma included, in
+        the plan's dtype), the solver's coefficients computed from them as from the tables `_build_plan` makes."""
+        raise NotImplementedError
+
+    def _on_tables(self, state: Any, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Any:
+        """`state`, at its step and warm-up level, carried onto the plan of these tables as they are (a drop-in's,
+        which a pipeline edited in place: Cosmos 2 sets the final sigma to the one before). No schedule argument makes
+        them, so the plan is this state's alone (no cache holds it, and a handoff of the state is refused)."""
+        dtype = state.plan.coefficients.dtype
+        with host.plain():
+            tables = timesteps.detach().cpu().clone(), sigmas.detach().cpu().to(dtype)
+            plan = _finite(self, self._plan_from_tables(*tables))
+        return self._carried(state, host.HostPlan(plan, self.fingerprint, None))
+
     def _replanned(
         self,
         state: Any,
@@ -291,7 +306,11 @@ class Scheduler:
         """`state`, at its step and warm-up level, carried onto this scheduler's plan of the schedule (another config
         of the same class built it: the drop-in re-plans when a step argument changes); its other fields kept."""
         schedule = self.schedule(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu)
-        owned = host.Owned(self._host_plan(schedule, state.plan.coefficients.dtype), state.step_index)
+        return self._carried(state, self._host_plan(schedule, state.plan.coefficients.dtype))
+
+    def _carried(self, state: Any, host_plan: host.HostPlan) -> Any:
+        """`state` at its step and warm-up level on its own copy of `host_plan`, with a cursor."""
+        owned = host.Owned(host_plan, state.step_index)
         step = self.steps_taken(state)
         warmup = self._warmup(state)
         level = 0 if warmup is None else int(warmup[0])

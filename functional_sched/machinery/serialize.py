@@ -149,6 +149,11 @@ def _sender_schedules(plan: Plan, schedules: Any) -> tuple[Schedule, ...]:
     own = plan.schedules
     if own is not None and len(own) != count:
         raise ValueError(f"{owner}: the plan has {count} rows but knows {len(own)} schedules; it was edited by hand.")
+    if own is not None and any(schedule is None for schedule in own):
+        raise ValueError(
+            f"{owner}: the state's plan was made from tables edited in place (a drop-in's, after a pipeline wrote "
+            "into scheduler.sigmas or timesteps), which no schedule argument gives, so no receiver can rebuild it."
+        )
     if own is not None and given is not None and given != own:
         raise ValueError(
             f"{owner}: schedules= differs from the schedules the state's plan was made from ({own}); leave it out."

@@ -163,8 +163,10 @@ class FlowMatchEulerDiscrete(Scheduler):
         else:
             sigmas = torch.cat([sigmas, torch.zeros(1)])
 
+        return self._plan_from_tables(timesteps, sigmas.to(dtype))
+
+    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
         # The step's scalars exactly as diffusers forms them from float32 sigmas; a float64 plan keeps float64.
-        sigmas = sigmas.to(dtype)
         current, following = sigmas[:-1], sigmas[1:]
         coefficients = torch.stack([current, following - current, 1.0 - following, following], dim=-1)
         return single_plan(timesteps, sigmas, coefficients[:, None])

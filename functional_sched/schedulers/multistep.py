@@ -148,7 +148,9 @@ class MultistepScheduler(Scheduler):
         dtype: torch.dtype,
     ) -> Plan:
         timesteps, sigmas = self._schedule(num_inference_steps, timesteps, sigmas, mu)
-        sigmas = sigmas.to(dtype)
+        return self._plan_from_tables(timesteps, sigmas.to(dtype))
+
+    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
         return single_plan(timesteps, sigmas, self._table(sigmas, self._orders(len(timesteps))))
 
     def _start(

@@ -202,7 +202,7 @@ class Interop:
     def test_two_drop_ins_share_nothing_writable(self, case: Case) -> None:
         """Two drop-ins of one config and schedule (two pipelines, two requests): writing into everything one of
         them hands out (its timesteps, sigmas, a step's output) changes nothing of the other's run; the one edited
-        refuses to step on from tables edited in place (never ignores the edit)."""
+        steps on from its edited tables, as diffusers does from the same edit (never ignores it)."""
         reference, alone = drop_in_pair(case)
         set_both(case, reference, alone)
         x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3))
@@ -211,13 +211,33 @@ class Interop:
         _, second = drop_in_pair(case)
         set_both(case, reference, second)
         set_both(case, drop_in_pair(case)[0], first)
-        sample = x.clone()
-        first.step(toy_model(sample, first.timesteps[0]), first.timesteps[0], sample).prev_sample.fill_(float("nan"))
-        for table in (first.timesteps, first.sigmas):
-            table.add_(1)  # in place, into what the first hands out
-        with pytest.raises(NotImplementedError, match="edited in place after set_timesteps"):
-            first.step(toy_model(sample, first.timesteps[1]), first.timesteps[1], sample)
+        edited = drop_in_pair(case)[0]
+        set_both(case, edited, drop_in_pair(case)[1])
+        outputs = []
+        for scheduler in (edited, first):
+            sample = x.clone()
+            kwargs = {"generator": torch.Generator().manual_seed(1)} if case.stochastic else {}
+            t = scheduler.timesteps[0]
+            step = scheduler.step(toy_model(sample, t), t, sample, return_dict=False, **kwargs)[0]
+            scheduler.sigmas.mul_(0.999)  # in place, into what each hands out (ours: the first)
+            t = scheduler.timesteps[1]
+            outputs.append(scheduler.step(toy_model(step, t), t, step, return_dict=False, **kwargs)[0])
+            step.fill_(float("nan"))
+        torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=BOUND * outputs[0].abs().max().item())
         drop_in_loop(case, reference, second, x)
+
+    @configs("every", where=has_drop_in)
+    def test_drop_in_steps_from_tables_edited_in_place(self, case: Case) -> None:
+        """Cosmos 2's edit after `set_timesteps` (the final sigma set to the one before it): the drop-in re-plans
+        from its edited tables and steps as diffusers steps from them, every step of the loop."""
+        reference, ours = drop_in_pair(case)
+        set_both(case, reference, ours)
+        for scheduler in (reference, ours):
+            scheduler.sigmas[-1] = scheduler.sigmas[-2]
+        if not bool(torch.isfinite(reference.sigmas).all()):
+            return
+        drop_in_loop(case, reference, ours, latents(SHAPE, torch.float32, seed=4))
+        assert torch.equal(ours.sigmas, reference.sigmas)
 
     @configs("every", where=lambda case: has_drop_in(case) and keeps_history(case))
     def test_drop_in_takes_edits_of_its_solver_history(self, case: Case) -> None:
