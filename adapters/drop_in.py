@@ -263,10 +263,6 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         per_token_timesteps: torch.Tensor | None = None,
         **step_arguments: Any,  # options in diffusers, or ignored by it (FlowMatchEuler's s_churn, s_tmin, ...)
     ) -> Any:
-        if per_token_timesteps is not None:
-            raise NotImplementedError(
-                f"{type(self).__name__}.step: per_token_timesteps is not supported by functional_sched yet."
-            )
         owner = f"{type(self).__name__}.step"
         checks.tensor(owner, "model_output", model_output)
         checks.tensor(owner, "sample", sample)
@@ -277,7 +273,8 @@ class _DropIn(SchedulerMixin, ConfigMixin):
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
             )
         self._take_step_arguments(step_arguments)
-        out_dtype = self._output_dtype(model_output, sample)
+        # diffusers does not cast a per-token step back to the model's dtype: it returns float32.
+        out_dtype = torch.float32 if per_token_timesteps is not None else self._output_dtype(model_output, sample)
         state = self._state
         if state is None:
             index = self._begin_index if self._begin_index is not None else self._index_for_timestep(timestep)
@@ -296,7 +293,8 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             work = self._core_sample(sample, state, out_dtype)
         state = self._with_edits(self._with_table_edits(state), work)
         noise = self._noise(model_output, work, generator, variance_noise)
-        prev_sample, self._state = self._functional.step(state, model_output, work, noise=noise)
+        per_token = {} if per_token_timesteps is None else {"per_token_timesteps": per_token_timesteps}
+        prev_sample, self._state = self._functional.step(state, model_output, work, noise=noise, **per_token)
         self._exposed = {}
         prev_sample = prev_sample.to(out_dtype)
         if not return_dict:

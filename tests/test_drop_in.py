@@ -164,14 +164,14 @@ def test_set_timesteps_refuses_what_diffusers_refuses(name, config, kwargs):
         ours.set_timesteps(**kwargs)
 
 
-def test_flow_match_refuses_integer_timesteps_and_per_token_timesteps():
+def test_flow_match_refuses_integer_timesteps_and_misshapen_per_token_timesteps():
     ours = FlowMatchEulerDiscreteScheduler()
     ours.set_timesteps(4)
     x = torch.randn(SHAPE)
     with pytest.raises(ValueError, match="integer"):
         ours.step(x, 3, x)
-    with pytest.raises(NotImplementedError, match="per_token_timesteps"):
-        ours.step(x, ours.timesteps[0], x, per_token_timesteps=torch.full(SHAPE[:1], 999.0))
+    with pytest.raises(ValueError, match="per_token_timesteps must be a real tensor shaped as the sample's leading"):
+        ours.step(x, ours.timesteps[0], x, per_token_timesteps=torch.full((SHAPE[0] + 1,), 999.0))
     assert ours.step_index is None  # nothing happened
 
 

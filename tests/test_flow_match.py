@@ -7,10 +7,12 @@ from typing import Any
 
 import diffusers
 import numpy as np
+import pytest
 import torch
 from specs import CASES
 
 import functional_sched as fs
+from functional_sched.adapters import drop_in
 from functional_sched.testing import latents, toy_model
 
 
@@ -41,3 +43,50 @@ def test_custom_sigmas_as_a_float32_tensor() -> None:
     """A float32 tensor of sigmas is used as it is by both (no float64 detour that could round otherwise)."""
     sigmas = torch.linspace(1.0, 0.03, 12, dtype=torch.float32) ** 1.3
     side_by_side({"shift": 2.5}, {"sigmas": sigmas}, {"sigmas": sigmas.numpy()})
+
+
+@pytest.mark.parametrize("stochastic", [False, True], ids=["ode", "stochastic"])
+@pytest.mark.parametrize("model_dtype", [torch.float32, torch.bfloat16], ids=["f32-model", "bf16-model"])
+def test_per_token_timesteps_step_as_diffusers(stochastic: bool, model_dtype: torch.dtype) -> None:
+    """LTX's conditioning: tokens at their own timesteps (some at 0, some a step behind the rest), per token of
+    packed latents [B, tokens, C]. The core step and the drop-in equal diffusers' `step(per_token_timesteps=...)`
+    bit for bit at every step (float32 out, as diffusers returns); the core takes a timestep per row (a leading block
+    of one dim) for the same steps too (diffusers' own broadcasting takes only one per token)."""
+    options = {"shift": 3.0, "stochastic_sampling": stochastic}
+    reference = diffusers.FlowMatchEulerDiscreteScheduler(**options)
+    ours = drop_in.as_diffusers(diffusers.FlowMatchEulerDiscreteScheduler(**options))
+    core = fs.FlowMatchEulerDiscrete(**options)
+    for scheduler in (reference, ours):
+        scheduler.set_timesteps(8)
+    start = torch.randn(2, 10, 4, generator=torch.Generator().manual_seed(0))
+    samples = [start.clone(), start.clone(), start.clone()]
+    state = core.init(8, sample=start)
+    for index, t in enumerate(reference.timesteps):
+        tokens = t.expand(2, 10).clone()
+        tokens[:, :3] = 0.0
+        tokens[:, 3:5] = reference.timesteps[min(index + 1, 7)]
+        per_token = tokens if index % 2 == 0 else t.expand(2, 10).clone()
+        core_per_token = per_token if index % 2 == 0 else t.expand(2).clone()  # per row: a leading block of one dim
+        outputs = [(torch.sin(sample * 3) * 0.5).to(model_dtype) for sample in samples]
+        kwargs = [{"generator": torch.Generator().manual_seed(index)} for _ in range(2)]
+        samples[0] = reference.step(outputs[0], t, samples[0], per_token_timesteps=per_token, **kwargs[0]).prev_sample
+        samples[1] = ours.step(outputs[1], t, samples[1], per_token_timesteps=per_token, **kwargs[1]).prev_sample
+        noise = fs.randn_tensor(start.shape, generator=torch.Generator().manual_seed(index)) if stochastic else None
+        samples[2], state = core.step(state, outputs[2], samples[2], noise=noise, per_token_timesteps=core_per_token)
+        for side in (1, 2):
+            assert samples[side].dtype == torch.float32 and torch.equal(samples[side], samples[0]), (index, side)
+
+
+def test_per_token_step_compiles_to_one_graph_and_refuses_other_shapes() -> None:
+    sched = fs.FlowMatchEulerDiscrete(shift=3.0)
+    sample = torch.randn(2, 6, 4)
+    state = sched.init(5, sample=sample)
+    per_token = sched.timestep(state)[:, None].expand(2, 6).clone()
+    per_token[:, 0] = 0.0
+    compiled = torch.compile(sched.step, fullgraph=True, backend="eager")
+    eager = sched.step(state, sample * 0.1, sample, per_token_timesteps=per_token)[0]
+    assert torch.equal(compiled(state, sample * 0.1, sample, per_token_timesteps=per_token)[0], eager)
+    with pytest.raises(ValueError, match="per_token_timesteps must be a real tensor shaped as the sample's leading"):
+        sched.step(state, sample, sample, per_token_timesteps=per_token[:, :3])
+    with pytest.raises(TypeError, match=r"per_token_timesteps must be a torch\.Tensor"):
+        sched.step(state, sample, sample, per_token_timesteps=[1.0, 2.0])

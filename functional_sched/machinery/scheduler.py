@@ -41,7 +41,7 @@ class Scheduler:
         `max_inference_steps`."""
         for name in ("timesteps", "sigmas"):
             table = getattr(schedule, name)
-            if table is not None:
+            if table is not None and self._custom_values_matter:
                 low, high, integral = self._custom_range(name)
                 check_order(self.name, name, table, low, high, integral=integral, repeats=self._takes_repeats)
         steps = schedule.num_inference_steps
@@ -61,6 +61,12 @@ class Scheduler:
 
     #: Whether custom tables may repeat a value (a zero-length step): for solvers that never divide by a step's length.
     _takes_repeats: ClassVar[bool] = True
+
+    @property
+    def _custom_values_matter(self) -> bool:
+        """Whether custom tables' values make the schedule (else only their length does: their range and order are
+        not checked)."""
+        return True
 
     def _custom_range(self, name: str) -> tuple[float, float, bool]:
         """(lowest, highest, whole numbers only) of custom `timesteps` or `sigmas` values."""

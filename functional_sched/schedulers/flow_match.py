@@ -103,6 +103,13 @@ class FlowMatchEulerDiscrete(Scheduler):
             )
         super()._check_schedule(schedule)
 
+    @property
+    def _custom_values_matter(self) -> bool:
+        # Karras, exponential or beta sigmas between a registered sigma_min and sigma_max (Cosmos 2 passes
+        # linspace(0, 1)): custom sigmas then give only the step count, as in diffusers.
+        spaced = self.use_karras_sigmas or self.use_exponential_sigmas or self.use_beta_sigmas
+        return not (spaced and self.sigma_min is not None and self.sigma_max is not None)
+
     def _custom_range(self, name: str) -> tuple[float, float, bool]:
         # Timesteps are sigmas times num_train_timesteps: both run from pure noise (sigma 1) to data (sigma 0).
         return (0.0, float(self.num_train_timesteps), False) if name == "timesteps" else (0.0, 1.0, False)
@@ -191,6 +198,7 @@ class FlowMatchEulerDiscrete(Scheduler):
         *,
         noise: torch.Tensor | None = None,
         denoised: bool = False,
+        per_token_timesteps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, FlowMatchEulerState] | tuple[torch.Tensor, FlowMatchEulerState, torch.Tensor]:
         """One Euler step from each row's current sigma to its next: `(prev_sample, new_state)`.
 
@@ -198,12 +206,21 @@ class FlowMatchEulerDiscrete(Scheduler):
         `noise` (standard normal, like `sample`) is required with `stochastic_sampling`, ignored otherwise.
         `denoised=True` also returns the step's x0 estimate, `sample - sigma * model_output` (diffusers'
         `pred_original_sample`): `(prev_sample, new_state, x0)`; the deterministic step computes it only then.
+
+        `per_token_timesteps` (the per-row timestep generalised: a timestep per token, or per any leading block of the
+        sample, shaped as `sample.shape[:k]`) steps each token from its own sigma to the largest of its row's schedule
+        below it, as diffusers' `step(per_token_timesteps=...)` (LTX's conditioning): then the update is
+        `sample + (sigma - next) * model_output` (diffusers' sign), and the state advances one step as usual.
         """
         cursor = self._cursor(state)
         if checks.checking(eager=cursor is not None):
             self._check(state, model_output, sample, noise, denoised, cursor)
+            if per_token_timesteps is not None:
+                _check_per_token(self.name, per_token_timesteps, sample)
         c = self._coefficients(state, sample, cursor)
         work = as_dtype(sample, state.plan.coefficients.dtype)
+        if per_token_timesteps is not None:
+            return self._per_token_step(state, cursor, model_output, work, sample, noise, denoised, per_token_timesteps)
         x0 = None
         if self.stochastic_sampling or denoised:
             x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
@@ -215,6 +232,36 @@ class FlowMatchEulerDiscrete(Scheduler):
             )
         else:
             prev_sample = plus(scaled(c[DT], model_output, on_host=False), work, eager=cursor is not None)
+        new_state = state.replace(**self._advanced(state, cursor))
+        if denoised:
+            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
+        return as_dtype(prev_sample, sample.dtype), new_state
+
+    def _per_token_step(
+        self,
+        state: FlowMatchEulerState,
+        cursor: host.Cursor | None,
+        model_output: torch.Tensor,
+        work: torch.Tensor,
+        sample: torch.Tensor,
+        noise: torch.Tensor | None,
+        denoised: bool,
+        per_token_timesteps: torch.Tensor,
+    ) -> Any:
+        """`step` with a sigma per token (`per_token_timesteps`), in diffusers' arithmetic."""
+        token = per_token_timesteps / self.num_train_timesteps
+        table = state.plan.sigmas  # [S, N + 1]: every sigma of each row's schedule (padding repeats the last)
+        rows, lead = sample.shape[0], token.dim()
+        table = table.expand(rows, -1) if table.shape[0] != rows else table
+        sigmas = table.view(rows, table.shape[1], *([1] * (lead - 1)))
+        below = torch.where(sigmas < token.unsqueeze(1) - 1e-6, sigmas, sigmas.new_zeros(()))
+        trailing = [1] * (sample.dim() - lead)
+        current, following = token.view(*token.shape, *trailing), below.amax(dim=1).view(*token.shape, *trailing)
+        x0 = work - current * model_output if self.stochastic_sampling or denoised else None
+        if self.stochastic_sampling:
+            prev_sample = (1.0 - following) * x0 + following * as_dtype(noise, work.dtype)
+        else:
+            prev_sample = work + (current - following) * model_output
         new_state = state.replace(**self._advanced(state, cursor))
         if denoised:
             return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
@@ -232,3 +279,18 @@ class FlowMatchEulerDiscrete(Scheduler):
         self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
         if self.stochastic_sampling:
             checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)
+
+
+def _check_per_token(owner: str, per_token_timesteps: Any, sample: torch.Tensor) -> None:
+    """Per-token timesteps: a real tensor shaped as the sample's leading dims (rows first), on its device."""
+    checks.tensor(owner, "per_token_timesteps", per_token_timesteps, floating=False)
+    shape, lead = tuple(per_token_timesteps.shape), per_token_timesteps.dim()
+    if lead == 0 or shape != tuple(sample.shape[:lead]) or per_token_timesteps.dtype == torch.bool:
+        raise ValueError(
+            f"{owner}: per_token_timesteps must be a real tensor shaped as the sample's leading dims (rows first, "
+            f"e.g. {tuple(sample.shape[:-1])} for one per token), got {per_token_timesteps.dtype} {shape}."
+        )
+    if per_token_timesteps.device != sample.device:
+        raise ValueError(
+            f"{owner}: per_token_timesteps is on {per_token_timesteps.device}, the sample on {sample.device}."
+        )
