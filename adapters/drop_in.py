@@ -1,16 +1,20 @@
 """Drop-in diffusers schedulers backed by the functional core: `pipe.scheduler = as_diffusers(pipe.scheduler)`.
 
-Each class here carries the name, constructor, config, `set_timesteps` and `step` signatures of the diffusers class
-it replaces, so `DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`, `save_config`/`from_pretrained` and
-a pipeline's `inspect.signature(scheduler.step)` checks work unchanged. Inside, an object holds the functional
-scheduler (`_functional`), the plan of the last `set_timesteps` (`_plan`, with the arguments that made it in
-`_request`), the `set_begin_index` value, and the functional state (`_state`, made at the first `step`, when the
-sample's shape, dtype and device are known); each `step` threads that state through the pure core.
+Each class here is a subclass of the diffusers class it replaces (every `isinstance` holds) and carries its name,
+constructor, config, `set_timesteps` and `step` signatures, so `DPMSolverMultistepScheduler.from_config(...)`,
+`save_config`/`from_pretrained` and a pipeline's `inspect.signature(scheduler.step)` checks work unchanged. Inside, an
+object holds the functional scheduler (`_functional`), the plan of the last `set_timesteps` (`_plan`, with the
+arguments that made it in `_request`, and the tables it exposes as `timesteps`/`sigmas`), the `set_begin_index`
+value, and the functional state (`_state`, made at the first `step`, when the sample's shape, dtype and device are
+known); each `step` threads that state through the pure core. Every other public attribute of diffusers' instance is
+there too: the construction tables copied from one (its own tensors), the solver history read from the state.
 
-Outputs are cast to the dtype diffusers returns: the model output's for FlowMatchEuler, the converted model output's
-for DPM-Solver, the sample's for UniPC. Not supported: FlowMatchEuler's `per_token_timesteps` (NotImplementedError),
-`set_shift`, reading `timesteps`/`sigmas` before `set_timesteps`, float64 samples bit for bit (the core keeps
-float64 where diffusers computes in float32).
+What a pipeline writes is taken, not ignored: tables edited in place re-plan the steps (`_with_table_edits`), a
+history assigned or sliced is written back into the state (`_Multistep._with_edits`), keys registered after
+construction re-map the config at the next `set_timesteps`. Outputs are cast to the dtype diffusers returns: the
+model output's for FlowMatchEuler (float32 for a per-token step), the converted model output's for DPM-Solver, the
+sample's for UniPC. Not supported: FlowMatchEuler's `set_shift`, UniPC's `solver_p`, float64 samples bit for bit
+(the core keeps float64 where diffusers computes in float32).
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
 
     def _planned(self, request: _Request, device: str | torch.device) -> None:
         """The plan of `request` (float32, as diffusers' tables), and the tables exposed from it."""
-        with torch.inference_mode(False):  # tables with version counters: an edit to them is seen (`_check_edits`)
+        with torch.inference_mode(False):  # tables with version counters: an edit to them is seen (`_with_table_edits`)
             plan = self._functional.plan(
                 request.num_inference_steps,
                 timesteps=request.timesteps,
