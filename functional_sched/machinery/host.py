@@ -373,10 +373,6 @@ class Rows:
         return plan is self.plan and step_index is self.step_index and warmup is self.warmup
 
     @property
-    def sizes(self) -> tuple[int, ...]:
-        return tuple(part.owned.rows for part in self.parts)
-
-    @property
     def fingerprint(self) -> int:
         """The step options the requests' plans were made for (`stack` refuses states of different ones)."""
         return self.parts[0].owned.host.fingerprint
