@@ -622,6 +622,15 @@ class UniPCMultistepScheduler(_Multistep, diffusers.UniPCMultistepScheduler):
         return [None if index < order - filled else self.timesteps[step - order + index] for index in range(order)]
 
     @property
+    def this_order(self) -> int:
+        """The order of the last step, as diffusers sets it in `step` (before the first step it has none)."""
+        if self._state is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'this_order' (no step taken yet)")
+        step = self._functional.steps_taken(self._state)
+        highest = self._functional._orders(len(self.timesteps))
+        return min(int(highest[step - 1]), self._level())
+
+    @property
     def last_sample(self) -> torch.Tensor | None:
         exposed = self._exposed.get("last_sample")
         if exposed is not None:
