@@ -90,3 +90,28 @@ def test_per_token_step_compiles_to_one_graph_and_refuses_other_shapes() -> None
         sched.step(state, sample, sample, per_token_timesteps=per_token[:, :3])
     with pytest.raises(TypeError, match=r"per_token_timesteps must be a torch\.Tensor"):
         sched.step(state, sample, sample, per_token_timesteps=[1.0, 2.0])
+
+
+def test_per_token_steps_of_stacked_requests_equal_each_alone() -> None:
+    """Requests of different step counts at different steps, stacked: a per-token step of the stack gives each
+    request what its own per-token step gives (each row's tokens step down its own row's schedule)."""
+    sched = fs.FlowMatchEulerDiscrete(shift=3.0, stochastic_sampling=False)
+    samples = [torch.randn(1, 6, 4, generator=torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    states = [sched.init(steps, sample=sample) for steps, sample in zip((5, 9), samples, strict=True)]
+    samples[1], states[1] = sched.step(states[1], samples[1] * 0.1, samples[1])
+    tokens = []
+    for state in states:
+        per_token = sched.timestep(state)[:, None].expand(1, 6).clone()
+        per_token[:, :2] = 0.0  # conditioning tokens
+        tokens.append(per_token)
+    alone = [
+        sched.step(state, sample * 0.3, sample, per_token_timesteps=per_token)[0]
+        for state, sample, per_token in zip(states, samples, tokens, strict=True)
+    ]
+    stacked, _ = sched.step(
+        fs.batching.stack(states),
+        torch.cat(samples) * 0.3,
+        torch.cat(samples),
+        per_token_timesteps=torch.cat(tokens),
+    )
+    assert torch.equal(stacked, torch.cat(alone))
