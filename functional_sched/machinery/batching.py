@@ -124,7 +124,7 @@ def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
             _check_layout(plans[0], plan)
             found = padded[key] = _padded_plan(plan, steps)
         parts.append(_per_row_plan(found, count))
-    return stack_plans(parts)
+    return _concatenated(parts)
 
 
 def _check_layout(first: Plan, plan: Plan) -> None:
@@ -150,12 +150,17 @@ def stack_plans(plans: Sequence[Plan]) -> Plan:
     """Plans of one schedule per row, in order, as one: each schedule's tables padded to the longest by repeating
     their last entry (the schedules known where every plan knows its own)."""
     steps = max(plan.timesteps.shape[1] for plan in plans)
+    return _concatenated([_padded_plan(plan, steps) for plan in plans])
+
+
+def _concatenated(plans: Sequence[Plan]) -> Plan:
+    """Plans of one length, their schedules one after another (one `cat` per table)."""
     known = all(plan.schedules is not None for plan in plans)
     return Plan(
-        timesteps=torch.cat([_pad_steps(plan.timesteps, steps) for plan in plans]),
-        sigmas=torch.cat([_pad_steps(plan.sigmas, steps + 1) for plan in plans]),
+        timesteps=torch.cat([plan.timesteps for plan in plans]),
+        sigmas=torch.cat([plan.sigmas for plan in plans]),
         num_steps=torch.cat([plan.num_steps for plan in plans]),
-        coefficients=torch.cat([_pad_steps(plan.coefficients, steps) for plan in plans]),
+        coefficients=torch.cat([plan.coefficients for plan in plans]),
         schedules=tuple(schedule for plan in plans for schedule in plan.schedules) if known else None,
     )
 
