@@ -487,7 +487,12 @@ class _Multistep(_DropIn):
 
     @model_outputs.setter
     def model_outputs(self, value: list[torch.Tensor | None]) -> None:
-        self._exposed["model_outputs"] = (value, None)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(
+                f"{type(self).__name__}: model_outputs must be a list of tensors (or None), one per history entry, "
+                f"got {checks.shown(value)}."
+            )
+        self._exposed["model_outputs"] = (list(value), None)
 
     @property
     def lower_order_nums(self) -> int:
@@ -496,7 +501,7 @@ class _Multistep(_DropIn):
 
     @lower_order_nums.setter
     def lower_order_nums(self, value: int) -> None:
-        self._exposed["lower_order_nums"] = int(value)
+        self._exposed["lower_order_nums"] = checks.integer(type(self).__name__, "lower_order_nums", value, minimum=0)
 
     def _level(self) -> int:
         """The warm-up level of the state: how many history entries are filled (diffusers' `lower_order_nums`)."""
