@@ -507,6 +507,6 @@ def test_pipeline_calls_no_model_for_a_bad_request() -> None:
     pipeline = Pipeline([PrepareTimesteps(sched), PrepareLatents(sched), Denoise(model, sched), Decode()])
     good = Req(latent_shape=(1, *ROW), num_inference_steps=3)
     with pytest.raises(ValueError, match=r"^PrepareTimesteps.forward_many: request 2: .*timesteps"):
-        pipeline.forward_many([good, good, good.evolve(num_inference_steps=None, timesteps=[500, 900])])
+        pipeline.forward_many([good, good, good.evolve(num_inference_steps=None, timesteps=[5000, 900])])
     assert model.calls == 0
     assert len(pipeline.forward_many([good, good.evolve(seed=np.int64(3))])) == 2 and model.calls == 3

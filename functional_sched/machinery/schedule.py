@@ -143,10 +143,19 @@ def _table(owner: str, name: str, values: Any) -> Table | None:
 
 
 def check_order(
-    owner: str, name: str, table: Table, low: float, high: float, *, integral: bool = False, repeats: bool = False
+    owner: str,
+    name: str,
+    table: Table,
+    low: float,
+    high: float,
+    *,
+    integral: bool = False,
+    repeats: bool = False,
+    ordered: bool = True,
 ) -> None:
     """Custom `table` values in [low, high], whole numbers if `integral`, decreasing (a schedule runs from noise to
-    data): strictly, unless `repeats` (a solver that never divides by a step's length takes a zero-length step)."""
+    data) where `ordered`: strictly, unless `repeats` (a solver that never divides by a step's length takes a
+    zero-length step)."""
     values = table.values
     outside = [value for value in values if not low <= value <= high]
     if outside:
@@ -158,7 +167,7 @@ def check_order(
             f"{owner}: {name} must be whole numbers (training timestep indices), got "
             f"{[value for value in values if value != math.floor(value)][:3]}; diffusers would truncate them."
         )
-    for index in range(1, len(values)):
+    for index in range(1, len(values) if ordered else 0):
         previous, value = values[index - 1], values[index]
         if value > previous or (value == previous and not repeats):
             why = "strictly decreasing (a repeat is a step of zero length, which this solver divides by)"

@@ -37,13 +37,22 @@ class Scheduler:
     def _check_schedule(self, schedule: Schedule) -> None:
         """What this scheduler needs of a schedule's arguments beyond `schedule()`'s checks (custom tables' range and
         order, step counts its schedule cannot represent); raise naming the argument. The default: custom values
-        decreasing in the training range (`_custom_range`; strictly unless `_takes_repeats`), a step count of at most
-        `max_inference_steps`."""
+        in the training range (`_custom_range`) and decreasing where the solver needs it (`_custom_tables_decrease`;
+        strictly unless `_takes_repeats`), a step count of at most `max_inference_steps`."""
         for name in ("timesteps", "sigmas"):
             table = getattr(schedule, name)
             if table is not None and self._custom_values_matter:
                 low, high, integral = self._custom_range(name)
-                check_order(self.name, name, table, low, high, integral=integral, repeats=self._takes_repeats)
+                check_order(
+                    self.name,
+                    name,
+                    table,
+                    low,
+                    high,
+                    integral=integral,
+                    repeats=self._takes_repeats,
+                    ordered=self._custom_tables_decrease,
+                )
         steps = schedule.num_inference_steps
         if steps is not None and steps > self.max_inference_steps:
             raise ValueError(
@@ -61,6 +70,8 @@ class Scheduler:
 
     #: Whether custom tables may repeat a value (a zero-length step): for solvers that never divide by a step's length.
     _takes_repeats: ClassVar[bool] = True
+    #: Whether custom tables must decrease (False: a solver whose step is defined whatever the order of its sigmas).
+    _custom_tables_decrease: ClassVar[bool] = True
 
     @property
     def _custom_values_matter(self) -> bool:

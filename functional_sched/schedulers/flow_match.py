@@ -103,6 +103,10 @@ class FlowMatchEulerDiscrete(Scheduler):
             )
         super()._check_schedule(schedule)
 
+    #: Any order: an Euler step is defined whatever the sigmas' order, and Stable Audio 3's audio-to-audio pipeline
+    #: starts at its noise level below the schedule's second sigma on purpose (as its original code does).
+    _custom_tables_decrease: ClassVar[bool] = False
+
     @property
     def _custom_values_matter(self) -> bool:
         # Karras, exponential or beta sigmas between a registered sigma_min and sigma_max (Cosmos 2 passes

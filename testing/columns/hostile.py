@@ -140,7 +140,8 @@ class HostileInputs:
     @configs()
     def test_custom_tables_are_checked_before_anything_is_computed(self, case: Case) -> None:
         """Custom timesteps/sigmas that are not 1-D, finite, within the training range, decreasing and whole where
-        the schedule needs it, or that are longer than a schedule may be, are refused naming the argument."""
+        the schedule needs it, or that are longer than a schedule may be, are refused naming the argument (a solver
+        whose step takes its sigmas in any order takes them out of order)."""
         sched = case.scheduler()
         for name in ("timesteps", "sigmas"):
             low, high, integral = sched._custom_range(name)
@@ -155,7 +156,6 @@ class HostileInputs:
                 ([math.inf, valid[-1]], ValueError, "must be finite"),
                 ([high + 1, *valid[1:]], ValueError, "must lie in"),
                 ([*valid[:-1], low - 1], ValueError, "must lie in"),
-                (valid[::-1], ValueError, "must be decreasing"),
                 (torch.tensor([valid[:2], valid[2:]]), ValueError, r"must be 1-D .* got shape \(2, 2\)"),
                 (
                     [high] * (MAX_INFERENCE_STEPS + 1),
@@ -167,6 +167,10 @@ class HostileInputs:
             ]
             if integral:
                 bad.append(([valid[0], valid[1] + 0.5, valid[-1]], ValueError, "must be whole numbers"))
+            if sched._custom_tables_decrease:
+                bad.append((valid[::-1], ValueError, "must be decreasing"))
+            else:  # a solver whose step takes sigmas in any order (flow-match Euler: Stable Audio 3 relies on it)
+                sched.plan(**{name: [valid[1], valid[0], *valid[2:]]})
             if not sched._takes_repeats:
                 bad.append(([valid[0], valid[1], valid[1], valid[-1]], ValueError, "must be strictly decreasing"))
             for values, error, message in bad:
