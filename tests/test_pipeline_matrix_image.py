@@ -37,16 +37,9 @@ FAST = frozenset(
     }
 )
 
-#: Cases where the drop-in differs from diffusers (a functional_sched limitation, kept as a strict xfail): none now.
-XFAIL: dict[str, tuple[type[Exception], str]] = {}
-
 
 def _case(name: str) -> Any:
-    marks: list[Any] = [] if name in FAST else [pytest.mark.slow]
-    if name in XFAIL:
-        error, reason = XFAIL[name]
-        marks.append(pytest.mark.xfail(strict=True, raises=error, reason=reason))
-    return pytest.param(name, marks=marks, id=name)
+    return pytest.param(name, marks=[] if name in FAST else [pytest.mark.slow], id=name)
 
 
 def _run(factory: matrix.PipelineFactory, scheduler: Any, call: dict[str, Any]) -> tuple[Any, torch.Tensor]:
@@ -91,5 +84,5 @@ def test_matrix_covers_the_required_pipelines() -> None:
     pipelines = {name.split(" ")[0] for name in matrix.BUILDERS}
     assert {"BriaPipeline", "HiDreamImagePipeline"} <= pipelines
     assert len(pipelines) >= 14
-    assert set(matrix.BUILDERS) >= FAST | set(XFAIL)
+    assert set(matrix.BUILDERS) >= FAST
     assert not pipelines & set(matrix.CANNOT_RUN_OFFLINE)

@@ -3,13 +3,10 @@ few newer image pipelines), extending `test_pipeline_matrix_image`: each pipelin
 components (`_tiny_image_matrix_more`), run once with diffusers' scheduler and once with `as_diffusers(...)` of it
 from the same seed, and the outputs (latents; pixels for PRX-Pixel; decoded layers for Qwen-Image-Layered, whose
 latent output is broken) and the final `scheduler.timesteps` must be bit-equal. Every case is slow (`-m slow` or
-`-m ""` runs them); pipelines the module does not build are listed, with the reason, as skipped cases, and a case
-where the drop-in differs is kept as a strict xfail with the exact error.
+`-m ""` runs them); pipelines the module does not build are listed, with the reason, as skipped cases.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import _tiny_image_matrix_more as more
 import diffusers
@@ -22,19 +19,9 @@ from functional_sched.adapters.drop_in import as_diffusers
 
 diffusers.utils.logging.set_verbosity_error()
 
-#: Cases where the drop-in differs from diffusers (a functional_sched limitation, kept as a strict xfail).
-XFAIL: dict[str, tuple[type[Exception], str]] = {}
 
-
-def _case(name: str) -> Any:
-    marks: list[Any] = [pytest.mark.slow]
-    if name in XFAIL:
-        error, reason = XFAIL[name]
-        marks.append(pytest.mark.xfail(strict=True, raises=error, reason=reason))
-    return pytest.param(name, marks=marks, id=name)
-
-
-@pytest.mark.parametrize("name", [_case(name) for name in more.BUILDERS])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(more.BUILDERS))
 def test_drop_in_output_bit_equal(name: str) -> None:
     factory, call, scheduler = more.BUILDERS[name]()
     ours = as_diffusers(scheduler)  # reads the config only; made first, before the reference run touches `scheduler`
@@ -65,5 +52,4 @@ def test_matrix_more_extends_the_matrix() -> None:
     pipelines = {name.split(" ")[0] for name in more.BUILDERS}
     assert not pipelines & {name.split(" ")[0] for name in matrix.BUILDERS}  # only pipelines not yet covered
     assert not pipelines & set(more.CANNOT_RUN_OFFLINE)
-    assert set(more.BUILDERS) >= set(XFAIL)
     assert all(hasattr(diffusers, name) for name in pipelines)
