@@ -14,8 +14,8 @@ import transformers  # noqa: F401  (diffusers' pipeline classes are import-time 
 SEED = 0
 
 
-def _embeds(*shapes: tuple[int, ...]) -> list[torch.Tensor]:
-    generator = torch.Generator().manual_seed(1234)
+def _embeds(*shapes: tuple[int, ...], seed: int = 1234) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
     return [torch.randn(shape, generator=generator) for shape in shapes]
 
 
