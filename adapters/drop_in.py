@@ -88,6 +88,11 @@ class _Request(NamedTuple):
     sigmas: Any
     mu: float | None
 
+    @property
+    def custom(self) -> dict[str, Any]:
+        """The keyword arguments of `init`, `plan` and `_replanned` beside the step count."""
+        return {"timesteps": self.timesteps, "sigmas": self.sigmas, "mu": self.mu}
+
 
 def _signed(impl: Callable[..., Any], reference: Callable[..., Any]) -> Callable[..., Any]:
     """A method with `reference`'s signature (binding errors included) that calls `impl(self, **arguments)`: generated
@@ -183,12 +188,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         """The plan of `request` (float32, as diffusers' tables), and the tables exposed from it."""
         with torch.inference_mode(False):  # tables with version counters: an edit to them is seen (`_with_table_edits`)
             plan = self._functional.plan(
-                request.num_inference_steps,
-                timesteps=request.timesteps,
-                sigmas=request.sigmas,
-                mu=request.mu,
-                dtype=torch.float32,
-                device=device,
+                request.num_inference_steps, **request.custom, dtype=torch.float32, device=device
             )
             self._tables = {"timesteps": plan.timesteps[0], "sigmas": self._exposed_sigmas(plan)}
         self._versions = {name: table._version for name, table in self._tables.items()}
@@ -314,16 +314,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         if state is None:
             index = self._begin_index if self._begin_index is not None else self._index_for_timestep(timestep)
             work = self._core_sample(sample, None, out_dtype)
-            request = self._request
-            assert request is not None
-            state = self._functional.init(
-                request.num_inference_steps,
-                sample=work,
-                timesteps=request.timesteps,
-                sigmas=request.sigmas,
-                mu=request.mu,
-                begin_index=index,
-            )
+            state = self._started(work, index)
         else:
             work = self._core_sample(sample, state, out_dtype)
         state = self._with_edits(self._with_table_edits(state), work)
@@ -363,10 +354,17 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         self._functional = attrs.evolve(self._functional, **changes)
         request = self._request
         assert request is not None
-        schedule = {"timesteps": request.timesteps, "sigmas": request.sigmas, "mu": request.mu}
         self._planned(request, self._plan.timesteps.device)
         if self._state is not None:
-            self._state = self._functional._replanned(self._state, request.num_inference_steps, **schedule)
+            self._state = self._functional._replanned(self._state, request.num_inference_steps, **request.custom)
+
+    def _started(self, work: torch.Tensor, begin_index: int) -> Any:
+        """A fresh state of the request's schedule for `work`, at `begin_index`."""
+        request = self._request
+        assert request is not None
+        return self._functional.init(
+            request.num_inference_steps, sample=work, **request.custom, begin_index=begin_index
+        )
 
     def _check_timestep(self, timestep: Any) -> None:
         pass
@@ -522,15 +520,7 @@ class _Multistep(_DropIn):
             return state
         step = self._functional.steps_taken(state)
         if tuple(state.history[0].shape) != tuple(work.shape):  # the sample changed shape with the history
-            request = self._request
-            state = self._functional.init(
-                request.num_inference_steps,
-                sample=work,
-                timesteps=request.timesteps,
-                sigmas=request.sigmas,
-                mu=request.mu,
-                begin_index=step,
-            ).replace(lower_order_nums=state.lower_order_nums)
+            state = self._started(work, step).replace(lower_order_nums=state.lower_order_nums)
         if history is not None:
             order = self.config.solver_order
             entries = ([None] * order + history)[-order:]
@@ -546,10 +536,7 @@ class _Multistep(_DropIn):
                 )
             changes["lower_order_nums"] = torch.full_like(state.lower_order_nums, min(level, self.config.solver_order))
         request = self._request
-        edited = state.replace(**changes)
-        return self._functional._replanned(
-            edited, request.num_inference_steps, timesteps=request.timesteps, sigmas=request.sigmas, mu=request.mu
-        )
+        return self._functional._replanned(state.replace(**changes), request.num_inference_steps, **request.custom)
 
     def _edited_fields(self, work: torch.Tensor) -> dict[str, Any]:
         """Further state fields a subclass exposes and takes edits of (UniPC's `last_sample`)."""
