@@ -224,52 +224,48 @@ class FlowMatchEulerDiscrete(Scheduler):
         c = self._coefficients(state, sample, cursor)
         work = as_dtype(sample, state.plan.coefficients.dtype)
         if per_token_timesteps is not None:
-            return self._per_token_step(state, cursor, model_output, work, sample, noise, denoised, per_token_timesteps)
-        x0 = None
-        if self.stochastic_sampling or denoised:
-            x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
-        if self.stochastic_sampling:
-            prev_sample = plus(
-                scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False),
-                scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False),
-                eager=cursor is not None,
-            )
+            prev_sample, x0 = self._per_token_update(state, model_output, work, noise, denoised, per_token_timesteps)
         else:
-            prev_sample = plus(scaled(c[DT], model_output, on_host=False), work, eager=cursor is not None)
+            x0 = None
+            if self.stochastic_sampling or denoised:
+                x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
+            if self.stochastic_sampling:
+                prev_sample = plus(
+                    scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False),
+                    scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False),
+                    eager=cursor is not None,
+                )
+            else:
+                prev_sample = plus(scaled(c[DT], model_output, on_host=False), work, eager=cursor is not None)
         new_state = state.replace(**self._advanced(state, cursor))
         if denoised:
             return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
         return as_dtype(prev_sample, sample.dtype), new_state
 
-    def _per_token_step(
+    def _per_token_update(
         self,
         state: FlowMatchEulerState,
-        cursor: host.Cursor | None,
         model_output: torch.Tensor,
         work: torch.Tensor,
-        sample: torch.Tensor,
         noise: torch.Tensor | None,
         denoised: bool,
         per_token_timesteps: torch.Tensor,
-    ) -> Any:
-        """`step` with a sigma per token (`per_token_timesteps`), in diffusers' arithmetic."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`step`'s (prev_sample, x0 or None) with a sigma per token (`per_token_timesteps`): diffusers' arithmetic."""
         token = per_token_timesteps / self.num_train_timesteps
         table = state.plan.sigmas  # [S, N + 1]: every sigma of each row's schedule (padding repeats the last)
-        rows, lead = sample.shape[0], token.dim()
+        rows, lead = work.shape[0], token.dim()
         table = table.expand(rows, -1) if table.shape[0] != rows else table
         sigmas = table.view(rows, table.shape[1], *([1] * (lead - 1)))
         below = torch.where(sigmas < token.unsqueeze(1) - 1e-6, sigmas, sigmas.new_zeros(()))
-        trailing = [1] * (sample.dim() - lead)
+        trailing = [1] * (work.dim() - lead)
         current, following = token.view(*token.shape, *trailing), below.amax(dim=1).view(*token.shape, *trailing)
         x0 = work - current * model_output if self.stochastic_sampling or denoised else None
         if self.stochastic_sampling:
             prev_sample = (1.0 - following) * x0 + following * as_dtype(noise, work.dtype)
         else:
             prev_sample = work + (current - following) * model_output
-        new_state = state.replace(**self._advanced(state, cursor))
-        if denoised:
-            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
-        return as_dtype(prev_sample, sample.dtype), new_state
+        return prev_sample, x0
 
     def _check(
         self,
