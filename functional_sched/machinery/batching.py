@@ -67,10 +67,10 @@ def _per_row_plan(plan: Plan, rows: int) -> Plan:
     )
 
 
-def _schedule(state: Any) -> Any:
-    """The host plan that the state's cursor says its plan copies, or None (the host does not know)."""
-    cursor = state.cursor
-    return cursor.owned.host if type(cursor) is host.Cursor and state.plan is cursor.owned.plan else None
+def _schedule(cursors: tuple[host.Cursor, ...] | None) -> Any:
+    """The host plan that a state of one request copies, from its cursors (`_cursors`), or None (the host does not
+    know, or the state holds several requests' rows)."""
+    return cursors[0].owned.host if cursors is not None and len(cursors) == 1 else None
 
 
 def _cursors(state: Any) -> tuple[host.Cursor, ...] | None:
@@ -78,16 +78,16 @@ def _cursors(state: Any) -> tuple[host.Cursor, ...] | None:
     return host.cursors(state, getattr(state, "lower_order_nums", None))
 
 
-def _one_schedule(states: Sequence[Any]) -> bool:
-    """Whether every state holds one schedule's plan: compared on the host where the states' cursors know their
-    host plans (no device read), else table by table (one device read)."""
-    first, first_schedule = states[0].plan, _schedule(states[0])
+def _one_schedule(states: Sequence[Any], known: Sequence[tuple[host.Cursor, ...] | None]) -> bool:
+    """Whether every state holds one schedule's plan: compared on the host where the states' cursors (`known`) know
+    their host plans (no device read), else table by table (one device read)."""
+    first, first_schedule = states[0].plan, _schedule(known[0])
     if first.num_steps.shape[0] != 1:
         return False
-    for state in states[1:]:
+    for state, cursors in zip(states[1:], known[1:], strict=True):
         if state.plan.num_steps.shape[0] != 1 or state.plan.coefficients.device != first.coefficients.device:
             return False
-        schedule = _schedule(state)
+        schedule = _schedule(cursors)
         if schedule is not None and first_schedule is not None:
             same = _same_tables(schedule.plan, first_schedule.plan)
         else:
@@ -108,8 +108,8 @@ def _fingerprint(state: Any, cursors: tuple[host.Cursor, ...] | None) -> int:
     return cursors[0].owned.host.fingerprint if cursors is not None else int(state.fingerprint)
 
 
-def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
-    if _one_schedule(states):
+def _stack_plans(states: Sequence[Any], rows: Sequence[int], known: Sequence[tuple[host.Cursor, ...] | None]) -> Plan:
+    if _one_schedule(states, known):
         return copied(states[0].plan)
     plans = [state.plan for state in states]
     # Each schedule padded once, its requests' rows views of it: the states of one host plan hold equal tables (a
@@ -117,8 +117,8 @@ def _stack_plans(states: Sequence[Any], rows: Sequence[int]) -> Plan:
     steps = max(plan.timesteps.shape[1] for plan in plans)
     padded: dict[Any, Plan] = {}
     parts = []
-    for state, plan, count in zip(states, plans, rows, strict=True):
-        key = _schedule(state) or plan
+    for cursors, plan, count in zip(known, plans, rows, strict=True):
+        key = _schedule(cursors) or plan
         found = padded.get(key)
         if found is None:
             _check_layout(plans[0], plan)
@@ -206,7 +206,7 @@ def stack(states: Sequence[Any]) -> Any:
     values: dict[str, Any] = {
         name: _cat_rows([getattr(state, name) for state in states], name) for name in _per_row_fields(states[0])
     }
-    values["plan"] = _stack_plans(states, rows)
+    values["plan"] = _stack_plans(states, rows, known)
     values["fingerprint"] = states[0].fingerprint.clone()
     if all(cursors is not None for cursors in known):  # the host keeps knowing where each request stands
         parts = tuple(cursor for cursors in known for cursor in cursors)  # type: ignore[union-attr]
