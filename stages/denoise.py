@@ -34,10 +34,14 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
+def per_row_values(values: Sequence[float], counts: Sequence[int]) -> tuple[float, ...]:
+    """Each request's value repeated for its `counts[i]` rows, in order."""
+    return tuple(value for value, count in zip(values, counts, strict=True) for _ in range(count))
+
+
 def _per_row(values: Sequence[float], counts: Sequence[int], like: torch.Tensor) -> torch.Tensor:
     """One value per row, [R, 1, ..., 1] in `like`'s dtype."""
-    rows = [value for value, count in zip(values, counts, strict=True) for _ in range(count)]
-    column = to_device(torch.tensor(rows, dtype=like.dtype), like.device)
+    column = to_device(torch.tensor(per_row_values(values, counts), dtype=like.dtype), like.device)
     return column.view(-1, *([1] * (like.dim() - 1)))
 
 

@@ -30,7 +30,7 @@ from functional_sched import batching
 from functional_sched.machinery import host
 from functional_sched.machinery.record import fields
 
-from .denoise import Denoise, step_noise, to_device
+from .denoise import Denoise, per_row_values, step_noise, to_device
 from .request import Req
 
 _DATA_FIELDS_SKIP = ("plan", "fingerprint", "step_index", "lower_order_nums")  # what a request gets back from itself
@@ -130,7 +130,7 @@ class GraphedDenoise(Denoise):
             tensors["negative"] = [req.negative_prompt_embeds for req in reqs]
         if sched.stochastic:
             tensors["noise"] = [step_noise(sched, req) for req in reqs]
-        scales = tuple(req.guidance_scale for req, count in zip(reqs, counts, strict=True) for _ in range(count))
+        scales = per_row_values([req.guidance_scale for req in reqs], counts)
         layout = (bucket, sched, _layout(state), tuple((name, _layout(values[0])) for name, values in tensors.items()))
         with self._lock:
             stepped = self._replayed(layout, sched, guided, bucket, rows, counts, state, tensors, scales, reqs, known)
