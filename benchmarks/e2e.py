@@ -217,6 +217,21 @@ def trace(args: argparse.Namespace, dtype: torch.dtype) -> list[Request]:
     return requests
 
 
+class Stopwatch:
+    """Seconds spent inside `with stopwatch:` blocks, the device synchronised at both ends."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.seconds, self.start = device, 0.0, 0.0
+
+    def __enter__(self) -> None:
+        sync(self.device)
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        sync(self.device)
+        self.seconds += time.perf_counter() - self.start
+
+
 class Clock:
     """Time since the trace started; `instrument`ed, the time in model calls (and in `GraphedDenoise`'s copies out)
     counted apart, the device synchronised around each, which stops the host queueing ahead: the shares come from
@@ -224,7 +239,8 @@ class Clock:
 
     def __init__(self, device: str, instrument: bool = False) -> None:
         self.device, self.instrument = device, instrument
-        self.start, self.in_model, self.copy_out = time.perf_counter(), 0.0, 0.0
+        self.start = time.perf_counter()
+        self.in_model, self.copy_out = Stopwatch(device), Stopwatch(device)
 
     def now(self) -> float:
         return time.perf_counter() - self.start
@@ -238,12 +254,8 @@ class Clock:
             return model
 
         def call(*inputs: torch.Tensor) -> torch.Tensor:
-            sync(self.device)
-            start = time.perf_counter()
-            output = model(*inputs)
-            sync(self.device)
-            self.in_model += time.perf_counter() - start
-            return output
+            with self.in_model:
+                return model(*inputs)
 
         return call
 
@@ -350,12 +362,8 @@ class _TimedCopies(GraphedDenoise):
         clock = self.clocks[0]
         if not clock.instrument:
             return GraphedDenoise._copied_out(*arguments)
-        sync(clock.device)
-        start = time.perf_counter()
-        pieces = GraphedDenoise._copied_out(*arguments)
-        sync(clock.device)
-        clock.copy_out += time.perf_counter() - start
-        return pieces
+        with clock.copy_out:
+            return GraphedDenoise._copied_out(*arguments)
 
 
 _GRAPHED: dict[tuple[int, Any], _TimedCopies] = {}  # by (id of the model, scheduler): kept from warm-up to run
@@ -458,8 +466,10 @@ def serving(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
                 "throughput_rps": len(requests) / total,
                 "mean_latency_s": statistics.mean(latencies),
                 "p99_latency_s": latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)],
-                "outside_model": 1 - instrumented.in_model / instrumented_total if instrumented.in_model else None,
-                "copy_out_share": instrumented.copy_out / instrumented_total,
+                "outside_model": (
+                    1 - instrumented.in_model.seconds / instrumented_total if instrumented.in_model.seconds else None
+                ),
+                "copy_out_share": instrumented.copy_out.seconds / instrumented_total,
                 "gap_to_one_at_a_time": max(
                     relative_gap(ours_out, ref)
                     for ours_out, ref in zip(outputs[name], outputs["one at a time"], strict=True)
@@ -471,21 +481,6 @@ def serving(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------------ diffusion forcing
-class Stopwatch:
-    """Seconds spent inside `with stopwatch:` blocks, the device synchronised at both ends."""
-
-    def __init__(self, device: str) -> None:
-        self.device, self.seconds, self.start = device, 0.0, 0.0
-
-    def __enter__(self) -> None:
-        sync(self.device)
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: Any) -> None:
-        sync(self.device)
-        self.seconds += time.perf_counter() - self.start
-
-
 def forcing(args: argparse.Namespace, dtype: torch.dtype) -> list[dict[str, Any]]:
     """SkyReels-V2's diffusion forcing loop (asynchronous: each frame lags the one before by `ar_step` steps), its
     model a small `SkyReelsV2Transformer3DModel` (Wan's architecture, per-frame timesteps): diffusers' loop as its
