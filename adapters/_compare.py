@@ -68,7 +68,8 @@ class Run:
     def start_reference(self) -> torch.Tensor:
         """Reset diffusers' scheduler for a new loop; returns its timesteps."""
         self.reference.set_timesteps(device=self.sample.device, **self.timestep_args)
-        self.reference.set_begin_index(0)
+        if hasattr(self.reference, "set_begin_index"):  # PNDM, DDIM and DDPM have none: pipelines never call it
+            self.reference.set_begin_index(0)
         return self.reference.timesteps
 
     def start_ours(self) -> Any:
@@ -88,7 +89,10 @@ class Run:
     ) -> tuple[torch.Tensor, Any]:
         if generator is None:
             return self.ours.step(state, model_output, sample)
-        noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
+        if self.ours._draws_noise(state):  # drawn where diffusers draws, so both generators keep one stream
+            noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=model_output.dtype)
+        else:
+            noise = torch.zeros_like(sample)
         return self.ours.step(state, model_output, sample, noise=noise)
 
     # ------------------------------------------------------------------------------------------------ parity

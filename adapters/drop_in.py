@@ -76,6 +76,10 @@ def _owned(value: Any) -> Any:
     return value
 
 
+#: Every drop-in class by its (diffusers') name, registered as it is defined: the three below, and each family's in
+#: `functional_sched.adapters.drop_ins` (imported at the end of this module).
+DROP_INS: dict[str, type[_DropIn]] = {}
+
 #: The options of each functional class that diffusers takes as `step()` arguments (`Option.step_argument`).
 _STEP_OPTIONS: dict[type, set[str]] = {}
 
@@ -144,12 +148,13 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         reference = getattr(diffusers, cls._functional_class.diffusers_name)
         if cls.__name__ != reference.__name__:
             raise TypeError(f"drop-in {cls.__name__} must carry diffusers' name {reference.__name__}")
+        DROP_INS[cls.__name__] = cls
         cls._diffusers_class = reference
         cls._compatibles = list(reference._compatibles)
         cls.order = reference.order
-        cls.__init__ = register_to_config(_signed(_DropIn._configure, reference.__init__))  # type: ignore[misc]
-        cls.set_timesteps = _signed(_DropIn._set_timesteps, reference.set_timesteps)  # type: ignore[method-assign]
-        cls.step = _signed(_DropIn._step, reference.step)  # type: ignore[method-assign]
+        cls.__init__ = register_to_config(_signed(cls._configure, reference.__init__))  # type: ignore[misc]
+        cls.set_timesteps = _signed(cls._set_timesteps, reference.set_timesteps)  # type: ignore[method-assign]
+        cls.step = _signed(cls._step, reference.step)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------------------------------------ construction
     def _configure(self, **options: Any) -> None:
@@ -161,7 +166,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         for name, value in vars(reference).items():
             if name not in _MANAGED and not name.startswith("_internal"):
                 object.__setattr__(self, name, _owned(value))
-        self._default_tables = (_owned(reference.timesteps), _owned(reference.sigmas))
+        self._default_tables = (_owned(reference.timesteps), _owned(getattr(reference, "sigmas", None)))
         self._built_from = repr(dict(self.config))  # a key registered later (Cosmos 2's) rebuilds at set_timesteps
         self._plan: Any = None
         self._tables: dict[str, torch.Tensor] = {}  # what `timesteps` and `sigmas` expose of the plan
@@ -198,6 +203,10 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         """The sigma table as diffusers keeps it: on the CPU (DPM-Solver, UniPC)."""
         return plan.sigmas[0].cpu()
 
+    def _planned_sigmas(self, exposed: torch.Tensor) -> torch.Tensor:
+        """The plan's sigma table (the steps' sigmas and the final one) of the `sigmas` diffusers exposes."""
+        return exposed
+
     def _edited_tables(self) -> list[str]:
         """The tables (`timesteps`, `sigmas`) written into since they were planned (their version counters moved)."""
         return [name for name, table in self._tables.items() if table._version != self._versions[name]]
@@ -208,22 +217,28 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         as diffusers' do. A state with such a plan cannot be handed over (no schedule argument gives it)."""
         if not self._edited_tables():
             return state
-        timesteps, sigmas = self._tables["timesteps"], self._tables["sigmas"]
+        timesteps, sigmas = self._tables["timesteps"], self._planned_sigmas(self._tables["sigmas"])
         if timesteps.shape[0] + 1 != sigmas.shape[0]:
             raise ValueError(
                 f"{type(self).__name__}: timesteps ({timesteps.shape[0]}) and sigmas ({sigmas.shape[0]}) were edited "
                 "into tables of inconsistent lengths; sigmas holds one more value (the final sigma)."
             )
         with torch.inference_mode(False):
-            state = self._functional._on_tables(state, timesteps, sigmas)
+            state = self._on_edited_tables(state, timesteps, sigmas)
             self._plan = state.plan
+            self._from_edits = True
             self._tables = {"timesteps": self._plan.timesteps[0], "sigmas": self._exposed_sigmas(self._plan)}
         self._versions = {name: table._version for name, table in self._tables.items()}
         return state
 
+    def _on_edited_tables(self, state: Any, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Any:
+        """`state` on the plan of the edited tables (`_with_table_edits`); a drop-in whose diffusers class keeps more
+        than these tables through an edit (Heun's `dt`, KDPM2's midpoint tables) passes that too."""
+        return self._functional._on_tables(state, timesteps, sigmas)
+
     @property
     def num_inference_steps(self) -> int | None:
-        return None if self._plan is None else int(self._plan.timesteps.shape[1])
+        return None if self._request is None else int(self._plan.timesteps.shape[1])
 
     @property
     def step_index(self) -> int | None:
@@ -263,6 +278,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         self._state = None
         self._begin_index = None
         self._exposed = {}
+        self._from_edits = False
 
     def _validate_request(self, num_inference_steps: Any, sigmas: Any, mu: Any, timesteps: Any) -> None:
         """diffusers' own checks where the core would word them differently (the core checks the rest)."""
@@ -304,9 +320,11 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             _check_timesteps(owner, "timestep", timestep, single=True)
         self._check_timestep(timestep)
         if self._plan is None:
-            raise ValueError(
-                "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
-            )
+            if not self._steps_on_default_tables:
+                raise ValueError(
+                    "Number of inference steps is 'None', you need to run 'set_timesteps' after creating the scheduler"
+                )
+            self._on_default_tables()
         self._take_step_arguments(step_arguments)
         # diffusers does not cast a per-token step back to the model's dtype: it returns float32.
         out_dtype = torch.float32 if per_token_timesteps is not None else self._output_dtype(model_output, sample)
@@ -318,14 +336,32 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         else:
             work = self._core_sample(sample, state, out_dtype)
         state = self._with_edits(self._with_table_edits(state), work)
-        noise = self._noise(model_output, work, generator, variance_noise)
+        noise = self._noise(model_output, work, generator, variance_noise, state)
         per_token = {} if per_token_timesteps is None else {"per_token_timesteps": per_token_timesteps}
-        prev_sample, self._state = self._functional.step(state, model_output, work, noise=noise, **per_token)
+        if self._returns_x0:
+            prev_sample, self._state, x0 = self._functional.step(
+                state, model_output, work, noise=noise, denoised=True, **per_token
+            )
+        else:
+            prev_sample, self._state = self._functional.step(state, model_output, work, noise=noise, **per_token)
         self._exposed = {}
         prev_sample = as_dtype(prev_sample, out_dtype)
+        if self._returns_x0:
+            x0 = self._x0(x0, model_output)
+            return (prev_sample, x0) if not return_dict else self._output_class(prev_sample, x0)
         if not return_dict:
             return (prev_sample,)
         return self._output_class(prev_sample=prev_sample)
+
+    #: Whether the plan in force was made from tables a pipeline edited (`_with_table_edits`), not from the request.
+    _from_edits: bool = False
+
+    #: Whether diffusers' `step` returns the x0 estimate too (`pred_original_sample`: Euler, Heun, DDIM, ...).
+    _returns_x0: ClassVar[bool] = False
+
+    def _x0(self, x0: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
+        """The x0 estimate as diffusers returns it (the core's is in the stepped sample's dtype)."""
+        return x0
 
     def _take_step_arguments(self, arguments: dict[str, Any]) -> None:
         """diffusers takes some options with every `step()` call (Euler's `s_churn`, ...); ours are config
@@ -345,13 +381,12 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         }
         if not changes:
             return
-        if self._edited_tables():
-            raise NotImplementedError(
-                f"{type(self).__name__}.step: {', '.join(sorted(changes))} changed after scheduler."
-                f"{' and '.join(self._edited_tables())} were edited in place; the drop-in re-plans from one or the "
-                "other, not both (pass the step arguments from the first step on)."
-            )
         self._functional = attrs.evolve(self._functional, **changes)
+        if self._edited_tables() or self._from_edits:
+            # Tables a pipeline edited (now, or before the plan in force was made from them): the next
+            # `_with_table_edits` re-plans from them as they are, with the new options, as diffusers steps from them.
+            self._versions = dict.fromkeys(self._versions, -1)
+            return
         request = self._request
         assert request is not None
         self._planned(request, self._plan.timesteps.device)
@@ -359,12 +394,30 @@ class _DropIn(SchedulerMixin, ConfigMixin):
             self._state = self._functional._replanned(self._state, request.num_inference_steps, **request.custom)
 
     def _started(self, work: torch.Tensor, begin_index: int) -> Any:
-        """A fresh state of the request's schedule for `work`, at `begin_index`."""
+        """A fresh state of the request's schedule for `work`, at `begin_index` (of the tables themselves where no
+        request made them: construction's, `_on_default_tables`)."""
         request = self._request
-        assert request is not None
+        if request is None:
+            timesteps, sigmas = self._tables["timesteps"], self._planned_sigmas(self._tables["sigmas"])
+            with torch.inference_mode(False):
+                host_plan = self._functional._tables_plan(timesteps, sigmas, work.dtype)
+                return self._functional._init_on(host_plan, work, begin_index)
         return self._functional.init(
             request.num_inference_steps, sample=work, **request.custom, begin_index=begin_index
         )
+
+    #: Whether diffusers' `step` runs before `set_timesteps`, on the tables made at construction (Euler's).
+    _steps_on_default_tables: ClassVar[bool] = False
+
+    def _on_default_tables(self) -> None:
+        """Step on the tables made at construction, as diffusers does before any `set_timesteps` (their plan is the
+        tables' own, `_tables_plan`)."""
+        timesteps, sigmas = (table.clone() for table in self._default_tables)
+        with torch.inference_mode(False):
+            self._plan = self._functional._tables_plan(timesteps, self._planned_sigmas(sigmas), torch.float32).plan
+            self._tables = {"timesteps": timesteps, "sigmas": sigmas}
+        self._versions = {name: table._version for name, table in self._tables.items()}
+        self._request, self._state, self._exposed, self._from_edits = None, None, {}, True
 
     def _check_timestep(self, timestep: Any) -> None:
         pass
@@ -385,7 +438,9 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         sample: torch.Tensor,
         generator: torch.Generator | None,
         variance_noise: torch.Tensor | None,
+        state: Any,
     ) -> torch.Tensor | None:
+        """The step's noise, drawn as diffusers draws it (None for a deterministic step)."""
         return None
 
     # ------------------------------------------------------------------------------------------------ indices
@@ -443,7 +498,7 @@ class FlowMatchEulerDiscreteScheduler(_DropIn, diffusers.FlowMatchEulerDiscreteS
     def _core_sample(self, sample: torch.Tensor, state: Any, out_dtype: torch.dtype) -> torch.Tensor:
         return as_dtype(sample, torch.float32)  # diffusers upcasts the sample and steps in float32
 
-    def _noise(self, model_output, sample, generator, variance_noise):  # type: ignore[no-untyped-def]
+    def _noise(self, model_output, sample, generator, variance_noise, state):  # type: ignore[no-untyped-def]
         if not self._functional.stochastic_sampling:
             return None
         return fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=torch.float32)
@@ -587,7 +642,7 @@ class DPMSolverMultistepScheduler(_Multistep, diffusers.DPMSolverMultistepSchedu
             keeps_model_dtype = functional.prediction_type == "epsilon" and not functional.thresholding
         return model_output.dtype if keeps_model_dtype else torch.promote_types(sample.dtype, model_output.dtype)
 
-    def _noise(self, model_output, sample, generator, variance_noise):  # type: ignore[no-untyped-def]
+    def _noise(self, model_output, sample, generator, variance_noise, state):  # type: ignore[no-untyped-def]
         if not self.config.algorithm_type.startswith("sde-"):
             return None
         if variance_noise is not None:
@@ -643,11 +698,6 @@ class UniPCMultistepScheduler(_Multistep, diffusers.UniPCMultistepScheduler):
         return {"last_sample": _like(exposed[0], work, "last_sample")}
 
 
-DROP_INS: dict[str, type[_DropIn]] = {
-    cls.__name__: cls for cls in (FlowMatchEulerDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler)
-}
-
-
 def _like(value: Any, work: torch.Tensor, name: str) -> torch.Tensor:
     """An edited history entry as the state keeps it: the sample's shape, dtype and device, its own copy."""
     checks.tensor(f"drop-in {name}", name, value)
@@ -701,3 +751,19 @@ def for_request(pipe: Any) -> Any:
     request = copy.copy(pipe)
     request.scheduler = as_diffusers(pipe.scheduler)  # `__setattr__` rebinds the copy's config, never `pipe`'s
     return request
+
+
+# The families' drop-ins (they subclass `_DropIn`, defined above): importing them registers them in DROP_INS.
+from . import drop_ins  # noqa: E402, F401
+
+
+def __getattr__(name: str) -> type[_DropIn]:
+    """`drop_in.EulerDiscreteScheduler` and the other families' classes, as the three above are reached."""
+    if name in DROP_INS:
+        return DROP_INS[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def is_drop_in(scheduler: Any) -> bool:
+    """Whether `scheduler` is one of functional_sched's drop-ins (not diffusers' class it subclasses)."""
+    return isinstance(scheduler, _DropIn)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import inspect
 import json
 import math
 import platform
@@ -46,7 +47,13 @@ from functional_sched import batching
 from functional_sched.adapters import from_diffusers
 from functional_sched.machinery.loop import DEFAULT_COMPILE_OPTIONS, SamplingLoop
 
-SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+SD = {**SD_BETAS, "steps_offset": 1}
+
+
+def _listed(diffusers_name: str) -> bool:
+    return any(cls.diffusers_name == diffusers_name for cls in fs.SCHEDULERS)
+
 
 # name: (diffusers class, config, passes). `passes` counts the latent-sized tensors a step must read or write at
 # least once: Euler reads x and v and writes x (3); DPM++ 2M reads x, the model output and the previous data
@@ -57,7 +64,29 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], int]] = {
     "dpm++2m": ("DPMSolverMultistepScheduler", dict(SD), 5),
     "unipc-bh2": ("UniPCMultistepScheduler", dict(SD), 7),
 }
+# The SD sampler menu (issue 15), SD 1.5's betas; passes as above, per `step` call. Euler and DDIM read x and the
+# model output and write x (3); ancestral and DDPM steps read their noise too (4); the two-call solvers (Heun, DPM2,
+# DPM++ SDE) also write or read the stored sample and derivative (5, 6 with noise); LMS reads three past derivatives
+# and writes the new one (7); PLMS reads three past outputs and writes the new one (7); DEIS 3 and DPM++ 3S read two
+# past outputs and write one (6).
+MENU: dict[str, tuple[str, dict[str, Any], int]] = {
+    "euler": ("EulerDiscreteScheduler", {**SD, "timestep_spacing": "leading"}, 3),
+    "euler-a": ("EulerAncestralDiscreteScheduler", dict(SD), 4),
+    "heun": ("HeunDiscreteScheduler", dict(SD), 5),
+    "dpm2": ("KDPM2DiscreteScheduler", {**SD, "use_karras_sigmas": True}, 5),
+    "dpm2-a": ("KDPM2AncestralDiscreteScheduler", {**SD, "use_karras_sigmas": True}, 6),
+    "lms": ("LMSDiscreteScheduler", dict(SD), 7),
+    "dpm++sde": ("DPMSolverSDEScheduler", {**SD, "use_karras_sigmas": True}, 6),
+    "ddim": ("DDIMScheduler", {**SD, "set_alpha_to_one": False, "clip_sample": False}, 3),
+    "ddpm": ("DDPMScheduler", dict(SD), 4),
+    "pndm": ("PNDMScheduler", {**SD, "skip_prk_steps": True, "set_alpha_to_one": False}, 7),
+    "deis": ("DEISMultistepScheduler", {**SD, "solver_order": 3}, 6),
+    "dpm++3s": ("DPMSolverSinglestepScheduler", {**SD_BETAS, "solver_order": 3}, 6),
+}
+BASE = tuple(SCHEDULERS)  # the default run's
+SCHEDULERS.update({name: entry for name, entry in MENU.items() if _listed(entry[0])})
 CUDA_SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128), (1, 16, 21, 60, 104))
+MENU_SHAPES = ((1, 4, 128, 128), (1, 16, 21, 60, 104))  # SDXL's latents at 1024px, a video latent
 CPU_SHAPES = ((1, 4, 64, 64),)
 QUICK_SHAPES = ((1, 4, 16, 16),)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -146,6 +175,8 @@ class Config:
         self.output = (0.5 * torch.randn(shape, generator=generator)).to(device, dtype)
         self.template = copy.deepcopy(self.reference)
         self.template.set_timesteps(steps, device=device)
+        self.calls = len(self.template.timesteps)  # step calls: two per interval for Heun-type solvers
+        self.noise = self._noise() if self.sched.stochastic else None
         self.compiled = SamplingLoop(self.sched, _fixed_output, mode="compile")
         self.graphed = SamplingLoop(self.sched, _fixed_output, mode="graph" if device.type == "cuda" else "compile")
         self.graphed._compiled_step = self.compiled._compiled_step  # one compile serves both
@@ -154,35 +185,59 @@ class Config:
     def floor_bytes(self) -> int:
         return self.passes * math.prod(self.shape) * self.latents.element_size()
 
+    def _noise(self) -> torch.Tensor | None:
+        """Every call's noise, [calls, ...]: drawn from the generator diffusers' loop gets (seed 0), where diffusers
+        draws (`_draws_noise`), in the model output's dtype; zeros elsewhere. None where diffusers' noise comes from
+        elsewhere (DPM++ SDE's Brownian tree): then only the timings compare."""
+        if "generator" not in inspect.signature(self.reference.step).parameters or self.sched.diffusers_name == (
+            "DPMSolverSDEScheduler"
+        ):
+            return torch.zeros((self.calls, *self.shape), device=self.device, dtype=self.dtype)
+        generator = torch.Generator(self.device).manual_seed(0)
+        state, x, noise = self.sched.init(self.steps, sample=self.latents), self.latents, []
+        for _ in range(self.calls):
+            draws = self.sched._draws_noise(state)
+            noise.append(
+                fs.randn_tensor(self.shape, generator=generator, device=self.device, dtype=self.dtype)
+                if draws
+                else torch.zeros(self.shape, device=self.device, dtype=self.dtype)
+            )
+            x, state = self.sched.step(state, self.output, x, noise=noise[-1])
+        return torch.stack(noise)
+
+    def _generator(self) -> dict[str, Any]:
+        return {"generator": torch.Generator(self.device).manual_seed(0)} if self.sched.stochastic else {}
+
     def diffusers_loop(self) -> Callable[[], torch.Tensor]:
         scheduler = copy.deepcopy(self.template)
         output, latents = self.output, self.latents
+        extra = self._generator() if "generator" in inspect.signature(scheduler.step).parameters else {}
 
         def loop() -> torch.Tensor:
             x = latents
             for t in scheduler.timesteps:
-                x = scheduler.step(output, t, x, return_dict=False)[0]
+                x = scheduler.step(output, t, x, return_dict=False, **extra)[0]
             return x
 
         return loop
 
     def eager_loop(self) -> Callable[[], torch.Tensor]:
-        sched, output, latents = self.sched, self.output, self.latents
+        sched, output, latents, noise = self.sched, self.output, self.latents, self.noise
         state = sched.init(self.steps, sample=latents)
 
         def loop() -> torch.Tensor:
             x, s = latents, state
-            for _ in range(self.steps):
-                x, s = sched.step(s, output, x)
+            for call in range(self.calls):
+                x, s = sched.step(s, output, x, noise=None if noise is None else noise[call])
             return x
 
         return loop
 
     def compiled_loop(self) -> Callable[[], torch.Tensor]:
-        return lambda: self.compiled(self.latents, self.output, num_inference_steps=self.steps)
+        return lambda: self.compiled(self.latents, self.output, num_inference_steps=self.steps, noise=self.noise)
 
     def graph_loop(self) -> Callable[[], torch.Tensor]:
-        return lambda: self.graphed(self.latents, self.output, num_inference_steps=self.steps)
+        return lambda: self.graphed(self.latents, self.output, num_inference_steps=self.steps, noise=self.noise)
 
 
 def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float) -> dict[str, Any]:
@@ -191,6 +246,7 @@ def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float)
         "shape": _shape_name(config.shape),
         "dtype": str(config.dtype).removeprefix("torch."),
         "steps": config.steps,
+        "calls": config.calls,
         "graph_mode": config.graphed.resolved_mode(config.latents),
     }
     began = time.perf_counter()
@@ -209,26 +265,29 @@ def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float)
     if config.dtype != torch.float32:  # rounding differs between every pair; the float64 loop says which is better
         exact = config.sched.init(config.steps, sample=config.latents.double())
         x = config.latents.double()
-        for _ in range(config.steps):
-            x, exact = config.sched.step(exact, config.output.double(), x)
+        for call in range(config.calls):
+            noise = None if config.noise is None else config.noise[call].double()
+            x, exact = config.sched.step(exact, config.output.double(), x, noise=noise)
         row["diffusers_vs_float64"] = _relative(reference, x)
         row["eager_vs_float64"] = _relative(eager, x)
         row["graph_vs_float64"] = _relative(graph_result, x)
     kept = graph_result.clone()
-    other = config.graphed(torch.randn_like(config.latents), config.output, num_inference_steps=config.steps)
+    other = config.graphed(
+        torch.randn_like(config.latents), config.output, num_inference_steps=config.steps, noise=config.noise
+    )
     row["graph_output_survives_next_call"] = bool(torch.equal(graph_result, kept)) and not torch.equal(other, kept)
     row["graph_replays_equal"] = bool(torch.equal(config.graph_loop()(), kept))
     # Timings: microseconds per step; the two eager loops take turns (their ratio is the figure that matters).
     diffusers_eager, ours_eager = timer.interleaved([config.diffusers_loop, config.eager_loop], repeats)
-    row["diffusers_eager_us"] = diffusers_eager / config.steps * 1e6
-    row["ours_eager_us"] = ours_eager / config.steps * 1e6
-    row["compiled_step_us"] = timer.seconds(config.compiled_loop, repeats) / config.steps * 1e6
-    row["graph_loop_us"] = timer.seconds(config.graph_loop, repeats) / config.steps * 1e6
+    row["diffusers_eager_us"] = diffusers_eager / config.calls * 1e6
+    row["ours_eager_us"] = ours_eager / config.calls * 1e6
+    row["compiled_step_us"] = timer.seconds(config.compiled_loop, repeats) / config.calls * 1e6
+    row["graph_loop_us"] = timer.seconds(config.graph_loop, repeats) / config.calls * 1e6
     # The graph's replay alone: the device time of the whole loop, without the call's copies in and out.
     captured = list(config.graphed._graphs.values())  # (private: the benchmark looks inside the loop driver)
     if captured:
         replay = captured[0].graph.replay
-        row["graph_replay_us"] = timer.seconds(lambda: replay, repeats, warmup=3) / config.steps * 1e6
+        row["graph_replay_us"] = timer.seconds(lambda: replay, repeats, warmup=3) / config.calls * 1e6
     else:
         row["graph_replay_us"] = row["graph_loop_us"]
     row["floor_us"] = config.floor_bytes / bandwidth * 1e6
@@ -388,7 +447,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{meta['copy_bandwidth_gbs']:.0f} GB/s (read + write); inductor options {meta['compile_options']}; "
         f"command: `{meta['command']}`",
         "",
-        "Microseconds per step, model excluded. One graph: the whole loop captured once; replay is the graph alone,"
+        "Microseconds per step call (two per interval for Heun-type solvers), model excluded. One graph: the whole"
+        " loop captured once; replay is the graph alone,"
         " call adds the copies in and out and the host's work (on a CPU, both are the compiled loop). Floor: the"
         " bytes a step must move over the copy bandwidth.",
         "",
@@ -460,7 +520,7 @@ def markdown(results: dict[str, Any]) -> str:
     for row in results["driver_checks"]:
         kept = "yes" if row["outputs_kept"] else "NO"
         lines.append(f"| {row['config']} | {row['mode']} | {row['vs_eager']:.1e} | {kept} |")
-    fallback = results["fallback"]
+    fallback = results.get("fallback", {"mode": None})
     if fallback["mode"] == "graph":
         lines += [
             "",
@@ -531,12 +591,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats: the CPU smoke run")
     parser.add_argument("--steps", type=int, default=None, help="default 50 (quick: 6)")
     parser.add_argument("--repeats", type=int, default=None, help="default 20 (quick: 2)")
-    parser.add_argument("--schedulers", default=",".join(SCHEDULERS))
+    parser.add_argument("--schedulers", default=",".join(BASE), help=f"any of {', '.join(SCHEDULERS)}")
     parser.add_argument("--dtypes", default="fp32,bf16")
     parser.add_argument("--shapes", default=None, help="e.g. 1x4x64x64,1x16x128x128 (default: by device)")
     parser.add_argument("--requests", default=None, help="default 1,8,64 (quick: 1,4)")
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
+    parser.add_argument(
+        "--menu",
+        action="store_true",
+        help="the SD sampler menu (issue 15): its listed classes at 1x4x128x128 and 1x16x21x60x104 (or --shapes), "
+        "no request or driver checks",
+    )
     args = parser.parse_args(argv)
+    if args.menu:
+        args.schedulers = ",".join(name for name in MENU if name in SCHEDULERS)
+        args.shapes = args.shapes or ",".join(_shape_name(shape) for shape in MENU_SHAPES)
     device = torch.device(args.device)
     diffusers.utils.logging.set_verbosity_error()
     steps = args.steps or (6 if args.quick else 50)
@@ -580,13 +649,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"measured {name} {_shape_name(shape)} {dtype_name}", file=sys.stderr, flush=True)
     per_request = shapes[1] if len(shapes) > 1 else shapes[0]
     for name in names:
-        for count in request_counts:
-            row = measure_requests(name, per_request, count, steps, device, timer, repeats, bandwidth)
-            results["requests"].append(row)
+        if not args.menu:
+            for count in request_counts:
+                row = measure_requests(name, per_request, count, steps, device, timer, repeats, bandwidth)
+                results["requests"].append(row)
         results["setup"].append(measure_setup(name, per_request, steps, device, timer))
-    for name in DRIVER_CHECKS:
-        results["driver_checks"].append(check_driver(name, shapes[0], min(steps, 20), device))
-    results["fallback"] = check_fallback(shapes[0], min(steps, 20), device)
+    if not args.menu:
+        for name in DRIVER_CHECKS:
+            results["driver_checks"].append(check_driver(name, shapes[0], min(steps, 20), device))
+        results["fallback"] = check_fallback(shapes[0], min(steps, 20), device)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     text = markdown(results)
@@ -605,7 +676,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     ]
     failed += [row for row in results["driver_checks"] if not row["outputs_kept"] or row["vs_eager"] > 1e-5]
-    failed += [results["fallback"]] if results["fallback"]["vs_eager"] > 1e-5 else []
+    failed += [results["fallback"]] if "fallback" in results and results["fallback"]["vs_eager"] > 1e-5 else []
     return 1 if failed else 0
 
 

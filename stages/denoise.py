@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import torch
 
-from functional_sched import batching, randn_tensor
+from functional_sched import batching, brownian_noise, randn_tensor
 
 from .request import Req
 from .stepping import Stepped, is_callable, is_optional_scheduler, step_grouped, stream_seed
@@ -211,9 +211,12 @@ def step_noise(scheduler: Any, req: Req, stream: int = 0) -> torch.Tensor:
     """The request's noise for its current step, like `req.latents`, from a generator seeded by (seed, stream, step)
     (`stream_seed`): the same whether the request is stepped alone or batched, in this process or after a handoff.
     Stream 0 is the main latents'; for a further latent stream, pass its latents and state in `req`
-    (`req.evolve(...)`)."""
-    step = scheduler.steps_taken(req.state)
+    (`req.evolve(...)`). A scheduler with Brownian noise (DPM-SDE) takes its increments from the request's own tree,
+    seeded by (seed, stream): diffusers' run of the request alone with that `noise_sampler_seed`."""
     seed = stream_seed(req.seed, stream)
+    if hasattr(scheduler, "_brownian_queries"):
+        return brownian_noise(scheduler, req.state, req.latents, seed % (1 << 64))
+    step = scheduler.steps_taken(req.state)
     generator = torch.Generator().manual_seed((seed * 1_000_003 + step) % (1 << 63))
     noise = randn_tensor(tuple(req.latents.shape), generator=generator, dtype=torch.float32)
     return to_device(noise, req.latents.device)

@@ -60,15 +60,26 @@ def final_error(scheduler: Any, steps: int) -> float:
     state = scheduler.init(steps, sample=NOISE)
     sigmas = scheduler.sigmas(state)
     assert sigmas.dtype == torch.float64, "a float64 sample gets a float64 plan"
-    run = steps - 1
+    calls = len(scheduler.timesteps(state))
+    run = calls - 1
     levels = [scheduler._alpha_sigma(sigma) for sigma in sigmas]
-    prediction_type = getattr(scheduler, "prediction_type", "flow_prediction")
     x_start = start_sample(*levels[0])
     x = x_start
-    for index in range(run):
-        x, state = scheduler.step(state, model_output(prediction_type, x, *levels[index]), x)
+    for _ in range(run):
+        x, state = scheduler.step(state, exact_output(scheduler, state, x), x)
     assert x.dtype == torch.float64
     return (x - exact_solution(x_start, levels[0], levels[run])).abs().max().item()
+
+
+def exact_output(scheduler: Any, state: Any, x: torch.Tensor) -> torch.Tensor:
+    """The exact model's output at this call of `state`: fed `scale_model_input(state, x)`, at the noise level the
+    model sees (`_model_sigma`; its (alpha, sigma) scaled as the input is). A scheduler without a `prediction_type`
+    option takes a flow velocity (flow matching)."""
+    prediction_type = getattr(scheduler, "prediction_type", "flow_prediction")
+    model_input = scheduler.scale_model_input(state, x)
+    scale = scheduler.scale_model_input(state, torch.ones_like(x))[:, :1]
+    alpha, sigma = scheduler._alpha_sigma(scheduler._model_sigma(state)[:, None].to(x.dtype))
+    return model_output(prediction_type, model_input, alpha * scale, sigma * scale)
 
 
 def fitted_order(step_counts: list[int] | tuple[int, ...], errors: list[float]) -> float:

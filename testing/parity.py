@@ -44,9 +44,40 @@ def latents(shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int 
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(dtype)
 
 
-def step_noise(case: Case, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
-    """The noise of one stochastic step, drawn exactly as the reference draws it from `generator`."""
-    return fs.randn_tensor(tuple(shape), generator=generator, dtype=case.spec.noise_dtype)
+def step_noise(
+    case: Case, shape: Sequence[int], generator: torch.Generator, model_dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The noise of one stochastic step, drawn exactly as the reference draws it from `generator` (in the spec's
+    `noise_dtype`, or the model output's dtype where the reference draws in that)."""
+    return fs.randn_tensor(tuple(shape), generator=generator, dtype=case.spec.noise_dtype or model_dtype)
+
+
+def reference_noise(
+    case: Case,
+    sched: Any,
+    state: Any,
+    like: torch.Tensor,
+    generator: torch.Generator,
+    model_dtype: torch.dtype,
+    reference: Any = None,
+) -> torch.Tensor | None:
+    """The `noise=` of our next step beside the reference's (called after the reference's step): None for a
+    deterministic scheduler; drawn where the reference draws (`_draws_noise`), so both generators keep one stream;
+    zeros where it draws none. A reference that draws from its own source gives it through `Spec.reference_noise`."""
+    if not sched.stochastic:
+        return None
+    if not sched._draws_noise(state):
+        return torch.zeros(like.shape, dtype=case.spec.noise_dtype or model_dtype)
+    if case.spec.reference_noise is not None:
+        return case.spec.reference_noise(case, reference, sched, state, like)
+    return step_noise(case, like.shape, generator, model_dtype)
+
+
+def generator_kwargs(scheduler: Any, generator: torch.Generator, stochastic: bool) -> dict[str, Any]:
+    """`{"generator": generator}` for a stochastic config's `step()` where it takes one (DPM-SDE's draws from its own
+    Brownian tree and takes none)."""
+    takes = stochastic and "generator" in inspect.signature(scheduler.step).parameters
+    return {"generator": generator} if takes else {}
 
 
 def relative_error(ours: torch.Tensor, ref: torch.Tensor) -> float:
@@ -73,7 +104,7 @@ class ParityResult:
     ours_timesteps: torch.Tensor
     ref_timesteps: torch.Tensor
     ours_sigmas: torch.Tensor
-    ref_sigmas: torch.Tensor
+    ref_sigmas: torch.Tensor | None  # None where the reference keeps no sigma table
 
     @property
     def steps(self) -> int:
@@ -89,6 +120,19 @@ class ParityResult:
             if not same:
                 return f"step {index}/{self.steps}: relative error {error:.3e}"
         return "all steps bit-identical"
+
+
+def begin_at(scheduler: Any, index: int) -> None:
+    """`set_begin_index(index)` where the scheduler has it (DDIM, DDPM and PNDM find their place from the timestep
+    each step is called at, and have none)."""
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(index)
+
+
+def sigma_table(scheduler: Any) -> torch.Tensor | None:
+    """A copy of the scheduler's `sigmas`, or None where it keeps none (DDIM, DDPM, PNDM)."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    return None if sigmas is None else sigmas.clone()
 
 
 def has_repeated_timesteps(reference: Any) -> bool:
@@ -118,10 +162,10 @@ def parity_run(
     if begin_index is None and has_repeated_timesteps(reference):
         begin_index = 0
     if begin_index is not None:
-        reference.set_begin_index(begin_index)
+        begin_at(reference, begin_index)
     start = begin_index or 0
     ref_timesteps = reference.timesteps
-    ref_sigmas = reference.sigmas.clone()  # the reference keeps them on the scheduler; copy before stepping
+    ref_sigmas = sigma_table(reference)  # the reference keeps them on the scheduler; copy before stepping
 
     sched = case.scheduler()
     ref = latents(shape, dtype, seed) * getattr(reference, "init_noise_sigma", 1.0)
@@ -141,7 +185,7 @@ def parity_run(
         timestep_agrees.append(our_timestep.dtype == t.dtype and torch.equal(our_timestep, t.expand(shape[0])))
         ref = reference.step(toy_model(scale_input(ref, t), t), t, ref, return_dict=False, **ref_step_kwargs)[0]
 
-        noise = step_noise(case, ours.shape, g_ours) if sched.stochastic else None
+        noise = reference_noise(case, sched, state, ours, g_ours, ours.dtype, reference)
         ours, state = sched.step(
             state, toy_model(sched.scale_model_input(state, ours), our_timestep), ours, noise=noise
         )

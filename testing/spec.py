@@ -132,8 +132,9 @@ class Spec:
     generated); the hypothesis grid over its options reads their declarations (`testing.strategies`). `exact`:
     which comparisons are bit for bit. `refusals`: where the reference breaks down
     and ours refuses. `orders`: convergence orders. `noise_dtype`: the dtype the reference draws a stochastic step's
-    noise in (`torch.Generator` draws differ by dtype). `unsupported`: the reference's options we do not declare,
-    each with a value other than its default (`from_diffusers` must refuse it by name). `held`: options the drawn
+    noise in (`torch.Generator` draws differ by dtype; None: the model output's dtype). `unsupported`: the
+    reference's options we do not declare, each with a value other than its default (`from_diffusers` must refuse it
+    by name). `held`: options the drawn
     configs keep at their default, because the toy model cannot serve them (e.g. an output with extra channels).
     """
 
@@ -143,9 +144,19 @@ class Spec:
     exact: Exactness = always_exact
     refusals: Sequence[Refusal] = ()
     orders: Sequence[Order] = ()
-    noise_dtype: torch.dtype = torch.float32
+    noise_dtype: torch.dtype | None = torch.float32
     unsupported: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     held: tuple[str, ...] = ()
+    #: Whether a config's x0 estimate (`denoised=True`) is the model's x0 at the sample it saw; not where the step
+    #: moves the sample first (Euler's churn forms x0 at the churned sigma from the output at the unchurned one).
+    x0_is_models: Callable[[Mapping[str, Any]], bool] = lambda options: True
+    #: Whether custom sigmas hold the final sigma too (N + 1 values for N steps: Euler's), not just the steps'.
+    sigmas_include_final: bool = False
+    #: Our step's noise where the reference draws its own, not from the driver's generator (DPM-SDE's Brownian tree,
+    #: seeded by its config): `reference_noise(case, reference, scheduler, state, like)`, called after the reference's
+    #: step, gives the noise that reproduces what it drew. None: drawn from the driver's generator as the reference
+    #: draws from its own.
+    reference_noise: Callable[..., torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not self.configs:

@@ -62,15 +62,17 @@ def config_options(draw: st.DrawFn, spec: Spec) -> dict[str, Any]:
 
 
 @st.composite
-def schedules(draw: st.DrawFn, options: Mapping[str, Any]) -> Schedule:
+def schedules(draw: st.DrawFn, options: Mapping[str, Any], sigmas_include_final: bool = False) -> Schedule:
     """Schedule arguments for a config: a step count, or custom sigmas and/or timesteps (distinct, descending; the
-    count follows them), and `mu` where the config shifts dynamically."""
+    count follows them), and `mu` where the config shifts dynamically. Where custom sigmas include the final one
+    (`Spec.sigmas_include_final`), they have at least two values."""
     steps = draw(st.integers(1, 40))
     mu = draw(st.floats(0.2, 2.0)) if options.get("use_dynamic_shifting") else None
     custom = draw(st.sampled_from((None, None, "sigmas", "timesteps", "both")))
     if custom is None:
         return Schedule(steps=steps, mu=mu)
-    points = sorted(draw(st.lists(st.integers(10, 1000), min_size=1, max_size=30, unique=True)), reverse=True)
+    fewest = 2 if sigmas_include_final and custom != "timesteps" else 1
+    points = sorted(draw(st.lists(st.integers(10, 1000), min_size=fewest, max_size=30, unique=True)), reverse=True)
     tables: dict[str, tuple[float, ...]] = {}
     if custom in ("sigmas", "both"):
         tables["sigmas"] = tuple(point / 1000 for point in points)  # distinct by 1e-3 (UniPC nudges a 1 by 1e-6)
@@ -84,7 +86,7 @@ def cases(draw: st.DrawFn, spec: Spec) -> Any:
     """A case of `spec` with drawn options (`config_options`) and schedule (`schedules`). `init` may refuse its
     schedule: the parity column then checks that the reference breaks down there."""
     options = draw(config_options(spec))
-    return spec.case(options, draw(schedules(options)))
+    return spec.case(options, draw(schedules(options, spec.sigmas_include_final)))
 
 
 def refused_values(domain: Domain) -> Iterator[tuple[Any, type[Exception], str]]:

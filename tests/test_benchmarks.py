@@ -29,7 +29,7 @@ def test_cpu_smoke_run(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     markdown = (tmp_path / "results.md").read_text()
     assert {(row["scheduler"], row["dtype"]) for row in results["configs"]} == {
-        (name, dtype) for name in suite.SCHEDULERS for dtype in ("float32", "bfloat16")
+        (name, dtype) for name in suite.BASE for dtype in ("float32", "bfloat16")
     }
     for row in results["configs"]:
         assert row["graph_mode"] == "compile"  # no CUDA graphs on a CPU: the compiled loop
@@ -42,7 +42,7 @@ def test_cpu_smoke_run(tmp_path: Path) -> None:
             assert row["eager_vs_diffusers"] == 0
             assert row["graph_vs_float64"] <= 1.5 * row["eager_vs_float64"]
     assert {(row["scheduler"], row["requests"]) for row in results["requests"]} == {
-        (name, count) for name in suite.SCHEDULERS for count in (1, 4)
+        (name, count) for name in suite.BASE for count in (1, 4)
     }
     assert all(row["speedup"] > 0 for row in results["setup"])
     assert [row["config"] for row in results["driver_checks"]] == list(suite.DRIVER_CHECKS)
@@ -58,7 +58,21 @@ def test_cpu_smoke_run(tmp_path: Path) -> None:
 
 def test_unknown_scheduler_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        _suite().main(["--device", "cpu", "--quick", "--schedulers", "euler-a", "--out", str(tmp_path)])
+        _suite().main(["--device", "cpu", "--quick", "--schedulers", "no-such-sampler", "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_menu_cpu_smoke_run(tmp_path: Path) -> None:
+    """The SD sampler menu's rows (`--menu`): every listed class of it, float32 bit-equal to diffusers' loop (noise
+    drawn as diffusers draws it; DPM++ SDE's Brownian noise aside) and the compiled loop to the eager one."""
+    suite = _suite()
+    assert suite.main(["--device", "cpu", "--quick", "--menu", "--dtypes", "fp32", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["configs"]
+    assert [row["scheduler"] for row in rows] == [name for name in suite.MENU if name in suite.SCHEDULERS]
+    for row in rows:
+        assert row["compiled_vs_eager"] == row["graph_vs_eager"] == 0, row["scheduler"]
+        if row["scheduler"] != "dpm++sde":
+            assert row["eager_vs_diffusers"] == 0, row["scheduler"]
 
 
 def test_e2e_cpu_smoke_run(tmp_path: Path) -> None:

@@ -109,7 +109,8 @@ def _finish_requests(device: str, count: int = 1000) -> list[weakref.ref]:
             held = [sample, *pytree.tree_leaves(state)]
             for _ in range(min(2, len(sched.timesteps(state)))):
                 model_output = torch.tanh(sample)
-                sample, state = sched.step(state, model_output, sample)
+                noise = torch.randn_like(sample) if sched.stochastic else None  # Euler a, KDPM2 a: every step
+                sample, state = sched.step(state, model_output, sample, noise=noise)
                 held += [model_output, sample, *pytree.tree_leaves(state)]
             watched += [weakref.ref(tensor) for tensor in held]
             cached = host.HOST_PLANS._plans.values()

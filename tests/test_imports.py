@@ -23,7 +23,8 @@ WITHOUT_DIFFUSERS = textwrap.dedent(
         state = sched.init(6, sample=sample)
         latents = sample
         for _ in range(3):
-            latents, state = sched.step(state, torch.tanh(latents), latents)
+            noise = torch.randn_like(latents) if sched.stochastic else None  # DDPM's default samples ancestrally
+            latents, state = sched.step(state, torch.tanh(latents), latents, noise=noise)
         assert latents.shape == sample.shape and bool(torch.isfinite(latents).all()), scheduler_cls
     # Beta sigmas need scipy in diffusers; the core has its own quantile function.
     sched = fs.FlowMatchEulerDiscrete(shift=3.0, use_beta_sigmas=True)

@@ -51,7 +51,7 @@ def _txt2img(parts: dict[str, Any], scheduler: Any, **kwargs: Any) -> Any:
 
 
 def _is_drop_in(scheduler: Any) -> bool:
-    return type(scheduler).__module__ == drop_in.__name__
+    return drop_in.is_drop_in(scheduler)
 
 
 def _assert_same(reference: Any, ours: Any) -> None:
@@ -74,17 +74,53 @@ SD_CASES = {
         "UniPCMultistepScheduler",
         {"solver_type": "bh1", "use_karras_sigmas": True, "final_sigmas_type": "sigma_min"},
     ),
+    # The SD sampler menu (issue 15): each in SD 1.5's pipeline, as users pick them from its config.
+    "PNDM (SD 1.5's own)": ("PNDMScheduler", {"skip_prk_steps": True, "set_alpha_to_one": False}),
+    "PNDM PRK": ("PNDMScheduler", {}),
+    "Euler (SDXL's spacing)": ("EulerDiscreteScheduler", {"timestep_spacing": "leading"}),
+    "Euler Karras": ("EulerDiscreteScheduler", {"use_karras_sigmas": True}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "DPM2 Karras": ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "DPM++ SDE Karras": ("DPMSolverSDEScheduler", {"use_karras_sigmas": True, "noise_sampler_seed": 0}),
+    "DDIM": ("DDIMScheduler", {"set_alpha_to_one": False, "clip_sample": False}),
+    "DDIM eta v trailing": (
+        "DDIMScheduler",
+        {"prediction_type": "v_prediction", "timestep_spacing": "trailing", "rescale_betas_zero_snr": True},
+    ),
+    "DDPM": ("DDPMScheduler", {}),
+    "DEIS 3": ("DEISMultistepScheduler", {"solver_order": 3}),
+    "DPM++ 2S": ("DPMSolverSinglestepScheduler", {}),
 }
+#: Options of SD_CASES' configs that are no constructor argument of the class (diffusers ignores them there).
+_CLASS_KEYS = {"DPMSolverSinglestepScheduler": {"steps_offset"}}
 
 
-@pytest.mark.parametrize("case", list(SD_CASES))
+def _sd_scheduler(name: str, options: dict[str, Any]) -> Any:
+    ignored = _CLASS_KEYS.get(name, set())
+    return getattr(diffusers, name)(**{k: v for k, v in {**SD_KWARGS, **options}.items() if k not in ignored})
+
+
+#: The menu's cases the default run takes (SD 1.5's own, SDXL's, DDIM); the rest run with `-m slow`.
+_MENU_FAST = {"PNDM (SD 1.5's own)", "Euler (SDXL's spacing)", "DDIM"}
+
+
+def _sd_case(case: str) -> Any:
+    menu = list(SD_CASES).index(case) >= list(SD_CASES).index("PNDM (SD 1.5's own)")
+    return pytest.param(case, marks=[pytest.mark.slow] if menu and case not in _MENU_FAST else [], id=case)
+
+
+@pytest.mark.parametrize("case", [_sd_case(case) for case, (name, _) in SD_CASES.items() if name in drop_in.DROP_INS])
 def test_stable_diffusion_latents_equal(sd_parts: dict[str, Any], case: str) -> None:
     name, options = SD_CASES[case]
-    reference = _txt2img(sd_parts, getattr(diffusers, name)(**SD_KWARGS, **options))
-    ours_scheduler = as_diffusers(getattr(diffusers, name)(**SD_KWARGS, **options))
+    reference = _txt2img(sd_parts, _sd_scheduler(name, options))
+    ours_scheduler = as_diffusers(_sd_scheduler(name, options))
     assert _is_drop_in(ours_scheduler) and type(ours_scheduler).__name__ == name
     ours = _txt2img(sd_parts, ours_scheduler)
-    assert ours_scheduler.step_index == STEPS  # the pipeline really stepped the drop-in
+    # the pipeline really stepped the drop-in, through its whole table (repeated timesteps included)
+    assert ours_scheduler._functional.steps_taken(ours_scheduler._state) == len(ours_scheduler.timesteps)
     _assert_same(reference, ours)
 
 

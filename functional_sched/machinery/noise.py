@@ -60,6 +60,8 @@ def loop_noise(
             [randn_tensor(shape, generator=noise, device=latents.device, dtype=latents.dtype) for _ in range(steps)]
         )
     expected = (steps, *latents.shape)
+    if not isinstance(noise, torch.Tensor):
+        raise TypeError(f"{owner}: noise must be a tensor or a torch.Generator, got {checks.shown(noise)}.")
     if tuple(noise.shape) != expected or noise.dtype != latents.dtype or noise.device != latents.device:
         raise ValueError(
             f"{owner}: noise must be {list(expected)} {latents.dtype} on {latents.device} (one draw per step), got "

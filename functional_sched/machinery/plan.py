@@ -90,16 +90,22 @@ def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return tensor.to(dtype)
 
 
-def scaled(coefficient: torch.Tensor, tensor: torch.Tensor, *, on_host: bool = True) -> torch.Tensor:
+def scaled(
+    coefficient: torch.Tensor, tensor: torch.Tensor, *, on_host: bool = True, tensor_first: bool = False
+) -> torch.Tensor:
     """`coefficient * tensor` for a broadcastable per-row coefficient, rounded as torch rounds diffusers' product.
 
     diffusers multiplies by a 0-d float32 coefficient, on the host (`on_host`: DPM-Solver and UniPC keep their sigmas
     on the CPU) or on the sample's device (flow-match Euler; UniPC's rho weights, made in the sample's dtype). Type
     promotion rounds a device coefficient, and on the CPU a host one, to a half-precision tensor's dtype before the
-    product; a CUDA kernel takes a host coefficient at float precision and rounds only the product.
+    product; a CUDA kernel takes a host coefficient at float precision and rounds only the product. Where diffusers
+    writes the tensor first (`tensor_first`: `model_output * (-sigma / ...)`), the CPU kernel too multiplies at the
+    coefficient's precision and rounds the product.
     """
     if coefficient.dtype == tensor.dtype:
         return coefficient * tensor
+    if on_host and tensor_first:
+        return as_dtype(coefficient * as_dtype(tensor, coefficient.dtype), tensor.dtype)
     if on_host and tensor.is_cuda:
         return as_dtype(coefficient * tensor, tensor.dtype)  # a host 0-d coefficient keeps the tensor's dtype itself
     return as_dtype(coefficient, tensor.dtype) * tensor
@@ -118,12 +124,14 @@ def plus(fresh: torch.Tensor, tensor: torch.Tensor, *, eager: bool) -> torch.Ten
 def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     """`tensor / coefficient`, rounded as torch divides by diffusers' 0-d CPU scalar coefficients.
 
-    For half types, and for any float on CUDA, torch multiplies by the reciprocal of the scalar's original
-    (float32) value instead of dividing (`div_true_kernel`); on the CPU, float32 and float64 divide exactly.
+    On CUDA, torch multiplies by the reciprocal of the scalar's original (float32) value instead of dividing
+    (`div_true_kernel`); on the CPU it divides exactly, half types by that float32 value in float32, rounded once.
     """
     if tensor.is_cpu and tensor.dtype in (torch.float32, torch.float64):
         return tensor / as_dtype(coefficient, tensor.dtype)
     opmath = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    if tensor.is_cpu:
+        return (tensor.to(opmath) / coefficient.to(opmath)).to(tensor.dtype)
     return (tensor.to(opmath) * torch.reciprocal(coefficient.to(opmath))).to(tensor.dtype)
 
 

@@ -72,6 +72,8 @@ class Scheduler:
     _takes_repeats: ClassVar[bool] = True
     #: Whether custom tables must decrease (False: a solver whose step is defined whatever the order of its sigmas).
     _custom_tables_decrease: ClassVar[bool] = True
+    #: Whether diffusers' loop finds its first step by looking the timestep up (False: PNDM counts its calls).
+    _looks_up_first_timestep: ClassVar[bool] = True
 
     @property
     def _custom_values_matter(self) -> bool:
@@ -114,7 +116,13 @@ class Scheduler:
         raise NotImplementedError
 
     def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha, sigma) of the sample at a table sigma: x = alpha x0 + sigma eps."""
         raise NotImplementedError
+
+    def _model_sigma(self, state: Any) -> torch.Tensor:
+        """Each row's table sigma at the noise level the model sees this call, [R]: the sample's level, for the one-call
+        schedulers (a solver whose second call evaluates the model elsewhere, e.g. KDPM2's midpoint, says so)."""
+        return gather_rows(state.plan.sigmas, state.step_index)
 
     # ------------------------------------------------------------------ the contract
     @property
@@ -125,6 +133,12 @@ class Scheduler:
     def stochastic(self) -> bool:
         """Whether `step` takes fresh noise (`noise=`) every step."""
         return False
+
+    def _draws_noise(self, state: Any) -> bool:
+        """Whether diffusers draws noise for this step of the state (a stochastic scheduler may skip the draw where the
+        noise would be scaled by zero, e.g. Euler's churn outside [s_tmin, s_tmax]): what a caller matching its
+        generator's stream asks before drawing. `step` ignores the noise's values where it draws none."""
+        return self.stochastic
 
     @functools.cached_property
     def fingerprint(self) -> int:
@@ -174,10 +188,7 @@ class Scheduler:
         plan = self._host_plan(
             self.schedule(num_inference_steps, timesteps=timesteps, sigmas=sigmas, mu=mu), working_dtype(sample)
         )
-        begin_index = self._check_begin_index(plan, begin_index)
-        owned = host.Owned(plan, sample)
-        cursor = None if host.tracing() else host.Cursor(owned, begin_index, 0)
-        return self._start(owned.plan, sample, owned.step(begin_index), owned.level(0), owned.fingerprint, cursor)
+        return self._init_on(plan, sample, begin_index)
 
     def timesteps(self, state: Any) -> torch.Tensor:
         """The timestep table, equal to diffusers' `scheduler.timesteps`: [N] for one schedule, [R, N] if stacked."""
@@ -305,11 +316,22 @@ class Scheduler:
         """`state`, at its step and warm-up level, carried onto the plan of these tables as they are (a drop-in's,
         which a pipeline edited in place: Cosmos 2 sets the final sigma to the one before). No schedule argument makes
         them, so the plan is this state's alone (no cache holds it, and a handoff of the state is refused)."""
-        dtype = state.plan.coefficients.dtype
+        return self._carried(state, self._tables_plan(timesteps, sigmas, state.plan.coefficients.dtype))
+
+    def _tables_plan(self, timesteps: torch.Tensor, sigmas: torch.Tensor, dtype: torch.dtype) -> host.HostPlan:
+        """The host plan of a schedule given as its tables (`_plan_from_tables`), no schedule argument's: no cache
+        holds it, and a state on it cannot be handed over."""
         with host.plain():
             tables = timesteps.detach().cpu().clone(), sigmas.detach().cpu().to(dtype)
             plan = _finite(self, self._plan_from_tables(*tables))
-        return self._carried(state, host.HostPlan(plan, self.fingerprint, None))
+        return host.HostPlan(plan, self.fingerprint, None)
+
+    def _init_on(self, host_plan: host.HostPlan, sample: torch.Tensor, begin_index: int) -> Any:
+        """A fresh state for `sample` on `host_plan` at `begin_index` (what `init` does once it has the plan)."""
+        begin_index = self._check_begin_index(host_plan, begin_index)
+        owned = host.Owned(host_plan, sample)
+        cursor = None if host.tracing() else host.Cursor(owned, begin_index, 0)
+        return self._start(owned.plan, sample, owned.step(begin_index), owned.level(0), owned.fingerprint, cursor)
 
     def _replanned(
         self,
@@ -479,6 +501,8 @@ def _first_timestep_once(scheduler: Scheduler, plan: Plan) -> Plan:
     IndexError); and the model would be conditioned on one timestep at two noise levels. (Later repeats are
     stepped through by index, here as in diffusers.)"""
     timesteps = plan.timesteps[0]
+    if not scheduler._looks_up_first_timestep:
+        return plan
     if timesteps.shape[0] > 1 and bool((timesteps[1:] == timesteps[0]).any()):
         sigmas = plan.sigmas[0, : min(int((timesteps == timesteps[0]).sum()), 4)].tolist()
         raise ValueError(

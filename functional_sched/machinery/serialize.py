@@ -268,8 +268,8 @@ def _check_tables(
             f"{owner}: its plan holds {coefficients.shape[3]} coefficients per step, this scheduler's plans {columns} "
             "(it was made by another functional-sched version); run the same version on both workers."
         )
-    if timesteps.dtype not in (torch.float32, torch.int64):
-        raise _fail(owner, f"{plan}.timesteps is {timesteps.dtype}, not float32 (flow matching) or int64")
+    if timesteps.dtype not in (torch.float32, torch.float64, torch.int64):
+        raise _fail(owner, f"{plan}.timesteps is {timesteps.dtype}, not float32, float64 (DPM-SDE's) or int64")
     if sigmas.dtype not in (torch.float32, torch.float64) or coefficients.dtype != sigmas.dtype:
         raise _fail(
             owner, f"{plan}.sigmas and coefficients are {sigmas.dtype} and {coefficients.dtype}, not one of float32/64"

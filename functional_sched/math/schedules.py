@@ -44,6 +44,37 @@ def np_arange(start: float, stop: float, step: float) -> torch.Tensor:
     return torch.arange(length, dtype=F64) * delta + start
 
 
+def np_log(values: torch.Tensor) -> torch.Tensor:
+    """`numpy.log(values)` (CPU, same dtype): numpy's own, where numpy is installed (as it is wherever diffusers is).
+    numpy's vectorised log differs from libm's and torch's in the last bit, by machine (its AVX2/AVX-512 kernels);
+    tables that keep unrounded log-derived values (the float timesteps of Euler-type schedules) then match diffusers'
+    on every machine. Without numpy: torch's log, within an ulp of it."""
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy comes with torch's and diffusers' installs
+        return torch.log(values)
+    return torch.from_numpy(numpy.log(values.detach().cpu().numpy()))
+
+
+def np_exp(values: torch.Tensor) -> torch.Tensor:
+    """`numpy.exp(values)` (CPU, same dtype): numpy's own vectorised exp, as `np_log` (torch's differs in the last
+    bit of float64 values, which float64 tables such as DPM-SDE's timesteps keep)."""
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy comes with torch's and diffusers' installs
+        return torch.exp(values)
+    return torch.from_numpy(numpy.exp(values.detach().cpu().numpy()))
+
+
+def np_power(values: torch.Tensor, exponent: float) -> torch.Tensor:
+    """`values ** exponent` as numpy computes it for an array (CPU, same dtype), as `np_exp`."""
+    try:
+        array = values.detach().cpu().numpy()
+    except RuntimeError:  # pragma: no cover - numpy comes with torch's and diffusers' installs
+        return values**exponent
+    return torch.from_numpy(array**exponent)
+
+
 # ------------------------------------------------------------------------------------------------------- betas
 def _squaredcos_cap_v2(num_train_timesteps: int, max_beta: float = 0.999) -> torch.Tensor:
     """Betas whose alpha_bar follows a squared cosine, Nichol & Dhariwal (2021), eq. 17."""
@@ -135,14 +166,45 @@ def spaced_timesteps(
 
 
 def sigma_to_t(sigmas: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
-    """Fractional training timesteps of `sigmas` by interpolating log-sigma over the training table (float64)."""
-    log_sigma = torch.log(torch.clamp(sigmas.to(F64), min=1e-10))
-    distances = log_sigma[None, :] - log_sigmas.to(F64)[:, None]
+    """Fractional training timesteps of `sigmas` by interpolating log-sigma over the training table, float64.
+
+    numpy's arithmetic follows the sigmas' dtype: float64 sigmas (Karras and the other spacings) interpolate in
+    float64; float32 ones (Euler's custom sigmas, one float32 scalar at a time) form the weight in float32."""
+    work = F32 if sigmas.dtype == F32 and log_sigmas.dtype == F32 else F64
+    log_sigma = np_log(torch.clamp(sigmas.to(work), min=1e-10))
+    distances = log_sigma[None, :] - log_sigmas.to(work)[:, None]
     low = torch.cumsum(distances >= 0, dim=0).argmax(dim=0).clamp(max=log_sigmas.shape[0] - 2)
     low_value, high_value = log_sigmas[low], log_sigmas[low + 1]
-    # numpy forms `low - high` in the table's dtype (float32 in diffusers), then divides in float64.
-    weight = ((low_value.to(F64) - log_sigma) / (low_value - high_value).to(F64)).clamp(0, 1)
-    return (1 - weight) * low + weight * (low + 1)
+    # numpy forms `low - high` in the table's dtype (float32 in diffusers), then divides in the sigmas' dtype.
+    weight = ((low_value.to(work) - log_sigma) / (low_value - high_value).to(work)).clamp(0, 1)
+    return (1 - weight).to(F64) * low + weight.to(F64) * (low + 1)
+
+
+def np_interp(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """`numpy.interp(x, arange(len(table)), table)` in float64: `slope * (x - j) + table[j]` on each interval,
+    the table's last value at its end (as numpy's C loop computes it)."""
+    x, values = x.to(F64), table.to(F64)
+    last = values.shape[0] - 1
+    low = torch.clamp(torch.floor(x), 0, last - 1).to(torch.int64)
+    slope = values[low + 1] - values[low]  # divided by the interval's length, 1
+    result = slope * (x - low.to(F64)) + values[low]
+    return torch.where(x >= last, values[last], torch.where(x <= 0, values[0], result))
+
+
+def fractional_timesteps(
+    spacing: str, num_inference_steps: int, num_train_timesteps: int, steps_offset: int
+) -> torch.Tensor:
+    """Timesteps, descending, float32, as the k-diffusion-style discrete schedulers (Euler, Heun, KDPM2, LMS) space
+    them: 'linspace' is not rounded, 'leading' steps by N // n (no n + 1), 'trailing' by N / n from N, minus 1."""
+    n, train = num_inference_steps, num_train_timesteps
+    if spacing == "linspace":
+        return np_linspace(0, train - 1, n).to(F32).flip(0)
+    if spacing == "leading":
+        return (torch.arange(n, dtype=torch.int64) * (train // n)).flip(0).to(F32) + steps_offset
+    if spacing == "trailing":
+        return np_arange(train, 0, -(train / n)).round().to(F32) - 1
+    raise ValueError(f"timestep_spacing={spacing!r} is not supported; choose one of {SPACINGS}.")
+
 
 
 # --------------------------------------------------------------------------------------- sigma conversions
@@ -150,18 +212,23 @@ def karras_sigmas(sigma_min: float, sigma_max: float, num: int) -> torch.Tensor:
     """Karras et al. (2022), eq. 5: sigmas evenly spaced in sigma^(1/rho), float64."""
     ramp = np_linspace(0, 1, num)
     min_inv_rho, max_inv_rho = sigma_min ** (1 / KARRAS_RHO), sigma_max ** (1 / KARRAS_RHO)
-    return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** KARRAS_RHO
+    return np_power(max_inv_rho + ramp * (min_inv_rho - max_inv_rho), KARRAS_RHO)
 
 
 def exponential_sigmas(sigma_min: float, sigma_max: float, num: int) -> torch.Tensor:
     """Sigmas evenly spaced in log(sigma), float64."""
-    return torch.exp(np_linspace(math.log(sigma_max), math.log(sigma_min), num))
+    return np_exp(np_linspace(math.log(sigma_max), math.log(sigma_min), num))
 
 
 def beta_sigmas(sigma_min: float, sigma_max: float, num: int) -> torch.Tensor:
     """Sigmas at the quantiles of Beta(0.6, 0.6), "Beta Sampling is All You Need" (Lee et al., 2024), float64."""
     a, b = BETA_SIGMAS_SHAPE
-    quantiles = [beta_quantile(float(q), a, b) for q in 1 - np_linspace(0, 1, num)]
+    try:  # scipy's own where installed (diffusers' beta sigmas need it): float64 timesteps made from them match too
+        from scipy.stats import beta as distribution
+    except ImportError:  # pragma: no cover - within float32 resolution of scipy's
+        quantiles = [beta_quantile(float(q), a, b) for q in 1 - np_linspace(0, 1, num)]
+    else:
+        quantiles = [float(distribution.ppf(float(q), a, b)) for q in 1 - np_linspace(0, 1, num)]
     return torch.tensor([sigma_min + quantile * (sigma_max - sigma_min) for quantile in quantiles], dtype=F64)
 
 

@@ -1,7 +1,8 @@
-"""What the multistep solvers (DPM-Solver, UniPC) share: the options their diffusers classes both begin with (the
-training schedule, the order, the model's output), the rules between options, the plan's shape, the warm-up and
-history their states carry, and the checks of a step. Each solver declares the rest of its options after these, in
-diffusers' order (shared declarations from `common`), and its own schedule and coefficients."""
+"""What the multistep solvers (DPM-Solver, UniPC, DEIS; and singlestep DPM-Solver, whose warm-up caps its order list)
+share: the options their diffusers classes all begin with (the training schedule, the order, the model's output),
+the rules between options, the plan's shape, the warm-up and history their states carry, and the checks of a step.
+Each solver declares the rest of its options after these, in diffusers' order (shared declarations from `common`),
+and its own schedule and coefficients."""
 
 from __future__ import annotations
 

@@ -37,24 +37,26 @@ class Accuracy:
             assert abs(slope - entry.order) <= BAND, message
             assert errors == sorted(errors, reverse=True), message  # more steps, smaller error, every time
 
-    @configs("every")
+    @configs("every", where=lambda case: case.spec.x0_is_models(case.options))
     def test_denoised_is_the_models_x0(self, case: Case) -> None:
         """Fed the exact denoiser of the Gaussian problem in whatever parametrisation the config predicts, every
         step's x0 estimate is that denoiser's x0 (the posterior mean at the sample the model saw; thresholded where
         configured), to float64 rounding; asking for it changes neither the sample nor the state."""
         sched = case.scheduler()
-        prediction_type = getattr(sched, "prediction_type", "flow_prediction")
         state = sched.init(sample=gaussian.NOISE, **case.init_kwargs())
         levels = [sched._alpha_sigma(sigma) for sigma in sched.sigmas(state)]
         x = gaussian.start_sample(*levels[0])
         noise = torch.zeros_like(x) if sched.stochastic else None
-        for index in range(len(levels) - 1):
-            if levels[index][1] == 0:  # the exact model's epsilon is undefined at sigma = 0
+        for index in range(len(sched.timesteps(state))):
+            if sched._model_sigma(state)[0] == 0:  # the exact model's epsilon is undefined at sigma = 0
                 break
-            output = gaussian.model_output(prediction_type, x, *levels[index])
-            expected = gaussian.model_output("sample", x, *levels[index])
+            output = gaussian.exact_output(sched, state, x)
+            alpha, sigma = sched._alpha_sigma(sched._model_sigma(state)[:, None].to(x.dtype))
+            expected = gaussian.model_output("sample", x, alpha, sigma)
             if getattr(sched, "thresholding", False):
                 expected = predictions.threshold(expected, sched.dynamic_thresholding_ratio, sched.sample_max_value)
+            elif getattr(sched, "clip_sample", False):  # DDIM's and DDPM's clipping of x0 (after thresholding's place)
+                expected = expected.clamp(-sched.clip_sample_range, sched.clip_sample_range)
             plain = sched.step(state, output, x, noise=noise)
             x_next, state, x0 = sched.step(state, output, x, noise=noise, denoised=True)
             assert torch.equal(x_next, plain[0]) and same_state(state, plain[1])

@@ -32,11 +32,17 @@ def loop(case: Case, sched: Any, sample: torch.Tensor, noise: torch.Tensor | Non
     return fs.denoise(sched, model, sample, noise=noise, **case.init_kwargs(), **kwargs)
 
 
+def calls(case: Case, sched: Any) -> int:
+    """The calls of the config's whole loop, one noise draw each: its step count, or more where the scheduler repeats
+    timesteps (Heun and KDPM2 take two calls per interval)."""
+    return sched.steps_left(sched.init(sample=torch.zeros(plain_loop.SHAPE), **case.init_kwargs()))
+
+
 def requests(case: Case, sched: Any, dtype: torch.dtype = torch.float32) -> list[dict[str, Any]]:
     """Inputs of `REQUESTS` requests of the config's schedule: their latents, noise and fresh states."""
     out = []
     for seed in range(REQUESTS):
-        made = plain_loop.inputs(sched, case.steps, dtype, seed=seed)
+        made = plain_loop.inputs(sched, calls(case, sched), dtype, seed=seed)
         made["state"] = sched.init(sample=made["sample"], **case.init_kwargs())
         out.append(made)
     return out
@@ -92,7 +98,7 @@ def gradients(case: Case) -> None:
     """grad, vjp and jvp through the whole float64 loop, with respect to the initial latents and to the model's
     parameters, against central finite differences (and against each other)."""
     sched = case.scheduler()
-    made = plain_loop.inputs(sched, case.steps, torch.float64, seed=3)
+    made = plain_loop.inputs(sched, calls(case, sched), torch.float64, seed=3)
     sample, noise = made["sample"], made["noise"]
     generator = torch.Generator().manual_seed(4)
     weights = torch.randn(sample.shape, generator=generator, dtype=torch.float64)
@@ -134,7 +140,7 @@ def checkpointed(case: Case) -> None:
     """A loop checkpointed every 2 steps (autograd) gives the plain loop's gradients bit for bit, and keeps fewer
     bytes for backward: the runs' inputs, not every step's."""
     sched = case.scheduler()
-    made = plain_loop.inputs(sched, case.steps, seed=5)
+    made = plain_loop.inputs(sched, calls(case, sched), seed=5)
     results = []
     for every in (None, 2):
         sample = made["sample"].clone().requires_grad_()
@@ -167,7 +173,7 @@ def grad_modes(case: Case) -> None:
     """Loops under `inference_mode` and `no_grad` (how serving engines run), a state made under one stepped
     outside it: bit for bit the plain loop."""
     sched = case.scheduler()
-    made = plain_loop.inputs(sched, case.steps, seed=6)
+    made = plain_loop.inputs(sched, calls(case, sched), seed=6)
     plain = loop(case, sched, made["sample"], made["noise"])
     for mode in (torch.inference_mode, torch.no_grad):
         with mode():
@@ -183,7 +189,7 @@ def shapes_only(case: Case) -> None:
     trajectory, x0 estimates and final state has the eager loop's shapes and dtypes, in float32 and bfloat16."""
     sched = case.scheduler()
     for dtype in (torch.float32, torch.bfloat16):
-        made = plain_loop.inputs(sched, case.steps, dtype, seed=7)
+        made = plain_loop.inputs(sched, calls(case, sched), dtype, seed=7)
         kwargs = {"trajectory": True, "denoised": True, "return_state": True}
         eager = loop(case, sched, made["sample"], made["noise"], **kwargs)
         sample, noise = made["sample"], made["noise"]

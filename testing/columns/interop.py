@@ -7,7 +7,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import attrs
 import diffusers
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -18,7 +20,7 @@ from functional_sched.adapters.diffusers import config_options, registered_confi
 from functional_sched.machinery import options as declarations
 
 from .. import strategies
-from ..parity import has_repeated_timesteps, latents, toy_model
+from ..parity import begin_at, generator_kwargs, has_repeated_timesteps, latents, toy_model
 from ..selection import configs, has_drop_in, has_reference, is_registered, keeps_history
 from ..spec import Case, Spec, built_as_diffusers
 from .parity import BOUND, GRID_SETTINGS, noised
@@ -43,13 +45,24 @@ def drop_in_pair(case: Case) -> tuple[Any, Any]:
 
 
 def assert_tables_equal(reference: Any, ours: Any) -> None:
+    """The tables and indices the reference exposes, equal on ours; what it lacks (DDIM keeps no sigmas, no step
+    index), ours lacks too."""
     for name in ("timesteps", "sigmas"):
+        assert hasattr(ours, name) == hasattr(reference, name), name
+        if not hasattr(reference, name):
+            continue
         expected, got = getattr(reference, name), getattr(ours, name)
         assert got.dtype == expected.dtype and got.device == expected.device, name
         assert torch.equal(got, expected), name
     assert ours.num_inference_steps == reference.num_inference_steps
-    assert ours.step_index == reference.step_index
-    assert ours.begin_index == reference.begin_index
+    for name in ("step_index", "begin_index"):
+        assert hasattr(ours, name) == hasattr(reference, name), name
+        assert getattr(ours, name, None) == getattr(reference, name, None), name
+
+
+def takes_model_outputs(case: Case) -> bool:
+    """A multistep solver whose diffusers class exposes `model_outputs` by `solver_order` (not PNDM's `ets`)."""
+    return "solver_order" in declarations.declared(case.spec.scheduler)
 
 
 def vars_of(scheduler: Any) -> dict[str, Any]:
@@ -71,6 +84,9 @@ def assert_same(reference: Any, ours: Any, what: str) -> bool:
         assert isinstance(ours, (list, tuple)) and len(ours) == len(reference), f"{what}: {ours!r} vs {reference!r}"
         for index, (mine, theirs) in enumerate(zip(ours, reference, strict=True)):
             assert_same(theirs, mine, f"{what}[{index}]")
+    elif isinstance(reference, np.ndarray):  # PNDM's prk_timesteps, plms_timesteps
+        assert isinstance(ours, np.ndarray) and ours.dtype == reference.dtype, f"{what}: {ours!r} vs {reference!r}"
+        assert np.array_equal(ours, reference), f"{what}: {ours!r} vs {reference!r}"
     else:
         assert ours == reference or (ours != ours and reference != reference), f"{what}: {ours!r} vs {reference!r}"
     return True
@@ -102,21 +118,23 @@ def drop_in_loop(
         x, y = (out_ref.prev_sample, out_ours.prev_sample) if return_dict else (out_ref[0], out_ours[0])
         assert y.dtype == x.dtype, f"step {index}"
         if case.exact("mixed" if model_dtype is not None else "float32"):
-            assert torch.equal(y, x), f"step {index}: max diff {(y.double() - x.double()).abs().max().item()}"
+            torch.testing.assert_close(  # NaN where the reference has NaN (a zero-length step's 0/0 noise)
+                y, x, rtol=0, atol=0, equal_nan=True, msg=lambda m, i=index: f"step {i}: {m}"
+            )
         else:
             assert (y.double() - x.double()).norm() <= BOUND * x.double().norm(), f"step {index}"
         assert_tables_equal(reference, ours)
     return len(timesteps)
 
 
-def set_both(case: Case, reference: Any, ours: Any, steps: int | None = None) -> None:
+def set_both(case: Case, reference: Any, ours: Any, steps: int | None = None, *, lookup: bool = False) -> None:
     """`set_timesteps` on both, and `set_begin_index(0)` where timesteps repeat (as pipelines do; without it diffusers
-    starts at the second match of the first timestep)."""
+    starts at the second match of the first timestep), unless the test is of the `lookup` of each timestep's index."""
     for scheduler in (reference, ours):
         scheduler.set_timesteps(**case.reference_kwargs(steps))
-    if has_repeated_timesteps(reference):
-        reference.set_begin_index(0)
-        ours.set_begin_index(0)
+    if has_repeated_timesteps(reference) and not lookup:
+        begin_at(reference, 0)
+        begin_at(ours, 0)
 
 
 class Interop:
@@ -162,6 +180,7 @@ class Interop:
         options = data.draw(strategies.config_options(spec))
         case = spec.case(options)
         reference, ours = case.reference(), case.scheduler()
+        ours = without_step_arguments(ours)  # diffusers' config has none: they come with each `step()` call
         assert from_diffusers(reference) == ours
         rebuilt = type(reference).from_config(to_diffusers_config(ours))
         rebuilt.register_to_config(**registered_config(ours))  # what no constructor takes, as a pipeline adds it
@@ -172,7 +191,7 @@ class Interop:
 
     @configs("every", where=is_registered)
     def test_table_config_round_trips_through_diffusers(self, case: Case) -> None:
-        reference, ours = case.reference(), case.scheduler()
+        reference, ours = case.reference(), without_step_arguments(case.scheduler())
         assert from_diffusers(reference) == ours
         assert from_diffusers(type(reference).from_config(to_diffusers_config(ours))) == ours
 
@@ -181,11 +200,13 @@ class Interop:
     def test_drop_in_steps_as_the_reference(self, case: Case) -> None:
         """A full loop, then `set_timesteps` again (a fresh run on the same object), every read-out equal."""
         reference, ours = drop_in_pair(case)
-        assert ours.step_index is None and ours.num_inference_steps is None
+        assert getattr(ours, "step_index", None) is None
+        # None (or unset), or the constructor's count (Heun's 1000)
+        assert getattr(ours, "num_inference_steps", None) == getattr(reference, "num_inference_steps", None)
         x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
         for seed in (0, 1):
             set_both(case, reference, ours)
-            assert ours.step_index is None
+            assert getattr(ours, "step_index", None) is None
             assert_tables_equal(reference, ours)
             assert drop_in_loop(case, reference, ours, x, seed=seed) == len(reference.timesteps)
 
@@ -216,10 +237,11 @@ class Interop:
         outputs = []
         for scheduler in (edited, first):
             sample = x.clone()
-            kwargs = {"generator": torch.Generator().manual_seed(1)} if case.stochastic else {}
+            kwargs = generator_kwargs(scheduler, torch.Generator().manual_seed(1), case.stochastic)
             t = scheduler.timesteps[0]
             step = scheduler.step(toy_model(sample, t), t, sample, return_dict=False, **kwargs)[0]
-            scheduler.sigmas.mul_(0.999)  # in place, into what each hands out (ours: the first)
+            if hasattr(scheduler, "sigmas"):  # DDIM's and DDPM's steps read no sigma table
+                scheduler.sigmas.mul_(0.999)  # in place, into what each hands out (ours: the first)
             t = scheduler.timesteps[1]
             outputs.append(scheduler.step(toy_model(step, t), t, step, return_dict=False, **kwargs)[0])
             step.fill_(float("nan"))
@@ -231,6 +253,8 @@ class Interop:
         """Cosmos 2's edit after `set_timesteps` (the final sigma set to the one before it): the drop-in re-plans
         from its edited tables and steps as diffusers steps from them, every step of the loop."""
         reference, ours = drop_in_pair(case)
+        if not hasattr(reference, "sigmas"):
+            return  # DDIM and DDPM keep no sigma table
         set_both(case, reference, ours)
         for scheduler in (reference, ours):
             scheduler.sigmas[-1] = scheduler.sigmas[-2]
@@ -239,7 +263,7 @@ class Interop:
         drop_in_loop(case, reference, ours, latents(SHAPE, torch.float32, seed=4))
         assert torch.equal(ours.sigmas, reference.sigmas)
 
-    @configs("every", where=lambda case: has_drop_in(case) and keeps_history(case))
+    @configs("every", where=lambda case: has_drop_in(case) and keeps_history(case) and takes_model_outputs(case))
     def test_drop_in_takes_edits_of_its_solver_history(self, case: Case) -> None:
         """What pipelines and diffusers' tests write into a multistep scheduler's history, the drop-in steps from, as
         diffusers does, bit for bit: `model_outputs` assigned before the first step (diffusers' own tests), and
@@ -261,8 +285,9 @@ class Interop:
                     for j in range(len(scheduler.model_outputs)):
                         if scheduler.model_outputs[j] is not None:
                             scheduler.model_outputs[j] = scheduler.model_outputs[j][:, :, [0, -1]]
-                    if getattr(scheduler, "last_sample", None) is not None:
-                        scheduler.last_sample = scheduler.last_sample[:, :, [0, -1]]
+                    for name in ("last_sample", "sample"):  # UniPC's corrector input, singlestep DPM's start
+                        if getattr(scheduler, name, None) is not None:
+                            setattr(scheduler, name, getattr(scheduler, name)[:, :, [0, -1]])
                     samples[side] = samples[side][:, :, [0, -1]]
                 kwargs = {"generator": generators[side]} if case.stochastic else {}
                 samples[side] = scheduler.step(
@@ -322,10 +347,10 @@ class Interop:
         for strength in (0.5, 0.75):
             reference, ours = drop_in_pair(case)
             set_both(case, reference, ours, steps=10)
-            begin = int(10 - 10 * strength)  # the img2img pipelines' get_timesteps
-            reference.set_begin_index(begin)
-            ours.set_begin_index(begin)
-            assert ours.begin_index == begin
+            begin = int(10 - 10 * strength) * reference.order  # the img2img pipelines' get_timesteps
+            begin_at(reference, begin)
+            begin_at(ours, begin)
+            assert getattr(ours, "begin_index", begin) == begin
             image, noise = torch.randn(SHAPE), torch.randn(SHAPE)
             t = reference.timesteps[begin : begin + 1].repeat(SHAPE[0])
             x = noised(reference, image, noise, t)
@@ -336,27 +361,28 @@ class Interop:
     def test_drop_in_noising_looks_up_each_rows_timestep(self, case: Case) -> None:
         """No begin index: each row's sigma is found by its timestep; after steps (inpainting): the step index."""
         reference, ours = drop_in_pair(case)
-        set_both(case, reference, ours, steps=10)
+        set_both(case, reference, ours, steps=10, lookup=True)
         image, noise = torch.randn(SHAPE), torch.randn(SHAPE)
         t = reference.timesteps[[1, 6]]
         assert torch.equal(noised(ours, image, noise, t), noised(reference, image, noise, t))
         assert not torch.equal(noised(ours, image, noise, t)[0], noised(ours, image, noise, t[[1, 1]])[0])
         set_both(case, reference, ours, steps=10)
-        reference.set_begin_index(2)
-        ours.set_begin_index(2)
+        begin_at(reference, 2)
+        begin_at(ours, 2)
         x = y = image
         for step_t in reference.timesteps[2:5]:
             x = reference.step(toy_model(x, step_t), step_t, x).prev_sample
             y = ours.step(toy_model(y, step_t), step_t, y).prev_sample
-        assert ours.step_index == reference.step_index == 5
+        assert getattr(ours, "step_index", 5) == getattr(reference, "step_index", 5) == 5
         assert torch.equal(noised(ours, image, noise, t), noised(reference, image, noise, t))
 
     @configs(where=has_drop_in)
     def test_drop_in_first_step_finds_its_index_by_timestep(self, case: Case) -> None:
         reference, ours = drop_in_pair(case)
-        set_both(case, reference, ours, steps=10)
+        set_both(case, reference, ours, steps=10, lookup=True)
         assert drop_in_loop(case, reference, ours, torch.randn(SHAPE), start=4) == len(reference.timesteps) - 4
-        assert ours.step_index == reference.step_index == len(reference.timesteps)
+        steps = len(reference.timesteps)
+        assert getattr(ours, "step_index", steps) == getattr(reference, "step_index", steps) == steps
 
     @configs(where=has_drop_in)
     def test_drop_in_unknown_first_timestep_is_handled_as_the_reference(self, case: Case) -> None:
@@ -375,19 +401,39 @@ class Interop:
         if isinstance(outcomes[0], type):
             assert outcomes[1] is outcomes[0]
         else:
-            assert torch.equal(outcomes[1], outcomes[0]) and ours.step_index == reference.step_index
+            assert torch.equal(outcomes[1], outcomes[0])
+            assert getattr(ours, "step_index", None) == getattr(reference, "step_index", None)
 
     @configs(where=has_drop_in)
     def test_drop_in_needs_set_timesteps_first(self, spec: Spec) -> None:
-        """`step` before `set_timesteps` raises diffusers' ValueError; the tables read then are diffusers' defaults."""
+        """`step` before `set_timesteps` raises diffusers' ValueError, or does what the reference does (DDPM's steps
+        its training schedule, and fails as diffusers' on a float timestep); the tables read are diffusers' defaults."""
         ours = drop_in.DROP_INS[spec.scheduler.diffusers_name]()
-        x = torch.randn(SHAPE)
-        with pytest.raises(ValueError, match="set_timesteps"):
-            ours.step(x, torch.tensor(999.0), x)
         reference = type(spec.case(spec.configs[0]).reference())()
-        assert_same(reference.timesteps, ours.timesteps, "timesteps") and assert_same(
-            reference.sigmas, ours.sigmas, "sigmas"
-        )
+        x = torch.randn(SHAPE)
+        for timestep in (torch.tensor(999.0), torch.tensor(999)):
+            outcomes = []
+            for scheduler in (reference, ours):
+                takes_generator = "generator" in inspect.signature(scheduler.step).parameters
+                kwargs = {"generator": torch.Generator().manual_seed(0)} if takes_generator else {}
+                try:
+                    with torch.random.fork_rng():  # a scheduler seeding itself from the global generator (DPM-SDE)
+                        torch.manual_seed(0)
+                        outcomes.append(scheduler.step(x, timestep, x, **kwargs).prev_sample)
+                except Exception as error:  # whatever the reference raises, ours must raise too
+                    outcomes.append(error)
+            if isinstance(outcomes[1], ValueError) and "set_timesteps" in str(outcomes[1]):
+                continue  # the drop-in asks for a schedule first, in diffusers' words (FlowMatchEuler's steps anyway)
+            if isinstance(outcomes[0], Exception):
+                assert type(outcomes[1]) is type(outcomes[0]), outcomes
+                if isinstance(outcomes[0], ValueError):  # diffusers' words: no schedule yet, or Euler's integer index
+                    assert "set_timesteps" in str(outcomes[1]) or str(outcomes[1]) == str(outcomes[0])
+            else:
+                assert torch.equal(outcomes[1], outcomes[0])
+        assert_same(reference.timesteps, ours.timesteps, "timesteps")
+        assert hasattr(ours, "sigmas") == hasattr(reference, "sigmas")
+        if hasattr(reference, "sigmas"):
+            assert_same(reference.sigmas, ours.sigmas, "sigmas")
 
     @configs("every", where=has_drop_in)
     def test_drop_in_exposes_what_the_reference_does(self, case: Case) -> None:
@@ -420,7 +466,7 @@ class Interop:
         generators = [torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)]
         for index, t in enumerate(reference.timesteps[:3]):
             for side, scheduler in enumerate((reference, ours)):
-                kwargs = {"generator": generators[side]} if case.stochastic else {}
+                kwargs = generator_kwargs(scheduler, generators[side], case.stochastic)
                 step = scheduler.step(toy_model(samples[side], t), t, samples[side], return_dict=False, **kwargs)
                 samples[side] = step[0]
             compare(f"after step {index}")
@@ -435,3 +481,11 @@ class Interop:
         assert type(from_functional) is type(ours) and public(from_functional.config) == public(reference.config)
         set_both(case, reference, ours)
         drop_in_loop(case, reference, ours, torch.randn(SHAPE))
+
+
+def without_step_arguments(scheduler: Any) -> Any:
+    """`scheduler` with its `step()`-argument options (`Option.step_argument`) at their defaults: what a config
+    mapped from diffusers' (which holds none of them) gives."""
+    declared = declarations.declared(type(scheduler)).items()
+    defaults = {name: option.default for name, option in declared if option.step_argument}
+    return attrs.evolve(scheduler, **defaults)

@@ -13,7 +13,19 @@ from hypothesis import strategies as st
 from functional_sched.machinery import options as declarations
 
 from .. import strategies
-from ..parity import ParityResult, has_repeated_timesteps, latents, parity_run, step_noise, toy_model, ulp
+from ..parity import (
+    ParityResult,
+    begin_at,
+    generator_kwargs,
+    has_repeated_timesteps,
+    latents,
+    parity_run,
+    reference_noise,
+    sigma_table,
+    step_noise,
+    toy_model,
+    ulp,
+)
 from ..requests import SHAPE, tensor_leaves
 from ..selection import configs, has_reference
 from ..spec import Case, Config, Spec
@@ -38,8 +50,9 @@ def assert_parity(result: ParityResult, *, exact: bool, steps: int | None = None
     """
     assert result.ours_timesteps.dtype == result.ref_timesteps.dtype
     assert torch.equal(result.ours_timesteps, result.ref_timesteps), (result.ours_timesteps, result.ref_timesteps)
-    assert result.ours_sigmas.dtype == result.ref_sigmas.dtype
-    torch.testing.assert_close(result.ours_sigmas, result.ref_sigmas, rtol=0, atol=0, equal_nan=True)
+    if result.ref_sigmas is not None:
+        assert result.ours_sigmas.dtype == result.ref_sigmas.dtype
+        torch.testing.assert_close(result.ours_sigmas, result.ref_sigmas, rtol=0, atol=0, equal_nan=True)
     assert result.steps == (steps if steps is not None else len(result.ref_timesteps)) and result.steps > 0
     assert all(result.timestep_agrees), "our timestep(state) differs from the reference's t"
     assert bool(torch.isfinite(result.ref_samples[0]).all()), "the first step of the reference's loop is not finite"
@@ -67,18 +80,18 @@ def assert_stepwise_parity(case: Case, sample_dtype: torch.dtype, model_dtype: t
     step, not one step."""
     reference = case.reference()
     reference.set_timesteps(**case.reference_kwargs())
-    reference.set_begin_index(0)
+    begin_at(reference, 0)
     sched = case.scheduler()
     sample = latents(SHAPE, torch.float32, seed=5).to(sample_dtype)
     state = sched.init(sample=sample, **case.init_kwargs())
     g_ref, g_ours = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    ref_kwargs = {"generator": g_ref} if sched.stochastic else {}
+    ref_kwargs = generator_kwargs(reference, g_ref, sched.stochastic)
     ref_kwargs.update(case.reference_step_kwargs)
     exact = case.exact(situation)
     for index, t in enumerate(reference.timesteps):
         model_output = toy_model(sample, t).to(model_dtype)
         ref = reference.step(model_output, t, sample, return_dict=False, **ref_kwargs)[0]
-        noise = step_noise(case, sample.shape, g_ours) if sched.stochastic else None
+        noise = reference_noise(case, sched, state, sample, g_ours, model_dtype, reference)
         ours, state = sched.step(state, model_output, sample, noise=noise)
         assert ours.dtype == sample_dtype, f"step {index}: ours is {ours.dtype}, the sample {sample_dtype}"
         ours = ours.to(ref.dtype)
@@ -103,13 +116,14 @@ def _reference_loop_fails(case: Case, steps: int | None, begin_index: bool) -> b
     try:
         reference = case.reference()
         reference.set_timesteps(**case.reference_kwargs(steps))
-        if not all(bool(torch.isfinite(table.double()).all()) for table in (reference.timesteps, reference.sigmas)):
+        tables = [reference.timesteps] + [table for table in [sigma_table(reference)] if table is not None]
+        if not all(bool(torch.isfinite(table.double()).all()) for table in tables):
             return True
         if begin_index:
-            reference.set_begin_index(0)
+            begin_at(reference, 0)
         sample = latents(SHAPE, torch.float32, 0)
         generator = torch.Generator().manual_seed(0)
-        kwargs = {"generator": generator} if case.stochastic else {}
+        kwargs = generator_kwargs(reference, generator, case.stochastic)
         kwargs.update(case.reference_step_kwargs)
         for t in reference.timesteps:
             sample = reference.step(toy_model(sample, t), t, sample, return_dict=False, **kwargs)[0]
@@ -212,17 +226,17 @@ class Parity:
         for sample_last, output_last in ((False, True), (True, False), (True, True)):
             reference = case.reference()
             reference.set_timesteps(**case.reference_kwargs())
-            reference.set_begin_index(0)
+            begin_at(reference, 0)
             sched = case.scheduler()
             sample = _laid_out(latents(SHAPE, torch.float32, seed=5), sample_last)
             state = sched.init(sample=sample, **case.init_kwargs())
             g_ref, g_ours = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-            ref_kwargs = {"generator": g_ref} if sched.stochastic else {}
+            ref_kwargs = generator_kwargs(reference, g_ref, sched.stochastic)
             ref_kwargs.update(case.reference_step_kwargs)
             for index, t in enumerate(reference.timesteps):
                 model_output = _laid_out(toy_model(sample, t), output_last)
                 ref = reference.step(model_output, t, sample, return_dict=False, **ref_kwargs)[0]
-                noise = step_noise(case, sample.shape, g_ours) if sched.stochastic else None
+                noise = reference_noise(case, sched, state, sample, g_ours, model_output.dtype, reference)
                 ours, state = sched.step(state, model_output, sample, noise=noise)
                 where = f"sample channels-last {sample_last}, output {output_last}, step {index}"
                 assert ours.stride() == ref.stride(), f"{where}: strides {ours.stride()}, reference {ref.stride()}"
@@ -276,7 +290,7 @@ class Parity:
             timesteps = reference.timesteps[[0, steps - 1]]
             assert torch.equal(sched.timestep(rows), timesteps)
             assert torch.equal(sched.add_noise(rows, image, noise), noised(reference, image, noise, timesteps))
-        reference.set_begin_index(begin)
+        begin_at(reference, begin)
         timestep = reference.timesteps[begin : begin + 1].repeat(SHAPE[0])
         assert torch.equal(sched.timestep(state), timestep)
         assert torch.equal(sched.add_noise(state, image, noise), noised(reference, image, noise, timestep))

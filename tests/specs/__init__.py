@@ -5,11 +5,39 @@ from __future__ import annotations
 
 from functional_sched.testing import Case, Spec
 
+from .ddpm import DDIM_SPEC, DDPM_SPEC
+from .deis import DEIS
+from .dpm_sde import DPM_SDE
+from .dpm_singlestep import DPM_SINGLESTEP
 from .dpm_solver import DPM_SOLVER
+from .euler import EULER, EULER_ANCESTRAL
 from .flow_match import FLOW_MATCH
+from .heun import HEUN
+from .kdpm2 import KDPM2, KDPM2_ANCESTRAL
+from .lms import LMS
+from .pndm import PNDM
 from .unipc import UNIPC
 
-SPECS: dict[type, Spec] = {spec.scheduler: spec for spec in (FLOW_MATCH, DPM_SOLVER, UNIPC)}
+SPECS: dict[type, Spec] = {
+    spec.scheduler: spec
+    for spec in (
+        FLOW_MATCH,
+        DPM_SOLVER,
+        UNIPC,
+        EULER,
+        EULER_ANCESTRAL,
+        LMS,
+        DDIM_SPEC,
+        DDPM_SPEC,
+        PNDM,
+        DEIS,
+        DPM_SINGLESTEP,
+        DPM_SDE,
+        HEUN,
+        KDPM2,
+        KDPM2_ANCESTRAL,
+    )
+}
 #: Every config of every table, by case id ("DPMSolverMultistep-sd1.5-dpm-2m").
 CASES: dict[str, Case] = {case.id: case for spec in SPECS.values() for case in map(spec.case, spec.configs)}
 

@@ -1,0 +1,56 @@
+"""Parity per class over its whole conformance table: every config's full float32 loop against diffusers, side by side.
+
+For each class of `functional_sched.SCHEDULERS`, each config of its table (`tests/specs/`) runs the suite's parity
+driver (`functional_sched.testing.parity_run`: the reference's loop and ours from the same latents, the toy model,
+noise drawn as the reference draws it) at its own step count, and at 25 steps; printed: configs, steps compared,
+bit-identical steps, the worst step's error relative to the trajectory's max-abs, and whether every timestep table
+equalled diffusers'.
+
+    python benchmarks/parity_table.py            # every class
+    python benchmarks/parity_table.py EulerDiscrete DDIM
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import diffusers
+
+import functional_sched as fs
+from functional_sched.testing import parity_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from specs import SPECS
+
+
+def main(argv: list[str]) -> int:
+    diffusers.utils.logging.set_verbosity_error()
+    wanted = set(argv) or {cls.__name__ for cls in fs.SCHEDULERS}
+    print("| class | configs | steps compared | bit-identical | worst error / max-abs | tables equal |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for cls in fs.SCHEDULERS:
+        if cls.__name__ not in wanted:
+            continue
+        spec = SPECS[cls]
+        steps = identical = 0
+        worst, tables = 0.0, True
+        for config in spec.configs:
+            case = spec.case(config)
+            for count in {case.steps, 25}:
+                result = parity_run(case, steps=count)
+                steps += result.steps
+                identical += sum(result.identical)
+                worst = max(worst, result.max_error)
+                tables &= result.ours_timesteps.dtype == result.ref_timesteps.dtype and bool(
+                    (result.ours_timesteps == result.ref_timesteps).all()
+                )
+        print(
+            f"| {cls.__name__} | {len(spec.configs)} | {steps} | {identical} | {worst:.1e} | "
+            f"{'yes' if tables else 'NO'} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
