@@ -14,7 +14,8 @@ from typing import Any
 import functional_sched as fs
 
 # Stable Diffusion 1.5's betas (`runwayml/stable-diffusion-v1-5`, scheduler/scheduler_config.json).
-_SD15 = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+_SD15_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+_SD15 = {**_SD15_BETAS, "steps_offset": 1}
 # SDXL's (`stabilityai/stable-diffusion-xl-base-1.0`): SD 1.5's betas, leading spacing.
 _SDXL = {**_SD15, "timestep_spacing": "leading"}
 # Stable Diffusion 2.1 at 768px (`stabilityai/stable-diffusion-2-1`): a v-prediction model.
@@ -92,18 +93,41 @@ GRID: tuple[Case, ...] = (
         {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0},
     ),
     Case("SD1.5 UniPC bh2", "UniPCMultistepScheduler", {**_SD15, "solver_type": "bh2"}),
+    Case(
+        "Wan2.1 (flow)",
+        "UniPCMultistepScheduler",
+        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0},
+    ),
     Case("SDXL Euler", "EulerDiscreteScheduler", _SDXL),
     Case("SD1.5 Euler Karras", "EulerDiscreteScheduler", {**_SD15, "use_karras_sigmas": True}),
     Case("SD2.1-v Euler", "EulerDiscreteScheduler", _SD21_V),
+    Case("SD1.5 Euler a", "EulerAncestralDiscreteScheduler", _SD15, stochastic=True),
+    Case("SDXL Euler a", "EulerAncestralDiscreteScheduler", _SDXL, stochastic=True),
+    Case("SD1.5 Heun", "HeunDiscreteScheduler", _SD15),
+    Case("SD2.1-v Heun", "HeunDiscreteScheduler", _SD21_V),
+    Case("SD1.5 DPM2 Karras", "KDPM2DiscreteScheduler", {**_SD15, "use_karras_sigmas": True}),
+    Case("SDXL DPM2 a", "KDPM2AncestralDiscreteScheduler", _SDXL, stochastic=True),
+    Case(
+        "SD1.5 DPM++ SDE Karras",
+        "DPMSolverSDEScheduler",
+        {**_SD15, "use_karras_sigmas": True, "noise_sampler_seed": 0},
+        stochastic=True,
+    ),
+    Case("SD1.5 LMS", "LMSDiscreteScheduler", _SD15),
+    Case("SDXL LMS Karras", "LMSDiscreteScheduler", {**_SDXL, "use_karras_sigmas": True}),
     Case("SD1.5 PNDM (PLMS)", "PNDMScheduler", {**_SD15, "skip_prk_steps": True}),
     Case("SD2.1-v PNDM (PLMS)", "PNDMScheduler", {**_SD21_V, "skip_prk_steps": True}),
     Case("SD1.5 DDIM", "DDIMScheduler", {**_SD15, "set_alpha_to_one": False, "clip_sample": False}),
     Case("SD2.1-v DDIM", "DDIMScheduler", {**_SD21_V, "set_alpha_to_one": False, "clip_sample": False}),
     Case("DDPM (CIFAR-10)", "DDPMScheduler", {}, stochastic=True),  # diffusers' defaults: google/ddpm-cifar10-32's
+    Case("SD1.5 DEIS 2", "DEISMultistepScheduler", _SD15),
+    Case("SDXL DEIS 3", "DEISMultistepScheduler", {**_SDXL, "solver_order": 3}),
+    # DPMSolverSinglestepScheduler has no steps_offset (from_config drops it from an SD config).
+    Case("SD1.5 DPM++ 2S", "DPMSolverSinglestepScheduler", _SD15_BETAS),
     Case(
-        "Wan2.1 (flow)",
-        "UniPCMultistepScheduler",
-        {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0},
+        "SD1.5 DPM++ 3S Karras",
+        "DPMSolverSinglestepScheduler",
+        {**_SD15_BETAS, "solver_order": 3, "use_karras_sigmas": True},
     ),
 )
 

@@ -81,14 +81,21 @@ class Run:
     def step_reference(
         self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        extra = {"generator": generator} if generator is not None else {}
+        extra = {"generator": generator} if generator is not None and not self.brownian else {}
         return self.reference.step(model_output, t, sample, return_dict=False, **extra)[0]
+
+    @property
+    def brownian(self) -> bool:
+        """DPM++ SDE: its noise comes from a Brownian tree seeded by `noise_sampler_seed`, on both sides."""
+        return hasattr(self.ours, "_brownian_queries")
 
     def step_ours(
         self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, Any]:
         if generator is None:
             return self.ours.step(state, model_output, sample)
+        if self.brownian:
+            return self.ours.step(state, model_output, sample, noise=fs.brownian_noise(self.ours, state, sample))
         if self.ours._draws_noise(state):  # drawn where diffusers draws, so both generators keep one stream
             noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=model_output.dtype)
         else:

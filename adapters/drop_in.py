@@ -148,7 +148,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         reference = getattr(diffusers, cls._functional_class.diffusers_name)
         if cls.__name__ != reference.__name__:
             raise TypeError(f"drop-in {cls.__name__} must carry diffusers' name {reference.__name__}")
-        DROP_INS[cls.__name__] = cls
+        DROP_INS.setdefault(cls.__name__, cls)  # the package's own; a subclass made elsewhere (a test's) takes no name
         cls._diffusers_class = reference
         cls._compatibles = list(reference._compatibles)
         cls.order = reference.order

@@ -211,11 +211,13 @@ def step_noise(scheduler: Any, req: Req, stream: int = 0) -> torch.Tensor:
     """The request's noise for its current step, like `req.latents`, from a generator seeded by (seed, stream, step)
     (`stream_seed`): the same whether the request is stepped alone or batched, in this process or after a handoff.
     Stream 0 is the main latents'; for a further latent stream, pass its latents and state in `req`
-    (`req.evolve(...)`). A scheduler with Brownian noise (DPM-SDE) takes its increments from the request's own tree,
-    seeded by (seed, stream): diffusers' run of the request alone with that `noise_sampler_seed`."""
+    (`req.evolve(...)`). A scheduler with Brownian noise (DPM-SDE) takes its increments from a tree per row, the first
+    row's seeded by (seed, stream) (diffusers' run of a one-row request alone with that `noise_sampler_seed`), the
+    others' by a hash of it and the row: any place in any batch, any step after a handoff, gives the same noise."""
     seed = stream_seed(req.seed, stream)
     if hasattr(scheduler, "_brownian_queries"):
-        return brownian_noise(scheduler, req.state, req.latents, seed % (1 << 64))
+        seeds = [seed % (1 << 64)] + [stream_seed(seed, -row) for row in range(1, req.latents.shape[0])]
+        return brownian_noise(scheduler, req.state, req.latents, seeds)
     step = scheduler.steps_taken(req.state)
     generator = torch.Generator().manual_seed((seed * 1_000_003 + step) % (1 << 63))
     noise = randn_tensor(tuple(req.latents.shape), generator=generator, dtype=torch.float32)

@@ -10,6 +10,9 @@ optional extra (`pip install 'functional-sched[sde]'`), imported only when noise
 
 from __future__ import annotations
 
+import collections
+import math
+import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -93,24 +96,60 @@ def _normalized(query: Query | None, seed: int, shape: torch.Size, like: torch.T
     increment over the interval (signed by the order of its ends) over the square root of its length."""
     if query is None:
         return torch.zeros(shape, dtype=like.dtype, device=like.device)
-    tree = _torchsde().BrownianInterval(
-        t0=query.low,
-        t1=query.high,
-        size=tuple(shape),
-        dtype=like.dtype,
-        device=like.device,
-        entropy=seed,
-        tol=TOLERANCE,
-        pool_size=POOL_SIZE,
-        halfway_tree=True,
-    )
-    start, end = query.start, query.end
-    tree_sign = 1.0 if query.low < query.high else -1.0
-    low, high, sign = (start, end, 1.0) if start < end else (end, start, -1.0)
-    # torchsde clamps a query to its (rounded) range, with a warning each time a float32 sigma lies a rounding outside
-    # it (diffusers' run warns so every step): clamped here alike, without the warning.
-    inside = lambda value: min(max(float(value), tree._start), tree._end)  # noqa: E731
-    return tree(inside(low), inside(high)) * (tree_sign * sign) / (end - start).abs().sqrt()
+    key = (query.low, query.high, tuple(shape), like.dtype, like.device, seed)
+    with TREES.lock:
+        tree = TREES.trees.pop(key, None)
+        if tree is None:
+            tree = _torchsde().BrownianInterval(
+                t0=query.low,
+                t1=query.high,
+                size=tuple(shape),
+                dtype=like.dtype,
+                device=like.device,
+                entropy=seed,
+                tol=TOLERANCE,
+                pool_size=POOL_SIZE,
+                halfway_tree=True,
+            )
+        start, end = query.start, query.end
+        tree_sign = 1.0 if query.low < query.high else -1.0
+        low, high, sign = (start, end, 1.0) if start < end else (end, start, -1.0)
+        # torchsde clamps a query to its (rounded) range, with a warning each time a float32 sigma lies a rounding
+        # outside it (diffusers' run warns so every step): clamped here alike, without the warning.
+        inside = lambda value: min(max(float(value), tree._start), tree._end)  # noqa: E731
+        increment = tree(inside(low), inside(high))
+        TREES.keep(key, tree)
+    return increment * (tree_sign * sign) / (end - start).abs().sqrt()
+
+
+class _Trees:
+    """The last few trees queried, by (range, shape, dtype, device, seed): a tree's answer to a query does not depend
+    on what it was asked before (it splits at midpoints only), so a request's next step reuses its tree instead of
+    rebuilding it (diffusers keeps one per run). Process-wide, holding nothing a caller can reach (the increments
+    returned are fresh tensors), bounded in count and bytes, behind a lock (a query updates a tree's own cache), and
+    emptied by `functional_sched.clear_caches()`."""
+
+    #: Trees kept, and the most bytes of one tree's shape kept (larger ones are rebuilt each query).
+    MAX_TREES, MAX_SHAPE_BYTES = 8, 16 << 20
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.trees: collections.OrderedDict[tuple[Any, ...], Any] = collections.OrderedDict()
+
+    def keep(self, key: tuple[Any, ...], tree: Any) -> None:
+        shape, dtype = key[2], key[3]
+        if math.prod(shape) * torch.empty((), dtype=dtype).element_size() > self.MAX_SHAPE_BYTES:
+            return
+        self.trees[key] = tree
+        while len(self.trees) > self.MAX_TREES:
+            self.trees.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.trees.clear()
+
+
+TREES = _Trees()
 
 
 def _torchsde() -> Any:

@@ -215,8 +215,12 @@ HOST_PLANS = _Cache(MAX_HOST_PLAN_BYTES)
 
 def clear_caches() -> None:
     """Empty every process-wide cache of the library: the host plans (each request's tensors are its own, so this
-    changes no state, only the time the next `init` of a schedule takes). Nothing else lives in them."""
+    changes no state, only the time the next `init` of a schedule takes) and the Brownian trees of the SDE samplers'
+    noise (`brownian.TREES`: the noise they give is the same rebuilt). Nothing else lives in them."""
+    from . import brownian  # (brownian imports checks, which imports this module)
+
     HOST_PLANS.clear()
+    brownian.TREES.clear()
 
 
 # ------------------------------------------------------------------------------------------------ what a request owns

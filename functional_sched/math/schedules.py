@@ -206,7 +206,6 @@ def fractional_timesteps(
     raise ValueError(f"timestep_spacing={spacing!r} is not supported; choose one of {SPACINGS}.")
 
 
-
 # --------------------------------------------------------------------------------------- sigma conversions
 def karras_sigmas(sigma_min: float, sigma_max: float, num: int) -> torch.Tensor:
     """Karras et al. (2022), eq. 5: sigmas evenly spaced in sigma^(1/rho), float64."""

@@ -21,6 +21,22 @@ BETA_SCHEDULE = Option("linear", Choice(*schedules.BETA_SCHEDULES))
 TRAINED_BETAS = Option(None, Optional(Numbers(above=0, below=1)))
 RESCALE_BETAS_ZERO_SNR = Option(False, Flag())
 
+
+def check_training_schedule(scheduler: Any) -> None:
+    """Betas that grow (a ramp from beta_start to beta_end) and a `steps_offset` inside the training schedule."""
+    ramp = scheduler.trained_betas is None and scheduler.beta_schedule in ("linear", "scaled_linear")
+    if ramp and scheduler.beta_end < scheduler.beta_start:
+        raise ValueError(
+            f"{scheduler.name}: beta_end={scheduler.beta_end:g} is below beta_start={scheduler.beta_start:g}; the "
+            "noise a training schedule adds grows from beta_start to beta_end (swap them)."
+        )
+    if scheduler.steps_offset >= scheduler.num_train_timesteps:
+        raise ValueError(
+            f"{scheduler.name}: steps_offset={scheduler.steps_offset} must be less than num_train_timesteps="
+            f"{scheduler.num_train_timesteps}: the offset timesteps index the training schedule."
+        )
+
+
 # ----------------------------------------------------------------------------------------- the inference schedule
 TIMESTEP_SPACING = Option("linspace", Choice(*schedules.SPACINGS))
 STEPS_OFFSET = Option(0, Integer(minimum=0), examples=(1,))

@@ -13,6 +13,10 @@ derivative) as buffers shaped like the sample, zero at init. Every call is the s
 with sigma_in, dt and sigma_up from the plan, each term formed in diffusers' order (no upcast: the sample's and model
 output's dtypes promote as diffusers' tensors do), so float32 steps reproduce diffusers bit for bit.
 
+The phase is the call's parity: a request begins at an interval's first call (an even `begin_index`, as img2img
+pipelines pass `t_start * order`). A state begun at an odd index has nothing stored for its second call (diffusers,
+whose phase is its own, takes a zero-length first-order step there and stays out of step to the end).
+
 Implements Algorithm 1 (Heun's 2nd-order deterministic sampler) of Karras et al. (2022), "Elucidating the Design
 Space of Diffusion-Based Generative Models", with diffusers 0.42.1's options, schedule and call table.
 """

@@ -76,17 +76,7 @@ class MultistepScheduler(Scheduler):
                     "training schedule (up to about 157) and reads them as flow sigmas, whose alpha = 1 - sigma is "
                     "negative, and returns NaN; use one or the other."
                 )
-        ramp = self.trained_betas is None and self.beta_schedule in ("linear", "scaled_linear")
-        if ramp and self.beta_end < self.beta_start:
-            raise ValueError(
-                f"{self.name}: beta_end={self.beta_end:g} is below beta_start={self.beta_start:g}; the noise a "
-                "training schedule adds grows from beta_start to beta_end (swap them)."
-            )
-        if self.steps_offset >= self.num_train_timesteps:
-            raise ValueError(
-                f"{self.name}: steps_offset={self.steps_offset} must be less than num_train_timesteps="
-                f"{self.num_train_timesteps}: the offset timesteps index the training schedule."
-            )
+        common.check_training_schedule(self)
 
     def _check_schedule(self, schedule: Schedule) -> None:
         # Checked here, not at construction: diffusers constructs with any number of trained betas (its own tests

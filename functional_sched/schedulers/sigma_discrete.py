@@ -45,17 +45,7 @@ class SigmaDiscreteScheduler(Scheduler):
     def _check_options(self) -> None:
         if hasattr(self, "sigma_min"):
             common.check_sigma_range(self)
-        ramp = self.trained_betas is None and self.beta_schedule in ("linear", "scaled_linear")
-        if ramp and self.beta_end < self.beta_start:
-            raise ValueError(
-                f"{self.name}: beta_end={self.beta_end:g} is below beta_start={self.beta_start:g}; the noise a "
-                "training schedule adds grows from beta_start to beta_end (swap them)."
-            )
-        if self.steps_offset >= self.num_train_timesteps:
-            raise ValueError(
-                f"{self.name}: steps_offset={self.steps_offset} must be less than num_train_timesteps="
-                f"{self.num_train_timesteps}: the offset timesteps index the training schedule."
-            )
+        common.check_training_schedule(self)
 
     # ------------------------------------------------------------------ the schedule
     def _check_schedule(self, schedule: Schedule) -> None:
