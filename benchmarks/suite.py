@@ -605,7 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.menu:
         args.schedulers = ",".join(name for name in MENU if name in SCHEDULERS)
-        args.shapes = args.shapes or ",".join(_shape_name(shape) for shape in MENU_SHAPES)
+        args.shapes = args.shapes or ",".join(
+            _shape_name(shape) for shape in (QUICK_SHAPES if args.quick else MENU_SHAPES)
+        )
     device = torch.device(args.device)
     diffusers.utils.logging.set_verbosity_error()
     steps = args.steps or (6 if args.quick else 50)

@@ -85,3 +85,27 @@ def exact_output(scheduler: Any, state: Any, x: torch.Tensor) -> torch.Tensor:
 def fitted_order(step_counts: list[int] | tuple[int, ...], errors: list[float]) -> float:
     """The order p of error ~ C N^-p: minus the least-squares slope of log(error) against log(N)."""
     return -float(np.polyfit(np.log(step_counts), np.log(errors), 1)[0])
+
+
+def weak_error(scheduler: Any, steps: int) -> float:
+    """A stochastic scheduler's weak error on this problem: max error of the mean and variance of its samples before
+    the last call, against the data's marginal there, propagated exactly. Each call is affine per dimension in the
+    sample and the noise with the exact (affine) model, x' = a x + b + c z, so the law stays Gaussian: read a, b and
+    c off the scheduler's own step (rows: the mean, the mean + 1, the mean with unit noise), then m' = a m + b,
+    v' = a^2 v + c^2."""
+    rows = torch.zeros(3, DIMS, dtype=torch.float64)
+    state = scheduler.init(steps, sample=rows)
+    sigmas = scheduler.sigmas(state)
+    alpha, sigma = scheduler._alpha_sigma(sigmas[0])
+    mean, variance = alpha * MU, marginal_std(alpha, sigma) ** 2
+    noise = torch.zeros_like(rows)
+    noise[2] = 1.0
+    calls = len(scheduler.timesteps(state))
+    for _ in range(calls - 1):
+        x = torch.stack([mean, mean + 1, mean])
+        out, state = scheduler.step(state, exact_output(scheduler, state, x), x, noise=noise)
+        a, c = out[1] - out[0], out[2] - out[0]
+        mean, variance = out[0], a**2 * variance + c**2
+    alpha, sigma = scheduler._alpha_sigma(sigmas[calls - 1])
+    target_mean, target_variance = alpha * MU, marginal_std(alpha, sigma) ** 2
+    return max((variance - target_variance).abs().max().item(), (mean - target_mean).abs().max().item())
