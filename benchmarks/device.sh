@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The H100 run (see RESULTS.md): the device image has torch 2.11 and no network, so diffusers travels as wheels in
-# .whl/ (pip download --no-deps diffusers==0.42.1 importlib_metadata zipp -d .whl) and the package is installed
+# .whl/ (pip download --no-deps diffusers==0.42.1 importlib_metadata zipp torchsde==0.2.6 trampoline -d .whl: torchsde
+# for DPM++ SDE, whose diffusers class is a dummy without it) and the package is installed
 # without build isolation, then run from outside the checkout. Arguments go to benchmarks/suite.py.
 set -euo pipefail
 repo=$PWD

@@ -18,6 +18,7 @@ diffusers, the graph vs the eager loop, and that a graph's output survives the n
 
     python benchmarks/suite.py --device cpu --quick --out /tmp/bench     # CI's smoke run (tiny sizes)
     python benchmarks/suite.py --device cuda --out bench-h100             # the H100 figures in RESULTS.md
+    python benchmarks/suite.py --device cuda --menu --dtypes fp32         # the SD sampler menu's rows (issue 15)
 
 Writes `results.json`, `results.md` and, where matplotlib is installed, `latency.png` and `scaling.png` to `--out`;
 prints the markdown last.
