@@ -318,12 +318,14 @@ class Scheduler:
         them, so the plan is this state's alone (no cache holds it, and a handoff of the state is refused)."""
         return self._carried(state, self._tables_plan(timesteps, sigmas, state.plan.coefficients.dtype))
 
-    def _tables_plan(self, timesteps: torch.Tensor, sigmas: torch.Tensor, dtype: torch.dtype) -> host.HostPlan:
-        """The host plan of a schedule given as its tables (`_plan_from_tables`), no schedule argument's: no cache
-        holds it, and a state on it cannot be handed over."""
+    def _tables_plan(
+        self, timesteps: torch.Tensor, sigmas: torch.Tensor, dtype: torch.dtype, *extra: Any
+    ) -> host.HostPlan:
+        """The host plan of a schedule given as its tables (`_plan_from_tables`, with any `extra` arguments a solver's
+        takes), no schedule argument's: no cache holds it, and a state on it cannot be handed over."""
         with host.plain():
             tables = timesteps.detach().cpu().clone(), sigmas.detach().cpu().to(dtype)
-            plan = _finite(self, self._plan_from_tables(*tables))
+            plan = _finite(self, self._plan_from_tables(*tables, *extra))
         return host.HostPlan(plan, self.fingerprint, None)
 
     def _init_on(self, host_plan: host.HostPlan, sample: torch.Tensor, begin_index: int) -> Any:

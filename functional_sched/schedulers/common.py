@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..machinery.options import Choice, Flag, Integer, Numbers, Option, Optional, Real
 from ..math import predictions, schedules
 
@@ -20,6 +22,17 @@ BETA_END = Option(0.02, Real(above=0, below=1), examples=(0.012,))
 BETA_SCHEDULE = Option("linear", Choice(*schedules.BETA_SCHEDULES))
 TRAINED_BETAS = Option(None, Optional(Numbers(above=0, below=1)))
 RESCALE_BETAS_ZERO_SNR = Option(False, Flag())
+
+
+def training_betas(scheduler: Any) -> torch.Tensor:
+    """The training betas of a scheduler's declared options (`trained_betas`, or its schedule), float32."""
+    return schedules.betas(
+        scheduler.num_train_timesteps,
+        scheduler.beta_start,
+        scheduler.beta_end,
+        scheduler.beta_schedule,
+        scheduler.trained_betas,
+    )
 
 
 def check_training_schedule(scheduler: Any) -> None:

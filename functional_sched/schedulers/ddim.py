@@ -81,9 +81,7 @@ class AlphaBarScheduler(Scheduler):
         raise NotImplementedError
 
     def _training_betas(self) -> torch.Tensor:
-        return schedules.betas(
-            self.num_train_timesteps, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas
-        )
+        return common.training_betas(self)
 
     # ------------------------------------------------------------------ shared
     def _training_cumprod(self) -> torch.Tensor:

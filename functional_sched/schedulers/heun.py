@@ -33,7 +33,6 @@ from ..machinery import checks, host, options
 from ..machinery.options import Choice, Flag, Option, Real
 from ..machinery.plan import Plan, as_dtype, divided, gather_rows, plus, scaled, single_plan
 from ..machinery.record import record
-from ..machinery.scheduler import _finite as finite_plan
 from ..math import schedules
 from . import common
 from .sigma_discrete import SigmaDiscreteScheduler
@@ -128,10 +127,7 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
         """`_on_tables` for a drop-in whose pipeline edited its tables mid-run: diffusers reads the edited sigmas at
         each call but keeps what it computed before (Heun: a pending second call's `dt`; KDPM2: its midpoint tables),
         which `kept` gives."""
-        with host.plain():
-            tables = timesteps.detach().cpu().clone(), sigmas.detach().cpu().to(state.plan.coefficients.dtype)
-            plan = finite_plan(self, self._plan_from_tables(*tables, kept))
-        return self._carried(state, host.HostPlan(plan, self.fingerprint, None))
+        return self._carried(state, self._tables_plan(timesteps, sigmas, state.plan.coefficients.dtype, kept))
 
     # ------------------------------------------------------------------------------------------------ queries
     def _model_sigma(self, state: Any) -> torch.Tensor:

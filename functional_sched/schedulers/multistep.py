@@ -113,9 +113,7 @@ class MultistepScheduler(Scheduler):
 
     def _training_cumprod(self) -> torch.Tensor:
         """alpha_bar of the training schedule, float32."""
-        betas = schedules.betas(
-            self.num_train_timesteps, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas
-        )
+        betas = common.training_betas(self)
         return schedules.alphas_cumprod(betas, self.rescale_betas_zero_snr)
 
     def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

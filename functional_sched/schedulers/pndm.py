@@ -153,9 +153,7 @@ class PNDM(Scheduler):
 
     def _training_cumprod(self) -> torch.Tensor:
         """diffusers' `alphas_cumprod`, float32."""
-        betas = schedules.betas(
-            self.num_train_timesteps, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas
-        )
+        betas = common.training_betas(self)
         return torch.cumprod(1.0 - betas, dim=0)
 
     def _spaced(self, n: int) -> torch.Tensor:

@@ -91,9 +91,7 @@ class SigmaDiscreteScheduler(Scheduler):
         return (0.0, float(self.num_train_timesteps - 1), False) if name == "timesteps" else (0.0, float("inf"), False)
 
     def _training_cumprod(self) -> torch.Tensor:
-        betas = schedules.betas(
-            self.num_train_timesteps, self.beta_start, self.beta_end, self.beta_schedule, self.trained_betas
-        )
+        betas = common.training_betas(self)
         return schedules.alphas_cumprod(betas, self._zero_snr)
 
     def _schedule(
