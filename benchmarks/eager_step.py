@@ -8,6 +8,7 @@ functions, by self time) on the first shape.
     python benchmarks/eager_step.py                        # CPU: 1x4x64x64 and 1x16x128x128, 25 steps
     python benchmarks/eager_step.py --profile "SD3"
     python benchmarks/eager_step.py --no-checks            # our step inside functional_sched.unchecked()
+    python benchmarks/eager_step.py --only PNDM            # one class's configs (by diffusers class name)
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from functional_sched.adapters.report import Case, cases, describe_device
 SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128))
 
 
-def table(shapes: Sequence[tuple[int, ...]], steps: int, repeats: int, device: torch.device, checks: bool) -> str:
+def table(
+    shapes: Sequence[tuple[int, ...]], steps: int, repeats: int, device: torch.device, checks: bool, only: str | None
+) -> str:
     lines = [
         f"- device: {device.type}, {describe_device(device)} (`torch.get_num_threads()` = {torch.get_num_threads()})",
         f"- torch {torch.__version__}, diffusers {diffusers.__version__}, float32, {steps} steps, "
@@ -46,6 +49,8 @@ def table(shapes: Sequence[tuple[int, ...]], steps: int, repeats: int, device: t
     ]
     for shape in shapes:
         for case in cases():
+            if only and only not in case.diffusers_name:
+                continue
             run = Run.prepare(case, steps, shape, device)
             _, reference_outputs, our_outputs = run.parity()
             reference_seconds, our_seconds = run.time_steps(reference_outputs, our_outputs, repeats)
@@ -95,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--profile", metavar="LABEL", help="profile the config with this label instead")
+    parser.add_argument("--only", metavar="CLASS", help="only the configs of diffusers classes whose name has this")
     parser.add_argument("--no-checks", action="store_true", help="time our step inside functional_sched.unchecked()")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -106,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"no config labelled {args.profile!r}; labels: {', '.join(c.label for c in cases())}")
             print(profile(matches[0], SHAPES[0], args.steps, args.repeats, device))
         else:
-            print(table(SHAPES, args.steps, args.repeats, device, not args.no_checks))
+            print(table(SHAPES, args.steps, args.repeats, device, not args.no_checks, args.only))
     return 0
 
 
