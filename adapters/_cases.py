@@ -20,6 +20,16 @@ _SD15 = {**_SD15_BETAS, "steps_offset": 1}
 _SDXL = {**_SD15, "timestep_spacing": "leading"}
 # Stable Diffusion 2.1 at 768px (`stabilityai/stable-diffusion-2-1`): a v-prediction model.
 _SD21_V = {**_SD15, "prediction_type": "v_prediction"}
+# CogVideoX's (`THUDM/CogVideoX-2b`, `-5b`; scripts/convert_cogvideox_to_diffusers.py): v-prediction, zero terminal
+# SNR, 'trailing'; the SNR shift is 3 for the 2B model, 1 for the 5B one, 4 for CogView3-Plus (its conversion script).
+_COGVIDEOX = {
+    **_SD15_BETAS,
+    "clip_sample": False,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "set_alpha_to_one": True,
+    "timestep_spacing": "trailing",
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ GRID: tuple[Case, ...] = (
         image_seq_len=(1328 // 16) ** 2,
         pipeline_sigmas=True,
     ),
+    # SwD's scheduler (FlowMatchLCMScheduler) on SD3.5's config; its scale-wise runs are in tests/test_flow_lcm.py.
+    Case("SD3.5 LCM", "FlowMatchLCMScheduler", {"shift": 3.0}, stochastic=True),
     Case("SD1.5 DPM++ 2M", "DPMSolverMultistepScheduler", _SD15),
     Case("SD1.5 DPM++ 2M Karras", "DPMSolverMultistepScheduler", {**_SD15, "use_karras_sigmas": True}),
     Case(
@@ -105,6 +117,9 @@ GRID: tuple[Case, ...] = (
     Case("SDXL Euler a", "EulerAncestralDiscreteScheduler", _SDXL, stochastic=True),
     Case("SD1.5 Heun", "HeunDiscreteScheduler", _SD15),
     Case("SD2.1-v Heun", "HeunDiscreteScheduler", _SD21_V),
+    Case("SD3 Heun", "FlowMatchHeunDiscreteScheduler", {"shift": 3.0}),
+    # LTX-2's DFR temporal refine (`pipelines/ltx2/pipeline_ltx2_dfr_temporal_refine.py`) builds it with eta=0.5.
+    Case("LTX-2 Euler a RF (eta 0.5)", "LTXEulerAncestralRFScheduler", {"eta": 0.5}, stochastic=True),
     Case("SD1.5 DPM2 Karras", "KDPM2DiscreteScheduler", {**_SD15, "use_karras_sigmas": True}),
     Case("SDXL DPM2 a", "KDPM2AncestralDiscreteScheduler", _SDXL, stochastic=True),
     Case(
@@ -119,15 +134,63 @@ GRID: tuple[Case, ...] = (
     Case("SD2.1-v PNDM (PLMS)", "PNDMScheduler", {**_SD21_V, "skip_prk_steps": True}),
     Case("SD1.5 DDIM", "DDIMScheduler", {**_SD15, "set_alpha_to_one": False, "clip_sample": False}),
     Case("SD2.1-v DDIM", "DDIMScheduler", {**_SD21_V, "set_alpha_to_one": False, "clip_sample": False}),
+    # DiffEdit and pix2pix-zero: `DDIMInverseScheduler.from_config(pipe.scheduler.config)` of SD 1.5 / 2.1-base (keys
+    # the inverse classes lack, as skip_prk_steps, dropped); DiffEdit's docs swap in DPM++ 2M and its inverse.
+    Case(
+        "SD2.1 DiffEdit DDIM inversion",
+        "DDIMInverseScheduler",
+        {**_SD15, "set_alpha_to_one": False, "clip_sample": False},
+    ),
+    Case(
+        "SD2.1-v DDIM inversion", "DDIMInverseScheduler", {**_SD21_V, "set_alpha_to_one": False, "clip_sample": False}
+    ),
+    Case("SD2.1 DiffEdit DPM++ 2M inversion", "DPMSolverMultistepInverseScheduler", _SD15),
     Case("DDPM (CIFAR-10)", "DDPMScheduler", {}, stochastic=True),  # diffusers' defaults: google/ddpm-cifar10-32's
+    Case("CogVideoX-2b DDIM", "CogVideoXDDIMScheduler", {**_COGVIDEOX, "snr_shift_scale": 3.0}),
+    Case("CogVideoX-5b DDIM", "CogVideoXDDIMScheduler", {**_COGVIDEOX, "snr_shift_scale": 1.0}),
+    Case("CogView3-Plus DDIM", "CogVideoXDDIMScheduler", {**_COGVIDEOX, "snr_shift_scale": 4.0}),
+    # The CogVideoX docs' swap for the 5B model: `CogVideoXDPMScheduler.from_config(pipe.scheduler.config)`.
+    Case("CogVideoX-5b DPM", "CogVideoXDPMScheduler", {**_COGVIDEOX, "snr_shift_scale": 1.0}, stochastic=True),
+    Case("CogVideoX-2b DPM", "CogVideoXDPMScheduler", {**_COGVIDEOX, "snr_shift_scale": 3.0}, stochastic=True),
+    # LCM-LoRA (`latent-consistency/lcm-lora-sdv1-5`, `lcm-lora-sdxl`) and TCD-SDXL-LoRA (`h1t/TCD-SDXL-LoRA`): their
+    # model cards' `LCMScheduler.from_config(pipe.scheduler.config)` / `TCDScheduler.from_config(...)` of SD 1.5's and
+    # SDXL's configs (TCD's eta is its step default, 0.3); `SimianLuo/LCM_Dreamshaper_v7` ships its own LCM config.
+    Case("SD1.5 LCM-LoRA", "LCMScheduler", {**_SD15, "set_alpha_to_one": False, "clip_sample": False}, stochastic=True),
+    Case("LCM-Dreamshaper v7", "LCMScheduler", _SD15, stochastic=True),
+    Case("SDXL LCM-LoRA", "LCMScheduler", {**_SDXL, "set_alpha_to_one": False, "clip_sample": False}, stochastic=True),
+    Case("SDXL TCD-LoRA", "TCDScheduler", {**_SDXL, "set_alpha_to_one": False, "clip_sample": False}, stochastic=True),
     Case("SD1.5 DEIS 2", "DEISMultistepScheduler", _SD15),
     Case("SDXL DEIS 3", "DEISMultistepScheduler", {**_SDXL, "solver_order": 3}),
+    # PixArt-alpha/-Sigma ship a DPM++ config of diffusers' default betas (linear 0.0001-0.02, epsilon): SA-Solver's
+    # defaults (`SASolverScheduler.from_config(config, algorithm_type="data_prediction")`), tau on [200, 800].
+    Case("PixArt SA-Solver", "SASolverScheduler", {}, stochastic=True),
+    Case("SD1.5 SA-Solver", "SASolverScheduler", _SD15, stochastic=True),
     # DPMSolverSinglestepScheduler has no steps_offset (from_config drops it from an SD config).
     Case("SD1.5 DPM++ 2S", "DPMSolverSinglestepScheduler", _SD15_BETAS),
     Case(
         "SD1.5 DPM++ 3S Karras",
         "DPMSolverSinglestepScheduler",
         {**_SD15_BETAS, "solver_order": 3, "use_karras_sigmas": True},
+    ),
+    # Cosmos 1.0 (`nvidia/Cosmos-1.0-Diffusion-*`, scripts/convert_cosmos_to_diffusers.py).
+    Case(
+        "Cosmos 1.0 EDM Euler",
+        "EDMEulerScheduler",
+        {"sigma_max": 80.0, "sigma_data": 0.5, "sigma_schedule": "karras", "final_sigmas_type": "sigma_min"},
+    ),
+    # Dance Diffusion (`harmonai/maestro-150k`, the pipeline's only scheduler): IPNDMScheduler's defaults.
+    Case("Dance Diffusion IPNDM", "IPNDMScheduler", {}),
+    # Stable Cascade's prior and decoder (`stabilityai/stable-cascade-prior`, `stable-cascade`;
+    # scripts/convert_stable_cascade.py): DDPMWuerstchenScheduler's defaults, noise at every step.
+    Case("Stable Cascade DDPM-Wuerstchen", "DDPMWuerstchenScheduler", {}, stochastic=True),
+    # Playground v2.5 (`playgroundai/playground-v2.5-1024px-aesthetic`): EDM's DPM++ 2M with diffusers' defaults.
+    Case("Playground v2.5 EDM DPM++ 2M", "EDMDPMSolverMultistepScheduler", {"sigma_max": 80.0, "sigma_data": 0.5}),
+    # Stable Audio Open (`stabilityai/stable-audio-open-1.0`, scripts/convert_stable_audio.py).
+    Case(
+        "Stable Audio Open Cosine DPM++ 2M SDE",
+        "CosineDPMSolverMultistepScheduler",
+        {"sigma_min": 0.3, "sigma_max": 500.0, "sigma_data": 1.0, "prediction_type": "v_prediction"},
+        stochastic=True,
     ),
 )
 

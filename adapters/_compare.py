@@ -10,7 +10,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import diffusers
@@ -43,6 +43,28 @@ class Parity:
     steps: int
 
 
+def pipeline_timesteps(reference: Any) -> torch.Tensor:
+    """The timesteps a pipeline loops over (Stable Cascade's, all but DDPMWuerstchenScheduler's last)."""
+    if isinstance(reference, diffusers.DDPMWuerstchenScheduler):
+        return reference.timesteps[:-1]
+    return reference.timesteps
+
+
+def pipeline_step(
+    reference: Any, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, threaded: dict, **extra: Any
+) -> torch.Tensor:
+    """One `step` of diffusers' scheduler as its pipelines call it; `threaded` holds what a pipeline carries from
+    step to step (CogVideoX's last x0 and timestep: an empty dict at a loop's start)."""
+    if isinstance(reference, diffusers.CogVideoXDPMScheduler):  # as pipeline_cogvideox.py calls it
+        x0, back = threaded.get("x0"), threaded.get("t")
+        sample, threaded["x0"] = reference.step(model_output, x0, t, back, sample, **extra)
+        threaded["t"] = t
+        return sample
+    if isinstance(reference, diffusers.DDPMWuerstchenScheduler):  # as Stable Cascade calls it: a timestep per row
+        t = t.expand(sample.shape[0]).to(sample.dtype)
+    return reference.step(model_output, t, sample, return_dict=False, **extra)[0]
+
+
 @dataclass(frozen=True)
 class Run:
     """One case prepared on one device: both schedulers, the timestep arguments and the initial noise."""
@@ -52,6 +74,8 @@ class Run:
     ours: Scheduler
     timestep_args: dict[str, Any]
     sample: torch.Tensor
+    #: What the CogVideoX pipeline threads through CogVideoXDPMScheduler.step: the last x0 and timestep.
+    threaded: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def prepare(cls, case: Case, steps: int, shape: tuple[int, ...], device: torch.device) -> Run:
@@ -68,9 +92,10 @@ class Run:
     def start_reference(self) -> torch.Tensor:
         """Reset diffusers' scheduler for a new loop; returns its timesteps."""
         self.reference.set_timesteps(device=self.sample.device, **self.timestep_args)
+        self.threaded.clear()
         if hasattr(self.reference, "set_begin_index"):  # PNDM, DDIM and DDPM have none: pipelines never call it
             self.reference.set_begin_index(0)
-        return self.reference.timesteps
+        return pipeline_timesteps(self.reference)
 
     def start_ours(self) -> Any:
         return self.ours.init(sample=self.sample, **self.timestep_args)
@@ -81,13 +106,18 @@ class Run:
     def step_reference(
         self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
-        extra = {"generator": generator} if generator is not None and not self.brownian else {}
-        return self.reference.step(model_output, t, sample, return_dict=False, **extra)[0]
+        extra = {"generator": generator} if generator is not None and not self.seeded_tree else {}
+        return pipeline_step(self.reference, model_output, t, sample, self.threaded, **extra)
 
     @property
     def brownian(self) -> bool:
-        """DPM++ SDE: its noise comes from a Brownian tree seeded by `noise_sampler_seed`, on both sides."""
+        """DPM++ SDE, Cosine DPM: the noise comes from a Brownian tree, on both sides."""
         return hasattr(self.ours, "_brownian_queries")
+
+    @property
+    def seeded_tree(self) -> bool:
+        """DPM++ SDE: its tree is seeded by `noise_sampler_seed` (Cosine DPM's by `generator.initial_seed()`)."""
+        return self.brownian and hasattr(self.ours, "noise_sampler_seed")
 
     def step_ours(
         self, state: Any, model_output: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
@@ -95,7 +125,10 @@ class Run:
         if generator is None:
             return self.ours.step(state, model_output, sample)
         if self.brownian:
-            return self.ours.step(state, model_output, sample, noise=fs.brownian_noise(self.ours, state, sample))
+            seed = None if self.seeded_tree else generator.initial_seed()
+            return self.ours.step(state, model_output, sample, noise=fs.brownian_noise(self.ours, state, sample, seed))
+        if isinstance(self.ours, fs.CogVideoXDPM):  # draws twice at a second-order step, as diffusers does
+            return self.ours.step(state, model_output, sample, noise=self.ours.noise(state, sample, generator))
         if self.ours._draws_noise(state):  # drawn where diffusers draws, so both generators keep one stream
             noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=model_output.dtype)
         else:

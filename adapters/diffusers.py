@@ -163,15 +163,47 @@ def _flow_shift(scheduler: Any, options: dict[str, Any]) -> None:
     shift = _plain(scheduler.shift)
     if options.get("use_dynamic_shifting") or shift == options.get("shift"):
         return  # dynamic shifting never reads the shift; otherwise nothing changed
+    name = type(scheduler).__name__
     raise NotImplementedError(
-        f"functional_sched does not support FlowMatchEulerDiscreteScheduler.set_shift({shift!r}) on a scheduler "
+        f"functional_sched does not support {name}.set_shift({shift!r}) on a scheduler "
         f"built with shift={options.get('shift')!r}: diffusers then shifts by {shift!r} within the sigma range of "
         f"shift={options.get('shift')!r}. Build the scheduler with shift={shift!r} instead "
-        "(FlowMatchEulerDiscreteScheduler.from_config(config, shift=...))."
+        f"({name}.from_config(config, shift=...))."
     )
+
+
+def _scale_factors(scheduler: Any, options: dict[str, Any]) -> None:
+    """FlowMatchLCM's `set_scale_factors`: diffusers steps with `_scale_factors` and `_upscale_mode`, not the config's
+    (None or [] factors, or no mode, for none)."""
+    factors, mode = _plain(scheduler._scale_factors), scheduler._upscale_mode
+    options["scale_factors"] = factors if factors and mode else None
+    if factors and mode:
+        options["upscale_mode"] = mode
+
+
+def _initial_alpha(scheduler: Any, options: dict[str, Any]) -> None:
+    """DDIMInverse's deprecated `set_alpha_to_zero=x` sets the alpha_bar its first step starts from as
+    `set_alpha_to_one=x` does, while its config keeps `set_alpha_to_one`'s default: it steps by the attribute."""
+    options["set_alpha_to_one"] = bool(_plain(scheduler.initial_alpha_cumprod) == 1.0)  # alpha_bar[0] < 1 otherwise
+
+
+def _registered_range(scheduler: Any, options: dict[str, Any]) -> None:
+    """DPMSolverMultistepInverse's Karras, exponential and beta sigmas read a `sigma_min`/`sigma_max` a pipeline
+    registered (Cosmos 2 registers 0.002 and 80 on the forward class) as the ends of a ramp that then runs from
+    sigma_max down: the forward schedule, which denoises. No config of ours expresses it."""
+    registered = {name: getattr(scheduler.config, name, None) for name in ("sigma_min", "sigma_max")}
+    spaced = any(options.get(f"use_{kind}_sigmas") for kind in ("karras", "exponential", "beta"))
+    if spaced and any(value is not None for value in registered.values()):
+        raise NotImplementedError(
+            f"functional_sched does not support a registered sigma range ({registered}) on "
+            "DPMSolverMultistepInverseScheduler: diffusers then spaces sigmas from sigma_max down, which denoises."
+        )
 
 
 #: Runtime state, per diffusers class, that changes the schedule and that no config of ours can express.
 _RUNTIME_CHECKS: dict[str, tuple[Callable[[Any, dict[str, Any]], None], ...]] = {
     "FlowMatchEulerDiscreteScheduler": (_flow_shift,),
+    "FlowMatchLCMScheduler": (_flow_shift, _scale_factors),
+    "DDIMInverseScheduler": (_initial_alpha,),
+    "DPMSolverMultistepInverseScheduler": (_registered_range,),
 }

@@ -151,7 +151,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         DROP_INS.setdefault(cls.__name__, cls)  # the package's own; a subclass made elsewhere (a test's) takes no name
         cls._diffusers_class = reference
         cls._compatibles = list(reference._compatibles)
-        cls.order = reference.order
+        cls.order = getattr(reference, "order", 1)  # DDPMWuerstchen's has none (its pipelines read getattr(.., 1))
         cls.__init__ = register_to_config(_signed(cls._configure, reference.__init__))  # type: ignore[misc]
         cls.set_timesteps = _signed(cls._set_timesteps, reference.set_timesteps)  # type: ignore[method-assign]
         cls.step = _signed(cls._step, reference.step)  # type: ignore[method-assign]
@@ -166,7 +166,8 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         for name, value in vars(reference).items():
             if name not in _MANAGED and not name.startswith("_internal"):
                 object.__setattr__(self, name, _owned(value))
-        self._default_tables = (_owned(reference.timesteps), _owned(getattr(reference, "sigmas", None)))
+        tables = (getattr(reference, name, None) for name in ("timesteps", "sigmas"))  # DDPMWuerstchen has neither
+        self._default_tables = tuple(_owned(table) for table in tables)
         self._built_from = repr(dict(self.config))  # a key registered later (Cosmos 2's) rebuilds at set_timesteps
         self._plan: Any = None
         self._tables: dict[str, torch.Tensor] = {}  # what `timesteps` and `sigmas` expose of the plan
@@ -338,6 +339,7 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         state = self._with_edits(self._with_table_edits(state), work)
         noise = self._noise(model_output, work, generator, variance_noise, state)
         per_token = {} if per_token_timesteps is None else {"per_token_timesteps": per_token_timesteps}
+        per_token.update(self._passed_through(step_arguments))
         if self._returns_x0:
             prev_sample, self._state, x0 = self._functional.step(
                 state, model_output, work, noise=noise, denoised=True, **per_token
@@ -362,6 +364,10 @@ class _DropIn(SchedulerMixin, ConfigMixin):
     def _x0(self, x0: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
         """The x0 estimate as diffusers returns it (the core's is in the stepped sample's dtype)."""
         return x0
+
+    def _passed_through(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """diffusers `step()` arguments the core's `step` takes as they are (EDM Euler's `pred_original_sample`)."""
+        return {}
 
     def _take_step_arguments(self, arguments: dict[str, Any]) -> None:
         """diffusers takes some options with every `step()` call (Euler's `s_churn`, ...); ours are config

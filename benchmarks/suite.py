@@ -19,6 +19,7 @@ diffusers, the graph vs the eager loop, and that a graph's output survives the n
     python benchmarks/suite.py --device cpu --quick --out /tmp/bench     # CI's smoke run (tiny sizes)
     python benchmarks/suite.py --device cuda --out bench-h100             # the H100 figures in RESULTS.md
     python benchmarks/suite.py --device cuda --menu --dtypes fp32         # the SD sampler menu's rows (issue 15)
+    python benchmarks/suite.py --device cuda --menu 2 --dtypes fp32       # part 2's classes (issue 16)
 
 Writes `results.json`, `results.md` and, where matplotlib is installed, `latency.png` and `scaling.png` to `--out`;
 prints the markdown last.
@@ -45,7 +46,8 @@ import torch
 
 import functional_sched as fs
 from functional_sched import batching
-from functional_sched.adapters import from_diffusers
+from functional_sched.adapters import _cases, from_diffusers
+from functional_sched.adapters._compare import pipeline_step, pipeline_timesteps
 from functional_sched.machinery.loop import DEFAULT_COMPILE_OPTIONS, SamplingLoop
 
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
@@ -84,8 +86,40 @@ MENU: dict[str, tuple[str, dict[str, Any], int]] = {
     "deis": ("DEISMultistepScheduler", {**SD, "solver_order": 3}, 6),
     "dpm++3s": ("DPMSolverSinglestepScheduler", {**SD_BETAS, "solver_order": 3}, 6),
 }
+
+
+def _grid(label: str, passes: int) -> tuple[str, dict[str, Any], int]:
+    """A pipeline's config from the report's grid (`adapters/_cases.py`), by label."""
+    case = next(case for case in _cases.GRID if case.label == label)
+    return case.diffusers_name, dict(case.config), passes
+
+
+# Part 2 (issue 16): distilled, video, flow, EDM, inverse and stochastic-Adams classes, on their pipelines' configs.
+# Passes as above: the first-order ones read x and the output and write x (3), plus the noise where they draw it
+# (4); DPM++ 2M types (EDM, inversion) 5, with noise 6; Heun-type two-call solvers 5; IPNDM reads three past outputs
+# and writes the new one (7); SA-Solver's predictor-corrector reads x, the output, its last sample, last noise, past
+# data prediction and the noise and writes x, the data prediction, its last sample and noise (10).
+MENU_2: dict[str, tuple[str, dict[str, Any], int]] = {
+    "lcm": _grid("SD1.5 LCM-LoRA", 4),
+    "tcd": _grid("SDXL TCD-LoRA", 4),
+    "flow-heun": _grid("SD3 Heun", 5),
+    "flow-lcm": _grid("SD3.5 LCM", 4),
+    "edm-euler": _grid("Cosmos 1.0 EDM Euler", 3),
+    "edm-dpm++2m": _grid("Playground v2.5 EDM DPM++ 2M", 5),
+    "cosine-dpm++sde": _grid("Stable Audio Open Cosine DPM++ 2M SDE", 6),
+    "cogvideox-ddim": _grid("CogVideoX-5b DDIM", 3),
+    "cogvideox-dpm": _grid("CogVideoX-5b DPM", 6),
+    "ddim-inverse": _grid("SD2.1 DiffEdit DDIM inversion", 3),
+    "dpm++2m-inverse": _grid("SD2.1 DiffEdit DPM++ 2M inversion", 5),
+    "sa-solver": _grid("SD1.5 SA-Solver", 10),
+    "ipndm": _grid("Dance Diffusion IPNDM", 7),
+    "ltx-rf": _grid("LTX-2 Euler a RF (eta 0.5)", 4),
+    "wuerstchen": _grid("Stable Cascade DDPM-Wuerstchen", 4),
+}
+MENUS = {"1": MENU, "2": MENU_2}
 BASE = tuple(SCHEDULERS)  # the default run's
-SCHEDULERS.update({name: entry for name, entry in MENU.items() if _listed(entry[0])})
+for menu in MENUS.values():
+    SCHEDULERS.update({name: entry for name, entry in menu.items() if _listed(entry[0])})
 CUDA_SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128), (1, 16, 21, 60, 104))
 MENU_SHAPES = ((1, 4, 128, 128), (1, 16, 21, 60, 104))  # SDXL's latents at 1024px, a video latent
 CPU_SHAPES = ((1, 4, 64, 64),)
@@ -176,7 +210,7 @@ class Config:
         self.output = (0.5 * torch.randn(shape, generator=generator)).to(device, dtype)
         self.template = copy.deepcopy(self.reference)
         self.template.set_timesteps(steps, device=device)
-        self.calls = len(self.template.timesteps)  # step calls: two per interval for Heun-type solvers
+        self.calls = len(pipeline_timesteps(self.template))  # step calls: two per interval for Heun-type solvers
         self.noise = self._noise() if self.sched.stochastic else None
         self.compiled = SamplingLoop(self.sched, _fixed_output, mode="compile")
         self.graphed = SamplingLoop(self.sched, _fixed_output, mode="graph" if device.type == "cuda" else "compile")
@@ -189,20 +223,21 @@ class Config:
     def _noise(self) -> torch.Tensor | None:
         """Every call's noise, [calls, ...]: drawn from the generator diffusers' loop gets (seed 0), where diffusers
         draws (`_draws_noise`), in the model output's dtype; zeros elsewhere. None where diffusers' noise comes from
-        elsewhere (DPM++ SDE's Brownian tree): then only the timings compare."""
-        if "generator" not in inspect.signature(self.reference.step).parameters or self.sched.diffusers_name == (
-            "DPMSolverSDEScheduler"
+        elsewhere (the Brownian trees of DPM++ SDE and Cosine DPM): then only the timings compare. CogVideoX's DPM
+        draws twice where diffusers does (its `noise` helper)."""
+        if "generator" not in inspect.signature(self.reference.step).parameters or hasattr(
+            self.sched, "_brownian_queries"
         ):
             return torch.zeros((self.calls, *self.shape), device=self.device, dtype=self.dtype)
         generator = torch.Generator(self.device).manual_seed(0)
         state, x, noise = self.sched.init(self.steps, sample=self.latents), self.latents, []
         for _ in range(self.calls):
-            draws = self.sched._draws_noise(state)
-            noise.append(
-                fs.randn_tensor(self.shape, generator=generator, device=self.device, dtype=self.dtype)
-                if draws
-                else torch.zeros(self.shape, device=self.device, dtype=self.dtype)
-            )
+            if isinstance(self.sched, fs.CogVideoXDPM):
+                noise.append(self.sched.noise(state, x, generator).to(self.dtype))
+            elif self.sched._draws_noise(state):
+                noise.append(fs.randn_tensor(self.shape, generator=generator, device=self.device, dtype=self.dtype))
+            else:
+                noise.append(torch.zeros(self.shape, device=self.device, dtype=self.dtype))
             x, state = self.sched.step(state, self.output, x, noise=noise[-1])
         return torch.stack(noise)
 
@@ -215,9 +250,9 @@ class Config:
         extra = self._generator() if "generator" in inspect.signature(scheduler.step).parameters else {}
 
         def loop() -> torch.Tensor:
-            x = latents
-            for t in scheduler.timesteps:
-                x = scheduler.step(output, t, x, return_dict=False, **extra)[0]
+            x, threaded = latents, {}
+            for t in pipeline_timesteps(scheduler):
+                x = pipeline_step(scheduler, output, t, x, threaded, **extra)
             return x
 
         return loop
@@ -570,6 +605,8 @@ def plots(results: dict[str, Any], out: Path) -> list[str]:
     figure.tight_layout()
     figure.savefig(out / "latency.png", dpi=120)
     plt.close(figure)
+    if not results["requests"]:  # the menus measure no requests
+        return ["latency.png"]
     figure, axis = plt.subplots(figsize=(6, 4))
     for name in SCHEDULERS:
         rows = [row for row in results["requests"] if row["scheduler"] == name]
@@ -599,13 +636,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     parser.add_argument(
         "--menu",
-        action="store_true",
-        help="the SD sampler menu (issue 15): its listed classes at 1x4x128x128 and 1x16x21x60x104 (or --shapes), "
-        "no request or driver checks",
+        nargs="?",
+        const="1",
+        choices=sorted(MENUS),
+        help="1: the SD sampler menu (issue 15); 2: part 2 (issue 16). Its listed classes at 1x4x128x128 and "
+        "1x16x21x60x104 (or --shapes), no request or driver checks",
     )
     args = parser.parse_args(argv)
     if args.menu:
-        args.schedulers = ",".join(name for name in MENU if name in SCHEDULERS)
+        args.schedulers = ",".join(name for name in MENUS[args.menu] if name in SCHEDULERS)
         args.shapes = args.shapes or ",".join(
             _shape_name(shape) for shape in (QUICK_SHAPES if args.quick else MENU_SHAPES)
         )

@@ -19,23 +19,40 @@ from .machinery.noise import randn_tensor
 from .machinery.plan import Plan
 from .machinery.record import record
 from .machinery.scheduler import Scheduler
+from .schedulers.cogvideox import CogVideoXDDIM, CogVideoXDDIMState, CogVideoXDPM, CogVideoXDPMState
 from .schedulers.ddim import DDIM, DDIMState
 from .schedulers.ddpm import DDPM, DDPMState
 from .schedulers.deis import DEISMultistep, DEISState
 from .schedulers.dpm_sde import DPMSolverSDE, DPMSolverSDEState
 from .schedulers.dpm_singlestep import DPMSolverSinglestep, DPMSolverSinglestepState
 from .schedulers.dpm_solver import DPMSolverMultistep, DPMSolverState
+from .schedulers.edm import EDMEuler, EDMEulerState
+from .schedulers.edm_dpm import CosineDPMSolverMultistep, EDMDPMSolverMultistep, EDMDPMSolverState
 from .schedulers.euler import EulerAncestralDiscrete, EulerAncestralState, EulerDiscrete, EulerState
+from .schedulers.flow_heun import FlowMatchHeunDiscrete, FlowMatchHeunState
+from .schedulers.flow_lcm import FlowMatchLCM, FlowMatchLCMState
 from .schedulers.flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
 from .schedulers.heun import HeunDiscrete, HeunState
+from .schedulers.inverse import (
+    DDIMInverse,
+    DDIMInverseState,
+    DPMSolverMultistepInverse,
+    DPMSolverMultistepInverseState,
+)
+from .schedulers.ipndm import IPNDM, IPNDMState
 from .schedulers.kdpm2 import KDPM2AncestralDiscrete, KDPM2Discrete, KDPM2State
+from .schedulers.lcm import LCM, TCD, LCMState, TCDState
 from .schedulers.lms import LMSDiscrete, LMSState
+from .schedulers.ltx_rf import LTXEulerAncestralRF, LTXEulerAncestralRFState
 from .schedulers.pndm import PNDM, PNDMState
+from .schedulers.sa_solver import SASolver, SASolverState
 from .schedulers.unipc import UniPCMultistep, UniPCState
+from .schedulers.wuerstchen import DDPMWuerstchen, DDPMWuerstchenState
 
 #: Every scheduler of the core, by diffusers class: `scheduler_cls.diffusers_name` names the class it reproduces.
 SCHEDULERS = (
     FlowMatchEulerDiscrete,
+    FlowMatchLCM,
     DPMSolverMultistep,
     UniPCMultistep,
     EulerDiscrete,
@@ -50,41 +67,84 @@ SCHEDULERS = (
     HeunDiscrete,
     KDPM2Discrete,
     KDPM2AncestralDiscrete,
+    DDIMInverse,
+    DPMSolverMultistepInverse,
+    FlowMatchHeunDiscrete,
+    LTXEulerAncestralRF,
+    LCM,
+    TCD,
+    CogVideoXDDIM,
+    CogVideoXDPM,
+    EDMEuler,
+    EDMDPMSolverMultistep,
+    CosineDPMSolverMultistep,
+    SASolver,
+    IPNDM,
+    DDPMWuerstchen,
 )
 
 __all__ = [
     "DDIM",
     "DDPM",
+    "IPNDM",
+    "LCM",
     "PNDM",
     "SCHEDULERS",
+    "TCD",
+    "CogVideoXDDIM",
+    "CogVideoXDDIMState",
+    "CogVideoXDPM",
+    "CogVideoXDPMState",
+    "CosineDPMSolverMultistep",
+    "DDIMInverse",
+    "DDIMInverseState",
     "DDIMState",
     "DDPMState",
+    "DDPMWuerstchen",
+    "DDPMWuerstchenState",
     "DEISMultistep",
     "DEISState",
     "DPMSolverMultistep",
+    "DPMSolverMultistepInverse",
+    "DPMSolverMultistepInverseState",
     "DPMSolverSDE",
     "DPMSolverSDEState",
     "DPMSolverSinglestep",
     "DPMSolverSinglestepState",
     "DPMSolverState",
     "Denoising",
+    "EDMDPMSolverMultistep",
+    "EDMDPMSolverState",
+    "EDMEuler",
+    "EDMEulerState",
     "EulerAncestralDiscrete",
     "EulerAncestralState",
     "EulerDiscrete",
     "EulerState",
     "FlowMatchEulerDiscrete",
     "FlowMatchEulerState",
+    "FlowMatchHeunDiscrete",
+    "FlowMatchHeunState",
+    "FlowMatchLCM",
+    "FlowMatchLCMState",
     "HeunDiscrete",
     "HeunState",
+    "IPNDMState",
     "KDPM2AncestralDiscrete",
     "KDPM2Discrete",
     "KDPM2State",
+    "LCMState",
     "LMSDiscrete",
     "LMSState",
+    "LTXEulerAncestralRF",
+    "LTXEulerAncestralRFState",
     "PNDMState",
     "Plan",
+    "SASolver",
+    "SASolverState",
     "SamplingLoop",
     "Scheduler",
+    "TCDState",
     "UniPCMultistep",
     "UniPCState",
     "batching",

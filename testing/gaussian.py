@@ -65,8 +65,11 @@ def final_error(scheduler: Any, steps: int) -> float:
     levels = [scheduler._alpha_sigma(sigma) for sigma in sigmas]
     x_start = start_sample(*levels[0])
     x = x_start
+    # Zero noise where a scheduler takes it at every step: the ODE of a class that is stochastic by config (SA-Solver
+    # at tau = 0 takes noise, as diffusers draws it, with weight 0).
+    noise = {"noise": torch.zeros_like(x)} if scheduler.stochastic else {}
     for _ in range(run):
-        x, state = scheduler.step(state, exact_output(scheduler, state, x), x)
+        x, state = scheduler.step(state, exact_output(scheduler, state, x), x, **noise)
     assert x.dtype == torch.float64
     return (x - exact_solution(x_start, levels[0], levels[run])).abs().max().item()
 
@@ -75,6 +78,10 @@ def exact_output(scheduler: Any, state: Any, x: torch.Tensor) -> torch.Tensor:
     """The exact model's output at this call of `state`: fed `scale_model_input(state, x)`, at the noise level the
     model sees (`_model_sigma`; its (alpha, sigma) scaled as the input is). A scheduler without a `prediction_type`
     option takes a flow velocity (flow matching)."""
+    network_output = getattr(scheduler, "_network_output", None)
+    if network_output is not None:  # a preconditioned network (EDM's): its output F for the exact x0
+        alpha, sigma = scheduler._alpha_sigma(scheduler._model_sigma(state)[:, None].to(x.dtype))
+        return network_output(state, x, model_output("sample", x, alpha, sigma))
     prediction_type = getattr(scheduler, "prediction_type", "flow_prediction")
     model_input = scheduler.scale_model_input(state, x)
     scale = scheduler.scale_model_input(state, torch.ones_like(x))[:, :1]

@@ -140,6 +140,14 @@ def has_repeated_timesteps(reference: Any) -> bool:
     return len(set(values)) < len(values)
 
 
+def loop_timesteps(reference: Any) -> torch.Tensor:
+    """The timesteps a pipeline's loop steps at: the reference's table, but for a final timestep that no step starts
+    from, where the table holds as many timesteps as sigmas (LTXEulerAncestralRF's custom sigmas: its pipelines loop
+    over `timesteps[:-1]`)."""
+    timesteps, sigmas = reference.timesteps, getattr(reference, "sigmas", None)
+    return timesteps[:-1] if sigmas is not None and len(sigmas) == len(timesteps) else timesteps
+
+
 def parity_run(
     case: Case,
     *,
@@ -164,7 +172,7 @@ def parity_run(
     if begin_index is not None:
         begin_at(reference, begin_index)
     start = begin_index or 0
-    ref_timesteps = reference.timesteps
+    ref_timesteps = loop_timesteps(reference)
     ref_sigmas = sigma_table(reference)  # the reference keeps them on the scheduler; copy before stepping
 
     sched = case.scheduler()

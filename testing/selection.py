@@ -60,7 +60,8 @@ def is_registered(case: Case) -> bool:
 
 
 def has_drop_in(case: Case) -> bool:
-    return is_registered(case) and case.spec.scheduler.diffusers_name in drop_in.DROP_INS
+    named = case.spec.scheduler.diffusers_name in drop_in.DROP_INS
+    return is_registered(case) and case.spec.drop_in_columns and named
 
 
 def is_stochastic(case: Case) -> bool:

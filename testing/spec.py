@@ -157,6 +157,9 @@ class Spec:
     #: step, gives the noise that reproduces what it drew. None: drawn from the driver's generator as the reference
     #: draws from its own.
     reference_noise: Callable[..., torch.Tensor] | None = None
+    #: Whether the suite's drop-in columns drive its drop-in (`step(model_output, t, sample)`); False where the
+    #: drop-in's `step` takes more from its caller (CogVideoXDPM: the previous x0 and timestep), tested on its own.
+    drop_in_columns: bool = True
 
     def __post_init__(self) -> None:
         if not self.configs:

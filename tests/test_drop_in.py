@@ -178,8 +178,8 @@ def test_flow_match_refuses_integer_timesteps_and_misshapen_per_token_timesteps(
 def test_as_diffusers_refuses_unsupported():
     with pytest.raises(NotImplementedError, match="solver_p"):
         as_diffusers(diffusers.UniPCMultistepScheduler(solver_p=diffusers.DDIMScheduler()))
-    with pytest.raises(NotImplementedError, match="LCMScheduler"):
-        as_diffusers(diffusers.LCMScheduler())
+    with pytest.raises(NotImplementedError, match="CMStochasticIterativeScheduler"):
+        as_diffusers(diffusers.CMStochasticIterativeScheduler())
     with pytest.raises(NotImplementedError):
         UniPCMultistepScheduler(solver_p=diffusers.DDIMScheduler())
 

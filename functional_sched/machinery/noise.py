@@ -45,6 +45,11 @@ def loop_noise(
     """The noise of each of a loop's `steps` steps, [steps, *latents.shape], from what a loop's caller gives: None for
     a deterministic scheduler; for a stochastic one a tensor of that shape, or a `torch.Generator` to draw it from
     step by step as `randn_tensor` does (in the latents' dtype)."""
+    if scheduler._resizes:
+        raise ValueError(
+            f"{owner}: this {scheduler.name} changes the sample's shape between steps (scale_factors); a loop over one "
+            "latents shape cannot run it. Call step yourself, with noise shaped as noise_shape(state, sample)."
+        )
     if not scheduler.stochastic:
         if noise is not None:
             raise ValueError(f"{owner}: {scheduler.name} is deterministic; it takes no noise.")

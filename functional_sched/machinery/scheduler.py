@@ -76,6 +76,12 @@ class Scheduler:
     _looks_up_first_timestep: ClassVar[bool] = True
 
     @property
+    def _resizes(self) -> bool:
+        """Whether `step` may return another shape than the sample's (FlowMatchLCM's scale factors): loops over one
+        latents shape refuse such a config."""
+        return False
+
+    @property
     def _custom_values_matter(self) -> bool:
         """Whether custom tables' values make the schedule (else only their length does: their range and order are
         not checked)."""

@@ -73,6 +73,8 @@ class AlphaBarScheduler(Scheduler):
     rescale_betas_zero_snr: bool
 
     _takes_repeats: ClassVar[bool] = False  # diffusers' DDPM wants custom timesteps strictly descending
+    #: Whether `timestep_spacing` and `steps_offset` space the timesteps (LCM and TCD declare them and space their own).
+    _spaced_by_config: ClassVar[bool] = True
 
     # ------------------------------------------------------------------ hooks for the subclasses
     def _coefficient_table(self, timesteps: torch.Tensor, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +84,16 @@ class AlphaBarScheduler(Scheduler):
 
     def _training_betas(self) -> torch.Tensor:
         return common.training_betas(self)
+
+    @property
+    def _clips(self) -> bool:
+        """Whether x0 is clipped to `clip_sample_range` (CogVideoX's classes take `clip_sample` and ignore it)."""
+        return self.clip_sample
+
+    @property
+    def _thresholds(self) -> bool:
+        """Whether x0 is thresholded (TCD's class takes `thresholding` and ignores it)."""
+        return self.thresholding
 
     # ------------------------------------------------------------------ shared
     def _training_cumprod(self) -> torch.Tensor:
@@ -112,7 +124,8 @@ class AlphaBarScheduler(Scheduler):
                 f"{self.num_train_timesteps}; give one beta per training timestep."
             )
         steps = schedule.num_inference_steps
-        if schedule.timesteps is None and steps is not None and self.timestep_spacing == "leading":
+        leading = self._spaced_by_config and self.timestep_spacing == "leading"
+        if schedule.timesteps is None and steps is not None and leading:
             last = (steps - 1) * (self.num_train_timesteps // steps) + self.steps_offset
             if last >= self.num_train_timesteps:
                 raise ValueError(
@@ -138,16 +151,17 @@ class AlphaBarScheduler(Scheduler):
     ) -> Plan:
         timesteps = self._timesteps(num_inference_steps, timesteps)
         alpha_bar = self._training_cumprod()
+        coefficients, final = self._coefficient_table(timesteps, alpha_bar.to(dtype))
         # x0 = (x - eps) / sqrt(alpha_bar) is infinite at alpha_bar = 0; clipping alone makes it finite again (+-1).
-        unclipped = self.thresholding or not self.clip_sample
-        if self.prediction_type == "epsilon" and unclipped and bool((alpha_bar[timesteps] == 0).any()):
+        # (alpha_bar where each step forms x0: at its timestep, or where an inverse step starts.)
+        unclipped = self._thresholds or not self._clips
+        if self.prediction_type == "epsilon" and unclipped and bool((coefficients[:, ALPHA_BAR] == 0).any()):
             raise ValueError(
                 f"{self.name}: timestep {self.num_train_timesteps - 1} has alpha_bar = 0 "
                 "(rescale_betas_zero_snr=True), where an epsilon prediction gives an infinite x0 (diffusers divides "
                 "by sqrt(alpha_bar) = 0 and, unless clip_sample clips it, returns NaN); "
                 "use prediction_type='v_prediction', as zero-SNR models do."
             )
-        coefficients, final = self._coefficient_table(timesteps, alpha_bar.to(dtype))
         levels = torch.cat([coefficients[:, ALPHA_BAR], final.reshape(1)])
         return single_plan(timesteps, (1 - levels) ** 0.5, coefficients[:, None])
 
@@ -216,9 +230,9 @@ class AlphaBarScheduler(Scheduler):
             x0 = scaled(sqrt_alpha, sample) - scaled(sqrt_beta, model_output)
             if epsilon:
                 eps = scaled(sqrt_alpha, model_output) + scaled(sqrt_beta, sample)
-        if self.thresholding:
+        if self._thresholds:
             x0 = predictions.threshold(x0, self.dynamic_thresholding_ratio, self.sample_max_value)
-        elif self.clip_sample:
+        elif self._clips:
             x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
         return x0, eps
 

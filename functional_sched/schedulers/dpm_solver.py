@@ -171,6 +171,8 @@ class DPMSolverMultistep(DPMSolverBase):
     diffusers_name: ClassVar[str] = "DPMSolverMultistepScheduler"
     plan_columns: ClassVar[int] = NOISE + 1
     _vp_spacings = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas")
+    #: Whether diffusers' step upcasts the sample to float32 before the update (its inverse class does not).
+    _upcasts_sample: ClassVar[bool] = True
 
     def _check_options(self) -> None:
         super()._check_options()
@@ -234,7 +236,8 @@ class DPMSolverMultistep(DPMSolverBase):
         # The history keeps the state's dtype; the arithmetic runs in the converted output's, as diffusers keeps
         # its outputs (bf16 ones when a bf16 model predicts x0 for float32 latents; exact in either direction).
         history = (*state.history[1:], self._kept(m0, sample))
-        x = scaled(c[A], as_dtype(sample, state.plan.coefficients.dtype)) + scaled(c[B0], m0)
+        work = as_dtype(sample, state.plan.coefficients.dtype) if self._upcasts_sample else sample
+        x = scaled(c[A], work) + scaled(c[B0], m0)
         if self.solver_order >= 2:
             m1 = as_dtype(history[-2], m0.dtype)
             d1 = scaled(c[P0], m0 - m1)

@@ -101,7 +101,7 @@ class FlowMatchEulerDiscrete(Scheduler):
                 f"{owner}: num_inference_steps={steps} but {len(custom.values)} custom values were given; "
                 "leave num_inference_steps out or make them agree."
             )
-        super()._check_schedule(schedule)
+        Scheduler._check_schedule(self, schedule)  # named, not super(): FlowMatchLCM borrows this method
 
     #: Any order: an Euler step is defined whatever the sigmas' order, and Stable Audio 3's audio-to-audio pipeline
     #: starts at its noise level below the schedule's second sigma on purpose (as its original code does).
@@ -153,7 +153,7 @@ class FlowMatchEulerDiscrete(Scheduler):
             sigmas = schedules.time_shift(sigmas, mu, self.time_shift_type)
         else:
             sigmas = schedules.shift_sigmas(sigmas, self.shift)
-        if self.shift_terminal:
+        if self.shift_terminal and self._custom_values_matter:  # else Karras & co. replace them: only n counts
             sigmas = schedules.stretch_to_terminal(sigmas, self.shift_terminal)
         # A pipeline's registered range (Cosmos 2's) in place of the schedule's ends, as diffusers reads it.
         smallest = self.sigma_min if self.sigma_min is not None else sigmas[-1].item()

@@ -75,9 +75,17 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
 
     #: Whether the second call's derivative is the mean of the interval's two (Heun) or its own (KDPM2's midpoint).
     _averages: ClassVar[bool] = False
-    #: Whether x0 is clipped to [-clip_sample_range, clip_sample_range] (Heun's option).
-    _clips: ClassVar[bool] = False
+    #: Whether the class has diffusers' `clip_sample` option (Heun's; KDPM2's lack it).
+    _has_clip_option: ClassVar[bool] = False
+    #: Whether the step works in the plan's dtype (float32; float64 for float64 samples), as FlowMatchHeun upcasts.
+    _upcasts: ClassVar[bool] = False
     plan_columns: ClassVar[int] = UP + 1
+
+    @property
+    def _clips(self) -> bool:
+        """Whether x0 is clipped to [-clip_sample_range, clip_sample_range] (as DDIM's `_clips`)."""
+        return self._has_clip_option and self.clip_sample
+
     _input_column: ClassVar[int] = INPUT_SCALE
 
     def _step_options(self) -> tuple[Any, ...]:
@@ -172,8 +180,9 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
         denoised: bool = False,
     ) -> tuple[torch.Tensor, Any] | tuple[torch.Tensor, Any, torch.Tensor]:
         """One call of every row: `(prev_sample, new_state)`, or `(prev_sample, new_state, x0)` with `denoised=True`
-        (diffusers' `pred_original_sample`). As diffusers, no upcast: the sample's and the model output's dtypes
-        promote (a float32 sample stays float32); the stored sample keeps the state's dtype. A stochastic scheduler
+        (diffusers' `pred_original_sample`). As diffusers, no upcast (but where `_upcasts`: FlowMatchHeun steps in the
+        plan's dtype and returns the sample's): the sample's and the model output's dtypes promote (a float32 sample
+        stays float32); the stored sample keeps the state's dtype. A stochastic scheduler
         (KDPM2 ancestral) needs `noise` (standard normal like the sample, drawn in the model output's dtype as diffusers
         draws it); calls that add none (first calls) ignore it.
         """
@@ -183,9 +192,12 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
             checks.check_sample_matches_state(self.name, sample, state.sample.shape, state.sample.dtype)
             if self.stochastic:
                 checks.check_noise(self.name, "ancestral sampling (every interval's second call)", noise, sample)
+        given = sample.dtype
+        if self._upcasts:
+            sample = as_dtype(sample, state.plan.coefficients.dtype)
         c = self._coefficients(state, sample, cursor)
         x0 = self._data_prediction(model_output, sample, c[SIGMA_IN], c[V_OUT], c[V_IN])
-        if self._clips and self.clip_sample:
+        if self._clips:
             x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
         derivative = divided(sample - x0, c[SIGMA_IN])
         if cursor is not None:  # the plan's phase column is the call's parity: no read of it needed
@@ -193,9 +205,9 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
         else:
             prev_sample, changes = self._any_phase(state, derivative, sample, noise, c)
         new_state = state.replace(**self._advanced(state, cursor), **changes)
-        prev_sample = as_dtype(prev_sample, sample.dtype)
+        prev_sample = as_dtype(prev_sample, given)
         if denoised:
-            return prev_sample, new_state, as_dtype(x0, sample.dtype)
+            return prev_sample, new_state, as_dtype(x0, given)
         return prev_sample, new_state
 
     def _known_phase(
@@ -231,7 +243,7 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
         """The call of either phase, per row (torch.where on the plan's `FIRST`): branch-free, so it compiles and
         steps rows at different calls together. Each row's values are those of `_known_phase`."""
         first = c[FIRST] > 0
-        changes = {"sample": torch.where(first, sample, state.sample)}
+        changes = {"sample": torch.where(first, as_dtype(sample, state.sample.dtype), state.sample)}
         if self._averages:
             kept = as_dtype(derivative, state.prev_derivative.dtype)
             changes["prev_derivative"] = torch.where(first, kept, state.prev_derivative)
@@ -284,7 +296,7 @@ class HeunDiscrete(TwoCallScheduler):
     diffusers_name: ClassVar[str] = "HeunDiscreteScheduler"
     _takes_custom: ClassVar[tuple[str, ...]] = ("timesteps",)
     _averages: ClassVar[bool] = True
-    _clips: ClassVar[bool] = True
+    _has_clip_option: ClassVar[bool] = True
 
     def _training_cumprod(self) -> torch.Tensor:
         if self.beta_schedule == "exp" and self.trained_betas is None:

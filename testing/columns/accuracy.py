@@ -55,7 +55,7 @@ class Accuracy:
             expected = gaussian.model_output("sample", x, alpha, sigma)
             if getattr(sched, "thresholding", False):
                 expected = predictions.threshold(expected, sched.dynamic_thresholding_ratio, sched.sample_max_value)
-            elif getattr(sched, "clip_sample", False):  # DDIM's and DDPM's clipping of x0 (after thresholding's place)
+            elif getattr(sched, "_clips", False):  # DDIM's, DDPM's, Heun's (not CogVideoX's)
                 expected = expected.clamp(-sched.clip_sample_range, sched.clip_sample_range)
             plain = sched.step(state, output, x, noise=noise)
             x_next, state, x0 = sched.step(state, output, x, noise=noise, denoised=True)

@@ -261,6 +261,8 @@ class HostileInputs:
 
     @configs()
     def test_state_built_for_other_step_options(self, case: Case) -> None:
+        if not case.scheduler()._step_options():  # no option changes what step does (FlowMatchHeun's)
+            pytest.skip(f"{case.spec.name} has no step options")
         other = case.scheduler(**other_step_options(case))
         _, state, sample, inputs = one_step(case)
         for refused in (lambda: other.timestep(state), lambda: other.step(state, sample=sample, **inputs)):

@@ -5,23 +5,34 @@ from __future__ import annotations
 
 from functional_sched.testing import Case, Spec
 
+from .cogvideox import COGVIDEOX_DDIM, COGVIDEOX_DPM
 from .ddpm import DDIM_SPEC, DDPM_SPEC
 from .deis import DEIS
 from .dpm_sde import DPM_SDE
 from .dpm_singlestep import DPM_SINGLESTEP
 from .dpm_solver import DPM_SOLVER
+from .edm import COSINE_DPM_SOLVER, EDM_DPM_SOLVER, EDM_EULER
 from .euler import EULER, EULER_ANCESTRAL
+from .flow_heun import FLOW_HEUN
+from .flow_lcm import FLOW_LCM
 from .flow_match import FLOW_MATCH
 from .heun import HEUN
+from .inverse import DDIM_INVERSE, DPM_INVERSE
+from .ipndm import IPNDM
 from .kdpm2 import KDPM2, KDPM2_ANCESTRAL
+from .lcm import LCM_SPEC, TCD_SPEC
 from .lms import LMS
+from .ltx_rf import LTX_RF
 from .pndm import PNDM
+from .sa_solver import SA_SOLVER
 from .unipc import UNIPC
+from .wuerstchen import WUERSTCHEN
 
 SPECS: dict[type, Spec] = {
     spec.scheduler: spec
     for spec in (
         FLOW_MATCH,
+        FLOW_LCM,
         DPM_SOLVER,
         UNIPC,
         EULER,
@@ -36,6 +47,20 @@ SPECS: dict[type, Spec] = {
         HEUN,
         KDPM2,
         KDPM2_ANCESTRAL,
+        DDIM_INVERSE,
+        DPM_INVERSE,
+        FLOW_HEUN,
+        LTX_RF,
+        LCM_SPEC,
+        TCD_SPEC,
+        COGVIDEOX_DDIM,
+        COGVIDEOX_DPM,
+        EDM_EULER,
+        EDM_DPM_SOLVER,
+        COSINE_DPM_SOLVER,
+        SA_SOLVER,
+        IPNDM,
+        WUERSTCHEN,
     )
 }
 #: Every config of every table, by case id ("DPMSolverMultistep-sd1.5-dpm-2m").
