@@ -110,8 +110,9 @@ class Scheduler:
         fingerprint: torch.Tensor,
         cursor: host.Cursor | None,
     ) -> Any:
-        """The state at `step_index` (warm-up `level`, for solvers that warm up) with fresh, owned buffers."""
-        raise NotImplementedError
+        """The state at `step_index` (warm-up `level`, for solvers that warm up) with fresh, owned buffers; by
+        default a state of the plan and counters alone (single-step solvers keep nothing else)."""
+        return self.state_type(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
 
     def _warmup(self, state: Any) -> torch.Tensor | None:
         """The state's warm-up counter, for solvers whose coefficients depend on it (multistep); else None."""

@@ -178,17 +178,6 @@ class AlphaBarScheduler(Scheduler):
     def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (1 - sigma**2) ** 0.5, sigma
 
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> Any:
-        return self.state_type(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
-
     def _conversion_options(self) -> tuple[Any, ...]:
         return (
             self.prediction_type,

@@ -227,17 +227,6 @@ class EDMEuler(EDMScheduler):
         coefficients = torch.stack([current, sigma_hat, following - sigma_hat, c_in, c_skip, c_out, churn], dim=-1)
         return single_plan(timesteps, sigmas, coefficients[:, None])
 
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> EDMEulerState:
-        return EDMEulerState(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
-
     def _draws_noise(self, state: EDMEulerState) -> bool:
         """Whether this step churns (any row): diffusers draws noise only then."""
         return self.stochastic and bool(self._coefficients(state, state.step_index, self._cursor(state))[CHURN].any())

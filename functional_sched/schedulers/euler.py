@@ -167,17 +167,6 @@ class EulerDiscrete(SigmaDiscreteScheduler):
         return schedules.vp_sigmas(self._training_cumprod()[:1])[0]
 
     # ------------------------------------------------------------------------------------------------ step
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> EulerState:
-        return EulerState(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
-
     def _draws_noise(self, state: EulerState) -> bool:
         """Whether this step churns (any row): diffusers draws noise only then."""
         return self.stochastic and bool(self._coefficients(state, state.step_index, self._cursor(state))[CHURN].any())
@@ -275,17 +264,6 @@ class EulerAncestralDiscrete(SigmaDiscreteScheduler):
             dim=-1,
         )
         return single_plan(timesteps, sigmas, coefficients[:, None])
-
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> EulerAncestralState:
-        return EulerAncestralState(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
 
     def step(
         self,

@@ -183,17 +183,6 @@ class FlowMatchEulerDiscrete(Scheduler):
         return single_plan(timesteps, sigmas, coefficients[:, None])
 
     # ------------------------------------------------------------------------------------------------ step
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> FlowMatchEulerState:
-        return FlowMatchEulerState(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
-
     def step(
         self,
         state: FlowMatchEulerState,

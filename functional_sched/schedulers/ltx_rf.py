@@ -187,17 +187,6 @@ class LTXEulerAncestralRF(Scheduler):
         return single_plan(timesteps, sigmas, torch.stack(columns, dim=-1)[:, None])
 
     # ------------------------------------------------------------------------------------------------ step
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> LTXEulerAncestralRFState:
-        return LTXEulerAncestralRFState(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
-
     def _draws_noise(self, state: Any) -> bool:
         """Whether diffusers draws noise at this step of any row: stochastic, and not a final step."""
         if not self.stochastic:

@@ -167,17 +167,6 @@ class DDPMWuerstchen(Scheduler):
         return single_plan(table[:-1], (1 - alpha_bars).sqrt(), coefficients)
 
     # ------------------------------------------------------------------------------------------------ step
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> DDPMWuerstchenState:
-        return DDPMWuerstchenState(plan=plan, step_index=step_index, fingerprint=fingerprint, cursor=cursor)
-
     @staticmethod
     def _group(dtype: torch.dtype) -> int:
         """The first column of the scalars at the timestep as a sample of `dtype` passes it."""
