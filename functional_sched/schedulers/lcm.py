@@ -52,13 +52,28 @@ CLIP_SAMPLE = Option(False, Flag())
 TIMESTEP_SCALING = Option(10.0, Real(above=0), examples=(1.0,))
 
 
+@options.config
 class ConsistencyScheduler(AlphaBarScheduler):
-    """Base of LCM and TCD: the coarse-grid schedule, the checks of its step counts, the noise drawn at every step
-    but the last; a subclass declares the options and its update."""
+    """Base of LCM and TCD: the options both declare alike (in diffusers' order), the coarse-grid schedule, the
+    checks of its step counts, the noise drawn at every step but the last; a subclass adds its update."""
 
-    original_inference_steps: int
-    set_alpha_to_one: bool
-    timestep_scaling: float
+    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS
+    beta_start: float = BETA_START
+    beta_end: float = BETA_END
+    beta_schedule: str = BETA_SCHEDULE
+    trained_betas: tuple[float, ...] | None = common.TRAINED_BETAS
+    original_inference_steps: int = ORIGINAL_INFERENCE_STEPS
+    clip_sample: bool = CLIP_SAMPLE
+    clip_sample_range: float = CLIP_SAMPLE_RANGE
+    set_alpha_to_one: bool = Option(True, Flag())
+    steps_offset: int = common.STEPS_OFFSET
+    prediction_type: str = Option("epsilon", Choice(*PREDICTION_TYPES))
+    thresholding: bool = common.THRESHOLDING
+    dynamic_thresholding_ratio: float = common.DYNAMIC_THRESHOLDING_RATIO
+    sample_max_value: float = common.SAMPLE_MAX_VALUE
+    timestep_spacing: str = TIMESTEP_SPACING
+    timestep_scaling: float = TIMESTEP_SCALING
+    rescale_betas_zero_snr: bool = common.RESCALE_BETAS_ZERO_SNR
 
     _spaced_by_config: ClassVar[bool] = False
     #: Whether `set_timesteps(original_inference_steps=...)` draws the timesteps from every training timestep (TCD's
@@ -218,24 +233,6 @@ class LCM(ConsistencyScheduler):
     (2023), "Consistency Models", Appendix C.
     """
 
-    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS
-    beta_start: float = BETA_START
-    beta_end: float = BETA_END
-    beta_schedule: str = BETA_SCHEDULE
-    trained_betas: tuple[float, ...] | None = common.TRAINED_BETAS
-    original_inference_steps: int = ORIGINAL_INFERENCE_STEPS
-    clip_sample: bool = CLIP_SAMPLE
-    clip_sample_range: float = CLIP_SAMPLE_RANGE
-    set_alpha_to_one: bool = Option(True, Flag())
-    steps_offset: int = common.STEPS_OFFSET
-    prediction_type: str = Option("epsilon", Choice(*PREDICTION_TYPES))
-    thresholding: bool = common.THRESHOLDING
-    dynamic_thresholding_ratio: float = common.DYNAMIC_THRESHOLDING_RATIO
-    sample_max_value: float = common.SAMPLE_MAX_VALUE
-    timestep_spacing: str = TIMESTEP_SPACING
-    timestep_scaling: float = TIMESTEP_SCALING
-    rescale_betas_zero_snr: bool = common.RESCALE_BETAS_ZERO_SNR
-
     state_type: ClassVar[type] = LCMState
     diffusers_name: ClassVar[str] = "LCMScheduler"
     plan_columns: ClassVar[int] = NOISY + 1
@@ -316,23 +313,6 @@ class TCD(ConsistencyScheduler):
     Semi-Linear Consistency Function with Trajectory Mapping", Algorithm 4 (strategic stochastic sampling).
     """
 
-    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS
-    beta_start: float = BETA_START
-    beta_end: float = BETA_END
-    beta_schedule: str = BETA_SCHEDULE
-    trained_betas: tuple[float, ...] | None = common.TRAINED_BETAS
-    original_inference_steps: int = ORIGINAL_INFERENCE_STEPS
-    clip_sample: bool = CLIP_SAMPLE
-    clip_sample_range: float = CLIP_SAMPLE_RANGE
-    set_alpha_to_one: bool = Option(True, Flag())
-    steps_offset: int = common.STEPS_OFFSET
-    prediction_type: str = Option("epsilon", Choice(*PREDICTION_TYPES))
-    thresholding: bool = common.THRESHOLDING
-    dynamic_thresholding_ratio: float = common.DYNAMIC_THRESHOLDING_RATIO
-    sample_max_value: float = common.SAMPLE_MAX_VALUE
-    timestep_spacing: str = TIMESTEP_SPACING
-    timestep_scaling: float = TIMESTEP_SCALING
-    rescale_betas_zero_snr: bool = common.RESCALE_BETAS_ZERO_SNR
     # diffusers' step() argument: the share of each interval redone stochastically (0: DDIM; 1: all of it).
     eta: float = Option(0.3, Real(at_least=0, at_most=1), examples=(0.0, 1.0, 0.5), step_argument=True)
 
