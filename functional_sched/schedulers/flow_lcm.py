@@ -8,12 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from ..machinery import checks, host, options
-from ..machinery.options import Choice, Flag, Integer, Option, Optional, Real
+from ..machinery.options import Choice, Option, Optional
 from ..machinery.plan import Plan, as_dtype, plus, scaled
 from ..machinery.record import record
-from ..machinery.scheduler import Scheduler
-from . import common
-from .flow_match import NEXT_SIGMA, ONE_MINUS_NEXT_SIGMA, SIGMA, FlowMatchEulerDiscrete
+from .flow_match import NEXT_SIGMA, ONE_MINUS_NEXT_SIGMA, SIGMA, FlowMatchScheduler
 
 #: The spatial dims (the sample's after rows and channels) each `upscale_mode` interpolates, as
 #: `torch.nn.functional.interpolate` takes them.
@@ -40,11 +38,11 @@ class FlowMatchLCMState:
 
 
 @options.config
-class FlowMatchLCM(Scheduler):
+class FlowMatchLCM(FlowMatchScheduler):
     """Multistep consistency sampling on a rectified-flow schedule: x0_i = x_i - sigma_i v_i, then
     `x_{i+1} = (1 - sigma_{i+1}) x0_i + sigma_{i+1} noise`, fresh noise every step (`noise=` is required; diffusers
     draws it at the last step too, where it is scaled by the final sigma, 0). The schedule and its options are
-    flow-match Euler's (`FlowMatchEulerDiscrete`), as diffusers 0.42.1 computes them.
+    flow-match Euler's (`FlowMatchScheduler`), as diffusers 0.42.1 computes them.
 
     Scale-wise generation (`scale_factors`, `upscale_mode`): before the renoising of step i < N - 1, x0_i is
     interpolated to `round(scale_factors[i] * size)` per spatial dim, `size` the sample's at init, so the sample
@@ -57,40 +55,12 @@ class FlowMatchLCM(Scheduler):
     Starodubcev et al. (2025), "Scale-wise Distillation of Diffusion Models".
     """
 
-    num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS.but(domain=Integer(minimum=1, maximum=1_000_000))
-    shift: float = Option(1.0, Real(above=0), examples=(3.0, 0.7, 7.0))
-    use_dynamic_shifting: bool = common.USE_DYNAMIC_SHIFTING
-    # Read by pipelines (calculate_shift of the image sequence length gives mu), not by the scheduler.
-    base_shift: float | None = Option(0.5, Optional(Real()))
-    max_shift: float | None = Option(1.15, Optional(Real()))
-    base_image_seq_len: int = Option(256, Integer(minimum=1))
-    max_image_seq_len: int = Option(4096, Integer(minimum=1))
-    invert_sigmas: bool = Option(False, Flag())
-    shift_terminal: float | None = common.SHIFT_TERMINAL.but(examples=(0.02, 0.1, 0.3))
-    use_karras_sigmas: bool = common.USE_KARRAS_SIGMAS
-    use_exponential_sigmas: bool = common.USE_EXPONENTIAL_SIGMAS
-    use_beta_sigmas: bool = common.USE_BETA_SIGMAS
-    sigma_min: float | None = common.REGISTERED_SIGMA_MIN
-    sigma_max: float | None = common.REGISTERED_SIGMA_MAX
-    time_shift_type: str = common.TIME_SHIFT_TYPE
     # Scale-wise generation: one factor per step but the last (diffusers: None or [] for none; here None).
     scale_factors: tuple[float, ...] | None = Option(None, Optional(options.Numbers(above=0)))
     upscale_mode: str = Option("bicubic", Choice(*_MODE_DIMS))
 
     state_type: ClassVar[type] = FlowMatchLCMState
     diffusers_name: ClassVar[str] = "FlowMatchLCMScheduler"
-    plan_columns: ClassVar[int] = FlowMatchEulerDiscrete.plan_columns
-
-    # The flow schedule, its checks and its noising are flow-match Euler's, method for method.
-    _check_options = FlowMatchEulerDiscrete._check_options
-    _check_schedule = FlowMatchEulerDiscrete._check_schedule
-    _custom_tables_decrease = FlowMatchEulerDiscrete._custom_tables_decrease
-    _custom_values_matter = FlowMatchEulerDiscrete._custom_values_matter
-    _custom_range = FlowMatchEulerDiscrete._custom_range
-    _training_sigma_range = FlowMatchEulerDiscrete._training_sigma_range
-    _build_plan = FlowMatchEulerDiscrete._build_plan
-    _plan_from_tables = FlowMatchEulerDiscrete._plan_from_tables
-    _alpha_sigma = FlowMatchEulerDiscrete._alpha_sigma
 
     @property
     def stochastic(self) -> bool:

@@ -28,15 +28,10 @@ class FlowMatchEulerState:
 
 
 @options.config
-class FlowMatchEulerDiscrete(Scheduler):
-    """Euler steps of the probability-flow ODE of rectified flow, x' = v(x, sigma).
-
-    `x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i`; with `stochastic_sampling`, `x_{i+1} = (1 - sigma_{i+1}) x0_i +
-    sigma_{i+1} noise` instead, where x0_i = x_i - sigma_i v_i. Options and schedule as diffusers 0.42.1.
-
-    Implements Euler steps of rectified flow (Liu et al., 2022; Esser et al., 2024, "Scaling Rectified Flow
-    Transformers for High-Resolution Image Synthesis").
-    """
+class FlowMatchScheduler(Scheduler):
+    """Base of the classes on flow-match Euler's schedule (`FlowMatchEulerDiscrete`, `FlowMatchLCM`): its options in
+    diffusers' order, their checks, the sigma tables (shifts, dynamic shifting with `mu`, Karras/exponential/beta,
+    custom tables) and the plan's columns; a subclass adds its step."""
 
     num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS.but(domain=Integer(minimum=1, maximum=1_000_000))
     shift: float = Option(1.0, Real(above=0), examples=(3.0, 0.7, 7.0, 12.5))
@@ -54,19 +49,8 @@ class FlowMatchEulerDiscrete(Scheduler):
     sigma_min: float | None = common.REGISTERED_SIGMA_MIN
     sigma_max: float | None = common.REGISTERED_SIGMA_MAX
     time_shift_type: str = common.TIME_SHIFT_TYPE
-    stochastic_sampling: bool = Option(False, Flag())
 
-    state_type: ClassVar[type] = FlowMatchEulerState
-    diffusers_name: ClassVar[str] = "FlowMatchEulerDiscreteScheduler"
     plan_columns: ClassVar[int] = NEXT_SIGMA + 1
-
-    @property
-    def stochastic(self) -> bool:
-        """Whether `step` takes fresh noise: with `stochastic_sampling`."""
-        return self.stochastic_sampling
-
-    def _step_options(self) -> tuple[Any, ...]:
-        return (self.stochastic_sampling,)
 
     def _check_options(self) -> None:
         common.check_sigma_range(self)
@@ -101,7 +85,7 @@ class FlowMatchEulerDiscrete(Scheduler):
                 f"{owner}: num_inference_steps={steps} but {len(custom.values)} custom values were given; "
                 "leave num_inference_steps out or make them agree."
             )
-        Scheduler._check_schedule(self, schedule)  # named, not super(): FlowMatchLCM borrows this method
+        super()._check_schedule(schedule)
 
     #: Any order: an Euler step is defined whatever the sigmas' order, and Stable Audio 3's audio-to-audio pipeline
     #: starts at its noise level below the schedule's second sigma on purpose (as its original code does).
@@ -181,6 +165,31 @@ class FlowMatchEulerDiscrete(Scheduler):
         current, following = sigmas[:-1], sigmas[1:]
         coefficients = torch.stack([current, following - current, 1.0 - following, following], dim=-1)
         return single_plan(timesteps, sigmas, coefficients[:, None])
+
+
+@options.config
+class FlowMatchEulerDiscrete(FlowMatchScheduler):
+    """Euler steps of the probability-flow ODE of rectified flow, x' = v(x, sigma).
+
+    `x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i`; with `stochastic_sampling`, `x_{i+1} = (1 - sigma_{i+1}) x0_i +
+    sigma_{i+1} noise` instead, where x0_i = x_i - sigma_i v_i. Options and schedule as diffusers 0.42.1.
+
+    Implements Euler steps of rectified flow (Liu et al., 2022; Esser et al., 2024, "Scaling Rectified Flow
+    Transformers for High-Resolution Image Synthesis").
+    """
+
+    stochastic_sampling: bool = Option(False, Flag())
+
+    state_type: ClassVar[type] = FlowMatchEulerState
+    diffusers_name: ClassVar[str] = "FlowMatchEulerDiscreteScheduler"
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether `step` takes fresh noise: with `stochastic_sampling`."""
+        return self.stochastic_sampling
+
+    def _step_options(self) -> tuple[Any, ...]:
+        return (self.stochastic_sampling,)
 
     # ------------------------------------------------------------------------------------------------ step
     def step(

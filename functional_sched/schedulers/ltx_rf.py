@@ -15,7 +15,7 @@ from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
 from ..math import schedules
-from .flow_match import FlowMatchEulerDiscrete
+from .flow_match import FlowMatchEulerDiscrete, FlowMatchScheduler
 
 # Columns of the coefficient table: the step's sigma (x0 = x - sigma v), sigma_down / sigma and 1 - that (the Euler
 # step to sigma_down in (x, x0) space), alpha_next / alpha_down (the rescale to the next sigma's alpha), the renoise's
@@ -108,7 +108,7 @@ class LTXEulerAncestralRF(Scheduler):
         return (self.stochastic, self.s_noise if self.stochastic else None)
 
     def _check_options(self) -> None:
-        FlowMatchEulerDiscrete._check_options(self)  # type: ignore[arg-type]
+        FlowMatchScheduler._check_options(self)  # type: ignore[arg-type]
 
     @functools.cached_property
     def _flow(self) -> FlowMatchEulerDiscrete:
