@@ -25,6 +25,9 @@ class Scheduler:
     #: The coefficients a plan's table holds per (step, warm-up) entry: its layout, which a serialised state must
     #: share with the scheduler that loads it.
     plan_columns: ClassVar[int]
+    #: The plan column holding each step's alpha_bar, for classes whose `add_noise` is diffusers' DDPM-style one
+    #: (alpha_bar in the samples' dtype, then its square roots); None: noised by the sigma table (`_alpha_sigma`).
+    _alpha_bar_column: ClassVar[int | None] = None
 
     def __attrs_post_init__(self) -> None:
         options.validate(self)
@@ -269,8 +272,13 @@ class Scheduler:
             self._require_state(state, "add_noise")
             checks.check_rows(self.name, "original_samples", original_samples, *self._rows_and_device(state))
             checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
-        sigma = gather_rows(state.plan.sigmas.to(original_samples.dtype), state.step_index)
-        alpha_t, sigma_t = self._alpha_sigma(sigma)
+        if self._alpha_bar_column is not None:  # diffusers' DDPM-style add_noise: alpha_bar, then its square roots
+            alpha_bar = gather_rows(state.plan.coefficients[:, :, 0, self._alpha_bar_column], state.step_index)
+            alpha_bar = alpha_bar.to(original_samples.dtype)
+            alpha_t, sigma_t = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+        else:
+            sigma = gather_rows(state.plan.sigmas.to(original_samples.dtype), state.step_index)
+            alpha_t, sigma_t = self._alpha_sigma(sigma)
         return per_row(alpha_t, original_samples) * original_samples + per_row(sigma_t, noise) * noise
 
     # ------------------------------------------------------------------ shared by the steps

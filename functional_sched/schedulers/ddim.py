@@ -19,7 +19,7 @@ import torch
 
 from ..machinery import checks, host, options
 from ..machinery.options import Choice, Flag, Option, Real
-from ..machinery.plan import Plan, as_dtype, divided, gather_rows, per_row, plus, scaled, single_plan
+from ..machinery.plan import Plan, as_dtype, divided, plus, scaled, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
@@ -73,6 +73,7 @@ class AlphaBarScheduler(Scheduler):
     rescale_betas_zero_snr: bool
 
     _takes_repeats: ClassVar[bool] = False  # diffusers' DDPM wants custom timesteps strictly descending
+    _alpha_bar_column: ClassVar[int | None] = ALPHA_BAR
     #: Whether `timestep_spacing` and `steps_offset` space the timesteps (LCM and TCD declare them and space their own).
     _spaced_by_config: ClassVar[bool] = True
 
@@ -187,19 +188,6 @@ class AlphaBarScheduler(Scheduler):
             self.clip_sample,
             self.clip_sample_range,
         )
-
-    def add_noise(self, state: Any, original_samples: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Noise `original_samples` to each row's current timestep, as diffusers' `add_noise`: alpha_bar in the
-        samples' dtype, then its square roots."""
-        if checks.checking():
-            self._require_state(state, "add_noise")
-            checks.check_rows(self.name, "original_samples", original_samples, *self._rows_and_device(state))
-            checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
-        alpha_bar = gather_rows(state.plan.coefficients[:, :, 0, ALPHA_BAR], state.step_index).to(
-            original_samples.dtype
-        )
-        sqrt_alpha, sqrt_beta = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
-        return per_row(sqrt_alpha, original_samples) * original_samples + per_row(sqrt_beta, noise) * noise
 
     def _converted(
         self, model_output: torch.Tensor, sample: torch.Tensor, c: tuple[torch.Tensor, ...], epsilon: bool

@@ -32,7 +32,7 @@ import torch
 
 from ..machinery import checks, host, options
 from ..machinery.options import Choice, Flag, Option
-from ..machinery.plan import Plan, as_dtype, divided, gather_rows, per_row, scaled, single_plan
+from ..machinery.plan import Plan, as_dtype, divided, scaled, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
@@ -112,6 +112,7 @@ class PNDM(Scheduler):
     state_type: ClassVar[type] = PNDMState
     diffusers_name: ClassVar[str] = "PNDMScheduler"
     plan_columns: ClassVar[int] = ALPHA_BAR + 1
+    _alpha_bar_column: ClassVar[int | None] = ALPHA_BAR
     #: diffusers counts its calls and reads the timestep it is given: it never looks a timestep up.
     _looks_up_first_timestep: ClassVar[bool] = False
 
@@ -281,18 +282,6 @@ class PNDM(Scheduler):
 
     def _warmup(self, state: Any) -> torch.Tensor | None:
         return state.lower_order_nums
-
-    def add_noise(self, state: Any, original_samples: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Noise `original_samples` to each row's current timestep, as diffusers' `add_noise`: alpha_bar in the
-        samples' dtype, then its square roots."""
-        if checks.checking():
-            self._require_state(state, "add_noise")
-            checks.check_rows(self.name, "original_samples", original_samples, *self._rows_and_device(state))
-            checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
-        alpha_bar = gather_rows(state.plan.coefficients[:, :, 0, ALPHA_BAR], state.step_index)
-        alpha_bar = alpha_bar.to(original_samples.dtype)
-        sqrt_alpha, sqrt_beta = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
-        return per_row(sqrt_alpha, original_samples) * original_samples + per_row(sqrt_beta, noise) * noise
 
     def step(
         self,

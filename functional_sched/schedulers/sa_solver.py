@@ -32,7 +32,7 @@ import torch
 
 from ..machinery import checks, host, options
 from ..machinery.options import Choice, Integer, Option, Optional, Real
-from ..machinery.plan import Plan, as_dtype, by_warmup, gather_rows, per_row, scaled, single_plan
+from ..machinery.plan import Plan, as_dtype, by_warmup, scaled, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
@@ -140,6 +140,7 @@ class SASolver(Scheduler):
     state_type: ClassVar[type] = SASolverState
     diffusers_name: ClassVar[str] = "SASolverScheduler"
     plan_columns: ClassVar[int] = CORRECTOR + BLOCK
+    _alpha_bar_column: ClassVar[int | None] = ALPHA_BAR
     _vp_spacings = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
     # What the DPM-Solver schedule reads and this class has no option for.
     sigma_min = None
@@ -285,18 +286,6 @@ class SASolver(Scheduler):
             fingerprint=fingerprint,
             cursor=cursor,
         )
-
-    def add_noise(self, state: SASolverState, original_samples: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Noise `original_samples` to each row's current timestep, as diffusers' `add_noise` (DDPM's): the training
-        alpha_bar at the timestep, in the samples' dtype, then its square roots."""
-        if checks.checking():
-            self._require_state(state, "add_noise")
-            checks.check_rows(self.name, "original_samples", original_samples, *self._rows_and_device(state))
-            checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
-        alpha_bar = gather_rows(state.plan.coefficients[:, :, 0, ALPHA_BAR], state.step_index)
-        alpha_bar = alpha_bar.to(original_samples.dtype)
-        sqrt_alpha, sqrt_beta = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
-        return per_row(sqrt_alpha, original_samples) * original_samples + per_row(sqrt_beta, noise) * noise
 
     # ------------------------------------------------------------------------------------------------ step
     def step(
