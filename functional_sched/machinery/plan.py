@@ -129,6 +129,8 @@ def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     """
     if tensor.is_cpu and tensor.dtype in (torch.float32, torch.float64):
         return tensor / as_dtype(coefficient, tensor.dtype)
+    if coefficient.dtype == tensor.dtype and coefficient.dim() == 0 and coefficient.is_cpu:
+        return tensor / coefficient  # diffusers' own operation (an eager step's host scalar): one kernel, its bits
     opmath = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     if tensor.is_cpu:
         return (tensor.to(opmath) / coefficient.to(opmath)).to(tensor.dtype)
