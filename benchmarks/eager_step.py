@@ -9,6 +9,7 @@ functions, by self time) on the first shape.
     python benchmarks/eager_step.py --profile "SD3"
     python benchmarks/eager_step.py --no-checks            # our step inside functional_sched.unchecked()
     python benchmarks/eager_step.py --only PNDM            # one class's configs (by diffusers class name)
+    python benchmarks/eager_step.py --default-allocator    # glibc's malloc thresholds left to move (steady_allocator)
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import ctypes
+import ctypes.util
 import datetime
 import io
 import pstats
@@ -33,11 +36,30 @@ from functional_sched.adapters.report import Case, cases, describe_device
 SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128))
 
 
+def steady_allocator() -> bool:
+    """Fix glibc malloc's mmap and trim thresholds (256 and 512 MB), as a long-running process settles them: 1 MB
+    latents then come from the heap on both sides, not from fresh mappings faulted in page by page, whose count
+    swings with the allocator's history (the first config measured at a size paid 1.4-2.9x). True where it could."""
+    name = ctypes.util.find_library("c")
+    if sys.platform != "linux" or name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold, 512 << 20))
+
+
 def table(
-    shapes: Sequence[tuple[int, ...]], steps: int, repeats: int, device: torch.device, checks: bool, only: str | None
+    shapes: Sequence[tuple[int, ...]],
+    steps: int,
+    repeats: int,
+    device: torch.device,
+    checks: bool,
+    only: str | None,
+    allocator: str,
 ) -> str:
     lines = [
-        f"- device: {device.type}, {describe_device(device)} (`torch.get_num_threads()` = {torch.get_num_threads()})",
+        f"- device: {device.type}, {describe_device(device)} (`torch.get_num_threads()` = {torch.get_num_threads()}); "
+        f"host allocator: {allocator}",
         f"- torch {torch.__version__}, diffusers {diffusers.__version__}, float32, {steps} steps, "
         f"median of {repeats} loops after one warm-up; our eager input checks "
         + ("on (the default)" if checks else "off (`functional_sched.unchecked()`)"),
@@ -101,9 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--profile", metavar="LABEL", help="profile the config with this label instead")
     parser.add_argument("--only", metavar="CLASS", help="only the configs of diffusers classes whose name has this")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave glibc malloc thresholds alone (steady_allocator)",
+    )
     parser.add_argument("--no-checks", action="store_true", help="time our step inside functional_sched.unchecked()")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    steady = not args.default_allocator and steady_allocator()
+    allocator = "glibc malloc, thresholds fixed (steady_allocator)" if steady else "as the process found it"
     diffusers.utils.logging.set_verbosity_error()
     with contextlib.nullcontext() if not args.no_checks else functional_sched.unchecked():
         if args.profile:
@@ -112,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"no config labelled {args.profile!r}; labels: {', '.join(c.label for c in cases())}")
             print(profile(matches[0], SHAPES[0], args.steps, args.repeats, device))
         else:
-            print(table(SHAPES, args.steps, args.repeats, device, not args.no_checks, args.only))
+            print(table(SHAPES, args.steps, args.repeats, device, not args.no_checks, args.only, allocator))
     return 0
 
 

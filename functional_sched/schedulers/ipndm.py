@@ -29,7 +29,7 @@ import torch
 
 from ..machinery import checks, host, options
 from ..machinery.options import Numbers, Option, Optional
-from ..machinery.plan import Plan, as_dtype, divided, scaled, single_plan
+from ..machinery.plan import Plan, as_dtype, divided, plus, scaled, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
@@ -198,7 +198,10 @@ class IPNDM(Scheduler):
             checks.check_sample_matches_state(self.name, sample, state.history[0].shape, state.history[0].dtype)
         c = self._coefficients(state, sample, cursor)
         # diffusers' `ets`: sample * sigma + model_output * alpha, each product in its tensor's dtype.
-        e = scaled(c[SIGMA], sample, tensor_first=True) + scaled(c[ALPHA], model_output, tensor_first=True)
+        eager = cursor is not None
+        e = plus(
+            scaled(c[ALPHA], model_output, tensor_first=True), scaled(c[SIGMA], sample, tensor_first=True), eager=eager
+        )
         if cursor is not None:
             combined = _known_level(e, state.history, PHASES[cursor.level])
         else:
@@ -209,7 +212,7 @@ class IPNDM(Scheduler):
             x0 = divided(sample - scaled(c[SIGMA], combined), c[ALPHA_FLOOR])
             if cursor is None:
                 x0 = torch.where(c[AT_NOISE] > 0, torch.zeros_like(x0), x0)
-        prev_sample = scaled(c[ALPHA_PREV], x0) + scaled(c[SIGMA_PREV], combined, tensor_first=True)
+        prev_sample = plus(scaled(c[SIGMA_PREV], combined, tensor_first=True), scaled(c[ALPHA_PREV], x0), eager=eager)
         kept = as_dtype(e, sample.dtype)
         new_state = state.replace(**self._advanced(state, cursor), history=(*state.history[1:], kept))
         prev_sample = as_dtype(prev_sample, sample.dtype)
