@@ -6,6 +6,7 @@ A family that differs from the shared default takes its own with `.but(...)`, e.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -93,3 +94,20 @@ SAMPLE_MAX_VALUE = Option(1.0, Real(above=0), examples=(1.5,))
 # ------------------------------------------------------------------------------------------- multistep solvers
 SOLVER_ORDER = Option(2, Integer(minimum=1, maximum=3), examples=(1, 3))
 LOWER_ORDER_FINAL = Option(True, Flag())
+
+# ------------------------------------------------------------------------------------------ Karras' churn
+# diffusers' `step()` arguments of the Euler-type classes (EulerDiscrete, EDMEuler), options here.
+S_CHURN = Option(0.0, Real(at_least=0), examples=(0.4, 80.0), step_argument=True)
+S_TMIN = Option(0.0, Real(at_least=0), examples=(0.05,), step_argument=True)
+S_TMAX = Option(math.inf, Real(at_least=0, allow_inf=True), examples=(50.0,), step_argument=True)
+S_NOISE = Option(1.0, Real(at_least=0), examples=(1.003,), step_argument=True)
+
+
+def churned(scheduler: Any, sigmas: torch.Tensor, intervals: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Karras et al. (2022), Algorithm 2's churn, as diffusers plans it: each step's sigma_hat = sigma (1 + gamma)
+    where s_tmin <= sigma <= s_tmax, gamma = min(s_churn / N, sqrt(2) - 1) in Python floats (N: `intervals`, the count
+    of diffusers' sigma table's intervals), and the noise's scale sqrt(sigma_hat^2 - sigma^2); `sigmas`: the steps'."""
+    gamma = min(scheduler.s_churn / intervals, 2**0.5 - 1)
+    churns = (scheduler.s_tmin <= sigmas) & (sigmas <= scheduler.s_tmax) & (gamma > 0)
+    sigma_hat = torch.where(churns, sigmas * (gamma + 1), sigmas)
+    return sigma_hat, torch.where(churns, (sigma_hat**2 - sigmas**2) ** 0.5, torch.zeros_like(sigmas))

@@ -195,10 +195,10 @@ class EDMEuler(EDMScheduler):
     rho: float = RHO
     final_sigmas_type: str = common.FINAL_SIGMAS_TYPE
     # Karras' churn: diffusers' `step()` arguments.
-    s_churn: float = Option(0.0, Real(at_least=0), examples=(0.4, 80.0), step_argument=True)
-    s_tmin: float = Option(0.0, Real(at_least=0), examples=(0.05,), step_argument=True)
-    s_tmax: float = Option(math.inf, Real(at_least=0, allow_inf=True), examples=(50.0,), step_argument=True)
-    s_noise: float = Option(1.0, Real(at_least=0), examples=(1.003,), step_argument=True)
+    s_churn: float = common.S_CHURN
+    s_tmin: float = common.S_TMIN
+    s_tmax: float = common.S_TMAX
+    s_noise: float = common.S_NOISE
 
     state_type: ClassVar[type] = EDMEulerState
     diffusers_name: ClassVar[str] = "EDMEulerScheduler"
@@ -217,11 +217,7 @@ class EDMEuler(EDMScheduler):
 
     def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
         current, following = sigmas[:-1], sigmas[1:]
-        # diffusers' gamma: Python floats, N the count of its sigma table's intervals.
-        gamma = min(self.s_churn / (len(sigmas) - 1), 2**0.5 - 1)
-        churned = (self.s_tmin <= current) & (current <= self.s_tmax) & (gamma > 0)
-        sigma_hat = torch.where(churned, current * (gamma + 1), current)
-        churn = torch.where(churned, (sigma_hat**2 - current**2) ** 0.5, torch.zeros_like(current))
+        sigma_hat, churn = common.churned(self, current, len(sigmas) - 1)
         c_in = self._preconditioning(current)[0]
         _, c_skip, c_out = self._preconditioning(sigma_hat)
         coefficients = torch.stack([current, sigma_hat, following - sigma_hat, c_in, c_skip, c_out, churn], dim=-1)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..machinery import checks, host, options
-from ..machinery.options import Choice, Option, Real
+from ..machinery.options import Choice, Option
 from ..machinery.plan import Plan, as_dtype, divided, plus, scaled, single_plan
 from ..machinery.record import record
 from ..math import schedules
@@ -58,10 +58,10 @@ class EulerDiscrete(SigmaDiscreteScheduler):
     rescale_betas_zero_snr: bool = common.RESCALE_BETAS_ZERO_SNR
     final_sigmas_type: str = common.FINAL_SIGMAS_TYPE
     # Karras' churn: diffusers' `step()` arguments.
-    s_churn: float = Option(0.0, Real(at_least=0), examples=(0.4, 80.0), step_argument=True)
-    s_tmin: float = Option(0.0, Real(at_least=0), examples=(0.05,), step_argument=True)
-    s_tmax: float = Option(math.inf, Real(at_least=0, allow_inf=True), examples=(50.0,), step_argument=True)
-    s_noise: float = Option(1.0, Real(at_least=0), examples=(1.003,), step_argument=True)
+    s_churn: float = common.S_CHURN
+    s_tmin: float = common.S_TMIN
+    s_tmax: float = common.S_TMAX
+    s_noise: float = common.S_NOISE
 
     state_type: ClassVar[type] = EulerState
     diffusers_name: ClassVar[str] = "EulerDiscreteScheduler"
@@ -141,12 +141,7 @@ class EulerDiscrete(SigmaDiscreteScheduler):
 
     def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
         current, following = sigmas[:-1], sigmas[1:]
-        # diffusers' gamma: Python floats, N the count of its sigma table's intervals.
-        intervals = len(sigmas) - (0 if self._unreached_final else 1)
-        gamma = min(self.s_churn / intervals, 2**0.5 - 1)
-        churned = (self.s_tmin <= current) & (current <= self.s_tmax) & (gamma > 0)
-        sigma_hat = torch.where(churned, current * (gamma + 1), current)
-        churn = torch.where(churned, (sigma_hat**2 - current**2) ** 0.5, torch.zeros_like(current))
+        sigma_hat, churn = common.churned(self, current, len(sigmas) - (0 if self._unreached_final else 1))
         input_scale = (current**2 + 1) ** 0.5
         coefficients = torch.stack(
             [current, sigma_hat, following - sigma_hat, input_scale, -current / input_scale, current**2 + 1, churn],

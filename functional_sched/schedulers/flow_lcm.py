@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -15,15 +16,17 @@ from .flow_match import NEXT_SIGMA, ONE_MINUS_NEXT_SIGMA, SIGMA, FlowMatchSchedu
 
 #: The spatial dims (the sample's after rows and channels) each `upscale_mode` interpolates, as
 #: `torch.nn.functional.interpolate` takes them.
-_MODE_DIMS = {
-    "nearest": (1, 2, 3),
-    "linear": (1,),
-    "bilinear": (2,),
-    "bicubic": (2,),
-    "trilinear": (3,),
-    "area": (1, 2, 3),
-    "nearest-exact": (1, 2, 3),
-}
+_MODE_DIMS = MappingProxyType(
+    {
+        "nearest": (1, 2, 3),
+        "linear": (1,),
+        "bilinear": (2,),
+        "bicubic": (2,),
+        "trilinear": (3,),
+        "area": (1, 2, 3),
+        "nearest-exact": (1, 2, 3),
+    }
+)
 
 
 @record(host=("cursor",))
