@@ -79,7 +79,7 @@ MENU: dict[str, tuple[str, dict[str, Any], int]] = {
     "dpm2": ("KDPM2DiscreteScheduler", {**SD, "use_karras_sigmas": True}, 5),
     "dpm2-a": ("KDPM2AncestralDiscreteScheduler", {**SD, "use_karras_sigmas": True}, 6),
     "lms": ("LMSDiscreteScheduler", dict(SD), 7),
-    "dpm++sde": ("DPMSolverSDEScheduler", {**SD, "use_karras_sigmas": True}, 6),
+    "dpm++sde": ("DPMSolverSDEScheduler", {**SD, "use_karras_sigmas": True, "noise_sampler_seed": 0}, 6),
     "ddim": ("DDIMScheduler", {**SD, "set_alpha_to_one": False, "clip_sample": False}, 3),
     "ddpm": ("DDPMScheduler", dict(SD), 4),
     "pndm": ("PNDMScheduler", {**SD, "skip_prk_steps": True, "set_alpha_to_one": False}, 7),
@@ -222,17 +222,19 @@ class Config:
 
     def _noise(self) -> torch.Tensor | None:
         """Every call's noise, [calls, ...]: drawn from the generator diffusers' loop gets (seed 0), where diffusers
-        draws (`_draws_noise`), in the model output's dtype; zeros elsewhere. None where diffusers' noise comes from
-        elsewhere (the Brownian trees of DPM++ SDE and Cosine DPM): then only the timings compare. CogVideoX's DPM
-        draws twice where diffusers does (its `noise` helper)."""
-        if "generator" not in inspect.signature(self.reference.step).parameters or hasattr(
-            self.sched, "_brownian_queries"
-        ):
+        draws (`_draws_noise`), in the model output's dtype; zeros elsewhere. The Brownian trees of DPM++ SDE and
+        Cosine DPM are queried as diffusers queries its own (seeded by `noise_sampler_seed`, and by the generator's
+        seed). CogVideoX's DPM draws twice where diffusers does (its `noise` helper)."""
+        brownian = hasattr(self.sched, "_brownian_queries")
+        if not brownian and "generator" not in inspect.signature(self.reference.step).parameters:
             return torch.zeros((self.calls, *self.shape), device=self.device, dtype=self.dtype)
         generator = torch.Generator(self.device).manual_seed(0)
         state, x, noise = self.sched.init(self.steps, sample=self.latents), self.latents, []
         for _ in range(self.calls):
-            if isinstance(self.sched, fs.CogVideoXDPM):
+            if brownian:  # a tree's increments depend on the sigmas alone, not on the sample
+                seed = None if hasattr(self.sched, "noise_sampler_seed") else generator.initial_seed()
+                noise.append(fs.brownian_noise(self.sched, state, x, seed))
+            elif isinstance(self.sched, fs.CogVideoXDPM):
                 noise.append(self.sched.noise(state, x, generator).to(self.dtype))
             elif self.sched._draws_noise(state):
                 noise.append(fs.randn_tensor(self.shape, generator=generator, device=self.device, dtype=self.dtype))
@@ -398,7 +400,8 @@ def _mixed_steps_state(sched: Any, latents: torch.Tensor, output: torch.Tensor, 
         for row in range(latents.shape[0]):
             x, state = latents[row : row + 1], sched.init(steps, sample=latents[row : row + 1])
             for _ in range(row % (steps - 1)):
-                x, state = sched.step(state, output[row : row + 1], x)
+                noise = torch.randn_like(x) if sched.stochastic else None
+                x, state = sched.step(state, output[row : row + 1], x, noise=noise)
             states.append(state)
     return batching.stack(states)
 
@@ -420,24 +423,25 @@ def measure_requests(
     latents = torch.randn((requests, *shape[1:]), generator=generator).to(device)
     output = (0.5 * torch.randn((requests, *shape[1:]), generator=generator)).to(device)
     state = _mixed_steps_state(sched, latents, output, steps)
+    noise = torch.randn(latents.shape, generator=generator).to(device) if sched.stochastic else None
     step = torch.compile(sched.step, fullgraph=True, options=dict(DEFAULT_COMPILE_OPTIONS))
     row: dict[str, Any] = {"scheduler": name, "requests": requests, "shape_per_request": _shape_name(shape)}
-    row["eager_us"] = timer.seconds(lambda: lambda: sched.step(state, output, latents), repeats) * 1e6
+    row["eager_us"] = timer.seconds(lambda: lambda: sched.step(state, output, latents, noise=noise), repeats) * 1e6
     began = time.perf_counter()
-    step(state, output, latents)
+    step(state, output, latents, noise=noise)
     _sync(device)
     row["first_compiled_call_s"] = time.perf_counter() - began
-    row["compiled_us"] = timer.seconds(lambda: lambda: step(state, output, latents), repeats) * 1e6
+    row["compiled_us"] = timer.seconds(lambda: lambda: step(state, output, latents, noise=noise), repeats) * 1e6
     if device.type == "cuda":
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            step(state, output, latents)
+            step(state, output, latents, noise=noise)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            captured, _ = step(state, output, latents)
-        expected, _ = step(state, output, latents)
+            captured, _ = step(state, output, latents, noise=noise)
+        expected, _ = step(state, output, latents, noise=noise)
         graph.replay()
         row["graph_vs_compiled"] = _relative(captured, expected)
         row["graph_us"] = timer.seconds(lambda: graph.replay, repeats, warmup=3) * 1e6

@@ -154,6 +154,17 @@ def cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return converted
 
 
+def value(scalar: torch.Tensor) -> float:
+    """A host-plan scalar's Python float, read once (a foreach kernel takes its scalars as numbers)."""
+    casts = getattr(scalar, _CAST_CACHE, None)
+    if casts is None:
+        return scalar.item()
+    found = casts.get(float)
+    if found is None:
+        found = casts[float] = scalar.item()
+    return found
+
+
 class _Cache:
     """The host plans by key, least recently used first; bounded in bytes; a lock around every change."""
 

@@ -104,10 +104,12 @@ def scaled(
     """
     if coefficient.dtype == tensor.dtype:
         return coefficient * tensor
-    if on_host and tensor_first:
-        return as_dtype(coefficient * as_dtype(tensor, coefficient.dtype), tensor.dtype)
-    if on_host and tensor.is_cuda:
+    if on_host and tensor.is_cuda:  # either order: one kernel, the product at float precision, then rounded
         return as_dtype(coefficient * tensor, tensor.dtype)  # a host 0-d coefficient keeps the tensor's dtype itself
+    if on_host and tensor_first:
+        if _as_diffusers_holds(coefficient, tensor):
+            return tensor * coefficient  # diffusers' own operation (an eager step's host scalar): one kernel, its bits
+        return as_dtype(coefficient * as_dtype(tensor, coefficient.dtype), tensor.dtype)
     return as_dtype(coefficient, tensor.dtype) * tensor
 
 
@@ -121,16 +123,23 @@ def plus(fresh: torch.Tensor, tensor: torch.Tensor, *, eager: bool) -> torch.Ten
     return tensor + fresh
 
 
+def _as_diffusers_holds(coefficient: torch.Tensor, tensor: torch.Tensor) -> bool:
+    """Whether a coefficient is what diffusers holds, a 0-d float32 CPU scalar (an eager step's plan entry; or one of
+    the tensor's dtype): then diffusers' own operation on it is one kernel and gives its bits, whatever the tensor's
+    dtype and device."""
+    return coefficient.dim() == 0 and coefficient.is_cpu and coefficient.dtype in (torch.float32, tensor.dtype)
+
+
 def divided(tensor: torch.Tensor, coefficient: torch.Tensor) -> torch.Tensor:
     """`tensor / coefficient`, rounded as torch divides by diffusers' 0-d CPU scalar coefficients.
 
     On CUDA, torch multiplies by the reciprocal of the scalar's original (float32) value instead of dividing
     (`div_true_kernel`); on the CPU it divides exactly, half types by that float32 value in float32, rounded once.
     """
+    if _as_diffusers_holds(coefficient, tensor):
+        return tensor / coefficient  # diffusers' own operation (an eager step's host scalar): one kernel, its bits
     if tensor.is_cpu and tensor.dtype in (torch.float32, torch.float64):
         return tensor / as_dtype(coefficient, tensor.dtype)
-    if coefficient.dtype == tensor.dtype and coefficient.dim() == 0 and coefficient.is_cpu:
-        return tensor / coefficient  # diffusers' own operation (an eager step's host scalar): one kernel, its bits
     opmath = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     if tensor.is_cpu:
         return (tensor.to(opmath) / coefficient.to(opmath)).to(tensor.dtype)

@@ -39,8 +39,9 @@ from .sigma_discrete import SigmaDiscreteScheduler
 
 # Columns of the coefficient table, one row per call: the sigma the model sees (and divides the derivative by), the
 # step's length, what the model input is divided by, v-prediction's two factors, 1 at an interval's first call (0 at
-# its second), and the ancestral noise's scale (KDPM2 ancestral's second calls; 0 elsewhere).
-SIGMA_IN, DT, INPUT_SCALE, V_OUT, V_IN, FIRST, UP = range(7)
+# its second), the ancestral noise's scale (KDPM2 ancestral's second calls; 0 elsewhere), and half the step's length
+# (Heun's second call scales the sum of its derivatives by it: halving is exact, so one kernel fewer, same bits).
+SIGMA_IN, DT, INPUT_SCALE, V_OUT, V_IN, FIRST, UP, HALF_DT = range(8)
 
 
 @record(host=("cursor",))
@@ -79,7 +80,7 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
     _has_clip_option: ClassVar[bool] = False
     #: Whether the step works in the plan's dtype (float32; float64 for float64 samples), as FlowMatchHeun upcasts.
     _upcasts: ClassVar[bool] = False
-    plan_columns: ClassVar[int] = UP + 1
+    plan_columns: ClassVar[int] = HALF_DT + 1
 
     @property
     def _clips(self) -> bool:
@@ -118,7 +119,7 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
         first = (torch.arange(calls) % 2 == 0).to(sigmas.dtype)
         input_scale = (sigma_in**2 + 1) ** 0.5
         coefficients = torch.stack(
-            [sigma_in, dt, input_scale, -sigma_in / input_scale, sigma_in**2 + 1, first, up], dim=-1
+            [sigma_in, dt, input_scale, -sigma_in / input_scale, sigma_in**2 + 1, first, up, dt / 2], dim=-1
         )
         return single_plan(timesteps, sigmas, coefficients[:, None])
 
@@ -219,15 +220,23 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
         c: tuple[torch.Tensor, ...],
         first: bool,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The eager call, where the host knows its phase: diffusers' own operations, nothing selected."""
+        """The eager call, where the host knows its phase: diffusers' own operations, nothing selected, but kernels
+        merged where the bits stay: the step and the sample's copy in one (`_step_and_kept`); Heun's mean derivative
+        times dt as the sum times dt / 2 (but in float16, where halving a subnormal sum rounds)."""
         if first:
-            changes = {"sample": _kept(sample, state.sample.dtype)}
+            step, kept = _step_and_kept(c[DT], derivative, sample, state.sample.dtype)
+            changes = {"sample": kept}
             if self._averages:
                 changes["prev_derivative"] = as_dtype(derivative, state.prev_derivative.dtype)
-            return plus(scaled(c[DT], derivative, tensor_first=True), sample, eager=True), changes
+            return plus(step, sample, eager=True), changes
+        dt = c[DT]
         if self._averages:
-            derivative = (state.prev_derivative + derivative) / 2
-        prev_sample = plus(scaled(c[DT], derivative, tensor_first=True), state.sample, eager=True)
+            derivative = plus(derivative, state.prev_derivative, eager=True)  # the fresh derivative: add into it
+            if derivative.dtype == torch.float16:
+                derivative = derivative / 2
+            else:
+                dt = c[HALF_DT]
+        prev_sample = plus(scaled(dt, derivative, tensor_first=True), state.sample, eager=True)
         if self.stochastic:
             prev_sample = prev_sample + scaled(c[UP], noise, tensor_first=True)
         return prev_sample, {}
@@ -257,6 +266,18 @@ class TwoCallScheduler(SigmaDiscreteScheduler):
 def _kept(sample: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The sample as the state keeps it: in its dtype, never the caller's tensor (a pipeline may edit it in place)."""
     return sample.to(dtype) if sample.dtype != dtype else sample.clone()
+
+
+def _step_and_kept(
+    dt: torch.Tensor, derivative: torch.Tensor, sample: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(derivative * dt, the sample as the state keeps it)`. On CUDA, where all three are one dtype, one foreach
+    kernel makes both (a copy is a product by 1, exactly; the product is the one `scaled` makes, at float precision,
+    rounded once): a first call then launches as many kernels as diffusers' and no copy."""
+    if sample.is_cuda and derivative.dtype == sample.dtype == dtype and derivative.device == sample.device:
+        step, kept = torch._foreach_mul([derivative, sample], [host.value(dt), 1.0])
+        return step, kept
+    return scaled(dt, derivative, tensor_first=True), _kept(sample, dtype)
 
 
 def _exp_betas(num_train_timesteps: int) -> torch.Tensor:
