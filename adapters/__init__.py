@@ -5,5 +5,6 @@ sched = from_diffusers(pipe.scheduler)  # same algorithm and options; an unsuppo
 """
 
 from .diffusers import from_diffusers, to_diffusers_config
+from .sglang import from_sglang
 
-__all__ = ["from_diffusers", "to_diffusers_config"]
+__all__ = ["from_diffusers", "from_sglang", "to_diffusers_config"]

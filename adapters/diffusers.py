@@ -36,6 +36,11 @@ def from_diffusers(scheduler: Any) -> Scheduler:
     - FlowMatchEuler's `set_shift(s)` changes the shift applied in `set_timesteps` but not the sigma range, which
       `__init__` fixed from `config.shift`; no config of ours reproduces that mix, so it raises (see `_flow_shift`).
     """
+    if any(cls.__module__.startswith("sglang.") for cls in type(scheduler).__mro__):
+        raise TypeError(
+            f"from_diffusers: {type(scheduler).__name__} is sglang's class ({type(scheduler).__module__}), whose "
+            "numbers may differ from diffusers' class of that name; map it with functional_sched.adapters.from_sglang."
+        )
     ours = _scheduler_class(type(scheduler).__name__)
     return ours(**options_for(ours, scheduler))
 
@@ -93,10 +98,11 @@ def config_options(scheduler_class: type[Scheduler]) -> tuple[str, ...]:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _scheduler_class(diffusers_name: str) -> type[Scheduler]:
-    for scheduler_class in fs.SCHEDULERS:
+    ours = [scheduler_class for scheduler_class in fs.SCHEDULERS if scheduler_class.reference_library == "diffusers"]
+    for scheduler_class in ours:
         if scheduler_class.diffusers_name == diffusers_name:
             return scheduler_class
-    supported = ", ".join(scheduler_class.diffusers_name for scheduler_class in fs.SCHEDULERS)
+    supported = ", ".join(scheduler_class.diffusers_name for scheduler_class in ours)
     raise NotImplementedError(
         f"functional_sched has no scheduler for diffusers' {diffusers_name}; supported: {supported}."
     )

@@ -105,8 +105,21 @@ DIFFUSERS: Any = object()
 
 def diffusers_reference(scheduler_class: type) -> Callable[[Mapping[str, Any]], Any]:
     """Builds diffusers' class of `scheduler_class.diffusers_name` with a config's options (not its `step()`
-    arguments, which `step` takes; registered options as a pipeline sets them, `built_as_diffusers`)."""
+    arguments, which `step` takes; registered options as a pipeline sets them, `built_as_diffusers`); sglang's class
+    of that name for a class whose `reference_library` is sglang (loaded by `adapters.sglang.sglang_class`)."""
+    if scheduler_class.reference_library == "sglang":
+        return sglang_reference(scheduler_class.diffusers_name, scheduler_class)
     reference_class = getattr(diffusers, scheduler_class.diffusers_name)
+    return lambda config: built_as_diffusers(reference_class, scheduler_class, config)
+
+
+def sglang_reference(name: str, scheduler_class: type) -> Callable[[Mapping[str, Any]], Any]:
+    """Builds sglang's scheduler class `name` with a config's options, as `diffusers_reference` builds diffusers':
+    the reference of our class for sglang's pipelines (a listed class of sglang's, or one of diffusers' whose sglang
+    copy a second spec holds to the same numbers)."""
+    from functional_sched.adapters.sglang import sglang_class
+
+    reference_class = sglang_class(name)
     return lambda config: built_as_diffusers(reference_class, scheduler_class, config)
 
 
@@ -169,7 +182,8 @@ class Spec:
             raise ValueError(f"Spec({self.scheduler.__name__}): config ids repeat: {ids}.")
         if self.reference is DIFFUSERS:
             name = getattr(self.scheduler, "diffusers_name", None)
-            if name is None or not hasattr(diffusers, name):
+            library = getattr(self.scheduler, "reference_library", "diffusers")
+            if name is None or (library == "diffusers" and not hasattr(diffusers, name)):
                 raise ValueError(
                     f"Spec({self.scheduler.__name__}): diffusers has no class named by its diffusers_name ({name!r}); "
                     "pass reference=... (builds an object with diffusers' scheduler API from options), or None."

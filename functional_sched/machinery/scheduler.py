@@ -20,8 +20,11 @@ class Scheduler:
     of a state."""
 
     state_type: ClassVar[type]
-    #: diffusers' class that this scheduler reproduces.
+    #: The class this scheduler reproduces, by its name in `reference_library`.
     diffusers_name: ClassVar[str]
+    #: Whose class that is: "diffusers" (0.42.1), or "sglang" for the serving runtime's own schedulers (sglang
+    #: 0.5.23's `multimodal_gen`, which follow diffusers' scheduler API: `functional_sched.adapters.sglang`).
+    reference_library: ClassVar[str] = "diffusers"
     #: The coefficients a plan's table holds per (step, warm-up) entry: its layout, which a serialised state must
     #: share with the scheduler that loads it.
     plan_columns: ClassVar[int]
