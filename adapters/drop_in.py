@@ -28,9 +28,9 @@ import attrs
 import diffusers
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.configuration_utils import register_to_config
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
-from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
+from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
 import functional_sched as fs
 from functional_sched.machinery import checks, options
@@ -38,6 +38,7 @@ from functional_sched.machinery.plan import as_dtype
 from functional_sched.machinery.scheduler import Scheduler
 
 from .diffusers import from_diffusers, options_for, registered_config, to_diffusers_config
+from .sglang import from_sglang
 
 __all__ = [
     "DPMSolverMultistepScheduler",
@@ -79,6 +80,26 @@ def _owned(value: Any) -> Any:
 #: Every drop-in class by its (diffusers') name, registered as it is defined: the three below, and each family's in
 #: `functional_sched.adapters.drop_ins` (imported at the end of this module).
 DROP_INS: dict[str, type[_DropIn]] = {}
+#: The drop-ins of sglang's own classes (`functional_sched.adapters.sglang`), by sglang's name: some share a name
+#: with diffusers' class (sglang's copy of it), so they are kept apart. Defined only where sglang's wheel is.
+SGLANG_DROP_INS: dict[str, type[_DropIn]] = {}
+
+
+def reference_class(scheduler_class: type[Scheduler]) -> type:
+    """The class `scheduler_class` reproduces: diffusers', or sglang's (`Scheduler.reference_library`)."""
+    if scheduler_class.reference_library == "sglang":
+        from .sglang import sglang_class
+
+        return sglang_class(scheduler_class.diffusers_name)
+    return getattr(diffusers, scheduler_class.diffusers_name)
+
+
+def drop_in_class(scheduler_class: type[Scheduler]) -> type[_DropIn] | None:
+    """The drop-in of one of our classes (None where it has none)."""
+    registry = DROP_INS if scheduler_class.reference_library == "diffusers" else SGLANG_DROP_INS
+    found = registry.get(scheduler_class.diffusers_name)
+    return found if found is not None and found._functional_class is scheduler_class else None
+
 
 #: The options of each functional class that diffusers takes as `step()` arguments (`Option.step_argument`).
 _STEP_OPTIONS: dict[type, set[str]] = {}
@@ -132,8 +153,12 @@ def _signed(impl: Callable[..., Any], reference: Callable[..., Any]) -> Callable
     return method
 
 
-class _DropIn(SchedulerMixin, ConfigMixin):
-    """What the drop-ins share; each subclass names its functional class and gets diffusers' signatures."""
+class _DropIn:
+    """What the drop-ins share; each subclass names its functional class and gets its reference class's signatures.
+
+    A drop-in subclasses this, then the class it replaces (`class XScheduler(_DropIn, diffusers.XScheduler)`), which
+    brings `SchedulerMixin` and `ConfigMixin` in the order its library has them (sglang's classes list them the other
+    way round)."""
 
     _functional_class: ClassVar[type[Scheduler]]
     _diffusers_class: ClassVar[type]
@@ -145,10 +170,13 @@ class _DropIn(SchedulerMixin, ConfigMixin):
         super().__init_subclass__(**kwargs)
         if "_functional_class" not in cls.__dict__:
             return  # a shared base (_Multistep), not a drop-in
-        reference = getattr(diffusers, cls._functional_class.diffusers_name)
+        reference = reference_class(cls._functional_class)
         if cls.__name__ != reference.__name__:
-            raise TypeError(f"drop-in {cls.__name__} must carry diffusers' name {reference.__name__}")
-        DROP_INS.setdefault(cls.__name__, cls)  # the package's own; a subclass made elsewhere (a test's) takes no name
+            raise TypeError(f"drop-in {cls.__name__} must carry its reference's name {reference.__name__}")
+        if not issubclass(cls, reference):
+            raise TypeError(f"drop-in {cls.__name__} must subclass the class it replaces, {reference}")
+        registry = DROP_INS if cls._functional_class.reference_library == "diffusers" else SGLANG_DROP_INS
+        registry.setdefault(cls.__name__, cls)  # the package's own; a subclass made elsewhere (a test's) takes no name
         cls._diffusers_class = reference
         cls._compatibles = list(reference._compatibles)
         cls.order = getattr(reference, "order", 1)  # DDPMWuerstchen's has none (its pipelines read getattr(.., 1))
@@ -736,9 +764,12 @@ def as_diffusers(scheduler: Any) -> _DropIn:
         functional = scheduler
         config: dict[str, Any] = {}
     else:
-        functional = from_diffusers(scheduler)
+        sglangs = any(cls.__module__.startswith("sglang.") for cls in type(scheduler).__mro__)
+        functional = from_sglang(scheduler) if sglangs else from_diffusers(scheduler)
         config = dict(scheduler.config)
-    drop_in = DROP_INS[functional.diffusers_name]
+    drop_in = drop_in_class(type(functional))
+    if drop_in is None:
+        raise NotImplementedError(f"as_diffusers: {type(functional).__name__} has no drop-in yet.")
     result = drop_in.from_config({**config, **to_diffusers_config(functional)})
     result.register_to_config(**registered_config(functional))  # keys no constructor takes (Cosmos 2's sigma range)
     return result

@@ -60,7 +60,7 @@ def is_registered(case: Case) -> bool:
 
 
 def has_drop_in(case: Case) -> bool:
-    named = case.spec.scheduler.diffusers_name in drop_in.DROP_INS
+    named = drop_in.drop_in_class(case.spec.scheduler) is not None
     return is_registered(case) and case.spec.drop_in_columns and named
 
 

@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functional_sched.adapters import drop_in, from_diffusers, to_diffusers_config
+from functional_sched.adapters import drop_in, from_diffusers, from_sglang, to_diffusers_config
 from functional_sched.adapters.diffusers import config_options, registered_config
 from functional_sched.machinery import options as declarations
 
@@ -26,6 +26,11 @@ from ..spec import Case, Spec, built_as_diffusers
 from .parity import BOUND, GRID_SETTINGS, noised
 
 SHAPE = (2, 4, 6, 6)
+
+
+def _from_reference(scheduler_class: type, reference: Any) -> Any:
+    """`from_diffusers` of the reference, or `from_sglang` for a class whose reference is sglang's."""
+    return (from_sglang if scheduler_class.reference_library == "sglang" else from_diffusers)(reference)
 
 
 def public(config: Any) -> dict[str, Any]:
@@ -40,7 +45,7 @@ def _tuples(value: Any) -> Any:
 
 def drop_in_pair(case: Case) -> tuple[Any, Any]:
     """(diffusers' scheduler, our drop-in), both built with the config's options."""
-    ours_class = drop_in.DROP_INS[case.spec.scheduler.diffusers_name]
+    ours_class = drop_in.drop_in_class(case.spec.scheduler)
     return case.reference(), built_as_diffusers(ours_class, case.spec.scheduler, case.options)
 
 
@@ -169,10 +174,10 @@ class Interop:
         for name, value in spec.unsupported.items():
             reference = spec.case({name: value}).reference()
             with pytest.raises(NotImplementedError, match=rf"option {name}="):
-                from_diffusers(reference)
-            if spec.scheduler.diffusers_name in drop_in.DROP_INS:
+                _from_reference(spec.scheduler, reference)
+            if drop_in.drop_in_class(spec.scheduler) is not None:
                 with pytest.raises(NotImplementedError, match=rf"option {name}="):
-                    drop_in.DROP_INS[spec.scheduler.diffusers_name](**{name: value})
+                    drop_in.drop_in_class(spec.scheduler)(**{name: value})
 
     @configs(where=is_registered)
     @settings(max_examples=10, **GRID_SETTINGS)
@@ -184,19 +189,19 @@ class Interop:
         case = spec.case(options)
         reference, ours = case.reference(), case.scheduler()
         ours = without_step_arguments(ours)  # diffusers' config has none: they come with each `step()` call
-        assert from_diffusers(reference) == ours
+        assert _from_reference(spec.scheduler, reference) == ours
         rebuilt = type(reference).from_config(to_diffusers_config(ours))
         rebuilt.register_to_config(**registered_config(ours))  # what no constructor takes, as a pipeline adds it
         assert public(rebuilt.config) == public(reference.config)
-        assert from_diffusers(rebuilt) == ours
+        assert _from_reference(spec.scheduler, rebuilt) == ours
         unset = {name for name, value in vars_of(ours).items() if value is None and is_registered_option(spec, name)}
         assert set(to_diffusers_config(ours)) == set(config_options(spec.scheduler)) - unset
 
     @configs("every", where=is_registered)
     def test_table_config_round_trips_through_diffusers(self, case: Case) -> None:
         reference, ours = case.reference(), without_step_arguments(case.scheduler())
-        assert from_diffusers(reference) == ours
-        assert from_diffusers(type(reference).from_config(to_diffusers_config(ours))) == ours
+        assert _from_reference(case.spec.scheduler, reference) == ours
+        assert _from_reference(case.spec.scheduler, type(reference).from_config(to_diffusers_config(ours))) == ours
 
     # ----------------------------------------------------------------------------------------- the drop-in
     @configs("every", where=has_drop_in)
@@ -324,7 +329,7 @@ class Interop:
     def test_drop_in_api_is_the_references(self, spec: Spec) -> None:
         """Name, constructor, `set_timesteps` and `step` signatures, config, compatibles, order, `init_noise_sigma`."""
         reference_class = type(spec.case(spec.configs[0]).reference())
-        ours_class = drop_in.DROP_INS[spec.scheduler.diffusers_name]
+        ours_class = drop_in.drop_in_class(spec.scheduler)
         assert ours_class.__name__ == reference_class.__name__
         assert issubclass(ours_class, diffusers.SchedulerMixin) and issubclass(ours_class, diffusers.ConfigMixin)
         assert issubclass(ours_class, reference_class)  # every `isinstance` a pipeline makes holds
@@ -349,7 +354,7 @@ class Interop:
     @configs(where=has_drop_in)
     def test_drop_in_config_round_trips_through_files(self, case: Case, tmp_path: Any) -> None:
         """`save_config` / `from_pretrained`, ours to ours, ours to diffusers and back."""
-        ours_class = drop_in.DROP_INS[case.spec.scheduler.diffusers_name]
+        ours_class = drop_in.drop_in_class(case.spec.scheduler)
         ours = built_as_diffusers(ours_class, case.spec.scheduler, case.options)
         ours.save_config(tmp_path / "ours")
         again = ours_class.from_pretrained(tmp_path / "ours")
@@ -435,7 +440,7 @@ class Interop:
     def test_drop_in_needs_set_timesteps_first(self, spec: Spec) -> None:
         """`step` before `set_timesteps` raises diffusers' ValueError, or does what the reference does (DDPM's steps
         its training schedule, and fails as diffusers' on a float timestep); the tables read are diffusers' defaults."""
-        ours = drop_in.DROP_INS[spec.scheduler.diffusers_name]()
+        ours = drop_in.drop_in_class(spec.scheduler)()
         reference = type(spec.case(spec.configs[0]).reference())()
         x = torch.randn(SHAPE)
         for timestep in (torch.tensor(999.0), torch.tensor(999)):
@@ -505,7 +510,7 @@ class Interop:
     def test_as_diffusers_from_either_scheduler(self, case: Case) -> None:
         reference = case.reference()
         ours = drop_in.as_diffusers(reference)
-        assert type(ours) is drop_in.DROP_INS[case.spec.scheduler.diffusers_name]
+        assert type(ours) is drop_in.drop_in_class(case.spec.scheduler)
         assert public(ours.config) == public(reference.config)
         from_functional = drop_in.as_diffusers(case.scheduler())
         assert type(from_functional) is type(ours) and public(from_functional.config) == public(reference.config)
