@@ -135,16 +135,9 @@ def from_sglang(scheduler: Any) -> Any:
     return ours(**_diffusers.options_for(ours, scheduler))
 
 
-#: sglang's classes that compute what one of ours computes for diffusers' class of that name (each held to it by a
-#: conformance spec whose reference is sglang's class): sglang's name -> ours.
-SAME_AS_DIFFUSERS: dict[str, str] = {}
-
-
 def _classes() -> dict[str, type]:
-    """sglang's class names -> ours: the listed classes whose reference is sglang's, and `SAME_AS_DIFFUSERS`."""
+    """sglang's class names -> ours: the listed classes whose reference is sglang's (each sglang class, its copies
+    of diffusers' classes included, is a class of ours held to it by its own conformance spec)."""
     import functional_sched as fs
 
-    by_name = {cls.__name__: cls for cls in fs.SCHEDULERS}
-    mapped = {cls.diffusers_name: cls for cls in fs.SCHEDULERS if cls.reference_library == "sglang"}
-    mapped.update({name: by_name[ours] for name, ours in SAME_AS_DIFFUSERS.items()})
-    return mapped
+    return {cls.diffusers_name: cls for cls in fs.SCHEDULERS if cls.reference_library == "sglang"}

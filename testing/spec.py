@@ -119,8 +119,9 @@ def sglang_reference(name: str, scheduler_class: type) -> Callable[[Mapping[str,
     copy a second spec holds to the same numbers)."""
     from functional_sched.adapters.sglang import sglang_class
 
-    reference_class = sglang_class(name)
-    return lambda config: built_as_diffusers(reference_class, scheduler_class, config)
+    # Loaded at the first build, not here: a suite collects without sglang's wheel (its cases then fail, saying how
+    # to install it).
+    return lambda config: built_as_diffusers(sglang_class(name), scheduler_class, config)
 
 
 def built_as_diffusers(diffusers_class: type, scheduler_class: type, config: Mapping[str, Any]) -> Any:
