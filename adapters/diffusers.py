@@ -34,7 +34,8 @@ def from_diffusers(scheduler: Any) -> Scheduler:
     - UniPC reads `scheduler.predict_x0`, `disable_corrector` and `solver_p` from instance attributes (copies of
       the config made in `__init__`); those are what we map.
     - FlowMatchEuler's `set_shift(s)` changes the shift applied in `set_timesteps` but not the sigma range, which
-      `__init__` fixed from `config.shift`; no config of ours reproduces that mix, so it raises (see `_flow_shift`).
+      `__init__` fixed from `config.shift`: our option `set_shift` is that mix (read from `scheduler.shift`, diffusers'
+      and sglang's `_shift`); a class without the option (FlowMatchLCM) refuses it (see `_flow_shift`).
     """
     if any(cls.__module__.startswith("sglang.") for cls in type(scheduler).__mro__):
         raise TypeError(
@@ -93,7 +94,22 @@ def registered_config(scheduler: Scheduler) -> dict[str, Any]:
 def config_options(scheduler_class: type[Scheduler]) -> tuple[str, ...]:
     """The declared options of `scheduler_class` that diffusers keeps in its config: all but its `step()` arguments
     (`Option.step_argument`), which a diffusers user passes to every `step` call instead."""
-    return tuple(name for name, option in options.declared(scheduler_class).items() if not option.step_argument)
+    return tuple(
+        name
+        for name, option in options.declared(scheduler_class).items()
+        if not option.step_argument and option.set_by is None
+    )
+
+
+def set_by_calls(scheduler: Scheduler) -> dict[str, Any]:
+    """The options `scheduler` sets that diffusers takes through a method of a built scheduler (`Option.set_by`), as
+    {method: value}: what a diffusers scheduler built from `to_diffusers_config` must be called with
+    (`getattr(built, method)(value)`), as the pipeline that set them does."""
+    return {
+        option.set_by: getattr(scheduler, name)
+        for name, option in options.declared(type(scheduler)).items()
+        if option.set_by is not None and getattr(scheduler, name) is not None
+    }
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -165,17 +181,35 @@ _INSTANCE_COPIES: dict[str, tuple[str, ...]] = {
 
 
 def _flow_shift(scheduler: Any, options: dict[str, Any]) -> None:
-    """FlowMatchEuler's `set_shift`: diffusers 0.42.1 keeps `sigma_min/max` from `config.shift`, shifts by `_shift`."""
+    """FlowMatchEuler's `set_shift`: diffusers 0.42.1 (and sglang's copy) keep `sigma_min/max` from `config.shift`,
+    and shift by `_shift` (the `shift` property): our option `set_shift`, or refused by a class without it."""
     shift = _plain(scheduler.shift)
-    if options.get("use_dynamic_shifting") or shift == options.get("shift"):
+    if options.get("use_dynamic_shifting") or shift == options.get("shift", 1.0):
         return  # dynamic shifting never reads the shift; otherwise nothing changed
     name = type(scheduler).__name__
+    if _takes_set_shift(name, scheduler):
+        options["set_shift"] = shift
+        return
     raise NotImplementedError(
         f"functional_sched does not support {name}.set_shift({shift!r}) on a scheduler "
         f"built with shift={options.get('shift')!r}: diffusers then shifts by {shift!r} within the sigma range of "
         f"shift={options.get('shift')!r}. Build the scheduler with shift={shift!r} instead "
         f"({name}.from_config(config, shift=...))."
     )
+
+
+def _takes_set_shift(name: str, scheduler: Any) -> bool:
+    """Whether our class for `scheduler` (diffusers' or sglang's) declares the `set_shift` option."""
+    from . import sglang
+
+    sglangs = any(cls.__module__.startswith("sglang.") for cls in type(scheduler).__mro__)
+    classes = (
+        sglang._classes()
+        if sglangs
+        else {cls.diffusers_name: cls for cls in fs.SCHEDULERS if cls.reference_library == "diffusers"}
+    )
+    ours = classes.get(name)
+    return ours is not None and "set_shift" in options.declared(ours)
 
 
 def _scale_factors(scheduler: Any, options: dict[str, Any]) -> None:

@@ -13,7 +13,8 @@ What a pipeline writes is taken, not ignored: tables edited in place re-plan the
 history assigned or sliced is written back into the state (`_Multistep._with_edits`), keys registered after
 construction re-map the config at the next `set_timesteps`. Outputs are cast to the dtype diffusers returns: the
 model output's for FlowMatchEuler (float32 for a per-token step), the converted model output's for DPM-Solver, the
-sample's for UniPC. Not supported: FlowMatchEuler's `set_shift`, UniPC's `solver_p`, float64 samples bit for bit
+sample's for UniPC. FlowMatchEuler's `set_shift` re-maps the config (option `set_shift`). Not supported: UniPC's
+`solver_p`, float64 samples bit for bit
 (the core keeps float64 where diffusers computes in float32).
 """
 
@@ -37,7 +38,7 @@ from functional_sched.machinery import checks, options
 from functional_sched.machinery.plan import as_dtype
 from functional_sched.machinery.scheduler import Scheduler
 
-from .diffusers import from_diffusers, options_for, registered_config, to_diffusers_config
+from .diffusers import from_diffusers, options_for, registered_config, set_by_calls, to_diffusers_config
 from .sglang import from_sglang
 
 __all__ = [
@@ -130,6 +131,10 @@ def _signed(impl: Callable[..., Any], reference: Callable[..., Any]) -> Callable
         if parameter.kind is parameter.VAR_KEYWORD:
             head.append(f"**{name}")
             forwarded.append(f"**{name}")
+            continue
+        if parameter.kind is parameter.VAR_POSITIONAL and name == "args":  # sglang's `*args`, which it ignores
+            head.append("*args")
+            keyword_only = True
             continue
         if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.VAR_POSITIONAL):
             raise TypeError(f"drop-in: {reference.__qualname__} has a parameter kind the drop-in cannot mirror")
@@ -529,6 +534,12 @@ class FlowMatchEulerDiscreteScheduler(_DropIn, diffusers.FlowMatchEulerDiscreteS
     def _output_dtype(self, model_output: torch.Tensor, sample: torch.Tensor) -> torch.dtype:
         return model_output.dtype
 
+    def set_shift(self, shift: float) -> None:
+        """diffusers' `set_shift` (the next `set_timesteps` shifts by `shift` within the range of the config's shift):
+        the option `set_shift`, mapped again from this object as `from_diffusers` maps it."""
+        super().set_shift(shift)
+        self._functional = self._functional_class(**options_for(self._functional_class, self))
+
     def _core_sample(self, sample: torch.Tensor, state: Any, out_dtype: torch.dtype) -> torch.Tensor:
         return as_dtype(sample, torch.float32)  # diffusers upcasts the sample and steps in float32
 
@@ -772,6 +783,8 @@ def as_diffusers(scheduler: Any) -> _DropIn:
         raise NotImplementedError(f"as_diffusers: {type(functional).__name__} has no drop-in yet.")
     result = drop_in.from_config({**config, **to_diffusers_config(functional)})
     result.register_to_config(**registered_config(functional))  # keys no constructor takes (Cosmos 2's sigma range)
+    for method, value in set_by_calls(functional).items():  # options set by a method (FlowMatchEuler's set_shift)
+        getattr(result, method)(value)
     return result
 
 

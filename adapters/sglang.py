@@ -18,6 +18,7 @@ modules are used.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import threading
 import types
@@ -132,7 +133,146 @@ def from_sglang(scheduler: Any) -> Any:
         raise NotImplementedError(
             f"functional_sched has no scheduler for sglang's {name}; supported: {', '.join(sorted(_classes()))}."
         )
-    return ours(**_diffusers.options_for(ours, scheduler))
+    # MOVA's FlowMatchScheduler/Pair are no ConfigMixins: their options are attributes (`_linspace_flow`).
+    options = _diffusers.options_for(ours, scheduler) if hasattr(getattr(scheduler, "config", None), "items") else {}
+    for mapping in _MAPPINGS.get(name, ()):
+        mapping(scheduler, options)
+    return ours(**options)
+
+
+def _flow_unipc(scheduler: Any, options: dict[str, Any]) -> None:
+    """FlowUniPC's `set_shift(s)` writes `config.shift` as an attribute (its items keep the constructor's shift, which
+    fixed `sigma_max`): our `shift` is the constructor's, `set_shift` the one in effect. `predict_x0` and
+    `disable_corrector` are read from instance copies of the config."""
+    constructed = dict(scheduler.config).get("shift", 1.0)
+    if options.get("shift", 1.0) != constructed:
+        options["set_shift"], options["shift"] = options["shift"], constructed
+    options["predict_x0"] = bool(scheduler.predict_x0)
+    options["disable_corrector"] = tuple(scheduler.disable_corrector)
+
+
+_LINSPACE_OPTIONS = ("num_train_timesteps", "shift", "sigma_max", "sigma_min", "inverse_timesteps", "extra_one_step")
+_LINSPACE_OPTIONS += ("reverse_sigmas", "exponential_shift", "exponential_shift_mu", "shift_terminal")
+
+
+def _linspace_flow(scheduler: Any, options: dict[str, Any]) -> None:
+    """SelfForcing's and MOVA's flow-match classes read their options from instance attributes (MOVA's have no
+    config at all), and `set_shift(s)` or `set_timesteps(shift=s)` rewrites `self.shift`, which every later
+    `set_timesteps` reads: the attributes are what we map."""
+    options.update({name: value for name, value in vars(scheduler).items() if name in _LINSPACE_OPTIONS})
+
+
+def _flow_pair(scheduler: Any, options: dict[str, Any]) -> None:
+    """MOVA's pair: the post-processing sglang set (`dual_sigma_shift`'s arguments are its function's closure; the
+    others, which no pipeline uses, refused by name), and a training grid built with the shift in effect (a later
+    `set_timesteps(shift=...)` or `set_shift` moves the shift but not the grid its steps look sigmas up on)."""
+    function = scheduler._pair_postprocess_fn
+    if function is not None:
+        closure = [cell.cell_contents for cell in function.__closure__ or ()]
+        cells = dict(zip(function.__code__.co_freevars, closure, strict=True))
+        if function.__name__ != "_dual_sigma_shift":
+            named = "quadratic_perp_bulge_swap" if "amp" in cells else cells.get("name")  # v2a, a2v, *_sequential
+            raise NotImplementedError(
+                "functional_sched does not support FlowMatchPairScheduler's pair post-processing "
+                f"{named or function.__qualname__!r} (no pipeline uses it); only 'dual_sigma_shift' or none maps to "
+                "FlowMatchPair."
+            )
+        options["pair_postprocess"] = "dual_sigma_shift"
+        for modality in ("visual", "audio"):
+            options[f"{modality}_shift"] = cells[f"{modality}_shift"]
+            options[f"{modality}_denoising_strength"] = cells[f"{modality}_denoising_strength"]
+            options[f"{modality}_exponential_shift_mu"] = cells[f"{modality}_mu"]
+    import functional_sched as fs
+
+    grid = fs.FlowMatchPair(**options).training_grid()[0]
+    if grid.tolist() != scheduler.train_timesteps.tolist():
+        raise NotImplementedError(
+            f"functional_sched does not support a FlowMatchPairScheduler whose shift ({scheduler.shift!r}) is not the "
+            "one its training grid was built with (set_timesteps(shift=...) or set_shift after construction): build "
+            "it with that shift."
+        )
+
+
+#: Config keys an sglang class takes and never reads (its `**kwargs` and `*args` land in its config, as keys a
+#: pipeline registers do), with the value that asks for nothing; `options_for` skips them as no parameter of the class.
+_DROPPED: dict[str, dict[str, Any]] = {
+    # The DPM wrapper builds its inner diffusers scheduler without these (its own config gets them, the inner's not).
+    "DPMSolverMultistepScheduler": {
+        "use_dynamic_shifting": False,
+        "time_shift_type": "exponential",
+        "sigma_min": None,
+        "sigma_max": None,
+    },
+    "ComfyUIPassThroughScheduler": {"args": inspect.Parameter.empty},
+}
+
+
+def refuse_dropped(
+    scheduler: Any, options: dict[str, Any] | None = None, *, given: dict[str, Any] | None = None
+) -> None:
+    """Refuses by name a key of `_DROPPED` that `scheduler`'s config (or `given`, a drop-in's constructor arguments)
+    sets to anything but the value that asks for nothing: sglang would silently run without it (so would we)."""
+    name = type(scheduler).__name__
+    for key, nothing in _DROPPED.get(name, {}).items():
+        value = (given or {}).get(key, getattr(scheduler.config, key, nothing))  # config items are attributes too
+        if value is not nothing and value != nothing:
+            raise NotImplementedError(
+                f"functional_sched does not support sglang's {name} option {key}={value!r}: sglang {SGLANG_VERSION} "
+                "takes it and never reads it (its scheduler runs as if it were not set); leave it unset."
+            )
+
+
+def _helios(scheduler: Any, options: dict[str, Any]) -> None:
+    """Helios keeps its config as plain attributes (`HeliosSchedulerConfig`, no ConfigMixin), which its pipeline
+    rewrites after construction (`stages`, `scheduler_type`, `gamma`, then `init_sigmas_for_each_stage()`) and
+    `set_shift` too: the attributes in effect are what we map, an undeclared one refused by name unless it holds
+    sglang's default. The per-stage tables are made from the options of that last call: tables made from other
+    options (a change without the call) are refused. `stage_index` and `is_amplify_first_chunk` are arguments of each
+    `set_timesteps`, config of ours: set them on the result (`attrs.evolve(sched, stage_index=i)`)."""
+    from . import diffusers as _diffusers
+
+    ours = _classes()[type(scheduler).__name__]
+    declared = set(_diffusers.config_options(ours))
+    defaults = _diffusers._diffusers_defaults(type(scheduler))
+    defaults.update(stage_range=(0, 1 / 3, 2 / 3, 1), disable_corrector=())  # what its None defaults stand for
+    for key, value in vars(scheduler.config).items():
+        value = _diffusers._plain(value)
+        if key in declared:
+            options[key] = value
+        elif key in defaults and not _diffusers._same(value, defaults[key]):
+            raise NotImplementedError(
+                f"functional_sched does not support HeliosScheduler option {key}={value!r} yet; only its default "
+                f"({defaults[key]!r}) maps to {ours.__name__}."
+            )
+    mapped = ours(**options)
+    if mapped.stages > 1:
+        import torch
+
+        from functional_sched.schedulers.helios import _stage_timesteps
+
+        built = [scheduler.timesteps_per_stage.get(index) for index in range(mapped.stages)]
+        expected = _stage_timesteps(
+            mapped.num_train_timesteps, mapped.shift, mapped.stages, mapped.stage_range, mapped.gamma
+        )
+        if any(table is None or not torch.equal(table, own) for table, own in zip(built, expected, strict=True)):
+            raise NotImplementedError(
+                "functional_sched does not support a HeliosScheduler whose per-stage tables were made with other "
+                "options than its config holds (shift, stages, stage_range or gamma changed without "
+                "init_sigmas_for_each_stage()): its steps would mix the two."
+            )
+
+
+#: What `options_for` (diffusers' mapping) does not read of sglang's classes, by class name: runtime state, options
+#: kept as attributes, keys taken and never read.
+_MAPPINGS: dict[str, tuple[Any, ...]] = {
+    "HeliosScheduler": (_helios,),
+    "DPMSolverMultistepScheduler": (refuse_dropped,),
+    "ComfyUIPassThroughScheduler": (refuse_dropped,),
+    "SelfForcingFlowMatchScheduler": (_linspace_flow,),
+    "FlowMatchScheduler": (_linspace_flow,),
+    "FlowMatchPairScheduler": (_linspace_flow, _flow_pair),
+    "FlowUniPCMultistepScheduler": (_flow_unipc,),
+}
 
 
 def _classes() -> dict[str, type]:

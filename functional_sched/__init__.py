@@ -32,7 +32,11 @@ from .schedulers.euler import EulerAncestralDiscrete, EulerAncestralState, Euler
 from .schedulers.flow_heun import FlowMatchHeunDiscrete, FlowMatchHeunState
 from .schedulers.flow_lcm import FlowMatchLCM, FlowMatchLCMState
 from .schedulers.flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
+from .schedulers.flow_pair import FlowMatchPair
+from .schedulers.flow_unipc import FlowUniPCMultistep, SglangUniPCMultistep
+from .schedulers.helios import Helios, HeliosDMD, SglangHelios
 from .schedulers.heun import HeunDiscrete, HeunState
+from .schedulers.hunyuan3d import Hunyuan3DConsistencyFlowMatchEulerDiscrete, Hunyuan3DFlowMatchEulerDiscrete
 from .schedulers.inverse import (
     DDIMInverse,
     DDIMInverseState,
@@ -44,8 +48,13 @@ from .schedulers.kdpm2 import KDPM2AncestralDiscrete, KDPM2Discrete, KDPM2State
 from .schedulers.lcm import LCM, TCD, LCMState, TCDState
 from .schedulers.lms import LMSDiscrete, LMSState
 from .schedulers.ltx_rf import LTXEulerAncestralRF, LTXEulerAncestralRFState
+from .schedulers.passthrough import ComfyUIPassThrough, PassThroughState
+from .schedulers.piflow import Piflow, PiflowState, SglangPiflow
 from .schedulers.pndm import PNDM, PNDMState
 from .schedulers.sa_solver import SASolver, SASolverState
+from .schedulers.self_forcing import SelfForcingFlowMatch, SglangFlowMatch
+from .schedulers.sglang_dpm import SglangDPMSolverMultistep
+from .schedulers.sglang_flow import MOSSImage, SglangFlowMatchEulerDiscrete
 from .schedulers.unipc import UniPCMultistep, UniPCState
 from .schedulers.wuerstchen import DDPMWuerstchen, DDPMWuerstchenState
 
@@ -81,6 +90,22 @@ SCHEDULERS = (
     SASolver,
     IPNDM,
     DDPMWuerstchen,
+    Hunyuan3DFlowMatchEulerDiscrete,
+    Hunyuan3DConsistencyFlowMatchEulerDiscrete,
+    SelfForcingFlowMatch,
+    SglangFlowMatch,
+    FlowMatchPair,
+    SglangDPMSolverMultistep,
+    ComfyUIPassThrough,
+    FlowUniPCMultistep,
+    SglangUniPCMultistep,
+    Piflow,
+    SglangPiflow,
+    SglangFlowMatchEulerDiscrete,
+    MOSSImage,
+    Helios,
+    HeliosDMD,
+    SglangHelios,
 )
 
 __all__ = [
@@ -95,6 +120,7 @@ __all__ = [
     "CogVideoXDDIMState",
     "CogVideoXDPM",
     "CogVideoXDPMState",
+    "ComfyUIPassThrough",
     "CosineDPMSolverMultistep",
     "DDIMInverse",
     "DDIMInverseState",
@@ -127,8 +153,14 @@ __all__ = [
     "FlowMatchHeunState",
     "FlowMatchLCM",
     "FlowMatchLCMState",
+    "FlowMatchPair",
+    "FlowUniPCMultistep",
+    "Helios",
+    "HeliosDMD",
     "HeunDiscrete",
     "HeunState",
+    "Hunyuan3DConsistencyFlowMatchEulerDiscrete",
+    "Hunyuan3DFlowMatchEulerDiscrete",
     "IPNDMState",
     "KDPM2AncestralDiscrete",
     "KDPM2Discrete",
@@ -138,12 +170,23 @@ __all__ = [
     "LMSState",
     "LTXEulerAncestralRF",
     "LTXEulerAncestralRFState",
+    "MOSSImage",
     "PNDMState",
+    "PassThroughState",
+    "Piflow",
+    "PiflowState",
     "Plan",
     "SASolver",
     "SASolverState",
     "SamplingLoop",
     "Scheduler",
+    "SelfForcingFlowMatch",
+    "SglangDPMSolverMultistep",
+    "SglangFlowMatch",
+    "SglangFlowMatchEulerDiscrete",
+    "SglangHelios",
+    "SglangPiflow",
+    "SglangUniPCMultistep",
     "TCDState",
     "UniPCMultistep",
     "UniPCState",

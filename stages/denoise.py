@@ -175,7 +175,8 @@ class Denoise(Stepped):
 
     def _batch_key(self, req: Req) -> tuple[Any, ...]:
         """Requests with equal keys can share a batch: the scheduler, then their tensors alike but for their rows,
-        and their plans' layout but for the step count (`batching.stack` pads schedules of different lengths)."""
+        and their plans' layout but for the step count and entries per step (`batching.stack` pads both: schedules of
+        different lengths, pi-Flow's substeps)."""
         plan = req.state.plan
         return (
             scheduler_of(req, self.scheduler, type(self).__name__),
@@ -184,7 +185,7 @@ class Denoise(Stepped):
             batch_signature(req.negative_prompt_embeds),
             plan.timesteps.dtype,
             plan.coefficients.dtype,
-            tuple(plan.coefficients.shape[2:]),
+            tuple(plan.coefficients.shape[3:]),
         )
 
     def _step_batch(self, key: tuple[Any, ...], reqs: list[Req], labels: list[str]) -> list[Req]:

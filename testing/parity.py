@@ -130,8 +130,10 @@ def begin_at(scheduler: Any, index: int) -> None:
 
 
 def sigma_table(scheduler: Any) -> torch.Tensor | None:
-    """A copy of the scheduler's `sigmas`, or None where it keeps none (DDIM, DDPM, PNDM)."""
-    sigmas = getattr(scheduler, "sigmas", None)
+    """A copy of the scheduler's `sigmas`, or None where it keeps none (DDIM, DDPM, PNDM); its `sigmas_` where it
+    keeps the schedule's there, apart from a training grid in `sigmas` (sglang's Hunyuan3D consistency class)."""
+    sigmas = getattr(scheduler, "sigmas_", None)
+    sigmas = getattr(scheduler, "sigmas", None) if sigmas is None else sigmas
     return None if sigmas is None else sigmas.clone()
 
 

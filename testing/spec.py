@@ -127,12 +127,17 @@ def sglang_reference(name: str, scheduler_class: type) -> Callable[[Mapping[str,
 def built_as_diffusers(diffusers_class: type, scheduler_class: type, config: Mapping[str, Any]) -> Any:
     """`diffusers_class` (diffusers' or a drop-in) built as a diffusers user builds it with a config's options: the
     constructor takes the options but for `step()` arguments and registered ones (`Option.registered`), which
-    `register_to_config` then adds where set, as the pipeline that registers them does."""
+    `register_to_config` then adds where set, as the pipeline that registers them does, and those set by a method
+    (`Option.set_by`, FlowMatchEuler's `set_shift`), called where set."""
     declared = declarations.declared(scheduler_class)  # an undeclared option (one we refuse) goes to the constructor
     given = {key: value for key, value in config.items() if key not in declared or not declared[key].step_argument}
     registered = {key: given.pop(key) for key in list(given) if key in declared and declared[key].registered}
+    set_by = {key: given.pop(key) for key in list(given) if key in declared and declared[key].set_by is not None}
     built = diffusers_class(**given)
     built.register_to_config(**{key: value for key, value in registered.items() if value is not None})
+    for key, value in set_by.items():
+        if value is not None:
+            getattr(built, declared[key].set_by)(value)
     return built
 
 
@@ -174,6 +179,19 @@ class Spec:
     #: Whether the suite's drop-in columns drive its drop-in (`step(model_output, t, sample)`); False where the
     #: drop-in's `step` takes more from its caller (CogVideoXDPM: the previous x0 and timestep), tested on its own.
     drop_in_columns: bool = True
+    #: Whether a step's sample depends on the model's output; False for a pass-through (sglang's ComfyUI mode, whose
+    #: step returns the sample as given), where differentiating a loop through the model (the checkpointed loop's
+    #: gradients and saved bytes) has nothing to measure.
+    depends_on_model: bool = True
+    #: Drop-in columns the reference itself cannot run: "history" (its solver history is no attribute a pipeline can
+    #: edit), "img2img" (its `order` is not the model calls per timestep, so the img2img pipelines' start index runs
+    #: past its table): sglang's DPM wrapper, whose history lives in the diffusers scheduler it holds and whose `order`
+    #: is `solver_order` (tests/test_sglang_dpm.py covers what applies).
+    drop_in_gaps: tuple[str, ...] = ()
+    #: Whether the reference's `add_noise`/`scale_noise` noises to the noise level of the step it names, which the
+    #: img2img column holds ours to; False where it does not (sglang's Hunyuan3D `scale_noise` is diffusers'
+    #: descending formula on an ascending schedule: at its first step, pure noise, it returns the clean sample).
+    reference_noises_as_it_steps: bool = True
 
     def __post_init__(self) -> None:
         if not self.configs:

@@ -115,3 +115,53 @@ def test_per_token_steps_of_stacked_requests_equal_each_alone() -> None:
         per_token_timesteps=torch.cat(tokens),
     )
     assert torch.equal(stacked, torch.cat(alone))
+
+
+@pytest.mark.parametrize(("shift", "set_shift", "steps"), [(1.0, 7.0, 50), (3.0, 5.0, 50), (1.0, 5.0, 4)])
+def test_set_shift_mixes_two_shifts_as_diffusers(shift: float, set_shift: float, steps: int) -> None:
+    """sglang's loader calls `set_shift(flow_shift)` on every pipeline's scheduler: the sigma range stays the config
+    shift's, `set_timesteps` shifts by the new one. The option `set_shift` is that mix, mapped by `from_diffusers` and
+    taken by the drop-in's `set_shift`; every step bit-identical."""
+    reference = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+    reference.set_shift(set_shift)
+    ours = fs.FlowMatchEulerDiscrete(shift=shift, set_shift=set_shift)
+    assert ours != fs.FlowMatchEulerDiscrete(shift=set_shift)  # not the scheduler built with the new shift
+    assert fs.adapters.from_diffusers(reference) == ours
+    side_by_side_schedulers(reference, ours, steps)
+    mixed = drop_in.FlowMatchEulerDiscreteScheduler(shift=shift)
+    mixed.set_shift(set_shift)
+    assert mixed._functional == ours and drop_in.as_diffusers(ours)._functional == ours
+    assert drop_in.as_diffusers(reference)._functional == ours
+    x = latents((1, 2, 4, 4), torch.float32, seed=2)
+    for scheduler in (reference, mixed):
+        scheduler.set_timesteps(steps)
+    y = x.clone()
+    assert torch.equal(mixed.timesteps, reference.timesteps) and torch.equal(mixed.sigmas, reference.sigmas)
+    for t in reference.timesteps:
+        x = reference.step(toy_model(x, t), t, x).prev_sample
+        y = mixed.step(toy_model(y, t), t, y).prev_sample
+        assert torch.equal(y, x)
+
+
+def test_set_shift_of_the_config_shift_or_with_dynamic_shifting_is_no_option() -> None:
+    """`set_shift` to the config's own shift, or with dynamic shifting (which never reads the shift), changes nothing:
+    one config for one schedule."""
+    assert fs.FlowMatchEulerDiscrete(shift=3.0, set_shift=3.0) == fs.FlowMatchEulerDiscrete(shift=3.0)
+    dynamic = fs.FlowMatchEulerDiscrete(use_dynamic_shifting=True, set_shift=5.0)
+    assert dynamic == fs.FlowMatchEulerDiscrete(use_dynamic_shifting=True) and dynamic.set_shift is None
+    with pytest.raises(ValueError, match=r"FlowMatchEulerDiscrete: set_shift must be > 0"):
+        fs.FlowMatchEulerDiscrete(set_shift=0.0)
+
+
+def side_by_side_schedulers(reference: Any, ours: Any, steps: int) -> None:
+    """`reference` (set_timesteps(steps)) and `ours` (init(steps)) over a full loop: tables and steps bit-identical."""
+    reference.set_timesteps(steps)
+    reference.set_begin_index(0)
+    x = latents((1, 2, 4, 4), torch.float32, seed=1)
+    y, state = x.clone(), ours.init(steps, sample=x)
+    assert torch.equal(ours.timesteps(state), reference.timesteps)
+    assert torch.equal(ours.sigmas(state), reference.sigmas)
+    for index, t in enumerate(reference.timesteps):
+        x = reference.step(toy_model(x, t), t, x, return_dict=False)[0]
+        y, state = ours.step(state, toy_model(y, ours.timestep(state)), y)
+        assert torch.equal(y, x), f"step {index}"

@@ -115,6 +115,7 @@ def _stack_plans(states: Sequence[Any], rows: Sequence[int], known: Sequence[tup
     # Each schedule padded once, its requests' rows views of it: the states of one host plan hold equal tables (a
     # serving round of 16 requests and 4 step counts pads 4 tables, not 16).
     steps = max(plan.timesteps.shape[1] for plan in plans)
+    levels = max(plan.coefficients.shape[2] for plan in plans)
     padded: dict[Any, Plan] = {}
     parts = []
     for cursors, plan, count in zip(known, plans, rows, strict=True):
@@ -122,7 +123,7 @@ def _stack_plans(states: Sequence[Any], rows: Sequence[int], known: Sequence[tup
         found = padded.get(key)
         if found is None:
             _check_layout(plans[0], plan)
-            found = padded[key] = _padded_plan(plan, steps)
+            found = padded[key] = _padded_plan(plan, steps, levels)
         parts.append(_per_row_plan(found, count))
     return _concatenated(parts)
 
@@ -130,19 +131,26 @@ def _stack_plans(states: Sequence[Any], rows: Sequence[int], known: Sequence[tup
 def _check_layout(first: Plan, plan: Plan) -> None:
     for name in ("timesteps", "sigmas", "coefficients"):
         a, b = getattr(first, name), getattr(plan, name)
-        if a.dtype != b.dtype or a.shape[2:] != b.shape[2:]:
+        layout = 3 if name == "coefficients" else 2  # entries per step may differ (`_padded_plan`)
+        if a.dtype != b.dtype or a.shape[layout:] != b.shape[layout:]:
             raise ValueError(
                 f"batching.stack: the plans' {name} differ in dtype or layout ({a.dtype} {tuple(a.shape)} vs "
                 f"{b.dtype} {tuple(b.shape)}); stack requests whose samples have one dtype."
             )
 
 
-def _padded_plan(plan: Plan, steps: int) -> Plan:
-    """`plan` with its tables padded to `steps` steps (`_pad_steps`)."""
+def _padded_plan(plan: Plan, steps: int, levels: int | None = None) -> Plan:
+    """`plan` with its tables padded to `steps` steps (`_pad_steps`), and its entries per step to `levels` by repeating
+    the last (a warm-up's levels are the same for every plan of a class; pi-Flow's substeps per step differ by
+    schedule, and its last entry of a step is never active)."""
+    coefficients = _pad_steps(plan.coefficients, steps)
+    if levels is not None and coefficients.shape[2] < levels:
+        tail = coefficients[:, :, -1:].expand(*coefficients.shape[:2], levels - coefficients.shape[2], -1)
+        coefficients = torch.cat([coefficients, tail], dim=2)
     return plan.replace(
         timesteps=_pad_steps(plan.timesteps, steps),
         sigmas=_pad_steps(plan.sigmas, steps + 1),
-        coefficients=_pad_steps(plan.coefficients, steps),
+        coefficients=coefficients,
     )
 
 
@@ -150,7 +158,8 @@ def stack_plans(plans: Sequence[Plan]) -> Plan:
     """Plans of one schedule per row, in order, as one: each schedule's tables padded to the longest by repeating
     their last entry (the schedules known where every plan knows its own)."""
     steps = max(plan.timesteps.shape[1] for plan in plans)
-    return _concatenated([_padded_plan(plan, steps) for plan in plans])
+    levels = max(plan.coefficients.shape[2] for plan in plans)
+    return _concatenated([_padded_plan(plan, steps, levels) for plan in plans])
 
 
 def _concatenated(plans: Sequence[Plan]) -> Plan:

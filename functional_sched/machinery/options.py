@@ -172,6 +172,9 @@ class Option:
     `exclusive`: a group name; at most one flag of a group may be True (e.g. the sigma spacings).
     `registered`: no parameter of diffusers' constructor, but a config key diffusers reads where a pipeline registers
     it (`scheduler.register_to_config(sigma_min=...)`, Cosmos 2); None means not registered.
+    `set_by`: no config key at all: diffusers sets it by calling this method of a built scheduler with the value
+    (FlowMatchEuler's `set_shift`, which sglang's loader calls on every pipeline); None (the option's value) means
+    never called.
     """
 
     default: Any
@@ -180,6 +183,7 @@ class Option:
     step_argument: bool = False
     exclusive: str | None = None
     registered: bool = False
+    set_by: str | None = None
 
     def but(self, **changes: Any) -> Option:
         """This declaration with some attributes changed (a family's own default for a shared option)."""

@@ -430,6 +430,10 @@ class Scheduler:
         """Whether the model output has the sample's shape (not where a model predicts extra channels)."""
         return True
 
+    def _output_dtype(self, sample: torch.Tensor) -> torch.dtype:
+        """The dtype `step` returns for `sample`: the sample's (sglang's pi-Flow keeps float32 for half samples)."""
+        return sample.dtype
+
     def _require_state(self, state: Any, method: str) -> None:
         """A TypeError naming `method` unless `state` is this scheduler's kind of state."""
         if not isinstance(state, self.state_type):

@@ -1,10 +1,13 @@
 """The algorithms: one short module per family, each a frozen config class with `init` and `step`.
 
 flow_match.py  FlowMatchEulerDiscrete (SD3, Flux, Qwen-Image, HunyuanVideo, LTX)
+sglang_flow.py SglangFlowMatchEulerDiscrete (sglang's copy: float32 roundings, use_uniform_sigmas), MOSSImage
 flow_lcm.py    FlowMatchLCM (few-step flow models; SwD's scale-wise generation: x0 resized between steps)
+hunyuan3d.py   Hunyuan3DFlowMatchEulerDiscrete and its consistency variant (sglang's Hunyuan3D: ascending sigmas to 1)
 multistep.py   what the multistep families share: options, plan layout, warm-up and history
 dpm_solver.py  DPMSolverMultistep (DPM-Solver++ 2M/3M, SDE variants, Sana)
 unipc.py       UniPCMultistep (Wan 2.1/2.2)
+flow_unipc.py  FlowUniPCMultistep (sglang's Wan UniPC) and SglangUniPCMultistep (sglang's copy of diffusers' UniPC)
 deis.py        DEISMultistep (log-rho DEIS of orders 1-3, on the multistep base and DPM-Solver's math)
 dpm_singlestep.py  DPMSolverSinglestep (DPM++ 2S/3S: an order list, the step's start sample in the state)
 dpm_sde.py     DPMSolverSDE (DPM++ SDE: two calls per interval, Brownian noise from functional_sched.brownian_noise)
@@ -24,5 +27,11 @@ kdpm2.py       KDPM2Discrete and KDPM2AncestralDiscrete (DPM2 and DPM2 a: the mo
 edm.py         EDMEuler (Cosmos 1.0), and EDM's preconditioning (sigma_data, c_in, c_skip, c_out) and sigma schedules
 edm_dpm.py     EDMDPMSolverMultistep and CosineDPMSolverMultistep (Playground v2.5, Stable Audio: DPM++ on EDM)
 inverse.py     DDIMInverse and DPMSolverMultistepInverse (DDIM / DPM-Solver++ inversion: their steps towards noise)
+self_forcing.py  SelfForcingFlowMatch and SglangFlowMatch (sglang's float32-linspace flow Euler: LingBot-World, MOVA)
+helios.py      Helios, HeliosDMD and SglangHelios (Helios: one stage of a pyramid schedule, UniPC/Euler/DMD steps)
+flow_pair.py   FlowMatchPair (one column of sglang's MOVA pair scheduler: sigmas looked up on the training grid)
 sa_solver.py   SASolver (PixArt: stochastic Adams predictor-corrector of orders 1-4; tau as a value, not a callable)
+piflow.py      Piflow and SglangPiflow (Kandinsky 6's distilled pi-Flow: a policy rollout over a grid of x0 predictions)
+sglang_dpm.py  SglangDPMSolverMultistep (sglang's wrapper of diffusers' DPM-Solver: SANA, wan_animate_2's custom sigmas)
+passthrough.py ComfyUIPassThrough (sglang's ComfyUI mode: the identity step, the sampler runs elsewhere)
 """

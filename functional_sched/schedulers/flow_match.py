@@ -110,6 +110,33 @@ class FlowMatchScheduler(Scheduler):
             sigmas = schedules.shift_sigmas(sigmas, self.shift)
         return sigmas[-1].item(), sigmas[0].item()
 
+    # Hooks of `_build_plan` (sglang's copy of the class rounds these steps differently: `schedulers/sglang_flow.py`).
+    @property
+    def _applied_shift(self) -> float:
+        """The static shift `set_timesteps` applies (the training range keeps `shift`): FlowMatchEuler's `set_shift`."""
+        return self.shift
+
+    def _default_sigmas(self, n: int) -> torch.Tensor:
+        """The unshifted sigmas of `n` steps where no custom table is given: the training range, linearly spaced."""
+        train = self.num_train_timesteps
+        sigma_min, sigma_max = self._training_sigma_range()
+        return schedules.np_linspace(sigma_max * train, sigma_min * train, n) / train
+
+    def _time_shifted(self, sigmas: torch.Tensor, mu: float) -> torch.Tensor:
+        """Dynamic shifting by `mu` (Flux's resolution shift)."""
+        return schedules.time_shift(sigmas, mu, self.time_shift_type)
+
+    def _stretched(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """The shifted sigmas stretched to end at `shift_terminal`."""
+        return schedules.stretch_to_terminal(sigmas, self.shift_terminal)
+
+    def _spacing_ends(self, sigmas: torch.Tensor) -> tuple[float, float]:
+        """The smallest and largest sigma Karras, exponential and beta spacings run between: a pipeline's registered
+        range (Cosmos 2's) in place of the schedule's ends, as diffusers reads it."""
+        smallest = self.sigma_min if self.sigma_min is not None else sigmas[-1].item()
+        largest = self.sigma_max if self.sigma_max is not None else sigmas[0].item()
+        return smallest, largest
+
     def _build_plan(
         self,
         num_inference_steps: int | None,
@@ -125,23 +152,17 @@ class FlowMatchScheduler(Scheduler):
         if timesteps is not None:
             timesteps = timesteps.to(torch.float32)
         if sigmas is None:
-            if timesteps is None:
-                sigma_min, sigma_max = self._training_sigma_range()
-                sigmas = schedules.np_linspace(sigma_max * train, sigma_min * train, n) / train
-            else:
-                sigmas = timesteps / train
+            sigmas = self._default_sigmas(n) if timesteps is None else timesteps / train
         else:
             sigmas = sigmas.to(torch.float32)
 
         if self.use_dynamic_shifting:
-            sigmas = schedules.time_shift(sigmas, mu, self.time_shift_type)
+            sigmas = self._time_shifted(sigmas, mu)
         else:
-            sigmas = schedules.shift_sigmas(sigmas, self.shift)
+            sigmas = schedules.shift_sigmas(sigmas, self._applied_shift)
         if self.shift_terminal and self._custom_values_matter:  # else Karras & co. replace them: only n counts
-            sigmas = schedules.stretch_to_terminal(sigmas, self.shift_terminal)
-        # A pipeline's registered range (Cosmos 2's) in place of the schedule's ends, as diffusers reads it.
-        smallest = self.sigma_min if self.sigma_min is not None else sigmas[-1].item()
-        largest = self.sigma_max if self.sigma_max is not None else sigmas[0].item()
+            sigmas = self._stretched(sigmas)
+        smallest, largest = self._spacing_ends(sigmas)
         if self.use_karras_sigmas:
             sigmas = schedules.karras_sigmas(smallest, largest, n)
         elif self.use_exponential_sigmas:
@@ -179,9 +200,22 @@ class FlowMatchEulerDiscrete(FlowMatchScheduler):
     """
 
     stochastic_sampling: bool = Option(False, Flag())
+    # diffusers' (and sglang's) `set_shift(s)` after construction: `set_timesteps` then shifts by s, within the sigma
+    # range that `__init__` fixed from `shift` (sglang's loader calls it with the pipeline's flow_shift). None, or
+    # `shift`'s own value, for `shift` alone (stored as None); no effect with dynamic shifting (stored as None too).
+    set_shift: float | None = Option(None, Optional(Real(above=0)), examples=(5.0, 7.0), set_by="set_shift")
 
     state_type: ClassVar[type] = FlowMatchEulerState
     diffusers_name: ClassVar[str] = "FlowMatchEulerDiscreteScheduler"
+
+    def _check_options(self) -> None:
+        super()._check_options()
+        if self.set_shift is not None and (self.use_dynamic_shifting or self.set_shift == self.shift):
+            object.__setattr__(self, "set_shift", None)  # the same schedule: one config for it (frozen, as `validate`)
+
+    @property
+    def _applied_shift(self) -> float:
+        return self.shift if self.set_shift is None else self.set_shift
 
     @property
     def stochastic(self) -> bool:

@@ -146,15 +146,7 @@ class UniPCMultistep(MultistepScheduler):
                 timesteps = timesteps.round() if self.use_karras_sigmas else timesteps
             final = sigmas[-1]
         elif self.use_flow_sigmas:
-            sigmas = custom_sigmas if custom_sigmas is not None else schedules.np_linspace(1, 1 / train, n + 1)[:-1]
-            if self.use_dynamic_shifting:
-                sigmas = schedules.time_shift(sigmas, mu, self.time_shift_type)
-            else:
-                sigmas = schedules.shift_sigmas(sigmas, self.flow_shift)
-            if self.shift_terminal:
-                sigmas = schedules.stretch_to_terminal(sigmas, self.shift_terminal)
-            if math.fabs(sigmas[0].item() - 1) < 1e-6:
-                sigmas = torch.cat([sigmas[:1] - 1e-6, sigmas[1:]])  # diffusers' eps: keeps log(sigma_t) finite
+            sigmas = self._flow_sigmas(n, custom_sigmas, mu)
             timesteps = sigmas * train
             final = sigmas[-1]
         else:
@@ -163,6 +155,31 @@ class UniPCMultistep(MultistepScheduler):
         final = final if self.final_sigmas_type == "sigma_min" else torch.zeros(())
         sigmas = torch.cat([sigmas.to(torch.float32), final.reshape(1).to(torch.float32)])
         return timesteps.to(torch.int64), sigmas
+
+    def _flow_sigmas(self, n: int, custom_sigmas: torch.Tensor | None, mu: float | None) -> torch.Tensor:
+        """The steps' flow sigmas (float64, no final one) of `use_flow_sigmas`: diffusers 0.42.1's grid (a hook:
+        sglang's copy of this class spaces them as diffusers 0.35 did, `flow_unipc.SglangUniPCMultistep`)."""
+        train = self.num_train_timesteps
+        sigmas = custom_sigmas if custom_sigmas is not None else schedules.np_linspace(1, 1 / train, n + 1)[:-1]
+        if self.use_dynamic_shifting:
+            sigmas = schedules.time_shift(sigmas, mu, self.time_shift_type)
+        else:
+            sigmas = schedules.shift_sigmas(sigmas, self.flow_shift)
+        if self.shift_terminal:
+            sigmas = schedules.stretch_to_terminal(sigmas, self.shift_terminal)
+        if math.fabs(sigmas[0].item() - 1) < 1e-6:
+            sigmas = torch.cat([sigmas[:1] - 1e-6, sigmas[1:]])  # diffusers' eps: keeps log(sigma_t) finite
+        return sigmas
+
+    def _corrector_rhos(self, ratio: torch.Tensor, weights: list[torch.Tensor], solved: torch.Tensor) -> torch.Tensor:
+        """The order-2 corrector's rhos [N, 2] by step: diffusers' `linalg.solve` (`solved`; a hook: Wan's original
+        UniPC solves the 2x2 system by Cramer's rule from the step ratio `ratio` and the weights b_1, b_2)."""
+        return solved
+
+    def _corrector_weights_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype an order-2 corrector weighs the earlier output's difference in, for samples of `dtype`: the
+        sample's, as diffusers casts its rhos (a hook: Wan's original UniPC keeps them float32)."""
+        return dtype
 
     def _orders(self, n: int) -> torch.Tensor:
         """The highest order each step may use (the warm-up is applied at step time)."""
@@ -232,7 +249,8 @@ class UniPCMultistep(MultistepScheduler):
                 d2 = divided(as_dtype(history[-3], dtype) - m0, c[K2])
                 weighted = _weighted_sum(c[RHO0], d1, c[RHO1], d2)
             else:  # the einsum promotes to its weights' dtype, the sample's: a bf16 difference is weighed in float32
-                weighted = scaled(c[RHO0], as_dtype(d1, x.dtype), on_host=False)
+                weights_dtype = x.dtype if m_new is None else self._corrector_weights_dtype(x.dtype)
+                weighted = scaled(c[RHO0], as_dtype(d1, weights_dtype), on_host=False)
         if m_new is None:
             residual = weighted if weighted is not None else torch.zeros_like(m0)
             return base - scaled(c[G], residual, on_host=False)
@@ -244,7 +262,7 @@ class UniPCMultistep(MultistepScheduler):
         correction = scaled(c[G], weighted + latest, on_host=False)
         if latest.dtype != weighted.dtype:
             correction = _pick(c[ORDER] == 1, lambda: scaled(c[G], latest, on_host=False), correction)
-        return base - correction
+        return as_dtype(base - correction, x.dtype) if weighted.dtype != x.dtype else base - correction
 
     def _integrates_data(self) -> bool:
         return self.predict_x0
@@ -320,7 +338,7 @@ def _coefficients(scheduler: UniPCMultistep, sigmas: torch.Tensor, orders: torch
     predictor = [block(1, zero, zero, zero, one, one), block(2, half, zero, zero, ones_k[0], one)]
     corrector = [block(1, zero, zero, half, one, one)]
     if max_order >= 2:
-        rho = solve(2, last_ratio_is_one=True)
+        rho = scheduler._corrector_rhos(ratios[0], weights, solve(2, last_ratio_is_one=True))
         corrector.append(block(2, rho[:, 0], zero, rho[:, 1], ones_k[0], one))
     if max_order >= 3:
         rho = solve(2, last_ratio_is_one=False)

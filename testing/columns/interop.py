@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from functional_sched.adapters import drop_in, from_diffusers, from_sglang, to_diffusers_config
-from functional_sched.adapters.diffusers import config_options, registered_config
+from functional_sched.adapters.diffusers import config_options, registered_config, set_by_calls
 from functional_sched.machinery import options as declarations
 
 from .. import strategies
@@ -59,7 +59,8 @@ def assert_tables_equal(reference: Any, ours: Any) -> None:
         expected, got = getattr(reference, name), getattr(ours, name)
         assert got.dtype == expected.dtype and got.device == expected.device, name
         assert torch.equal(got, expected), name
-    assert ours.num_inference_steps == reference.num_inference_steps
+    # sglang's Hunyuan3D Euler sets no num_inference_steps for custom sigmas: then neither has one.
+    assert getattr(ours, "num_inference_steps", None) == getattr(reference, "num_inference_steps", None)
     for name in ("step_index", "begin_index"):
         assert hasattr(ours, name) == hasattr(reference, name), name
         assert getattr(ours, name, None) == getattr(reference, name, None), name
@@ -156,6 +157,9 @@ class Interop:
         init = inspect.signature(reference_class.__init__).parameters
         step = inspect.signature(reference_class.step).parameters
         for name, option in declarations.declared(spec.scheduler).items():
+            if option.set_by is not None:  # set by a method of a built scheduler (FlowMatchEuler's `set_shift`)
+                assert callable(getattr(reference_class, option.set_by, None)), f"{name}: no {option.set_by} method"
+                continue
             if option.registered:  # a config key diffusers reads, that its constructor does not take
                 assert name not in init, f"{name} is a parameter of the reference's __init__, not a registered key"
                 continue
@@ -192,6 +196,8 @@ class Interop:
         assert _from_reference(spec.scheduler, reference) == ours
         rebuilt = type(reference).from_config(to_diffusers_config(ours))
         rebuilt.register_to_config(**registered_config(ours))  # what no constructor takes, as a pipeline adds it
+        for method, value in set_by_calls(ours).items():  # FlowMatchEuler's `set_shift`, as a pipeline calls it
+            getattr(rebuilt, method)(value)
         assert public(rebuilt.config) == public(reference.config)
         assert _from_reference(spec.scheduler, rebuilt) == ours
         unset = {name for name, value in vars_of(ours).items() if value is None and is_registered_option(spec, name)}
@@ -201,7 +207,10 @@ class Interop:
     def test_table_config_round_trips_through_diffusers(self, case: Case) -> None:
         reference, ours = case.reference(), without_step_arguments(case.scheduler())
         assert _from_reference(case.spec.scheduler, reference) == ours
-        assert _from_reference(case.spec.scheduler, type(reference).from_config(to_diffusers_config(ours))) == ours
+        rebuilt = type(reference).from_config(to_diffusers_config(ours))
+        for method, value in set_by_calls(ours).items():
+            getattr(rebuilt, method)(value)
+        assert _from_reference(case.spec.scheduler, rebuilt) == ours
 
     # ----------------------------------------------------------------------------------------- the drop-in
     @configs("every", where=has_drop_in)
@@ -280,6 +289,7 @@ class Interop:
             and keeps_history(case)
             and takes_model_outputs(case)
             and not hasattr(case.spec.scheduler, "_brownian_queries")
+            and "history" not in case.spec.drop_in_gaps
         ),
     )
     def test_drop_in_takes_edits_of_its_solver_history(self, case: Case) -> None:
@@ -296,7 +306,7 @@ class Interop:
             scheduler.model_outputs = [0.1 * video + 0.2, 0.1 * video + 0.15, 0.1 * video + 0.1][
                 : scheduler.config.solver_order
             ]
-        steps = min(len(reference.timesteps), 6)
+        steps = min(len(reference.timesteps) - 1, 6)  # a step left after them (Wan Turbo's 4-step schedule)
         for index, t in enumerate(reference.timesteps[:steps]):
             for side, scheduler in enumerate((reference, ours)):
                 if index == steps // 2:  # ChronoEdit, between its reasoning and its final steps
@@ -364,7 +374,7 @@ class Interop:
         theirs.save_config(tmp_path / "theirs")
         assert public(ours_class.from_pretrained(tmp_path / "theirs").config) == public(theirs.config)
 
-    @configs(where=has_drop_in)
+    @configs(where=lambda case: has_drop_in(case) and "img2img" not in case.spec.drop_in_gaps)
     def test_drop_in_img2img_starts_at_its_begin_index(self, case: Case) -> None:
         for strength in (0.5, 0.75):
             reference, ours = drop_in_pair(case)
@@ -492,7 +502,7 @@ class Interop:
         compare("constructed")
         for name in names:
             value = getattr(ours, name, None)  # None: not set yet, as on the reference (checked above)
-            if isinstance(value, torch.Tensor):
+            if isinstance(value, torch.Tensor) and value.numel():  # an empty one (pi-Flow's before set_timesteps): none
                 assert value.untyped_storage().data_ptr() != getattr(other, name).untyped_storage().data_ptr(), name
         set_both(case, reference, ours)
         compare("after set_timesteps")

@@ -94,7 +94,8 @@ def assert_stepwise_parity(case: Case, sample_dtype: torch.dtype, model_dtype: t
         ref = reference.step(model_output, t, sample, return_dict=False, **ref_kwargs)[0]
         noise = reference_noise(case, sched, state, sample, g_ours, model_dtype, reference)
         ours, state = sched.step(state, model_output, sample, noise=noise)
-        assert ours.dtype == sample_dtype, f"step {index}: ours is {ours.dtype}, the sample {sample_dtype}"
+        expected = sched._output_dtype(sample)  # the sample's, or float32 where the reference keeps it
+        assert ours.dtype == expected, f"step {index}: ours is {ours.dtype}, the sample {sample_dtype}"
         ours = ours.to(ref.dtype)
         gap = (ours.double() - ref.double()).abs()
         if exact:
@@ -289,6 +290,7 @@ class Parity:
         image, noise = latents(SHAPE, torch.float32, 3), latents(SHAPE, torch.float32, 4)
         state = sched.init(sample=image, begin_index=begin, **case.init_kwargs(steps))
         noises = hasattr(reference, "add_noise") or hasattr(reference, "scale_noise")  # IPNDM's, DDIMInverse's: neither
+        noises = noises and case.spec.reference_noises_as_it_steps
         if not has_repeated_timesteps(reference):  # the reference finds each row's index by its timestep
             rows = state.replace(step_index=torch.tensor([0, steps - 1]))
             timesteps = reference.timesteps[[0, steps - 1]]

@@ -16,15 +16,24 @@ from .euler import EULER, EULER_ANCESTRAL
 from .flow_heun import FLOW_HEUN
 from .flow_lcm import FLOW_LCM
 from .flow_match import FLOW_MATCH
+from .flow_pair import FLOW_PAIR
+from .flow_unipc import FLOW_UNIPC, SGLANG_UNIPC
+from .helios import HELIOS, HELIOS_DMD, SGLANG_HELIOS
 from .heun import HEUN
+from .hunyuan3d import HUNYUAN3D_CONSISTENCY, HUNYUAN3D_FLOW_MATCH
 from .inverse import DDIM_INVERSE, DPM_INVERSE
 from .ipndm import IPNDM
 from .kdpm2 import KDPM2, KDPM2_ANCESTRAL
 from .lcm import LCM_SPEC, TCD_SPEC
 from .lms import LMS
 from .ltx_rf import LTX_RF
+from .passthrough import PASSTHROUGH
+from .piflow import PIFLOW, SGLANG_PIFLOW
 from .pndm import PNDM
 from .sa_solver import SA_SOLVER
+from .self_forcing import SELF_FORCING, SGLANG_FLOW_MATCH
+from .sglang_dpm import SGLANG_DPM_SOLVER
+from .sglang_flow import MOSS_IMAGE, SGLANG_FLOW_MATCH_EULER
 from .unipc import UNIPC
 from .wuerstchen import WUERSTCHEN
 
@@ -61,6 +70,22 @@ SPECS: dict[type, Spec] = {
         SA_SOLVER,
         IPNDM,
         WUERSTCHEN,
+        HUNYUAN3D_FLOW_MATCH,
+        HUNYUAN3D_CONSISTENCY,
+        SELF_FORCING,
+        SGLANG_FLOW_MATCH,
+        FLOW_PAIR,
+        SGLANG_DPM_SOLVER,
+        PASSTHROUGH,
+        FLOW_UNIPC,
+        SGLANG_UNIPC,
+        PIFLOW,
+        SGLANG_PIFLOW,
+        SGLANG_FLOW_MATCH_EULER,
+        MOSS_IMAGE,
+        HELIOS,
+        HELIOS_DMD,
+        SGLANG_HELIOS,
     )
 }
 #: Every config of every table, by case id ("DPMSolverMultistep-sd1.5-dpm-2m").
