@@ -22,6 +22,8 @@ from .. import plain_loop
 from ..selection import configs
 from ..spec import Case, Spec
 
+SLOW = pytest.mark.slow  # a parameter of a default-run test that only the slow run takes
+
 REQUESTS = 3  # the mapped dim of the vmap tests
 FINITE_DIFFERENCE = 1e-6  # the central difference's step, in float64
 
@@ -262,7 +264,8 @@ class Composability:
         shapes_only(case)
 
     @configs("representative")
-    @pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+    # Non-strict export of each class's first config runs in the default run's fresh-process column; here with slow.
+    @pytest.mark.parametrize("strict", [pytest.param(False, marks=SLOW), True], ids=["non-strict", "strict"])
     def test_export_of_a_loop_equals_eager(self, case: Case, strict: bool) -> None:
         torch._dynamo.reset()
         exported(case, strict)
@@ -277,10 +280,9 @@ class Composability:
     def test_after_every_transform_a_plain_loop_equals_a_fresh_process(self, spec: Spec) -> None:
         """From cold caches, every transform and mode above runs on the class's first config and its first
         stochastic one; then a plain eager loop of each is bit for bit what a fresh interpreter computes."""
-        cases = [spec.case(config) for config in spec.configs]
-        cases = [cases[0], *[case for case in cases if case.stochastic][:1]]
+        cases = _fresh_process_cases(spec)
         runs = [(case.scheduler(), case.init_kwargs(), case.steps) for case in cases]
-        fresh = plain_loop.run_in_fresh_process(runs)
+        fresh = _fresh_runs(tuple(self.specs))[spec.name]
         fs.clear_caches()
         torch._dynamo.reset()
         for case in cases:
@@ -292,6 +294,30 @@ class Composability:
         torch._dynamo.reset()
         for (sched, init_kwargs, steps), expected in zip(runs, fresh, strict=True):
             assert torch.equal(plain_loop.run(sched, init_kwargs, steps), expected)
+
+
+def _fresh_process_cases(spec: Spec) -> list[Case]:
+    """The cases the fresh-process column runs: the class's first config and its first stochastic one."""
+    cases = [spec.case(config) for config in spec.configs]
+    return [cases[0], *[case for case in cases if case.stochastic][:1]]
+
+
+#: Each suite's fresh-process results, by its specs' names (a test session runs each suite's interpreter once).
+_FRESH: dict[tuple[str, ...], dict[str, list[torch.Tensor]]] = {}
+
+
+def _fresh_runs(specs: tuple[Spec, ...]) -> dict[str, list[torch.Tensor]]:
+    """Each spec's fresh-process loops, all in one new interpreter (one start-up, not one per class): nothing ran
+    there before them but the plain loops of the specs listed earlier, each on its own scheduler."""
+    key = tuple(spec.name for spec in specs)
+    if key not in _FRESH:
+        runs = {
+            spec.name: [(case.scheduler(), case.init_kwargs(), case.steps) for case in _fresh_process_cases(spec)]
+            for spec in specs
+        }
+        flat = iter(plain_loop.run_in_fresh_process([run for spec_runs in runs.values() for run in spec_runs]))
+        _FRESH[key] = {name: [next(flat) for _ in spec_runs] for name, spec_runs in runs.items()}
+    return _FRESH[key]
 
 
 def _close(a: float, b: float, tolerance: float) -> bool:
