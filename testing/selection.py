@@ -64,6 +64,19 @@ def has_drop_in(case: Case) -> bool:
     return is_registered(case) and case.spec.drop_in_columns and named
 
 
+def has_step_options(case: Case) -> bool:
+    """Whether an option changes what `step` does (FlowMatchHeun has none: every state suits every config)."""
+    return bool(case.scheduler()._step_options())
+
+
+def drop_in_noises(case: Case) -> bool:
+    """A drop-in whose reference noises samples (`add_noise` or `scale_noise`; IPNDM's and DDIM inversion's do not)."""
+    if not has_drop_in(case):
+        return False
+    reference = case.reference()
+    return hasattr(reference, "add_noise") or hasattr(reference, "scale_noise")
+
+
 def is_stochastic(case: Case) -> bool:
     return case.stochastic
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import functional_sched as fs
-from functional_sched.adapters import drop_in, from_sglang
+from functional_sched.adapters import drop_in, from_sglang, sglang
 from functional_sched.testing import latents, toy_model
 
-sglang = pytest.importorskip("functional_sched.adapters.sglang")
-if not sglang.available():
-    pytest.skip("sglang's wheel is not installed (pip install --no-deps sglang==0.5.23)", allow_module_level=True)
+pytestmark = pytest.mark.skipif(
+    not sglang.available(), reason="sglang's wheel is not installed: pip install --no-deps sglang==0.5.23"
+)
 
 
 def full_loop(reference: Any, ours: Any, state: Any, shape: tuple[int, ...] = (2, 4, 6, 6)) -> None:

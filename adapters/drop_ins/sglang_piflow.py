@@ -13,15 +13,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-
-from functional_sched.machinery import checks
 from functional_sched.schedulers.piflow import SglangPiflow
 
 from .. import sglang
 from ..drop_in import FlowMatchEulerDiscreteScheduler as _FlowMatchEuler
-from ..drop_in import _check_timesteps
 from .piflow import PiflowDropIn
+from .sglang_flow import nearest_timestep_noise
 
 if sglang.available():
     _SGLANG_PIFLOW = sglang.sglang_class("PiflowScheduler")
@@ -41,22 +38,4 @@ if sglang.available():
             self.register_to_config(**{key: value for key, value in inherited.items() if not key.startswith("_")})
             super()._configure(**options)
 
-        def add_noise(self, clean_latent: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-            """sglang's `add_noise`: each row's sigma at the timestep nearest its own (`argmin |timesteps - t|`),
-            `(1 - sigma) * clean + sigma * noise`, in the noise's dtype."""
-            owner = f"{type(self).__name__}.add_noise"
-            checks.tensor(owner, "clean_latent", clean_latent)
-            checks.check_like(owner, "noise", noise, clean_latent, "clean_latent")
-            _check_timesteps(owner, "timestep", timestep)
-            if timestep.ndim == 2:
-                timestep = timestep.flatten(0, 1)
-            elif timestep.ndim == 1 and timestep.shape[0] == 1:
-                timestep = timestep.expand(clean_latent.shape[0])
-            elif timestep.ndim != 1:
-                raise ValueError(f"[add_noise] Invalid timestep shape: {timestep.shape}")
-            if timestep.numel() != clean_latent.shape[0]:
-                raise ValueError(f"{owner}: {timestep.numel()} timesteps for {clean_latent.shape[0]} rows.")
-            sigmas, timesteps = self.sigmas.to(noise.device), self.timesteps.to(noise.device)
-            index = torch.argmin((timesteps.unsqueeze(0) - timestep.unsqueeze(1)).abs(), dim=1)
-            sigma = sigmas[index].reshape(-1, 1, 1, 1)
-            return ((1 - sigma) * clean_latent + sigma * noise).type_as(noise)
+        add_noise = nearest_timestep_noise

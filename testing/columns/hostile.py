@@ -22,7 +22,7 @@ from functional_sched.machinery.schedule import MAX_INFERENCE_STEPS
 from .. import strategies
 from ..parity import step_noise, toy_model
 from ..requests import SHAPE, run_loop, same_state, start, step_inputs
-from ..selection import configs, is_stochastic, keeps_history
+from ..selection import configs, has_step_options, is_stochastic, keeps_history
 from ..spec import Case, Spec
 from .parity import reference_breaks_down
 
@@ -259,10 +259,8 @@ class HostileInputs:
             with pytest.raises(TypeError, match=rf"{sched.name} got a {type(state).__name__}, not a"):
                 sched.step(state, sample=sample, **inputs)
 
-    @configs()
+    @configs(where=has_step_options)
     def test_state_built_for_other_step_options(self, case: Case) -> None:
-        if not case.scheduler()._step_options():  # no option changes what step does (FlowMatchHeun's)
-            pytest.skip(f"{case.spec.name} has no step options")
         other = case.scheduler(**other_step_options(case))
         _, state, sample, inputs = one_step(case)
         for refused in (lambda: other.timestep(state), lambda: other.step(state, sample=sample, **inputs)):

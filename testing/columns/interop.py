@@ -21,7 +21,7 @@ from functional_sched.machinery import options as declarations
 
 from .. import strategies
 from ..parity import begin_at, generator_kwargs, has_repeated_timesteps, latents, loop_timesteps, toy_model
-from ..selection import configs, has_drop_in, has_reference, is_registered, keeps_history
+from ..selection import configs, drop_in_noises, has_drop_in, has_reference, is_registered, keeps_history
 from ..spec import Case, Spec, built_as_diffusers
 from .parity import BOUND, GRID_SETTINGS, noised
 
@@ -391,12 +391,10 @@ class Interop:
                 assert torch.equal(noised(ours, image, noise, t), x)
             assert drop_in_loop(case, reference, ours, x, start=begin) == len(reference.timesteps) - begin
 
-    @configs(where=has_drop_in)
+    @configs(where=drop_in_noises)
     def test_drop_in_noising_looks_up_each_rows_timestep(self, case: Case) -> None:
         """No begin index: each row's sigma is found by its timestep; after steps (inpainting): the step index."""
         reference, ours = drop_in_pair(case)
-        if not (hasattr(reference, "add_noise") or hasattr(reference, "scale_noise")):
-            pytest.skip(f"diffusers' {type(reference).__name__} noises nothing")
         set_both(case, reference, ours, steps=10, lookup=True)
         image, noise = torch.randn(SHAPE), torch.randn(SHAPE)
         t = reference.timesteps[[1, 6]]
