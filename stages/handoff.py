@@ -739,14 +739,15 @@ def send(
     device: torch.device | str = "cpu",
     key: bytes | None = None,
     schedules: Schedule | Sequence[Schedule] | None = None,
-) -> None:
+) -> int:
     """Send the request to rank `dst`: its length (an int64 tensor), then its bytes (uint8), both on `device`
-    ("cpu" for gloo, the rank's GPU for NCCL); `key` and `schedules` as for `dumps`."""
+    ("cpu" for gloo, the rank's GPU for NCCL); `key` and `schedules` as for `dumps`. Returns the payload's bytes."""
     import torch.distributed as dist
 
     payload = torch.frombuffer(bytearray(dumps(req, scheduler, key=key, schedules=schedules)), dtype=torch.uint8)
     dist.send(torch.tensor([payload.numel()], dtype=torch.int64, device=device), dst, group=group)
     dist.send(payload.to(device), dst, group=group)
+    return payload.numel()
 
 
 def _checked_length(size: int, src: int, max_bytes: int) -> int:
@@ -767,14 +768,16 @@ def recv(
     *,
     group: Any = None,
     device: torch.device | str = "cpu",
+    to: torch.device | str | None = None,
     extra_schedulers: Mapping[str, Any] | None = None,
     key: bytes | None = None,
     max_bytes: int = MAX_BYTES,
     max_header_bytes: int = MAX_HEADER_BYTES,
     max_tensors: int = MAX_TENSORS,
 ) -> Req:
-    """Receive a request that rank `src` sent with `send`; its tensors land on `device` (the other arguments as for
-    `loads`; the announced length is checked against `max_bytes` before the buffer is allocated)."""
+    """Receive a request that rank `src` sent with `send` over `device` (as `send`'s); its tensors land on `to`
+    (default: `device`; a GPU rank that talks gloo receives on "cpu" and computes on `to="cuda"`). The other arguments
+    as for `loads`; the announced length is checked against `max_bytes` before the buffer is allocated."""
     import torch.distributed as dist
 
     key = _checked_key("handoff.recv", key)
@@ -787,7 +790,7 @@ def recv(
     return loads(
         payload.cpu().numpy().tobytes(),
         scheduler,
-        device=device,
+        device=device if to is None else to,
         extra_schedulers=extra_schedulers,
         key=key,
         max_bytes=max_bytes,
