@@ -35,6 +35,14 @@ class TwoExperts(Denoise):
 
     In `step_many`, requests on either side of the boundary share the scheduler call: each expert sees only its
     requests, in one model call.
+
+    sglang (0.5.23) serves Wan 2.2 A14B (its `WanPipeline`, `WanImageToVideoPipeline`) with this loop in its
+    `DenoisingStage` on `FlowUniPCMultistepScheduler(shift=flow_shift)`: ours `FlowUniPCMultistep(shift=flow_shift)`
+    (`from_sglang` maps it), whose truncated integer timesteps put the switch where sglang's do (at some step
+    counts, one step away from diffusers' UniPC grid). sglang compares `int(t)` with the boundary, which is `t` for
+    those integer timesteps. T2V A14B (shift 12, boundary_ratio 0.875, guidance 4.0 / guidance_scale_2 3.0) and
+    I2V A14B (shift 5, 0.9, 3.5 / 3.5) are bit-identical to sglang's loop at every step
+    (`tests/test_sglang_stages.py`).
     """
 
     low_noise_model: Model = attrs.field(kw_only=True, validator=is_callable)

@@ -53,6 +53,13 @@ class PairedDenoise(Stepped):
     `guidance_rescale`) to both outputs, from one joint call on the negative and the positive embeddings (one scale;
     MOVA's dual CFG adds a second guidance term, which this stage does not).
 
+    sglang (0.5.23) serves MOVA with one `FlowMatchPairScheduler` (`set_timesteps(50, shift=5.0)`, then
+    `set_pair_postprocess_by_name("dual_sigma_shift", visual_shift=5.0, audio_shift=5.0)`) stepping each modality
+    with `step_from_to` on its column, one guidance scale for both outputs, and its video DiT switched at
+    t_video >= 900 (boundary_ratio 0.9): this stage with two `FlowMatchPair` schedulers, `from_sglang(pair)` for the
+    video and `attrs.evolve(it, modality="audio")` for the audio, and the switch inside `model` (which gets the video
+    timestep). Both latents are bit-identical to sglang's loop at every step (`tests/test_sglang_stages.py`).
+
     Implements the joint sampling loop of MOVA (SII-OpenMOSS Team, 2026, "MOVA: Towards Scalable and Synchronized
     Video-Audio Generation").
     """
