@@ -183,9 +183,11 @@ class _DropIn:
         registry = DROP_INS if cls._functional_class.reference_library == "diffusers" else SGLANG_DROP_INS
         registry.setdefault(cls.__name__, cls)  # the package's own; a subclass made elsewhere (a test's) takes no name
         cls._diffusers_class = reference
-        cls._compatibles = list(reference._compatibles)
+        cls._compatibles = list(getattr(reference, "_compatibles", ()))  # MOVA's sglang classes: no SchedulerMixin
         cls.order = getattr(reference, "order", 1)  # DDPMWuerstchen's has none (its pipelines read getattr(.., 1))
-        cls.__init__ = register_to_config(_signed(cls._configure, reference.__init__))  # type: ignore[misc]
+        init = _signed(cls._configure, reference.__init__)
+        # A reference with no config (MOVA's FlowMatchScheduler/Pair keep their options as attributes): none either.
+        cls.__init__ = register_to_config(init) if issubclass(reference, diffusers.ConfigMixin) else init  # type: ignore[misc]
         cls.set_timesteps = _signed(cls._set_timesteps, reference.set_timesteps)  # type: ignore[method-assign]
         cls.step = _signed(cls._step, reference.step)  # type: ignore[method-assign]
 

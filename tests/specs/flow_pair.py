@@ -16,13 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.schedulers.scheduling_utils import SchedulerOutput
+from diffusers.configuration_utils import ConfigMixin
 
 import functional_sched as fs
 from functional_sched.testing import Config, Refusal, Schedule, Spec
 
-from .self_forcing import final_sigma
+from ._sglang import MOVA_LINSPACE, config_init, final_sigma, stepped
 
 #: What `set_pair_postprocess_by_name("dual_sigma_shift", ...)` takes (None: not passed, sglang's default).
 DUAL_SIGMA_SHIFT = (
@@ -34,6 +33,20 @@ DUAL_SIGMA_SHIFT = (
     "audio_exponential_shift_mu",
 )
 
+#: The adapter's constructor options beyond sglang's: MOVA's stage's `set_timesteps` and post-processing arguments,
+#: and the column to step.
+PAIR_OPTIONS: dict[str, Any] = {
+    "denoising_strength": 1.0,
+    "pair_postprocess": None,
+    "visual_shift": None,
+    "audio_shift": None,
+    "visual_denoising_strength": 1.0,
+    "audio_denoising_strength": 1.0,
+    "visual_exponential_shift_mu": None,
+    "audio_exponential_shift_mu": None,
+    "modality": "visual",
+}
+
 
 @functools.cache
 def pair_reference_class() -> type:
@@ -41,51 +54,16 @@ def pair_reference_class() -> type:
 
     base = sglang_class("FlowMatchPairScheduler")
 
+    def construct(self: Any, options: dict[str, Any]) -> None:
+        self._built = False  # sglang's constructor builds its training grid with set_timesteps
+        base.__init__(self, **{name: options[name] for name in MOVA_LINSPACE})
+        self._built = True
+
     class FlowMatchPairScheduler(ConfigMixin, base):  # type: ignore[misc, valid-type]
         """sglang's pair scheduler configured as MOVA's stage configures it, stepping one column."""
 
         config_name = "scheduler_config.json"
-
-        @register_to_config
-        def __init__(
-            self,
-            num_inference_steps: int = 100,
-            num_train_timesteps: int = 1000,
-            shift: float = 3.0,
-            sigma_max: float = 1.0,
-            sigma_min: float = 0.003 / 1.002,
-            inverse_timesteps: bool = False,
-            extra_one_step: bool = False,
-            reverse_sigmas: bool = False,
-            exponential_shift: bool = False,
-            exponential_shift_mu: float | None = None,
-            shift_terminal: float | None = None,
-            denoising_strength: float = 1.0,
-            pair_postprocess: str | None = None,
-            visual_shift: float | None = None,
-            audio_shift: float | None = None,
-            visual_denoising_strength: float = 1.0,
-            audio_denoising_strength: float = 1.0,
-            visual_exponential_shift_mu: float | None = None,
-            audio_exponential_shift_mu: float | None = None,
-            modality: str = "visual",
-        ) -> None:
-            self._built = False  # sglang's constructor builds its training grid with set_timesteps
-            base.__init__(
-                self,
-                num_inference_steps=num_inference_steps,
-                num_train_timesteps=num_train_timesteps,
-                shift=shift,
-                sigma_max=sigma_max,
-                sigma_min=sigma_min,
-                inverse_timesteps=inverse_timesteps,
-                extra_one_step=extra_one_step,
-                reverse_sigmas=reverse_sigmas,
-                exponential_shift=exponential_shift,
-                exponential_shift_mu=exponential_shift_mu,
-                shift_terminal=shift_terminal,
-            )
-            self._built = True
+        __init__ = config_init({**MOVA_LINSPACE, **PAIR_OPTIONS}, construct)
 
         def set_timesteps(self, num_inference_steps: int = 100, **kwargs: Any) -> None:
             if not self._built:
@@ -106,8 +84,7 @@ def pair_reference_class() -> type:
         def step(self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = False, **kwargs: Any) -> Any:
             index = int(torch.argmin((self.timesteps - timestep).abs()))
             following = self.timesteps[index + 1] if index + 1 < len(self.timesteps) else None
-            prev_sample = self.step_from_to(model_output, timestep, following, sample)
-            return SchedulerOutput(prev_sample=prev_sample) if return_dict else (prev_sample,)
+            return stepped(self.step_from_to(model_output, timestep, following, sample), return_dict)
 
         def add_noise(self, original_samples: Any, noise: Any, timestep: Any) -> Any:
             rows = []
@@ -148,4 +125,7 @@ FLOW_PAIR = Spec(
         # sglang's constructor raises TypeError (math.exp(None)) building its training grid.
         Refusal("exponential-shift-without-mu", {"exponential_shift": True}, "needs exponential_shift_mu"),
     ),
+    # The drop-in is sglang's class (no config, MOVA's `step_from_to` on a pair of columns): tests/test_flow_pair.py
+    # replays MOVA's stage and loop on it and on sglang's own object.
+    drop_in_columns=False,
 )

@@ -200,6 +200,9 @@ SGLANG_HELIOS = Spec(
     ),
     unsupported={"thresholding": True, "predict_x0": False, "prediction_type": "epsilon", "use_flow_sigmas": False},
     reference_noises_as_it_steps=False,
+    # The drop-in is sglang's class itself (a plain config object the pipeline rewrites, the stage a `set_timesteps`
+    # argument): tests/test_helios_drop_in.py runs sglang's Helios stages on it and on sglang's own object.
+    drop_in_columns=False,
 )
 
 HELIOS = Spec(
@@ -230,6 +233,9 @@ HELIOS = Spec(
         "solver_p": diffusers.DDIMScheduler(),
     },
     reference_noises_as_it_steps=False,
+    # The drop-in is diffusers' class itself (the stage an argument of `set_timesteps`, not config; UniPC's 4-tuple
+    # from `step`): tests/test_helios_drop_in.py drives it as Helios' pipelines do, against diffusers' own object.
+    drop_in_columns=False,
 )
 
 HELIOS_DMD = Spec(
@@ -247,4 +253,6 @@ HELIOS_DMD = Spec(
     ),
     unsupported={"prediction_type": "epsilon", "use_flow_sigmas": False},
     reference_noises_as_it_steps=False,
+    # The drop-in takes the pipeline's DMD arguments with each step: tests/test_helios_drop_in.py drives it.
+    drop_in_columns=False,
 )

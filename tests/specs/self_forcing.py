@@ -22,18 +22,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.schedulers.scheduling_utils import SchedulerOutput
+from diffusers.configuration_utils import ConfigMixin
 
 import functional_sched as fs
 from functional_sched.testing import Config, Order, Refusal, Schedule, Spec
 
+from ._sglang import LINSPACE, MOVA_LINSPACE, config_init, stepped, with_final_sigma
+
 STEPS = (20, 40, 80, 160)
-
-
-def final_sigma(scheduler: Any) -> float:
-    """Where sglang's step goes past the table's last sigma."""
-    return 1.0 if scheduler.inverse_timesteps or scheduler.reverse_sigmas else 0.0
 
 
 @functools.cache
@@ -42,37 +38,18 @@ def self_forcing_reference_class() -> type:
 
     base = sglang_class("SelfForcingFlowMatchScheduler")
 
+    def construct(self: Any, options: dict[str, Any]) -> None:
+        self.denoising_strength = options.pop("denoising_strength")
+        base.__init__(self, **options)
+
     class SelfForcingFlowMatchScheduler(base):  # type: ignore[misc, valid-type]
         """sglang's class; `set_timesteps` with the configured `denoising_strength`; the final sigma exposed."""
 
-        @register_to_config
-        def __init__(
-            self,
-            num_inference_steps: int = 100,
-            num_train_timesteps: int = 1000,
-            shift: float = 3.0,
-            sigma_max: float = 1.0,
-            sigma_min: float = 0.003 / 1.002,
-            inverse_timesteps: bool = False,
-            extra_one_step: bool = False,
-            reverse_sigmas: bool = False,
-            denoising_strength: float = 1.0,
-        ) -> None:
-            self.denoising_strength = denoising_strength
-            super().__init__(
-                num_inference_steps=num_inference_steps,
-                num_train_timesteps=num_train_timesteps,
-                shift=shift,
-                sigma_max=sigma_max,
-                sigma_min=sigma_min,
-                inverse_timesteps=inverse_timesteps,
-                extra_one_step=extra_one_step,
-                reverse_sigmas=reverse_sigmas,
-            )
+        __init__ = config_init({**LINSPACE, "denoising_strength": 1.0}, construct)
 
         def set_timesteps(self, num_inference_steps: int = 100, **kwargs: Any) -> None:
             super().set_timesteps(num_inference_steps, denoising_strength=self.denoising_strength)
-            self.sigmas = torch.cat([self.sigmas, torch.full((1,), final_sigma(self))])
+            with_final_sigma(self)
 
         def step(self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = False, **kwargs: Any) -> Any:
             out = super().step(model_output, timestep, sample, return_dict=return_dict)
@@ -97,45 +74,15 @@ def flow_match_reference_class() -> type:
         """sglang's class with a config, diffusers' `step` return and per-row noising; the final sigma exposed."""
 
         config_name = "scheduler_config.json"
-
-        @register_to_config
-        def __init__(
-            self,
-            num_inference_steps: int = 100,
-            num_train_timesteps: int = 1000,
-            shift: float = 3.0,
-            sigma_max: float = 1.0,
-            sigma_min: float = 0.003 / 1.002,
-            inverse_timesteps: bool = False,
-            extra_one_step: bool = False,
-            reverse_sigmas: bool = False,
-            exponential_shift: bool = False,
-            exponential_shift_mu: float | None = None,
-            shift_terminal: float | None = None,
-        ) -> None:
-            base.__init__(
-                self,
-                num_inference_steps=num_inference_steps,
-                num_train_timesteps=num_train_timesteps,
-                shift=shift,
-                sigma_max=sigma_max,
-                sigma_min=sigma_min,
-                inverse_timesteps=inverse_timesteps,
-                extra_one_step=extra_one_step,
-                reverse_sigmas=reverse_sigmas,
-                exponential_shift=exponential_shift,
-                exponential_shift_mu=exponential_shift_mu,
-                shift_terminal=shift_terminal,
-            )
+        __init__ = config_init(MOVA_LINSPACE, lambda self, options: base.__init__(self, **options))
 
         def set_timesteps(self, num_inference_steps: int = 100, **kwargs: Any) -> None:
             base.set_timesteps(self, num_inference_steps)
-            self.sigmas = torch.cat([self.sigmas, torch.full((1,), final_sigma(self))])
+            with_final_sigma(self)
 
         def step(self, model_output: Any, timestep: Any, sample: Any, return_dict: bool = False, **kwargs: Any) -> Any:
             # sglang's step reads len(self.timesteps), never the exposed final sigma.
-            prev_sample = base.step(self, model_output, timestep, sample)
-            return SchedulerOutput(prev_sample=prev_sample) if return_dict else (prev_sample,)
+            return stepped(base.step(self, model_output, timestep, sample), return_dict)
 
         def add_noise(self, original_samples: Any, noise: Any, timestep: Any) -> Any:
             rows = [
@@ -189,4 +136,7 @@ SGLANG_FLOW_MATCH = Spec(
         Refusal("exponential-shift-without-mu", {"exponential_shift": True}, "needs exponential_shift_mu"),
     ),
     orders=(Order("euler", {"sigma_min": 0.0, "extra_one_step": True, "shift": 1.0}, 1, STEPS),),
+    # The drop-in is sglang's class (no config, a bare tensor from `step`, N sigmas): tests/test_flow_pair.py drives
+    # it against sglang's own objects.
+    drop_in_columns=False,
 )
