@@ -1,17 +1,24 @@
-"""Real-pipeline scheduler configs: the grid the report and the benchmarks run, keyed by diffusers class name.
+"""Real-pipeline scheduler configs: the grid the report and the benchmarks run, keyed by reference library and class.
 
-Configs are the published `scheduler_config.json` of each model (Hugging Face hub, as of diffusers 0.42.1), and the
-`set_timesteps` arguments its diffusers pipeline passes (`pipelines/flux/pipeline_flux.py`,
+`GRID`: diffusers' classes. Configs are the published `scheduler_config.json` of each model (Hugging Face hub, as of
+diffusers 0.42.1), and the `set_timesteps` arguments its diffusers pipeline passes (`pipelines/flux/pipeline_flux.py`,
 `pipelines/qwenimage/pipeline_qwenimage.py`, `pipelines/sana/pipeline_sana.py`, `pipelines/wan/pipeline_wan.py`).
+`SGLANG_GRID`: sglang 0.5.23's own classes (and diffusers' classes first added for sglang's pipelines: pi-Flow,
+Helios) on the configs and `set_timesteps` calls of sglang's pipelines (`sglang/multimodal_gen/runtime/pipelines*`;
+the conformance specs, tests/specs/, list them with their sources). `ALL` is both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 import functional_sched as fs
+
+from . import sglang
 
 # Stable Diffusion 1.5's betas (`runwayml/stable-diffusion-v1-5`, scheduler/scheduler_config.json).
 _SD15_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
@@ -45,10 +52,23 @@ class Case:
     pipeline_sigmas: bool = False
     #: SDE samplers: both sides draw the step noise from equally seeded generators.
     stochastic: bool = False
+    #: Whose class is the reference: "diffusers" or "sglang" (loaded by `adapters.sglang.sglang_class`).
+    library: str = "diffusers"
+    #: The custom table the pipeline passes to `set_timesteps` for a step count (`{"sigmas": ...}`).
+    custom: Callable[[int], Mapping[str, Any]] | None = None
+    #: The `mu` the pipeline passes where it is a constant of the pipeline (Helios' 384x640), not Flux's shift.
+    fixed_mu: float | None = None
+    #: A distilled pipeline's own step count (TurboWan's 4), or the run's where that is smaller (a smoke run).
+    steps: int | None = None
+    #: What the pipeline passes at `set_timesteps` or `step` time rather than to the constructor (Helios' stage,
+    #: self-forcing's denoising strength, MOVA's pair post-processing and column): options of ours.
+    pipeline: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def mu(self) -> float | None:
         """The resolution shift the pipeline passes: `calculate_shift` of `pipelines/flux/pipeline_flux.py`."""
+        if self.fixed_mu is not None:
+            return self.fixed_mu
         if self.image_seq_len is None:
             return None
         base_len, max_len = self.config["base_image_seq_len"], self.config["max_image_seq_len"]
@@ -195,17 +215,191 @@ GRID: tuple[Case, ...] = (
 )
 
 
+def wan_sigmas(steps: int, shift: float = 5.0) -> dict[str, Any]:
+    """wan_animate_2's `set_timesteps(sigmas=...)`: Wan's `get_sampling_sigmas(n, 5)`, `linspace(1, 0, n + 1)[:n]`
+    shifted."""
+    sigmas = np.linspace(1, 0, steps + 1)[:steps]
+    return {"sigmas": shift * sigmas / (1 + (shift - 1) * sigmas)}
+
+
+def flux_sigmas(steps: int) -> dict[str, Any]:
+    """sglang's timestep stage for Flux, Qwen-Image, Z-Image (`prepare_sigmas`): `np.linspace(1, 1/n, n)`."""
+    return {"sigmas": np.linspace(1.0, 1 / steps, steps)}
+
+
+def hunyuan3d_sigmas(steps: int) -> dict[str, Any]:
+    """sglang's Hunyuan3D shape stage: `sigmas=np.linspace(0, 1, n)` (from noise to data)."""
+    return {"sigmas": np.linspace(0.0, 1.0, steps)}
+
+
+def helios_sigmas(steps: int) -> dict[str, Any]:
+    """Helios' base pipeline: `sigmas=np.linspace(0.999, 0.0, n + 1)[:-1]`."""
+    return {"sigmas": np.linspace(0.999, 0.0, steps + 1)[:-1]}
+
+
+def comfyui_timesteps(steps: int) -> dict[str, Any]:
+    """What ComfyUI's samplers hand sglang's pass-through for a flow model (sigma * 1000, not whole numbers)."""
+    return {"timesteps": [999.7 - 950.0 * i / max(steps - 1, 1) for i in range(steps)]}
+
+
+_WAN_FLOW = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+_HELIOS_DYNAMIC = {"use_dynamic_shifting": True, "time_shift_type": "exponential"}
+_HELIOS_DISTILLED = {"scheduler_type": "dmd", "stages": 3, "time_shift_type": "linear"}
+_HELIOS_MU = 1.919  # sglang's helios_denoising.py for 384x640: calculate_shift(9 * 48 * 80 / 4)
+_MOVA = {"pair_postprocess": "dual_sigma_shift", "visual_shift": 5.0, "audio_shift": 5.0}
+_LINGBOT = {"num_inference_steps": 1000, "sigma_min": 0.0, "extra_one_step": True}
+
+
+#: sglang's pipelines, one row per (class, pipeline): sglang 0.5.23's own classes (`library="sglang"`), then the
+#: diffusers classes added with them for the same pipelines (pi-Flow, Helios; diffusers' own objects the reference).
+SGLANG_GRID: tuple[Case, ...] = (
+    # Wan 2.1 T2V 480p, Wan 2.2 T2V-A14B, TurboWan (runtime/configs/pipeline_configs/wan.py: flow_shift; 50/40/4 steps).
+    Case("Wan2.1 T2V 480p", "FlowUniPCMultistepScheduler", {"shift": 3.0}, library="sglang"),
+    Case("Wan2.2 T2V-A14B", "FlowUniPCMultistepScheduler", {"shift": 12.0}, library="sglang"),
+    Case("TurboWan", "FlowUniPCMultistepScheduler", {"shift": 8.0}, library="sglang", steps=4),
+    Case("Cosmos3 set_shift(10)", "FlowUniPCMultistepScheduler", {"set_shift": 10.0}, library="sglang"),
+    Case("Wan2.1 (flow), sglang's copy", "UniPCMultistepScheduler", {**_WAN_FLOW, "flow_shift": 3.0}, library="sglang"),
+    Case("SD3, sglang's copy", "FlowMatchEulerDiscreteScheduler", {"shift": 3.0}, library="sglang"),
+    Case(
+        "Flux.1-dev 1024px, sglang's copy",
+        "FlowMatchEulerDiscreteScheduler",
+        next(case.config for case in GRID if case.label == "Flux.1-dev 1024px"),
+        image_seq_len=4096,
+        custom=flux_sigmas,
+        library="sglang",
+    ),
+    # The loader's set_shift(flow_shift) on a checkpoint of shift 1 (HunyuanVideo's flow_shift 7).
+    Case("HunyuanVideo set_shift(7)", "FlowMatchEulerDiscreteScheduler", {"set_shift": 7.0}, library="sglang"),
+    Case("MOSS-Image", "MOSSImageScheduler", {}, library="sglang"),
+    Case(
+        "SANA DPM++ 2M, sglang's wrapper",
+        "DPMSolverMultistepScheduler",
+        {**_WAN_FLOW, "flow_shift": 3.0},
+        library="sglang",
+    ),
+    Case(
+        "Wan-Animate 2 DPM++ 2M",
+        "DPMSolverMultistepScheduler",
+        {**_WAN_FLOW, "flow_shift": 5.0, "num_train_timesteps": 1000},
+        custom=wan_sigmas,
+        library="sglang",
+    ),
+    # LingBot-World's causal DMD (lingbot_world_causal_dmd_pipeline.py) and Self-Forcing Wan 1.3B's 4 steps.
+    Case("LingBot-World causal DMD", "SelfForcingFlowMatchScheduler", {**_LINGBOT, "shift": 10.0}, library="sglang"),
+    Case(
+        "Self-Forcing Wan 1.3B",
+        "SelfForcingFlowMatchScheduler",
+        {"shift": 5.0, "sigma_min": 0.0, "extra_one_step": True},
+        library="sglang",
+        steps=4,
+    ),
+    Case("MOVA flow match (shift 5)", "FlowMatchScheduler", {"shift": 5.0}, library="sglang"),
+    # MOVA's stage: FlowMatchPairScheduler(shift=5), set_pair_postprocess_by_name("dual_sigma_shift", 5, 5), 50 steps.
+    Case("MOVA video", "FlowMatchPairScheduler", {"shift": 5.0}, library="sglang", pipeline=_MOVA),
+    Case(
+        "MOVA audio",
+        "FlowMatchPairScheduler",
+        {"shift": 5.0},
+        library="sglang",
+        pipeline={**_MOVA, "modality": "audio"},
+    ),
+    Case(
+        "Hunyuan3D-2 shape",
+        "Hunyuan3DFlowMatchEulerDiscreteScheduler",
+        {"num_train_timesteps": 1000},
+        custom=hunyuan3d_sigmas,
+        library="sglang",
+    ),
+    Case(
+        "Hunyuan3D-2 turbo shape",
+        "Hunyuan3DConsistencyFlowMatchEulerDiscreteScheduler",
+        {"num_train_timesteps": 1000, "pcm_timesteps": 100},
+        custom=hunyuan3d_sigmas,
+        library="sglang",
+        steps=5,
+    ),
+    # Kandinsky-6.0-Pro-distill (Kandinsky6TI2VADistilledSamplingParams): the checkpoint's defaults, 10 steps.
+    Case("Kandinsky 6 distill", "PiflowScheduler", {}, library="sglang", steps=10),
+    Case(
+        "Helios base", "HeliosScheduler", _HELIOS_DYNAMIC, custom=helios_sigmas, fixed_mu=_HELIOS_MU, library="sglang"
+    ),
+    Case(
+        "Helios-Mid stage 0",
+        "HeliosScheduler",
+        {"stages": 3, "gamma": 1 / 3, **_HELIOS_DYNAMIC},
+        fixed_mu=_HELIOS_MU,
+        library="sglang",
+        pipeline={"stage_index": 0},
+    ),
+    Case(
+        "Helios-Distilled, amplified chunk",
+        "HeliosScheduler",
+        _HELIOS_DISTILLED,
+        library="sglang",
+        steps=3,
+        stochastic=True,
+        pipeline={"is_amplify_first_chunk": True},
+    ),
+    Case("ComfyUI pass-through", "ComfyUIPassThroughScheduler", {}, custom=comfyui_timesteps, library="sglang"),
+    # diffusers 0.42.1's classes for the same pipelines.
+    Case("Kandinsky 6 distill", "PiflowScheduler", {}, steps=10),
+    Case("Helios base", "HeliosScheduler", {"stages": 1}, custom=helios_sigmas, fixed_mu=_HELIOS_MU),
+    Case(
+        "Helios-Distilled, amplified chunk",
+        "HeliosDMDScheduler",
+        {},
+        steps=3,
+        stochastic=True,
+        pipeline={"is_amplify_first_chunk": True},
+    ),
+)
+#: Both grids: what the report and the eager benchmark run.
+ALL: tuple[Case, ...] = GRID + SGLANG_GRID
+
+
 def cases(schedulers: Sequence[type] | None = None) -> tuple[Case, ...]:
-    """The grid's cases whose diffusers class `functional_sched` reproduces (all of `fs.SCHEDULERS` by default)."""
+    """The grids' cases whose reference class `functional_sched` reproduces (all of `fs.SCHEDULERS` by default) and
+    whose reference library is installed (sglang's rows need its wheel: `skipped()` lists them where it is not)."""
     available = _names(schedulers)
-    return tuple(case for case in GRID if case.diffusers_name in available)
+    return tuple(
+        case for case in ALL if (case.library, case.diffusers_name) in available and case not in skipped(schedulers)
+    )
+
+
+def skipped(schedulers: Sequence[type] | None = None) -> tuple[Case, ...]:
+    """The sglang rows of classes we reproduce that cannot run here: sglang is not installed."""
+    if sglang.available():
+        return ()
+    available = _names(schedulers)
+    return tuple(
+        case for case in SGLANG_GRID if (case.library, case.diffusers_name) in available and case.library == "sglang"
+    )
 
 
 def pending(schedulers: Sequence[type] | None = None) -> tuple[str, ...]:
-    """The grid's diffusers classes that `functional_sched` does not reproduce yet."""
+    """The grids' reference classes that `functional_sched` does not reproduce yet (sglang's prefixed `sglang `)."""
     available = _names(schedulers)
-    return tuple(dict.fromkeys(case.diffusers_name for case in GRID if case.diffusers_name not in available))
+    return tuple(
+        dict.fromkeys(reference_name(case) for case in ALL if (case.library, case.diffusers_name) not in available)
+    )
 
 
-def _names(schedulers: Sequence[type] | None) -> set[str]:
-    return {scheduler.diffusers_name for scheduler in (fs.SCHEDULERS if schedulers is None else schedulers)}
+def scheduler_class(case: Case, schedulers: Sequence[type] | None = None) -> type:
+    """Our class whose reference is the case's: same library, same class name."""
+    return next(
+        scheduler
+        for scheduler in (fs.SCHEDULERS if schedulers is None else schedulers)
+        if (scheduler.reference_library, scheduler.diffusers_name) == (case.library, case.diffusers_name)
+    )
+
+
+def reference_name(case: Case) -> str:
+    """The reference class's name as the report prints it: sglang's prefixed `sglang `."""
+    return case.diffusers_name if case.library == "diffusers" else f"{case.library} {case.diffusers_name}"
+
+
+def _names(schedulers: Sequence[type] | None) -> set[tuple[str, str]]:
+    return {
+        (scheduler.reference_library, scheduler.diffusers_name)
+        for scheduler in (fs.SCHEDULERS if schedulers is None else schedulers)
+    }

@@ -1,27 +1,34 @@
-"""Run one grid case with diffusers and with functional_sched side by side: parity over a full loop, and step times.
+"""Run one grid case with its reference and with functional_sched side by side: parity over a full loop, step times.
 
-Both sides run the loop a diffusers pipeline runs (`set_timesteps`, `set_begin_index(0)` as Flux and Wan do, then
-`scale_model_input`, model, `step` per timestep) with a deterministic toy denoiser in place of the model.
+Both sides run the loop the case's pipeline runs (`set_timesteps`, `set_begin_index(0)` as Flux and Wan do, then
+`scale_model_input`, model, `step` per timestep) with a deterministic toy denoiser in place of the model. The
+reference is diffusers' class or sglang's (`Case.library`); where its API is not diffusers' (sglang's MOVA schedulers,
+Helios' stages and DMD step, pi-Flow's grid of predictions) `pipeline_set_timesteps`, `pipeline_timesteps`,
+`pipeline_model_output` and `pipeline_step` call it as its pipeline does.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import attrs
 import diffusers
 import numpy as np
 import torch
 
 import functional_sched as fs
+from functional_sched.machinery import options
 from functional_sched.machinery.scheduler import Scheduler
 
-from ._cases import Case
+from ._cases import Case, scheduler_class
 from .diffusers import from_diffusers
+from .sglang import from_sglang, sglang_class
 
 SEED = 0
 
@@ -43,18 +50,156 @@ class Parity:
     steps: int
 
 
-def pipeline_timesteps(reference: Any) -> torch.Tensor:
-    """The timesteps a pipeline loops over (Stable Cascade's, all but DDPMWuerstchenScheduler's last)."""
+def _is(reference: Any, name: str, library: str = "sglang") -> bool:
+    """Whether `reference`'s class is (or subclasses) `library`'s class `name` (sglang's need not be loadable)."""
+    return any(cls.__name__ == name and cls.__module__.split(".")[0] == library for cls in type(reference).__mro__)
+
+
+def _helios(reference: Any) -> bool:
+    return any(
+        _is(reference, name, library)
+        for name in ("HeliosScheduler", "HeliosDMDScheduler")
+        for library in ("diffusers", "sglang")
+    )
+
+
+#: What MOVA's stage passes to `set_pair_postprocess_by_name("dual_sigma_shift", ...)`.
+_DUAL_SIGMA_SHIFT = (
+    "visual_shift",
+    "audio_shift",
+    "visual_denoising_strength",
+    "audio_denoising_strength",
+    "visual_exponential_shift_mu",
+    "audio_exponential_shift_mu",
+)
+
+
+def build_reference(case: Case) -> Any:
+    """The case's reference object as its pipeline builds it: the constructor takes the config but for the options a
+    method sets (`Option.set_by`: sglang's loader calls `set_shift(flow_shift)`), called after it, and registered
+    ones (`Option.registered`), registered after it."""
+    if case.library == "sglang":
+        reference_class = sglang_class(case.diffusers_name)
+    else:
+        reference_class = getattr(diffusers, case.diffusers_name)
+    declared = options.declared(scheduler_class(case))
+    given = dict(case.config)
+    registered = {key: given.pop(key) for key in list(given) if key in declared and declared[key].registered}
+    set_by = {key: given.pop(key) for key in list(given) if key in declared and declared[key].set_by is not None}
+    reference = reference_class(**given)
+    if registered:
+        reference.register_to_config(**registered)
+    for key, value in set_by.items():
+        getattr(reference, declared[key].set_by)(value)
+    return reference
+
+
+def pipeline_set_timesteps(
+    reference: Any, device: torch.device, pipeline: Mapping[str, Any] | None = None, **args: Any
+) -> None:
+    """`set_timesteps` as the reference's pipeline calls it; `pipeline` holds what the pipeline passes besides the
+    schedule (`Case.pipeline`): MOVA's stage sets the pair post-processing after the timesteps (sglang's
+    FlowMatchScheduler takes no device), self-forcing passes its denoising strength, Helios its stage index and
+    whether the chunk is amplified (and a step count with its sigmas)."""
+    pipeline = pipeline or {}
+    steps = args.get("num_inference_steps")
+    if _is(reference, "FlowMatchPairScheduler"):
+        reference.set_timesteps(steps, denoising_strength=pipeline.get("denoising_strength", 1.0))
+        if pipeline.get("pair_postprocess") is None:
+            reference.set_pair_postprocess(None)
+        else:
+            given = {key: pipeline[key] for key in _DUAL_SIGMA_SHIFT if pipeline.get(key) is not None}
+            reference.set_pair_postprocess_by_name(pipeline["pair_postprocess"], **given)
+    elif _is(reference, "FlowMatchScheduler"):
+        reference.set_timesteps(steps)
+    elif _is(reference, "SelfForcingFlowMatchScheduler"):
+        reference.set_timesteps(steps, denoising_strength=pipeline.get("denoising_strength", 1.0))
+    elif _helios(reference):
+        reference.set_timesteps(
+            steps if steps is not None else len(args["sigmas"]),
+            pipeline.get("stage_index", 0),
+            device=device,
+            sigmas=args.get("sigmas"),
+            mu=args.get("mu"),
+            is_amplify_first_chunk=pipeline.get("is_amplify_first_chunk", False),
+        )
+    else:
+        reference.set_timesteps(device=device, **args)
+
+
+def pipeline_timesteps(reference: Any, pipeline: Mapping[str, Any] | None = None) -> torch.Tensor:
+    """The timesteps a pipeline loops over (Stable Cascade's, all but DDPMWuerstchenScheduler's last; MOVA's, the
+    column of the pair table its modality steps)."""
     if isinstance(reference, diffusers.DDPMWuerstchenScheduler):
         return reference.timesteps[:-1]
+    if _is(reference, "FlowMatchPairScheduler"):
+        return reference.get_pairs("timesteps")[:, 0 if (pipeline or {}).get("modality", "visual") == "visual" else 1]
     return reference.timesteps
 
 
+def pipeline_model_output(reference: Any, output: torch.Tensor) -> torch.Tensor:
+    """A toy model's sample-shaped output in the layout the reference's model gives: pi-Flow's `n_grid` x0
+    predictions per channel, `[..., n_grid * C]` (here the same prediction at each grid point); ours reads it too."""
+    if any(_is(reference, "PiflowScheduler", library) for library in ("diffusers", "sglang")):
+        return output.repeat(*([1] * (output.dim() - 1)), reference.config.n_grid)
+    return output
+
+
+def _helios_dmd(reference: Any) -> bool:
+    return _helios(reference) and (
+        _is(reference, "HeliosDMDScheduler", "diffusers") or reference.config.scheduler_type == "dmd"
+    )
+
+
+def pipeline_takes_generator(reference: Any) -> bool:
+    """Whether `pipeline_step` draws noise from a `generator=` for the reference: its `step` takes one, or it is a
+    Helios DMD step (whose start points `pipeline_step` draws)."""
+    return "generator" in inspect.signature(reference.step).parameters or _helios_dmd(reference)
+
+
 def pipeline_step(
-    reference: Any, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, threaded: dict, **extra: Any
+    reference: Any,
+    model_output: torch.Tensor,
+    t: torch.Tensor,
+    sample: torch.Tensor,
+    threaded: dict,
+    pipeline: Mapping[str, Any] | None = None,
+    **extra: Any,
 ) -> torch.Tensor:
-    """One `step` of diffusers' scheduler as its pipelines call it; `threaded` holds what a pipeline carries from
-    step to step (CogVideoX's last x0 and timestep: an empty dict at a loop's start)."""
+    """One `step` of the reference as its pipelines call it; `threaded` holds what a pipeline carries from step to
+    step (an empty dict at a loop's start): CogVideoX's last x0 and timestep, MOVA's timestep column and step index
+    (its stage steps `step_from_to(output, t, next t or None, x)`), Helios-Distilled's step index (its DMD step takes
+    the stage's tables and the start point of the next step, drawn here from the generator as ours draws it, but
+    at the last step; its tables are shaped for video latents, so an image sample gets a frame dim)."""
+    if _is(reference, "FlowMatchPairScheduler"):  # as MOVA's denoising stage calls it
+        column = threaded.get("column")
+        if column is None:
+            column = threaded["column"] = pipeline_timesteps(reference, pipeline)
+        index = threaded["index"] = threaded.get("index", -1) + 1
+        following = column[index + 1] if index + 1 < len(column) else None
+        return reference.step_from_to(model_output, t, following, sample)
+    if _is(reference, "FlowMatchScheduler"):  # returns the sample itself
+        return reference.step(model_output, t, sample)
+    if _helios_dmd(reference):
+        index = threaded["index"] = threaded.get("index", -1) + 1
+        noise = None
+        if index < len(reference.timesteps) - 1:
+            generator = extra.get("generator")
+            noise = fs.randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=model_output.dtype)
+        image = sample.dim() != 5
+        view = (lambda x: x.unsqueeze(2)) if image else (lambda x: x)
+        out = reference.step(
+            view(model_output),
+            t,
+            view(sample),
+            return_dict=False,
+            cur_sampling_step=index,
+            dmd_noisy_tensor=None if noise is None else view(noise),
+            dmd_sigmas=reference.sigmas,
+            dmd_timesteps=reference.timesteps,
+            all_timesteps=reference.timesteps,
+        )[0]
+        return out.squeeze(2) if image else out
     if isinstance(reference, diffusers.CogVideoXDPMScheduler):  # as pipeline_cogvideox.py calls it
         x0, back = threaded.get("x0"), threaded.get("t")
         sample, threaded["x0"] = reference.step(model_output, x0, t, back, sample, **extra)
@@ -79,23 +224,34 @@ class Run:
 
     @classmethod
     def prepare(cls, case: Case, steps: int, shape: tuple[int, ...], device: torch.device) -> Run:
-        reference = getattr(diffusers, case.diffusers_name)(**case.config)
+        """Both schedulers for `case` (`steps`, or fewer where the pipeline fixes its own count): ours is mapped from
+        the reference as constructed (`from_diffusers` or `from_sglang`), with what the pipeline passes at run time
+        (`Case.pipeline`: MOVA's pair post-processing, Helios' stage, ...) as options; the reference's timesteps are
+        then set as the pipeline sets them."""
+        steps = min(case.steps or steps, steps)
+        reference = build_reference(case)
         args: dict[str, Any] = {"mu": case.mu} if case.mu is not None else {}
-        if case.pipeline_sigmas:
+        if case.custom is not None:
+            args.update(case.custom(steps))
+        elif case.pipeline_sigmas:
             args["sigmas"] = np.linspace(1.0, 1 / steps, steps).tolist()
         else:
             args["num_inference_steps"] = steps
+        ours = (from_sglang if case.library == "sglang" else from_diffusers)(reference)  # as constructed
+        pipeline_set_timesteps(reference, device, case.pipeline, **args)
+        if case.pipeline:
+            ours = attrs.evolve(ours, **case.pipeline)
         generator = torch.Generator("cpu").manual_seed(SEED)
         sample = torch.randn(shape, generator=generator).to(device)
-        return cls(case, reference, from_diffusers(reference), args, sample)
+        return cls(case, reference, ours, args, sample)
 
     def start_reference(self) -> torch.Tensor:
-        """Reset diffusers' scheduler for a new loop; returns its timesteps."""
-        self.reference.set_timesteps(device=self.sample.device, **self.timestep_args)
+        """Reset the reference scheduler for a new loop; returns its timesteps."""
+        pipeline_set_timesteps(self.reference, self.sample.device, self.case.pipeline, **self.timestep_args)
         self.threaded.clear()
         if hasattr(self.reference, "set_begin_index"):  # PNDM, DDIM and DDPM have none: pipelines never call it
             self.reference.set_begin_index(0)
-        return pipeline_timesteps(self.reference)
+        return pipeline_timesteps(self.reference, self.case.pipeline)
 
     def start_ours(self) -> Any:
         return self.ours.init(sample=self.sample, **self.timestep_args)
@@ -107,7 +263,7 @@ class Run:
         self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         extra = {"generator": generator} if generator is not None and not self.seeded_tree else {}
-        return pipeline_step(self.reference, model_output, t, sample, self.threaded, **extra)
+        return pipeline_step(self.reference, model_output, t, sample, self.threaded, self.case.pipeline, **extra)
 
     @property
     def brownian(self) -> bool:
@@ -150,10 +306,12 @@ class Run:
         reference_noise, our_noise = self.noise_source(), self.noise_source()
         scaled_input = getattr(self.reference, "scale_model_input", lambda sample, _t: sample)
         for t in timesteps:
-            reference_outputs.append(toy_denoiser(scaled_input(reference_sample, t), t))
+            output = toy_denoiser(scaled_input(reference_sample, t), t)
+            reference_outputs.append(pipeline_model_output(self.reference, output))
             reference_sample = self.step_reference(reference_outputs[-1], t, reference_sample, reference_noise)
 
-            our_outputs.append(toy_denoiser(self.ours.scale_model_input(state, our_sample), self.ours.timestep(state)))
+            output = toy_denoiser(self.ours.scale_model_input(state, our_sample), self.ours.timestep(state))
+            our_outputs.append(pipeline_model_output(self.reference, output))
             our_sample, state = self.step_ours(state, our_outputs[-1], our_sample, our_noise)
 
             scale = max(scale, reference_sample.abs().max().item())

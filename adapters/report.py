@@ -1,11 +1,14 @@
-"""`functional-sched-report`: parity with diffusers and eager step time, for real-pipeline configs of every scheduler.
+"""`functional-sched-report`: parity with the reference and eager step time, for real-pipeline configs of every
+scheduler.
 
-For each case of the grid (`GRID`: SD3/Flux/Qwen-Image flow Euler, SD 1.5 and Sana DPM-Solver++, SD 1.5 and Wan
-UniPC; classes not yet in `functional_sched.SCHEDULERS` are skipped) it runs diffusers 0.42.1 and functional_sched
-through the same full loop with a toy denoiser, in float32, and prints one row: timestep table equal, worst step
-error relative to the trajectory's max-abs norm, bit-identical steps, median eager time per `step` call of each
-(the model excluded), and the speedup. A case passes when the tables are equal and the error is at most 1e-5.
-Exit status 1 if any case fails.
+For each case of the grids (`GRID`: diffusers' pipelines, SD3/Flux/Qwen-Image flow Euler, SD 1.5 and Sana
+DPM-Solver++, ...; `SGLANG_GRID`: sglang's pipelines, Wan's flow UniPC, MOVA, Hunyuan3D, Helios, ..., against sglang
+0.5.23's own objects, skipped with a line saying so where sglang is not installed; classes not yet in
+`functional_sched.SCHEDULERS` are skipped) it runs the reference (diffusers 0.42.1's class or sglang's) and
+functional_sched through the same full loop with a toy denoiser, in float32, and prints one row: timestep table
+equal, worst step error relative to the trajectory's max-abs norm, bit-identical steps, median eager time per `step`
+call of each (the model excluded), and the speedup. A case passes when the tables are equal and the error is at most
+1e-5. Exit status 1 if any case fails.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import torch
 
 import functional_sched as fs
 
-from ._cases import GRID, Case, cases, pending
+from . import sglang
+from ._cases import GRID, SGLANG_GRID, Case, cases, pending, reference_name, skipped
 from ._compare import Run
 
-__all__ = ["GRID", "TOLERANCE", "Case", "cases", "describe_device", "main", "measure"]
+__all__ = ["GRID", "SGLANG_GRID", "TOLERANCE", "Case", "cases", "describe_device", "main", "measure"]
 
 #: A step passes when max|ours - diffusers| <= TOLERANCE * max|sample| over diffusers' trajectory (float32).
 TOLERANCE = 1e-5
@@ -35,7 +39,7 @@ def measure(case: Case, steps: int, shape: tuple[int, ...], device: torch.device
 
     A config that functional_sched refuses (`from_diffusers` or `init` raising) is a failed row with the reason.
     """
-    row: dict[str, Any] = {"scheduler": case.diffusers_name, "case": case.label}
+    row: dict[str, Any] = {"scheduler": case.diffusers_name, "library": case.library, "case": case.label}
     try:
         run = Run.prepare(case, steps, shape, device)
         parity, reference_outputs, our_outputs = run.parity()
@@ -78,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = {
         "functional_sched": fs.__version__,
         "diffusers": diffusers.__version__,
+        "sglang": sglang.SGLANG_VERSION if sglang.available() else None,
         "torch": torch.__version__,
         "device": describe_device(device),
         "shape": list(shape),
@@ -86,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": args.repeats,
     }
     rows = [measure(case, args.steps, shape, device, args.repeats) for case in cases()]
+    against = f"diffusers {meta['diffusers']}" + (f" and sglang {meta['sglang']}" if meta["sglang"] else "")
     print(
-        f"functional_sched {meta['functional_sched']} vs diffusers {meta['diffusers']} | torch {meta['torch']} | "
+        f"functional_sched {meta['functional_sched']} vs {against} | torch {meta['torch']} | "
         f"{device.type}: {meta['device']}\nfloat32 {'x'.join(map(str, shape))}, {args.steps} steps, toy denoiser; "
         f"time = median over {args.repeats} loop(s) of one eager step() call, model excluded\n"
     )
@@ -100,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    header = ("scheduler", "case", "timesteps", "error/|x|", "identical", "diffusers", "ours", "speedup", "parity")
+    header = ("scheduler", "case", "timesteps", "error/|x|", "identical", "reference", "ours", "speedup", "parity")
     body = [_cells(row) for row in rows]
     widths = [max(len(line[column]) for line in (header, *body)) for column in range(len(header))]
     numeric = {3, 4, 5, 6, 7}
@@ -117,7 +123,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _cells(row: dict[str, Any]) -> tuple[str, ...]:
-    name = (row["scheduler"].removesuffix("Scheduler"), row["case"])
+    library = "" if row.get("library", "diffusers") == "diffusers" else f"{row['library']} "
+    name = (library + row["scheduler"].removesuffix("Scheduler"), row["case"])
     if "refused" in row:
         return (*name, "-", "-", "-", "-", "-", "-", "REFUSED")
     return (
@@ -149,6 +156,12 @@ def _summary(rows: list[dict[str, Any]]) -> str:
             line += f".\nREFUSED {row['case']}: {row['refused'].rstrip('.')}"
     if pending():
         line += f".\nNot in functional_sched yet, skipped: {', '.join(pending())}"
+    if skipped():
+        names = ", ".join(dict.fromkeys(reference_name(case) for case in skipped()))
+        line += (
+            f".\nsglang is not installed: skipped its {len(skipped())} pipeline configs ({names}); install its wheel "
+            f"alone to run them: pip install --no-deps sglang=={sglang.SGLANG_VERSION}"
+        )
     return line + "."
 
 
@@ -172,7 +185,8 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="functional-sched-report",
-        description="Parity with diffusers and eager step time of functional_sched, on real-pipeline configs.",
+        description="Parity with diffusers (and sglang) and eager step time of functional_sched, on real-pipeline "
+        "configs.",
     )
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"

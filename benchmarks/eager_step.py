@@ -1,7 +1,9 @@
-"""Eager per-step time of the scheduler step alone (no model): diffusers 0.42.1 vs functional_sched.
+"""Eager per-step time of the scheduler step alone (no model): the reference (diffusers 0.42.1's or sglang 0.5.23's
+class) vs functional_sched.
 
-For each config of the report's grid (`functional_sched.adapters.report.GRID`) and each shape, both sides run full
-loops replaying the same toy model outputs; the figure is the median over loops of the time per `step` call.
+For each config of the report's grids (`functional_sched.adapters.report.GRID` and `SGLANG_GRID`: sglang's rows
+where sglang is installed) and each shape, both sides run full loops replaying the same toy model outputs; the
+figure is the median over loops of the time per `step` call.
 Prints a markdown table. `--profile LABEL` instead profiles one config (torch.profiler ops and cProfile's Python
 functions, by self time) on the first shape.
 
@@ -9,6 +11,7 @@ functions, by self time) on the first shape.
     python benchmarks/eager_step.py --profile "SD3"
     python benchmarks/eager_step.py --no-checks            # our step inside functional_sched.unchecked()
     python benchmarks/eager_step.py --only PNDM            # one class's configs (by diffusers class name)
+    python benchmarks/eager_step.py --only FlowUniPC --library sglang   # sglang's class's (or --only OurClassName)
     python benchmarks/eager_step.py --default-allocator    # glibc's malloc thresholds left to move (steady_allocator)
 """
 
@@ -30,6 +33,8 @@ import diffusers
 import torch
 
 import functional_sched
+from functional_sched.adapters import sglang
+from functional_sched.adapters._cases import reference_name, scheduler_class, skipped
 from functional_sched.adapters._compare import Run
 from functional_sched.adapters.report import Case, cases, describe_device
 
@@ -56,32 +61,45 @@ def table(
     checks: bool,
     only: str | None,
     allocator: str,
+    library: str | None = None,
 ) -> str:
     lines = [
         f"- device: {device.type}, {describe_device(device)} (`torch.get_num_threads()` = {torch.get_num_threads()}); "
         f"host allocator: {allocator}",
-        f"- torch {torch.__version__}, diffusers {diffusers.__version__}, float32, {steps} steps, "
+        f"- torch {torch.__version__}, diffusers {diffusers.__version__}"
+        + (f", sglang {sglang.SGLANG_VERSION}" if sglang.available() else "")
+        + f", float32, {steps} steps, "
         f"median of {repeats} loops after one warm-up; our eager input checks "
         + ("on (the default)" if checks else "off (`functional_sched.unchecked()`)"),
         f"- date: {datetime.date.today().isoformat()}",
         f"- command: `python {shlex.join(sys.argv)}`",
         "",
-        "| scheduler | config | shape | diffusers us/step | ours us/step | ours / diffusers |",
+        "| scheduler | config | shape | reference us/step | ours us/step | ours / reference |",
         "| --- | --- | --- | ---: | ---: | ---: |",
     ]
+    if skipped():
+        lines.insert(-3, f"- sglang is not installed: its {len(skipped())} configs skipped")
     for shape in shapes:
-        for case in cases():
-            if only and only not in case.diffusers_name:
-                continue
+        for case in selected(only, library):
             run = Run.prepare(case, steps, shape, device)
             _, reference_outputs, our_outputs = run.parity()
             reference_seconds, our_seconds = run.time_steps(reference_outputs, our_outputs, repeats)
             reference_us, ours_us = reference_seconds * 1e6, our_seconds * 1e6
             lines.append(
-                f"| {case.diffusers_name.removesuffix('Scheduler')} | {case.label} | {'x'.join(map(str, shape))} "
+                f"| {reference_name(case).removesuffix('Scheduler')} | {case.label} | {'x'.join(map(str, shape))} "
                 f"| {reference_us:.1f} | {ours_us:.1f} | {ours_us / reference_us:.2f} |"
             )
     return "\n".join(lines)
+
+
+def selected(only: str | None, library: str | None) -> list[Case]:
+    """The cases of reference classes whose name holds `only` (or of our class named `only`), of `library`."""
+    return [
+        case
+        for case in cases()
+        if (only is None or only in case.diffusers_name or only == scheduler_class(case).__name__)
+        and (library is None or case.library == library)
+    ]
 
 
 def profile(case: Case, shape: tuple[int, ...], steps: int, repeats: int, device: torch.device) -> str:
@@ -89,7 +107,7 @@ def profile(case: Case, shape: tuple[int, ...], steps: int, repeats: int, device
     run = Run.prepare(case, steps, shape, device)
     _, reference_outputs, our_outputs = run.parity()
     sides: dict[str, Callable[[], Callable[[], None]]] = {
-        "diffusers": lambda: run.reference_loop(reference_outputs),
+        case.library: lambda: run.reference_loop(reference_outputs),
         "functional_sched": lambda: run.our_loop(our_outputs),
     }
     report = []
@@ -122,7 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--profile", metavar="LABEL", help="profile the config with this label instead")
-    parser.add_argument("--only", metavar="CLASS", help="only the configs of diffusers classes whose name has this")
+    parser.add_argument(
+        "--only", metavar="CLASS", help="only the configs of reference classes whose name has this (or our class's)"
+    )
+    parser.add_argument("--library", choices=("diffusers", "sglang"), help="only the configs of this reference")
     parser.add_argument(
         "--default-allocator",
         action="store_true",
@@ -136,12 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     diffusers.utils.logging.set_verbosity_error()
     with contextlib.nullcontext() if not args.no_checks else functional_sched.unchecked():
         if args.profile:
-            matches = [case for case in cases() if case.label == args.profile]
+            matches = [case for case in selected(args.only, args.library) if case.label == args.profile]
             if not matches:
                 parser.error(f"no config labelled {args.profile!r}; labels: {', '.join(c.label for c in cases())}")
             print(profile(matches[0], SHAPES[0], args.steps, args.repeats, device))
         else:
-            print(table(SHAPES, args.steps, args.repeats, device, not args.no_checks, args.only, allocator))
+            checks = not args.no_checks
+            print(table(SHAPES, args.steps, args.repeats, device, checks, args.only, allocator, args.library))
     return 0
 
 

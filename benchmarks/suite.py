@@ -20,6 +20,7 @@ diffusers, the graph vs the eager loop, and that a graph's output survives the n
     python benchmarks/suite.py --device cuda --out bench-h100             # the H100 figures in RESULTS.md
     python benchmarks/suite.py --device cuda --menu --dtypes fp32         # the SD sampler menu's rows (issue 15)
     python benchmarks/suite.py --device cuda --menu 2 --dtypes fp32       # part 2's classes (issue 16)
+    python benchmarks/suite.py --device cuda --menu 3 --dtypes fp32       # sglang's own classes (issue 17)
 
 Writes `results.json`, `results.md` and, where matplotlib is installed, `latency.png` and `scaling.png` to `--out`;
 prints the markdown last.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import inspect
 import json
 import math
 import platform
@@ -42,12 +42,20 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
 
 import functional_sched as fs
 from functional_sched import batching
-from functional_sched.adapters import _cases, from_diffusers
-from functional_sched.adapters._compare import pipeline_step, pipeline_timesteps
+from functional_sched.adapters import _cases, from_diffusers, sglang
+from functional_sched.adapters._compare import (
+    Run,
+    pipeline_model_output,
+    pipeline_set_timesteps,
+    pipeline_step,
+    pipeline_takes_generator,
+    pipeline_timesteps,
+)
 from functional_sched.machinery.loop import DEFAULT_COMPILE_OPTIONS, SamplingLoop
 
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
@@ -116,10 +124,52 @@ MENU_2: dict[str, tuple[str, dict[str, Any], int]] = {
     "ltx-rf": _grid("LTX-2 Euler a RF (eta 0.5)", 4),
     "wuerstchen": _grid("Stable Cascade DDPM-Wuerstchen", 4),
 }
-MENUS = {"1": MENU, "2": MENU_2}
+#: The menu entries that are a grid case of their own (sglang's pipelines: their reference, schedule and pipeline
+#: arguments), by name; the others are diffusers' class with a config, its `set_timesteps(steps)`.
+CASES: dict[str, _cases.Case] = {}
+
+
+def _sglang_grid(label: str, passes: int, library: str = "sglang") -> tuple[str, dict[str, Any], int]:
+    """A config of sglang's pipelines from the report's `SGLANG_GRID`, by label and reference library."""
+    case = next(case for case in _cases.SGLANG_GRID if (case.label, case.library) == (label, library))
+    CASES[f"{library} {label}"] = case
+    return case.diffusers_name, dict(case.config), passes
+
+
+# Part 3 (issue 17): sglang 0.5.23's own classes on its pipelines' configs, against sglang's objects (and diffusers'
+# pi-Flow and Helios on the same pipelines, against diffusers'). Passes as above: Euler-type steps 3; the UniPC ones
+# 7 (Helios' UniPC too); DPM++ 2M 5; Helios' DMD reads its start point too (4); pi-Flow reads n_grid = 10 predictions
+# per channel (x, 10 outputs, x written: 12); the pass-through reads and writes x (2).
+MENU_3: dict[str, tuple[str, dict[str, Any], int]] = {
+    "flow-unipc": _sglang_grid("Wan2.1 T2V 480p", 7),
+    "sglang-unipc": _sglang_grid("Wan2.1 (flow), sglang's copy", 7),
+    "sglang-flow-euler": _sglang_grid("SD3, sglang's copy", 3),
+    "sglang-dpm++2m": _sglang_grid("SANA DPM++ 2M, sglang's wrapper", 5),
+    "moss-image": _sglang_grid("MOSS-Image", 3),
+    "self-forcing": _sglang_grid("LingBot-World causal DMD", 3),
+    "sglang-flow-match": _sglang_grid("MOVA flow match (shift 5)", 3),
+    "flow-pair": _sglang_grid("MOVA video", 3),
+    "hunyuan3d": _sglang_grid("Hunyuan3D-2 shape", 3),
+    "hunyuan3d-consistency": _sglang_grid("Hunyuan3D-2 turbo shape", 3),
+    "sglang-piflow": _sglang_grid("Kandinsky 6 distill", 12),
+    "sglang-helios": _sglang_grid("Helios base", 7),
+    "sglang-helios-dmd": _sglang_grid("Helios-Distilled, amplified chunk", 4),
+    "comfyui-passthrough": _sglang_grid("ComfyUI pass-through", 2),
+    "piflow": _sglang_grid("Kandinsky 6 distill", 12, "diffusers"),
+    "helios": _sglang_grid("Helios base", 7, "diffusers"),
+    "helios-dmd": _sglang_grid("Helios-Distilled, amplified chunk", 4, "diffusers"),
+}
+CASES = {name: CASES[f"{case.library} {case.label}"] for name, case in zip(MENU_3, CASES.values(), strict=True)}
+MENUS = {"1": MENU, "2": MENU_2, "3": MENU_3}
 BASE = tuple(SCHEDULERS)  # the default run's
 for menu in MENUS.values():
-    SCHEDULERS.update({name: entry for name, entry in menu.items() if _listed(entry[0])})
+    SCHEDULERS.update(
+        {
+            name: entry
+            for name, entry in menu.items()
+            if (name in CASES and CASES[name] in _cases.cases()) or (name not in CASES and _listed(entry[0]))
+        }
+    )
 CUDA_SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128), (1, 16, 21, 60, 104))
 MENU_SHAPES = ((1, 4, 128, 128), (1, 16, 21, 60, 104))  # SDXL's latents at 1024px, a video latent
 CPU_SHAPES = ((1, 4, 64, 64),)
@@ -197,20 +247,41 @@ def _fixed_output(model_input: torch.Tensor, timestep: torch.Tensor, output: tor
     return output
 
 
+def prepared(name: str, steps: int, shape: tuple[int, ...], device: torch.device) -> Run:
+    """Both schedulers of a menu entry, timesteps set on the reference as its pipeline sets them
+    (`adapters._compare.Run.prepare`): diffusers' class with the entry's config, or the entry's grid case."""
+    cls_name, options, _ = SCHEDULERS[name]
+    return Run.prepare(CASES.get(name) or _cases.Case(name, cls_name, options), steps, shape, device)
+
+
+def _schedule(run: Run) -> dict[str, Any]:
+    """The run's `init` arguments with tables as tuples (the loop driver keys its graphs by them)."""
+    return {
+        key: tuple(np.asarray(value).tolist()) if key in ("sigmas", "timesteps") else value
+        for key, value in run.timestep_args.items()
+    }
+
+
 class Config:
     """One scheduler, shape and dtype: the inputs and the runners of the four modes."""
 
     def __init__(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, steps: int, device: torch.device) -> None:
-        cls_name, options, self.passes = SCHEDULERS[name]
-        self.name, self.shape, self.dtype, self.steps, self.device = name, shape, dtype, steps, device
-        self.reference = getattr(diffusers, cls_name)(**options)
-        self.sched = from_diffusers(self.reference)
+        self.passes = SCHEDULERS[name][2]
+        run = prepared(name, steps, shape, device)
+        self.case, self.reference, self.sched, self.schedule = run.case, run.reference, run.ours, _schedule(run)
+        self.name, self.shape, self.dtype, self.steps, self.device = (
+            name,
+            shape,
+            dtype,
+            min(run.case.steps or steps, steps),
+            device,
+        )
         generator = torch.Generator().manual_seed(0)
         self.latents = torch.randn(shape, generator=generator).to(device, dtype)
-        self.output = (0.5 * torch.randn(shape, generator=generator)).to(device, dtype)
-        self.template = copy.deepcopy(self.reference)
-        self.template.set_timesteps(steps, device=device)
-        self.calls = len(pipeline_timesteps(self.template))  # step calls: two per interval for Heun-type solvers
+        output = (0.5 * torch.randn(shape, generator=generator)).to(device, dtype)
+        self.output = pipeline_model_output(self.reference, output)  # pi-Flow's: n_grid predictions per channel
+        self.template = copy.deepcopy(self.reference)  # its timesteps set
+        self.calls = len(pipeline_timesteps(self.template, self.case.pipeline))  # two per interval for Heun types
         self.noise = self._noise() if self.sched.stochastic else None
         self.compiled = SamplingLoop(self.sched, _fixed_output, mode="compile")
         self.graphed = SamplingLoop(self.sched, _fixed_output, mode="graph" if device.type == "cuda" else "compile")
@@ -226,10 +297,10 @@ class Config:
         Cosine DPM are queried as diffusers queries its own (seeded by `noise_sampler_seed`, and by the generator's
         seed). CogVideoX's DPM draws twice where diffusers does (its `noise` helper)."""
         brownian = hasattr(self.sched, "_brownian_queries")
-        if not brownian and "generator" not in inspect.signature(self.reference.step).parameters:
+        if not brownian and not pipeline_takes_generator(self.reference):
             return torch.zeros((self.calls, *self.shape), device=self.device, dtype=self.dtype)
         generator = torch.Generator(self.device).manual_seed(0)
-        state, x, noise = self.sched.init(self.steps, sample=self.latents), self.latents, []
+        state, x, noise = self.sched.init(sample=self.latents, **self.schedule), self.latents, []
         for _ in range(self.calls):
             if brownian:  # a tree's increments depend on the sigmas alone, not on the sample
                 seed = None if hasattr(self.sched, "noise_sampler_seed") else generator.initial_seed()
@@ -249,19 +320,20 @@ class Config:
     def diffusers_loop(self) -> Callable[[], torch.Tensor]:
         scheduler = copy.deepcopy(self.template)
         output, latents = self.output, self.latents
-        extra = self._generator() if "generator" in inspect.signature(scheduler.step).parameters else {}
+        extra = self._generator() if pipeline_takes_generator(scheduler) else {}
+        pipeline = self.case.pipeline
 
         def loop() -> torch.Tensor:
             x, threaded = latents, {}
-            for t in pipeline_timesteps(scheduler):
-                x = pipeline_step(scheduler, output, t, x, threaded, **extra)
+            for t in pipeline_timesteps(scheduler, pipeline):
+                x = pipeline_step(scheduler, output, t, x, threaded, pipeline, **extra)
             return x
 
         return loop
 
     def eager_loop(self) -> Callable[[], torch.Tensor]:
         sched, output, latents, noise = self.sched, self.output, self.latents, self.noise
-        state = sched.init(self.steps, sample=latents)
+        state = sched.init(sample=latents, **self.schedule)
 
         def loop() -> torch.Tensor:
             x, s = latents, state
@@ -272,10 +344,10 @@ class Config:
         return loop
 
     def compiled_loop(self) -> Callable[[], torch.Tensor]:
-        return lambda: self.compiled(self.latents, self.output, num_inference_steps=self.steps, noise=self.noise)
+        return lambda: self.compiled(self.latents, self.output, noise=self.noise, **self.schedule)
 
     def graph_loop(self) -> Callable[[], torch.Tensor]:
-        return lambda: self.graphed(self.latents, self.output, num_inference_steps=self.steps, noise=self.noise)
+        return lambda: self.graphed(self.latents, self.output, noise=self.noise, **self.schedule)
 
 
 def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float) -> dict[str, Any]:
@@ -301,7 +373,7 @@ def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float)
     row["compiled_vs_eager"] = _relative(compiled_result, eager)
     row["graph_vs_eager"] = _relative(graph_result, eager)
     if config.dtype != torch.float32:  # rounding differs between every pair; the float64 loop says which is better
-        exact = config.sched.init(config.steps, sample=config.latents.double())
+        exact = config.sched.init(sample=config.latents.double(), **config.schedule)
         x = config.latents.double()
         for call in range(config.calls):
             noise = None if config.noise is None else config.noise[call].double()
@@ -311,7 +383,7 @@ def measure_config(config: Config, timer: Timer, repeats: int, bandwidth: float)
         row["graph_vs_float64"] = _relative(graph_result, x)
     kept = graph_result.clone()
     other = config.graphed(  # other latents and output (CogVideoX's DPM ends where the output says, whatever x_T)
-        torch.randn_like(config.latents), -config.output, num_inference_steps=config.steps, noise=config.noise
+        torch.randn_like(config.latents), -config.output, noise=config.noise, **config.schedule
     )
     row["graph_output_survives_next_call"] = bool(torch.equal(graph_result, kept)) and not torch.equal(other, kept)
     row["graph_replays_equal"] = bool(torch.equal(config.graph_loop()(), kept))
@@ -456,16 +528,16 @@ def measure_requests(
 
 
 def measure_setup(name: str, shape: tuple[int, ...], steps: int, device: torch.device, timer: Timer) -> dict[str, Any]:
-    """A new request's scheduler: `init` with the plan cached vs diffusers' `deepcopy` + `set_timesteps`."""
-    cls_name, options, _ = SCHEDULERS[name]
-    reference = getattr(diffusers, cls_name)(**options)
-    sched = from_diffusers(reference)
+    """A new request's scheduler: `init` with the plan cached vs the reference's `deepcopy` + `set_timesteps` (as its
+    pipeline calls it)."""
+    run = prepared(name, steps, shape, device)
+    reference, sched, schedule, pipeline = run.reference, run.ours, _schedule(run), run.case.pipeline
     latents = torch.zeros(shape, device=device)
-    sched.init(steps, sample=latents)  # builds and caches the plan
-    ours = timer.host_seconds(lambda: sched.init(steps, sample=latents), repeats=20)
+    sched.init(sample=latents, **schedule)  # builds and caches the plan
+    ours = timer.host_seconds(lambda: sched.init(sample=latents, **schedule), repeats=20)
 
     def diffusers_setup() -> None:
-        copy.deepcopy(reference).set_timesteps(steps, device=device)
+        pipeline_set_timesteps(copy.deepcopy(reference), device, pipeline, **run.timestep_args)
 
     theirs = timer.host_seconds(diffusers_setup, repeats=20)
     return {"scheduler": name, "ours_init_us": ours * 1e6, "diffusers_us": theirs * 1e6, "speedup": theirs / ours}
@@ -478,11 +550,23 @@ def describe(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def _reference_line(names: Sequence[str]) -> str:
+    """Whose objects the 'diffusers' columns time, where any entry's reference is sglang's."""
+    sglang_names = [name for name in names if name in CASES and CASES[name].library == "sglang"]
+    if not sglang_names:
+        return ""
+    return (
+        f"the 'diffusers' columns time each entry's reference: sglang {sglang.SGLANG_VERSION}'s own object for "
+        f"{', '.join(sglang_names)}, diffusers' for the others"
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
     lines = [
         f"- device: {meta['device']} ({meta['device_name']}); torch {meta['torch']}, diffusers {meta['diffusers']}, "
         f"Python {meta['python']}; {meta['date']}",
+        *([f"- {meta['reference']}"] if meta.get("reference") else []),
         f"- {meta['steps']} steps; medians of {meta['repeats']} loops after warm-up; copy bandwidth "
         f"{meta['copy_bandwidth_gbs']:.0f} GB/s (read + write); inductor options {meta['compile_options']}; "
         f"command: `{meta['command']}`",
@@ -643,12 +727,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="?",
         const="1",
         choices=sorted(MENUS),
-        help="1: the SD sampler menu (issue 15); 2: part 2 (issue 16). Its listed classes at 1x4x128x128 and "
+        help="1: the SD sampler menu (issue 15); 2: part 2 (issue 16); 3: sglang's own classes (issue 17, needs "
+        "sglang's wheel). Its listed classes at 1x4x128x128 and "
         "1x16x21x60x104 (or --shapes), no request or driver checks",
     )
     args = parser.parse_args(argv)
     if args.menu:
         args.schedulers = ",".join(name for name in MENUS[args.menu] if name in SCHEDULERS)
+        if args.menu == "3" and not sglang.available():
+            print(
+                f"sglang is not installed: menu 3's sglang rows skipped (pip install --no-deps "
+                f"sglang=={sglang.SGLANG_VERSION})",
+                file=sys.stderr,
+            )
         args.shapes = args.shapes or ",".join(
             _shape_name(shape) for shape in (QUICK_SHAPES if args.quick else MENU_SHAPES)
         )
@@ -681,6 +772,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "copy_bandwidth_gbs": bandwidth / 1e9,
             "compile_options": DEFAULT_COMPILE_OPTIONS,
             "command": "python benchmarks/suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "reference": _reference_line(names),
         },
         "configs": [],
         "requests": [],

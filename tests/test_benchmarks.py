@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from functional_sched.adapters import _cases, report, sglang
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
 
@@ -94,3 +97,83 @@ def test_e2e_cpu_smoke_run(tmp_path: Path) -> None:
     forcing = {row["way"]: row for row in rows if "way" in row}
     assert forcing["ours: frames as rows"]["gap_to_diffusers"] == 0  # bit-equal to the loop with samples cloned
     assert forcing["diffusers: the pipeline's loop"]["gap_to_diffusers"] > 1e-3  # its UniPC reads overwritten latents
+
+
+# ---------------------------------------------------------------------------------------- sglang's rows (issue 17)
+needs_sglang = pytest.mark.skipif(
+    not sglang.available(), reason="sglang's wheel is not installed: pip install --no-deps sglang==0.5.23"
+)
+
+
+#: sglang 0.5.23's classes (issue 17) and diffusers' classes added with them for sglang's pipelines.
+ISSUE_17 = {
+    "FlowUniPCMultistep",
+    "SglangUniPCMultistep",
+    "SglangFlowMatchEulerDiscrete",
+    "SglangDPMSolverMultistep",
+    "MOSSImage",
+    "SelfForcingFlowMatch",
+    "SglangFlowMatch",
+    "FlowMatchPair",
+    "Hunyuan3DFlowMatchEulerDiscrete",
+    "Hunyuan3DConsistencyFlowMatchEulerDiscrete",
+    "SglangPiflow",
+    "SglangHelios",
+    "ComfyUIPassThrough",
+    "Piflow",
+    "Helios",
+    "HeliosDMD",
+}
+
+
+@needs_sglang
+def test_report_rows_hold_sglang_classes_to_sglang(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every sglang-pipeline row of the report runs against its own library's object (sglang's for sglang's classes)
+    at parity, one row per grid case; the table names the library."""
+    rows = [report.measure(case, 4, (1, 4, 8, 8), torch.device("cpu"), 1) for case in _cases.SGLANG_GRID]
+    assert all(row["passed"] and row["worst_error"] == 0 for row in rows), [r for r in rows if not r["passed"]]
+    assert {_cases.scheduler_class(case).__name__ for case in _cases.SGLANG_GRID} >= ISSUE_17
+    table = report._table(rows)
+    assert "\nsglang FlowMatchPair " in table and "\nPiflow " in table  # diffusers' pi-Flow, its own reference
+
+
+def test_report_says_sglang_rows_are_skipped_without_sglang(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without sglang's wheel its rows leave the run, and the summary says so and how to install it."""
+    monkeypatch.setattr(sglang, "available", lambda: False)
+    assert not any(case.library == "sglang" for case in _cases.cases())
+    assert len(_cases.skipped()) == sum(case.library == "sglang" for case in _cases.SGLANG_GRID)
+    summary = report._summary([])
+    assert "sglang is not installed: skipped" in summary and "pip install --no-deps sglang==0.5.23" in summary
+
+
+@needs_sglang
+def test_eager_benchmark_selects_sglang_classes() -> None:
+    spec = importlib.util.spec_from_file_location("benchmark_eager", SUITE.with_name("eager_step.py"))
+    eager = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eager)
+    assert [case.label for case in eager.selected("FlowMatchPair", None)] == ["MOVA video", "MOVA audio"]
+    assert {case.library for case in eager.selected("SglangPiflow", None)} == {"sglang"}
+    text = eager.table(((1, 4, 8, 8),), 3, 1, torch.device("cpu"), True, "SglangFlowMatch", "as found", "sglang")
+    assert "| sglang FlowMatch | MOVA flow match (shift 5) | 1x4x8x8 |" in text
+
+
+@needs_sglang
+def test_menu_3_loops_equal_their_references() -> None:
+    """Menu 3 (sglang's classes): every entry's eager loop as the suite times it equals its reference's loop, driven
+    as its pipeline drives it (MOVA's step_from_to, Helios' stages and DMD start points, pi-Flow's grid output)."""
+    suite = _suite()
+    assert list(suite.MENU_3) == [name for name in suite.MENU_3 if name in suite.SCHEDULERS]
+    for name in suite.MENU_3:
+        config = suite.Config(name, (1, 4, 8, 8), torch.float32, 4, torch.device("cpu"))
+        assert suite._relative(config.eager_loop()(), config.diffusers_loop()()) == 0, name
+
+
+@needs_sglang
+@pytest.mark.slow
+def test_menu_3_cpu_smoke_run(tmp_path: Path) -> None:
+    suite = _suite()
+    assert suite.main(["--device", "cpu", "--quick", "--menu", "3", "--dtypes", "fp32", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["configs"]
+    assert [row["scheduler"] for row in rows] == list(suite.MENU_3)
+    for row in rows:
+        assert row["eager_vs_diffusers"] == row["compiled_vs_eager"] == row["graph_vs_eager"] == 0, row["scheduler"]

@@ -281,7 +281,10 @@ class _Pyramid(Scheduler):
                 renoise = (1 - s_next).to(wide) * x0.to(wide) + s_next.to(wide) * noise.to(wide)
                 return renoise.to(noise.dtype).to(sample.dtype)
 
-            return unipc._pick(c[WIDE] > 0, lambda: at(torch.float64), at(torch.float32))
+            wide = c[WIDE] > 0
+            if wide.dim() == 0:  # one host scalar (the eager fast path): only the branch taken runs
+                return at(torch.float64) if bool(wide) else at(torch.float32)
+            return torch.where(wide, at(torch.float64), at(torch.float32))
 
         last = c[LAST] > 0
         if last.dim() == 0 and cursor is not None:
