@@ -243,6 +243,7 @@ def _registered_range(scheduler: Any, options: dict[str, Any]) -> None:
 #: Runtime state, per diffusers class, that changes the schedule and that no config of ours can express.
 _RUNTIME_CHECKS: dict[str, tuple[Callable[[Any, dict[str, Any]], None], ...]] = {
     "FlowMatchEulerDiscreteScheduler": (_flow_shift,),
+    "LTX2FlowMatchScheduler": (_flow_shift,),  # sglang's LTX-2 subclass of its FlowMatchEulerDiscreteScheduler
     "FlowMatchLCMScheduler": (_flow_shift, _scale_factors),
     "DDIMInverseScheduler": (_initial_alpha,),
     "DPMSolverMultistepInverseScheduler": (_registered_range,),

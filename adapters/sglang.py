@@ -57,12 +57,46 @@ def available() -> bool:
 
 
 def sglang_class(name: str) -> type:
-    """sglang's scheduler class `name` (a key of `MODULES`), loaded from the installed package."""
+    """sglang's scheduler class `name` (a key of `MODULES` or `PIPELINE_CLASSES`), loaded from the installed package."""
+    if name in PIPELINE_CLASSES:
+        return _pipeline_class(name)
     if name not in MODULES:
-        raise KeyError(
-            f"sglang_class: sglang {SGLANG_VERSION} has no scheduler class {name!r}; known: {', '.join(MODULES)}."
-        )
+        known = ", ".join([*MODULES, *PIPELINE_CLASSES])
+        raise KeyError(f"sglang_class: sglang {SGLANG_VERSION} has no scheduler class {name!r}; known: {known}.")
     return getattr(sglang_module(MODULES[name]), name)
+
+
+#: sglang's scheduler classes that a pipeline module defines (a module importing the whole runtime), by name: that
+#: module, and the scheduler class (a key of `MODULES`) each subclasses.
+PIPELINE_CLASSES = {
+    "LTX2FlowMatchScheduler": (
+        "sglang.multimodal_gen.runtime.pipelines.ltx_2_pipeline",
+        "FlowMatchEulerDiscreteScheduler",
+    ),
+}
+_PIPELINE_MADE: dict[str, type] = {}
+
+
+def _pipeline_class(name: str) -> type:
+    """sglang's class `name` of `PIPELINE_CLASSES`, made once: its `class` statement, read from the installed pipeline
+    module's file with `ast`, executed over its base class (loaded as `sglang_class` loads it) and the modules its
+    body names (math, numpy as np, torch): sglang's own code, without the pipeline module's imports."""
+    import ast
+    import math
+
+    import numpy
+    import torch
+
+    module, base = PIPELINE_CLASSES[name]
+    if module in sys.modules:  # sglang imported for real (its runtime running in this process)
+        return getattr(sys.modules[module], name)
+    if name not in _PIPELINE_MADE:
+        path = _root().joinpath(*module.split(".")[1:]).with_suffix(".py")
+        statements = [node for node in ast.parse(path.read_text()).body if getattr(node, "name", None) == name]
+        namespace = {"__name__": module, "math": math, "np": numpy, "torch": torch, base: sglang_class(base)}
+        exec(compile(ast.Module(body=statements, type_ignores=[]), str(path), "exec"), namespace)
+        _PIPELINE_MADE.setdefault(name, namespace[name])
+    return _PIPELINE_MADE[name]
 
 
 def sglang_module(name: str) -> types.ModuleType:

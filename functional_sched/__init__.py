@@ -14,11 +14,13 @@ from .machinery.brownian import brownian_noise
 from .machinery.checks import unchecked
 from .machinery.denoise import Denoising, denoise
 from .machinery.host import capturing, clear_caches
+from .machinery.logprob import step_log_prob, step_transition
 from .machinery.loop import SamplingLoop
 from .machinery.noise import randn_tensor
 from .machinery.plan import Plan
 from .machinery.record import record
 from .machinery.scheduler import Scheduler
+from .math import named_schedules as schedules
 from .schedulers.cogvideox import CogVideoXDDIM, CogVideoXDDIMState, CogVideoXDPM, CogVideoXDPMState
 from .schedulers.ddim import DDIM, DDIMState
 from .schedulers.ddpm import DDPM, DDPMState
@@ -33,6 +35,7 @@ from .schedulers.flow_heun import FlowMatchHeunDiscrete, FlowMatchHeunState
 from .schedulers.flow_lcm import FlowMatchLCM, FlowMatchLCMState
 from .schedulers.flow_match import FlowMatchEulerDiscrete, FlowMatchEulerState
 from .schedulers.flow_pair import FlowMatchPair
+from .schedulers.flow_sde import FlowMatchSDE, FlowMatchSDEState
 from .schedulers.flow_unipc import FlowUniPCMultistep, SglangUniPCMultistep
 from .schedulers.helios import Helios, HeliosDMD, SglangHelios
 from .schedulers.heun import HeunDiscrete, HeunState
@@ -44,6 +47,14 @@ from .schedulers.inverse import (
     DPMSolverMultistepInverseState,
 )
 from .schedulers.ipndm import IPNDM, IPNDMState
+from .schedulers.k_dpm import (
+    DPMSolverFast,
+    DPMSolverFastState,
+    DPMSolverPlusPlus2SAncestral,
+    DPMSolverPlusPlus2SAncestralState,
+    DPMSolverPlusPlus3MSDE,
+    DPMSolverPlusPlus3MSDEState,
+)
 from .schedulers.kdpm2 import KDPM2AncestralDiscrete, KDPM2Discrete, KDPM2State
 from .schedulers.lcm import LCM, TCD, LCMState, TCDState
 from .schedulers.lms import LMSDiscrete, LMSState
@@ -54,7 +65,7 @@ from .schedulers.pndm import PNDM, PNDMState
 from .schedulers.sa_solver import SASolver, SASolverState
 from .schedulers.self_forcing import SelfForcingFlowMatch, SglangFlowMatch
 from .schedulers.sglang_dpm import SglangDPMSolverMultistep
-from .schedulers.sglang_flow import MOSSImage, SglangFlowMatchEulerDiscrete
+from .schedulers.sglang_flow import MOSSImage, SglangFlowMatchEulerDiscrete, SglangLTX2FlowMatch
 from .schedulers.unipc import UniPCMultistep, UniPCState
 from .schedulers.wuerstchen import DDPMWuerstchen, DDPMWuerstchenState
 
@@ -102,10 +113,15 @@ SCHEDULERS = (
     Piflow,
     SglangPiflow,
     SglangFlowMatchEulerDiscrete,
+    SglangLTX2FlowMatch,
     MOSSImage,
     Helios,
     HeliosDMD,
     SglangHelios,
+    FlowMatchSDE,
+    DPMSolverPlusPlus2SAncestral,
+    DPMSolverPlusPlus3MSDE,
+    DPMSolverFast,
 )
 
 __all__ = [
@@ -130,9 +146,15 @@ __all__ = [
     "DDPMWuerstchenState",
     "DEISMultistep",
     "DEISState",
+    "DPMSolverFast",
+    "DPMSolverFastState",
     "DPMSolverMultistep",
     "DPMSolverMultistepInverse",
     "DPMSolverMultistepInverseState",
+    "DPMSolverPlusPlus2SAncestral",
+    "DPMSolverPlusPlus2SAncestralState",
+    "DPMSolverPlusPlus3MSDE",
+    "DPMSolverPlusPlus3MSDEState",
     "DPMSolverSDE",
     "DPMSolverSDEState",
     "DPMSolverSinglestep",
@@ -154,6 +176,8 @@ __all__ = [
     "FlowMatchLCM",
     "FlowMatchLCMState",
     "FlowMatchPair",
+    "FlowMatchSDE",
+    "FlowMatchSDEState",
     "FlowUniPCMultistep",
     "Helios",
     "HeliosDMD",
@@ -185,6 +209,7 @@ __all__ = [
     "SglangFlowMatch",
     "SglangFlowMatchEulerDiscrete",
     "SglangHelios",
+    "SglangLTX2FlowMatch",
     "SglangPiflow",
     "SglangUniPCMultistep",
     "TCDState",
@@ -197,7 +222,10 @@ __all__ = [
     "denoise",
     "randn_tensor",
     "record",
+    "schedules",
     "serialize",
+    "step_log_prob",
+    "step_transition",
     "unchecked",
 ]
 __version__ = "0.1.0"

@@ -116,3 +116,30 @@ def weak_error(scheduler: Any, steps: int) -> float:
     alpha, sigma = scheduler._alpha_sigma(sigmas[calls - 1])
     target_mean, target_variance = alpha * MU, marginal_std(alpha, sigma) ** 2
     return max((variance - target_variance).abs().max().item(), (mean - target_mean).abs().max().item())
+
+
+def weak_error_of_states(scheduler: Any, steps: int) -> float:
+    """`weak_error` for any scheduler whose step is linear in its sample, model output, noise and state buffers with
+    coefficients of the schedule alone (two calls per interval, a history): the law is tracked through the scheduler's
+    own state. X = m + sum_j L_j xi_j over independent standard normals xi_j (the start's spread, then one per call):
+    row 0 of one state carries m (the exact model's affine output, no noise), row 1 + j carries L_j (the model's linear
+    part, and a unit noise at call j only), every row through the same calls; before the last call the mean is row 0
+    and the variance the sum of the other rows' squares. Each call's noise counts as a fresh normal (Brownian increments
+    over disjoint intervals are). On a one-call scheduler without buffers it equals `weak_error`."""
+    probe = scheduler.init(steps, sample=torch.zeros(1, DIMS, dtype=torch.float64))
+    calls = len(scheduler.timesteps(probe))
+    state = scheduler.init(steps, sample=torch.zeros(2 + calls, DIMS, dtype=torch.float64))
+    sigmas = scheduler.sigmas(state)
+    alpha, sigma = scheduler._alpha_sigma(sigmas[0])
+    x = torch.zeros(2 + calls, DIMS, dtype=torch.float64)
+    x[0], x[1] = alpha * MU, marginal_std(alpha, sigma)
+    for call in range(calls - 1):
+        affine = exact_output(scheduler, state, x)
+        output = affine - exact_output(scheduler, state, torch.zeros_like(x))
+        output[0] = affine[0]
+        noise = torch.zeros_like(x)
+        noise[2 + call] = 1.0
+        x, state = scheduler.step(state, output, x, noise=noise)
+    alpha, sigma = scheduler._alpha_sigma(sigmas[calls - 1])
+    variance = (x[1:] ** 2).sum(0)
+    return max((variance - marginal_std(alpha, sigma) ** 2).abs().max().item(), (x[0] - alpha * MU).abs().max().item())

@@ -217,3 +217,84 @@ def parity_run(
         ours_sigmas=ours_sigmas,
         ref_sigmas=ref_sigmas,
     )
+
+
+def loop_parity_run(
+    case: Case,
+    *,
+    steps: int | None = None,
+    shape: Sequence[int] = (2, 4, 8, 8),
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> ParityResult:
+    """Parity with a whole-loop reference (`Spec.reference_loop`): run it once with `toy_model` as its model, recording
+    each model call's input and sigma; then our loop from the same latents (times `init_noise_sigma`), each call's
+    model input and timestep against the recorded ones, and our final sample against the reference's.
+
+    The result's samples are our sample before each call but the first, then the final one, beside the reference's
+    (the first call's input, the scaled latents, must be bit-identical: it checks `init_noise_sigma`); its timesteps are
+    the sigmas the reference called its model at. The noise: drawn from a generator seeded `seed + 1` on each side, in
+    the spec's `noise_dtype`, where the reference asks its `noise_sampler` and where ours draws (`_draws_noise`); or
+    `Spec.reference_noise` where the reference draws its own.
+    """
+    noise = latents(shape, dtype, seed)
+    inputs, sigmas, final = run_reference_loop(case, noise, steps=steps, seed=seed)
+    g_ours = torch.Generator().manual_seed(seed + 1)
+
+    sched = case.scheduler()
+    state = sched.init(sample=noise, **case.init_kwargs(steps))
+    ours_timesteps, ours_sigmas = sched.timesteps(state), sched.sigmas(state)
+    ours = noise * sched.init_noise_sigma(state).to(dtype).view(-1, *([1] * (noise.dim() - 1)))
+    if inputs and not torch.equal(ours, inputs[0]):
+        raise AssertionError("our initial sample (noise times init_noise_sigma) is not the reference's first input")
+    timestep_agrees, ours_samples = [], []
+    for index in range(len(inputs)):
+        if not sched.steps_left(state):
+            break
+        our_timestep = sched.timestep(state)
+        reference_sigma = sigmas[index].reshape(-1).expand(shape[0])
+        agrees = our_timestep.dtype == reference_sigma.dtype and torch.equal(our_timestep, reference_sigma)
+        timestep_agrees.append(agrees)
+        model_input = sched.scale_model_input(state, ours)
+        if index:
+            ours_samples.append(model_input)
+        drawn = reference_noise(case, sched, state, ours, g_ours, ours.dtype)
+        ours, state = sched.step(state, toy_model(model_input, our_timestep), ours, noise=drawn)
+    ours_samples.append(ours)
+    ref_samples = [*inputs[1:], final]
+    if len(ours_samples) != len(ref_samples) or sched.steps_left(state):
+        raise AssertionError(f"ours calls the model {len(timestep_agrees)} times, the reference {len(inputs)}")
+    errors = [relative_error(a, b) for a, b in zip(ours_samples, ref_samples, strict=True)]
+    return ParityResult(
+        errors=errors,
+        identical=[torch.equal(a, b) for a, b in zip(ours_samples, ref_samples, strict=True)],
+        timestep_agrees=timestep_agrees,
+        ours_samples=ours_samples,
+        ref_samples=ref_samples,
+        ours_timesteps=ours_timesteps,
+        ref_timesteps=torch.stack([sigma.reshape(-1)[0] for sigma in sigmas]) if sigmas else ours_timesteps[:0],
+        ours_sigmas=ours_sigmas,
+        ref_sigmas=None,
+    )
+
+
+def run_reference_loop(
+    case: Case, noise: torch.Tensor, *, steps: int | None = None, seed: int = 0
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """The spec's whole-loop reference from standard normal `noise` with `toy_model` as its model: (each model call's
+    input, each call's sigma, the final sample). Its noise sampler draws from a generator seeded `seed + 1`."""
+    assert case.spec.reference_loop is not None, f"{case.spec.name} has no reference loop"
+    inputs: list[torch.Tensor] = []
+    sigmas: list[torch.Tensor] = []
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        inputs.append(x.clone())
+        sigmas.append(torch.as_tensor(sigma).clone())
+        return toy_model(x, sigma)
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    shape, dtype = tuple(noise.shape), noise.dtype
+    final = case.spec.reference_loop(
+        case, steps, model, noise.clone(), lambda sigma, sigma_next: step_noise(case, shape, generator, dtype)
+    )
+    return inputs, sigmas, final

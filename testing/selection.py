@@ -53,10 +53,25 @@ def has_reference(case: Case) -> bool:
     return case.spec.reference is not None
 
 
+def has_parity_reference(case: Case) -> bool:
+    """A reference to hold every step to: a scheduler object (`Spec.reference`) or a whole loop (`reference_loop`)."""
+    return case.spec.reference is not None or case.spec.reference_loop is not None
+
+
+#: The reference libraries whose objects an adapter maps to ours (`from_diffusers`, `from_sglang`).
+MAPPED_LIBRARIES = ("diffusers", "sglang")
+
+
 def is_registered(case: Case) -> bool:
-    """Listed in `functional_sched.SCHEDULERS`: what `from_diffusers` maps diffusers' class to (a third party's class
-    is not, so its suite has no config-mapping or drop-in columns)."""
-    return case.spec.scheduler in fs.SCHEDULERS and case.spec.reference is not None
+    """Listed in `functional_sched.SCHEDULERS` with a reference that `from_diffusers` or `from_sglang` maps to it (a
+    third party's class is not, nor is one held to a reference no adapter maps, as Flow-GRPO's or k-diffusion's: their
+    suites have no config-mapping or drop-in columns)."""
+    scheduler = case.spec.scheduler
+    return (
+        scheduler in fs.SCHEDULERS
+        and case.spec.reference is not None
+        and scheduler.reference_library in MAPPED_LIBRARIES
+    )
 
 
 def has_drop_in(case: Case) -> bool:

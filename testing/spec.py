@@ -192,6 +192,15 @@ class Spec:
     #: img2img column holds ours to; False where it does not (sglang's Hunyuan3D `scale_noise` is diffusers'
     #: descending formula on an ascending schedule: at its first step, pure noise, it returns the clean sample).
     reference_noises_as_it_steps: bool = True
+    #: A reference that is a whole sampling loop, not a scheduler object stepped call by call (k-diffusion's samplers):
+    #: `reference_loop(case, steps, model, noise, noise_sampler) -> sample` runs it once from standard normal `noise`
+    #: (scaled by its first sigma, as its callers scale it) on the case's schedule (`case.init_kwargs(steps)`; a
+    #: schedule it cannot take raises), calling `model(x, sigma) -> output` at each model call and
+    #: `noise_sampler(sigma, sigma_next)` where it draws noise (or its own seeded source, which `reference_noise` then
+    #: reproduces on our side). The parity columns then compare every model call's input and the final sample
+    #: (`parity.loop_parity_run`); the columns that need a scheduler object of diffusers' API (`reference`, None by
+    #: default with a loop) are not generated.
+    reference_loop: Callable[..., torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -199,6 +208,8 @@ class Spec:
         ids = [config.id for config in self.configs]
         if len(set(ids)) != len(ids):
             raise ValueError(f"Spec({self.scheduler.__name__}): config ids repeat: {ids}.")
+        if self.reference is DIFFUSERS and self.reference_loop is not None:
+            object.__setattr__(self, "reference", None)
         if self.reference is DIFFUSERS:
             name = getattr(self.scheduler, "diffusers_name", None)
             library = getattr(self.scheduler, "reference_library", "diffusers")

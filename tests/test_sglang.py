@@ -25,12 +25,16 @@ def _sglang_modules() -> set[str]:
     return {name for name in sys.modules if name == "sglang" or name.startswith("sglang.")}
 
 
-@pytest.mark.parametrize("name", sorted(sglang_adapter.MODULES))
+@pytest.mark.parametrize("name", sorted([*sglang_adapter.MODULES, *sglang_adapter.PIPELINE_CLASSES]))
 def test_each_class_loads_without_sglangs_package(name: str) -> None:
     before = _sglang_modules()
     loaded = sglang_adapter.sglang_class(name)
     assert loaded.__name__ == name
-    assert loaded.__module__ == f"{sglang_adapter._SCHEDULERS}.{sglang_adapter.MODULES[name]}"
+    if name in sglang_adapter.PIPELINE_CLASSES:  # its class statement alone, over sglang's own base class
+        module, base = sglang_adapter.PIPELINE_CLASSES[name]
+        assert loaded.__module__ == module and loaded.__bases__ == (sglang_adapter.sglang_class(base),)
+    else:
+        assert loaded.__module__ == f"{sglang_adapter._SCHEDULERS}.{sglang_adapter.MODULES[name]}"
     assert _sglang_modules() == before  # nothing left in sys.modules: a later `import sglang` is sglang's own
     assert sglang_adapter.sglang_class(name) is loaded  # loaded once
 
@@ -65,6 +69,6 @@ def test_readme_sglang_table_is_true() -> None:
     rows = re.findall(r"^\| sglang `(\w+)` \|([^|]+)\|([^|]*)\|$", readme, flags=re.MULTILINE)
     table = {name: (status.strip(), ours.strip().strip("`")) for name, status, ours in rows}
     assert len(table) == len(rows), "a class is listed twice"
-    assert set(table) == set(sglang_adapter.MODULES)
+    assert set(table) == {*sglang_adapter.MODULES, *sglang_adapter.PIPELINE_CLASSES}
     mapped = {name: cls.__name__ for name, cls in sglang_adapter._classes().items()}
     assert {name: ours for name, (status, ours) in table.items() if status == "supported"} == mapped

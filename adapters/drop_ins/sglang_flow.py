@@ -1,6 +1,7 @@
 """Drop-ins of sglang's own flow-match Euler classes: its `FlowMatchEulerDiscreteScheduler` (on
-`SglangFlowMatchEulerDiscrete`) and `MOSSImageScheduler` (on `MOSSImage`); defined only where sglang's wheel is
-installed (`functional_sched.adapters.sglang`), registered in `drop_in.SGLANG_DROP_INS`.
+`SglangFlowMatchEulerDiscrete`), LTX-2's `LTX2FlowMatchScheduler` (on `SglangLTX2FlowMatch`) and `MOSSImageScheduler`
+(on `MOSSImage`); defined only where sglang's wheel is installed (`functional_sched.adapters.sglang`), registered in
+`drop_in.SGLANG_DROP_INS`.
 
 Each subclasses sglang's class and steps as flow-match Euler's drop-in does (`drop_in.FlowMatchEulerDiscreteScheduler`:
 float32 steps, the model output's dtype out, float32 for a per-token step, sigmas on set_timesteps' device).
@@ -16,7 +17,7 @@ import torch
 from diffusers.schedulers.scheduling_flow_match_euler_discrete import FlowMatchEulerDiscreteSchedulerOutput
 
 from functional_sched.machinery import checks
-from functional_sched.schedulers.sglang_flow import MOSSImage, SglangFlowMatchEulerDiscrete
+from functional_sched.schedulers.sglang_flow import MOSSImage, SglangFlowMatchEulerDiscrete, SglangLTX2FlowMatch
 
 from .. import sglang
 from ..diffusers import options_for
@@ -50,6 +51,7 @@ def nearest_timestep_noise(
 if sglang.available():
     _SGLANG_FLOW_MATCH = sglang.sglang_class("FlowMatchEulerDiscreteScheduler")
     _SGLANG_MOSS = sglang.sglang_class("MOSSImageScheduler")
+    _SGLANG_LTX2 = sglang.sglang_class("LTX2FlowMatchScheduler")
 
     class FlowMatchEulerDiscreteScheduler(_DropIn, _SGLANG_FLOW_MATCH):  # type: ignore[valid-type, misc]
         """sglang's `FlowMatchEulerDiscreteScheduler` on `functional_sched.SglangFlowMatchEulerDiscrete`:
@@ -88,6 +90,16 @@ if sglang.available():
 
         def __len__(self) -> int:
             return 0  # sglang's
+
+    class LTX2FlowMatchScheduler(FlowMatchEulerDiscreteScheduler, _SGLANG_LTX2):  # type: ignore[valid-type, misc]
+        """sglang's `LTX2FlowMatchScheduler` on `functional_sched.SglangLTX2FlowMatch`: sglang's flow-match drop-in
+        above, whose `set_timesteps` plans LTX-2's schedule (custom sigmas without mu taken as they are)."""
+
+        _functional_class: ClassVar[type] = SglangLTX2FlowMatch
+
+        def _validate_request(self, num_inference_steps: Any, sigmas: Any, mu: Any, timesteps: Any) -> None:
+            if sigmas is None or timesteps is not None or mu is not None:  # else sigmas as they are: no mu needed
+                super()._validate_request(num_inference_steps, sigmas, mu, timesteps)
 
     class MOSSImageScheduler(_DropIn, _SGLANG_MOSS):  # type: ignore[valid-type, misc]
         """sglang's `MOSSImageScheduler` on `functional_sched.MOSSImage`: its config holds diffusers' flow-match keys

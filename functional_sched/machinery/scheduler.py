@@ -80,6 +80,9 @@ class Scheduler:
     _custom_tables_decrease: ClassVar[bool] = True
     #: Whether diffusers' loop finds its first step by looking the timestep up (False: PNDM counts its calls).
     _looks_up_first_timestep: ClassVar[bool] = True
+    #: Why a stochastic `step` is no Gaussian transition given its inputs (None: it is, `mean + std * noise` with the
+    #: noise a fresh standard normal, whose log-density `functional_sched.step_log_prob` reads off the step).
+    _not_gaussian: ClassVar[str | None] = None
 
     @property
     def _resizes(self) -> bool:

@@ -3,6 +3,7 @@
 flow_match.py  FlowMatchEulerDiscrete (SD3, Flux, Qwen-Image, HunyuanVideo, LTX)
 sglang_flow.py SglangFlowMatchEulerDiscrete (sglang's copy: float32 roundings, use_uniform_sigmas), MOSSImage
 flow_lcm.py    FlowMatchLCM (few-step flow models; SwD's scale-wise generation: x0 resized between steps)
+flow_sde.py    FlowMatchSDE (Flow-GRPO's SDE step on flow-match Euler's schedule, noise_level; RL fine-tuning)
 hunyuan3d.py   Hunyuan3DFlowMatchEulerDiscrete and its consistency variant (sglang's Hunyuan3D: ascending sigmas to 1)
 multistep.py   what the multistep families share: options, plan layout, warm-up and history
 dpm_solver.py  DPMSolverMultistep (DPM-Solver++ 2M/3M, SDE variants, Sana)
@@ -24,6 +25,7 @@ heun.py        HeunDiscrete (two calls per interval), and the two-call machinery
 flow_heun.py   FlowMatchHeunDiscrete (Heun's two calls per interval on the shifted flow schedule)
 ltx_rf.py      LTXEulerAncestralRF (LTX-2: ancestral rectified-flow Euler, eta and s_noise)
 kdpm2.py       KDPM2Discrete and KDPM2AncestralDiscrete (DPM2 and DPM2 a: the model at interval midpoints)
+k_dpm.py       k-diffusion's DPMSolverPlusPlus2SAncestral, DPMSolverPlusPlus3MSDE, DPMSolverFast (x0 model)
 edm.py         EDMEuler (Cosmos 1.0), and EDM's preconditioning (sigma_data, c_in, c_skip, c_out) and sigma schedules
 edm_dpm.py     EDMDPMSolverMultistep and CosineDPMSolverMultistep (Playground v2.5, Stable Audio: DPM++ on EDM)
 inverse.py     DDIMInverse and DPMSolverMultistepInverse (DDIM / DPM-Solver++ inversion: their steps towards noise)

@@ -82,6 +82,10 @@ class DPMSolverSDE(SigmaDiscreteScheduler):
     diffusers_name: ClassVar[str] = "DPMSolverSDEScheduler"
     plan_columns: ClassVar[int] = PHASE + 1
     _input_column: ClassVar[int] = INPUT_SCALE
+    _not_gaussian: ClassVar[str | None] = (
+        "its noise is a Brownian tree's increments over overlapping intervals (an interval's second call covers the "
+        "first's half), so given the state it is no fresh standard normal."
+    )
 
     @property
     def stochastic(self) -> bool:

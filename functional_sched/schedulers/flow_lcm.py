@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from ..machinery import checks, host, options
 from ..machinery.options import Choice, Option, Optional
-from ..machinery.plan import Plan, as_dtype, plus, scaled
+from ..machinery.plan import Plan, as_dtype
 from ..machinery.record import record
-from .flow_match import NEXT_SIGMA, ONE_MINUS_NEXT_SIGMA, SIGMA, FlowMatchScheduler
+from .flow_match import FlowMatchScheduler
 
 #: The spatial dims (the sample's after rows and channels) each `upscale_mode` interpolates, as
 #: `torch.nn.functional.interpolate` takes them.
@@ -161,24 +161,23 @@ class FlowMatchLCM(FlowMatchScheduler):
         diffusers draws it (float32). The arithmetic is float32 (float64 for float64 samples) as in diffusers; the
         result has `sample`'s dtype and the noise's shape: compiled code takes the next resolution from it.
         """
-        cursor = self._cursor(state)
-        if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, denoised, cursor)
-        c = self._coefficients(state, sample, cursor)
-        work = as_dtype(sample, state.plan.coefficients.dtype)
-        x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
+        return self._step(state, model_output, sample, noise, denoised)
+
+    def _update(
+        self,
+        c: tuple[torch.Tensor, ...],
+        model_output: torch.Tensor,
+        work: torch.Tensor,
+        noise: torch.Tensor,
+        denoised: bool,
+        eager: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # Flow-match Euler's stochastic step, its x0 interpolated first where the noise is of the next resolution.
+        x0 = self._estimate(c, model_output, work, eager)
         estimate = x0
         if x0.shape[2:] != noise.shape[2:]:  # static shapes: a step into a new resolution stage
             estimate = F.interpolate(x0, size=tuple(noise.shape[2:]), mode=self.upscale_mode)
-        prev_sample = plus(
-            scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False),
-            scaled(c[ONE_MINUS_NEXT_SIGMA], estimate, on_host=False),
-            eager=cursor is not None,
-        )
-        new_state = state.replace(**self._advanced(state, cursor))
-        if denoised:
-            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
-        return as_dtype(prev_sample, sample.dtype), new_state
+        return self._renoised(c, estimate, as_dtype(noise, work.dtype), eager), x0
 
     def _check(
         self,

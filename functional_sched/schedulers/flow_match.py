@@ -27,11 +27,170 @@ class FlowMatchEulerState:
     cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
 
 
+class FlowEuler(Scheduler):
+    """The step every flow-match Euler class shares: `x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i` from the plan's
+    columns (sigma, step length, 1 - next sigma, next sigma), its x0 estimate `x_i - sigma_i v_i` (`_estimate`), with
+    `stochastic` the renoising step `x_{i+1} = (1 - sigma_{i+1}) x0_i + sigma_{i+1} noise`. A subclass makes the sigma
+    table; the class attributes below say how its reference rounds the products `coefficient * v`."""
+
+    state_type: ClassVar[type] = FlowMatchEulerState
+    plan_columns: ClassVar[int] = NEXT_SIGMA + 1
+    #: Any order: an Euler step is defined whatever the sigmas' order (Stable Audio 3's audio-to-audio pipeline starts
+    #: at its noise level below the schedule's second sigma on purpose, as its original code does).
+    _custom_tables_decrease: ClassVar[bool] = False
+    #: Whether the reference multiplies by 0-d sigmas kept on the CPU rather than on the sample's device, and whether
+    #: it writes the model output first: how a half-precision product rounds (`machinery.plan.scaled`).
+    _sigmas_on_host: ClassVar[bool] = False
+    _tensor_first: ClassVar[bool] = False
+    #: Whether the reference multiplies the model output by per-row float32 sigma tensors (float32 products for
+    #: half-precision outputs: sglang's SelfForcing `sigma.reshape(-1, 1, 1, 1)`).
+    _float32_products: ClassVar[bool] = False
+    #: Whether `step` renoises its x0 estimate (diffusers' option, declared by `FlowMatchEulerDiscrete`).
+    stochastic_sampling: ClassVar[bool] = False
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether `step` takes fresh noise: with `stochastic_sampling`."""
+        return self.stochastic_sampling
+
+    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return schedules.flow_alpha_sigma(sigma)
+
+    def _step_options(self) -> tuple[Any, ...]:
+        return ()
+
+    def _custom_range(self, name: str) -> tuple[float, float, bool]:
+        # Timesteps are sigmas times num_train_timesteps: both run from pure noise (sigma 1) to data (sigma 0).
+        train = float(self.num_train_timesteps)  # type: ignore[attr-defined]
+        return (0.0, train, False) if name == "timesteps" else (0.0, 1.0, False)
+
+    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
+        # The step's scalars exactly as diffusers forms them from float32 sigmas; a float64 plan keeps float64.
+        current, following = sigmas[:-1], sigmas[1:]
+        coefficients = torch.stack([current, following - current, 1.0 - following, following], dim=-1)
+        return single_plan(timesteps, sigmas, coefficients[:, None])
+
+    # ------------------------------------------------------------------------------------------------ step
+    def step(
+        self,
+        state: FlowMatchEulerState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
+        denoised: bool = False,
+    ) -> tuple[torch.Tensor, FlowMatchEulerState] | tuple[torch.Tensor, FlowMatchEulerState, torch.Tensor]:
+        """One Euler step from each row's sigma to its next: `(prev_sample, new_state)`, in `sample`'s dtype (float32
+        arithmetic; float64 for float64 samples). `denoised=True` also returns the step's x0 estimate, `sample -
+        sigma * model_output` (`sample + (1 - sigma) * model_output` up an ascending table): `(prev_sample,
+        new_state, x0)`. `noise` is ignored."""
+        return self._step(state, model_output, sample, noise, denoised)
+
+    def _step(
+        self,
+        state: FlowMatchEulerState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        noise: torch.Tensor | None,
+        denoised: bool,
+        per_token_timesteps: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, FlowMatchEulerState] | tuple[torch.Tensor, FlowMatchEulerState, torch.Tensor]:
+        """`step`'s work; `per_token_timesteps` is the argument of diffusers' `FlowMatchEulerDiscrete.step` (and of
+        MOSS-Image's, which is that), no other class's."""
+        cursor = self._cursor(state)
+        eager = cursor is not None
+        if checks.checking(eager=eager):
+            self._check(state, model_output, sample, noise, denoised, cursor)
+            if per_token_timesteps is not None:
+                _check_per_token(self.name, per_token_timesteps, sample)
+        c = self._coefficients(state, sample, cursor)
+        work = as_dtype(sample, state.plan.coefficients.dtype)
+        if per_token_timesteps is None:
+            prev_sample, x0 = self._update(c, model_output, work, noise, denoised, eager)
+        else:
+            prev_sample, x0 = self._per_token_update(state, model_output, work, noise, denoised, per_token_timesteps)
+        new_state = state.replace(**self._advanced(state, cursor))
+        if denoised:
+            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
+        return as_dtype(prev_sample, sample.dtype), new_state
+
+    def _check(
+        self,
+        state: FlowMatchEulerState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        noise: torch.Tensor | None,
+        denoised: bool,
+        cursor: host.Cursor | None,
+    ) -> None:
+        self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
+
+    def _times(self, coefficient: torch.Tensor, model_output: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`coefficient * model_output` as the reference's step rounds it (the class attributes above); `dtype` is the
+        plan's."""
+        if self._float32_products:
+            return as_dtype(model_output, dtype) * coefficient
+        return scaled(coefficient, model_output, on_host=self._sigmas_on_host, tensor_first=self._tensor_first)
+
+    def _estimate(
+        self, c: tuple[torch.Tensor, ...], model_output: torch.Tensor, work: torch.Tensor, eager: bool
+    ) -> torch.Tensor:
+        """The step's x0 estimate, `x - sigma v` (in the plan's dtype)."""
+        return work - self._times(c[SIGMA], model_output, work.dtype)
+
+    def _update(
+        self,
+        c: tuple[torch.Tensor, ...],
+        model_output: torch.Tensor,
+        work: torch.Tensor,
+        noise: torch.Tensor | None,
+        denoised: bool,
+        eager: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(prev_sample, x0 where `denoised` or stochastic, else None), in the plan's dtype."""
+        x0 = self._estimate(c, model_output, work, eager) if denoised or self.stochastic_sampling else None
+        if self.stochastic_sampling:
+            return self._renoised(c, x0, as_dtype(noise, work.dtype), eager), x0
+        return plus(self._times(c[DT], model_output, work.dtype), work, eager=eager), x0
+
+    @staticmethod
+    def _renoised(c: tuple[torch.Tensor, ...], x0: torch.Tensor, noise: torch.Tensor, eager: bool) -> torch.Tensor:
+        """`(1 - sigma_next) x0 + sigma_next noise`, as diffusers forms it (its sigmas on the device)."""
+        return plus(
+            scaled(c[NEXT_SIGMA], noise, on_host=False), scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False), eager=eager
+        )
+
+    def _per_token_update(
+        self,
+        state: FlowMatchEulerState,
+        model_output: torch.Tensor,
+        work: torch.Tensor,
+        noise: torch.Tensor | None,
+        denoised: bool,
+        per_token_timesteps: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`step`'s (prev_sample, x0 or None) with a sigma per token (`per_token_timesteps`): diffusers' arithmetic."""
+        token = per_token_timesteps / self.num_train_timesteps  # type: ignore[attr-defined]
+        table = state.plan.sigmas  # [S, N + 1]: every sigma of each row's schedule (padding repeats the last)
+        rows, lead = work.shape[0], token.dim()
+        table = table.expand(rows, -1) if table.shape[0] != rows else table
+        sigmas = table.view(rows, table.shape[1], *([1] * (lead - 1)))
+        below = torch.where(sigmas < token.unsqueeze(1) - 1e-6, sigmas, sigmas.new_zeros(()))
+        trailing = [1] * (work.dim() - lead)
+        current, following = token.view(*token.shape, *trailing), below.amax(dim=1).view(*token.shape, *trailing)
+        x0 = work - current * model_output if self.stochastic_sampling or denoised else None
+        if self.stochastic_sampling:
+            prev_sample = (1.0 - following) * x0 + following * as_dtype(noise, work.dtype)
+        else:
+            prev_sample = work + (current - following) * model_output
+        return prev_sample, x0
+
+
 @options.config
-class FlowMatchScheduler(Scheduler):
+class FlowMatchScheduler(FlowEuler):
     """Base of the classes on flow-match Euler's schedule (`FlowMatchEulerDiscrete`, `FlowMatchLCM`): its options in
-    diffusers' order, their checks, the sigma tables (shifts, dynamic shifting with `mu`, Karras/exponential/beta,
-    custom tables) and the plan's columns; a subclass adds its step."""
+    diffusers' order, their checks and the sigma tables (shifts, dynamic shifting with `mu`, Karras/exponential/beta,
+    custom tables), stepped by `FlowEuler`'s step."""
 
     num_train_timesteps: int = common.NUM_TRAIN_TIMESTEPS.but(domain=Integer(minimum=1, maximum=1_000_000))
     shift: float = Option(1.0, Real(above=0), examples=(3.0, 0.7, 7.0, 12.5))
@@ -50,8 +209,6 @@ class FlowMatchScheduler(Scheduler):
     sigma_max: float | None = common.REGISTERED_SIGMA_MAX
     time_shift_type: str = common.TIME_SHIFT_TYPE
 
-    plan_columns: ClassVar[int] = NEXT_SIGMA + 1
-
     def _check_options(self) -> None:
         common.check_sigma_range(self)
         if self.base_image_seq_len >= self.max_image_seq_len:
@@ -61,35 +218,21 @@ class FlowMatchScheduler(Scheduler):
                 "their difference)."
             )
 
-    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return schedules.flow_alpha_sigma(sigma)
-
     # ------------------------------------------------------------------------------------------------ plan
     def _check_schedule(self, schedule: Schedule) -> None:
         owner = self.name
-        if self.use_dynamic_shifting and schedule.mu is None:
+        if self.use_dynamic_shifting and schedule.mu is None and not self._verbatim(schedule):
             raise ValueError(
                 f"{owner}: use_dynamic_shifting=True needs mu (the resolution shift, e.g. Flux's calculate_shift "
                 "of the image sequence length); pass init(..., mu=...)."
             )
-        timesteps, sigmas, steps = schedule.timesteps, schedule.sigmas, schedule.num_inference_steps
-        if sigmas is not None and timesteps is not None and len(sigmas.values) != len(timesteps.values):
-            raise ValueError(
-                f"{owner}: sigmas ({len(sigmas.values)}) and timesteps ({len(timesteps.values)}) differ in length."
-            )
-        custom = sigmas if sigmas is not None else timesteps
-        if custom is None and steps is None:
-            raise ValueError(f"{owner}: give num_inference_steps, or custom sigmas or timesteps.")
-        if custom is not None and steps is not None and len(custom.values) != steps:
-            raise ValueError(
-                f"{owner}: num_inference_steps={steps} but {len(custom.values)} custom values were given; "
-                "leave num_inference_steps out or make them agree."
-            )
+        check_step_count(owner, schedule, "sigmas or timesteps")
         super()._check_schedule(schedule)
 
-    #: Any order: an Euler step is defined whatever the sigmas' order, and Stable Audio 3's audio-to-audio pipeline
-    #: starts at its noise level below the schedule's second sigma on purpose (as its original code does).
-    _custom_tables_decrease: ClassVar[bool] = False
+    def _verbatim(self, schedule: Schedule) -> bool:
+        """Whether the schedule's custom sigmas are taken as they are (no shift, so no mu needed): never here (sglang's
+        LTX-2 class takes custom sigmas without mu so)."""
+        return False
 
     @property
     def _custom_values_matter(self) -> bool:
@@ -97,18 +240,6 @@ class FlowMatchScheduler(Scheduler):
         # linspace(0, 1)): custom sigmas then give only the step count, as in diffusers.
         spaced = self.use_karras_sigmas or self.use_exponential_sigmas or self.use_beta_sigmas
         return not (spaced and self.sigma_min is not None and self.sigma_max is not None)
-
-    def _custom_range(self, name: str) -> tuple[float, float, bool]:
-        # Timesteps are sigmas times num_train_timesteps: both run from pure noise (sigma 1) to data (sigma 0).
-        return (0.0, float(self.num_train_timesteps), False) if name == "timesteps" else (0.0, 1.0, False)
-
-    def _training_sigma_range(self) -> tuple[float, float]:
-        """sigma_min, sigma_max of the (statically shifted) training schedule, float32 as diffusers keeps them."""
-        n = self.num_train_timesteps
-        sigmas = torch.arange(n, 0, -1, dtype=torch.float32) / n
-        if not self.use_dynamic_shifting:
-            sigmas = schedules.shift_sigmas(sigmas, self.shift)
-        return sigmas[-1].item(), sigmas[0].item()
 
     # Hooks of `_build_plan` (sglang's copy of the class rounds these steps differently: `schedulers/sglang_flow.py`).
     @property
@@ -119,7 +250,7 @@ class FlowMatchScheduler(Scheduler):
     def _default_sigmas(self, n: int) -> torch.Tensor:
         """The unshifted sigmas of `n` steps where no custom table is given: the training range, linearly spaced."""
         train = self.num_train_timesteps
-        sigma_min, sigma_max = self._training_sigma_range()
+        sigma_min, sigma_max = training_sigma_range(train, self.shift, self.use_dynamic_shifting)
         return schedules.np_linspace(sigma_max * train, sigma_min * train, n) / train
 
     def _time_shifted(self, sigmas: torch.Tensor, mu: float) -> torch.Tensor:
@@ -181,12 +312,6 @@ class FlowMatchScheduler(Scheduler):
 
         return self._plan_from_tables(timesteps, sigmas.to(dtype))
 
-    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
-        # The step's scalars exactly as diffusers forms them from float32 sigmas; a float64 plan keeps float64.
-        current, following = sigmas[:-1], sigmas[1:]
-        coefficients = torch.stack([current, following - current, 1.0 - following, following], dim=-1)
-        return single_plan(timesteps, sigmas, coefficients[:, None])
-
 
 @options.config
 class FlowMatchEulerDiscrete(FlowMatchScheduler):
@@ -205,7 +330,6 @@ class FlowMatchEulerDiscrete(FlowMatchScheduler):
     # `shift`'s own value, for `shift` alone (stored as None); no effect with dynamic shifting (stored as None too).
     set_shift: float | None = Option(None, Optional(Real(above=0)), examples=(5.0, 7.0), set_by="set_shift")
 
-    state_type: ClassVar[type] = FlowMatchEulerState
     diffusers_name: ClassVar[str] = "FlowMatchEulerDiscreteScheduler"
 
     def _check_options(self) -> None:
@@ -216,11 +340,6 @@ class FlowMatchEulerDiscrete(FlowMatchScheduler):
     @property
     def _applied_shift(self) -> float:
         return self.shift if self.set_shift is None else self.set_shift
-
-    @property
-    def stochastic(self) -> bool:
-        """Whether `step` takes fresh noise: with `stochastic_sampling`."""
-        return self.stochastic_sampling
 
     def _step_options(self) -> tuple[Any, ...]:
         return (self.stochastic_sampling,)
@@ -248,56 +367,7 @@ class FlowMatchEulerDiscrete(FlowMatchScheduler):
         below it, as diffusers' `step(per_token_timesteps=...)` (LTX's conditioning): then the update is
         `sample + (sigma - next) * model_output` (diffusers' sign), and the state advances one step as usual.
         """
-        cursor = self._cursor(state)
-        if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, denoised, cursor)
-            if per_token_timesteps is not None:
-                _check_per_token(self.name, per_token_timesteps, sample)
-        c = self._coefficients(state, sample, cursor)
-        work = as_dtype(sample, state.plan.coefficients.dtype)
-        if per_token_timesteps is not None:
-            prev_sample, x0 = self._per_token_update(state, model_output, work, noise, denoised, per_token_timesteps)
-        else:
-            x0 = None
-            if self.stochastic_sampling or denoised:
-                x0 = work - scaled(c[SIGMA], model_output, on_host=False)  # diffusers keeps these sigmas on the device
-            if self.stochastic_sampling:
-                prev_sample = plus(
-                    scaled(c[NEXT_SIGMA], as_dtype(noise, work.dtype), on_host=False),
-                    scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False),
-                    eager=cursor is not None,
-                )
-            else:
-                prev_sample = plus(scaled(c[DT], model_output, on_host=False), work, eager=cursor is not None)
-        new_state = state.replace(**self._advanced(state, cursor))
-        if denoised:
-            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
-        return as_dtype(prev_sample, sample.dtype), new_state
-
-    def _per_token_update(
-        self,
-        state: FlowMatchEulerState,
-        model_output: torch.Tensor,
-        work: torch.Tensor,
-        noise: torch.Tensor | None,
-        denoised: bool,
-        per_token_timesteps: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`step`'s (prev_sample, x0 or None) with a sigma per token (`per_token_timesteps`): diffusers' arithmetic."""
-        token = per_token_timesteps / self.num_train_timesteps
-        table = state.plan.sigmas  # [S, N + 1]: every sigma of each row's schedule (padding repeats the last)
-        rows, lead = work.shape[0], token.dim()
-        table = table.expand(rows, -1) if table.shape[0] != rows else table
-        sigmas = table.view(rows, table.shape[1], *([1] * (lead - 1)))
-        below = torch.where(sigmas < token.unsqueeze(1) - 1e-6, sigmas, sigmas.new_zeros(()))
-        trailing = [1] * (work.dim() - lead)
-        current, following = token.view(*token.shape, *trailing), below.amax(dim=1).view(*token.shape, *trailing)
-        x0 = work - current * model_output if self.stochastic_sampling or denoised else None
-        if self.stochastic_sampling:
-            prev_sample = (1.0 - following) * x0 + following * as_dtype(noise, work.dtype)
-        else:
-            prev_sample = work + (current - following) * model_output
-        return prev_sample, x0
+        return self._step(state, model_output, sample, noise, denoised, per_token_timesteps)
 
     def _check(
         self,
@@ -311,6 +381,33 @@ class FlowMatchEulerDiscrete(FlowMatchScheduler):
         self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
         if self.stochastic_sampling:
             checks.check_noise(self.name, "stochastic_sampling=True", noise, sample)
+
+
+def training_sigma_range(num_train_timesteps: int, shift: float, dynamic: bool) -> tuple[float, float]:
+    """The smallest and largest sigma of the training table `(1..N) / N`, float32, statically shifted by `shift` unless
+    `dynamic`: diffusers' `sigma_min`, `sigma_max` (Hunyuan3D's ascending table's first and last entry)."""
+    sigmas = torch.arange(num_train_timesteps, 0, -1, dtype=torch.float32) / num_train_timesteps
+    if not dynamic:
+        sigmas = schedules.shift_sigmas(sigmas, shift)
+    return sigmas[-1].item(), sigmas[0].item()
+
+
+def check_step_count(owner: str, schedule: Schedule, custom: str) -> None:
+    """A step count or custom tables (`custom`: the kinds a class takes, e.g. "sigmas or timesteps"), of one length
+    where several are given."""
+    timesteps, sigmas, steps = schedule.timesteps, schedule.sigmas, schedule.num_inference_steps
+    if sigmas is not None and timesteps is not None and len(sigmas.values) != len(timesteps.values):
+        raise ValueError(
+            f"{owner}: sigmas ({len(sigmas.values)}) and timesteps ({len(timesteps.values)}) differ in length."
+        )
+    given = sigmas if sigmas is not None else timesteps
+    if given is None and steps is None:
+        raise ValueError(f"{owner}: give num_inference_steps, or custom {custom}.")
+    if given is not None and steps is not None and len(given.values) != steps:
+        raise ValueError(
+            f"{owner}: num_inference_steps={steps} but {len(given.values)} custom values were given; "
+            "leave num_inference_steps out or make them agree."
+        )
 
 
 def _check_per_token(owner: str, per_token_timesteps: Any, sample: torch.Tensor) -> None:

@@ -12,14 +12,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, options
+from ..machinery import options
 from ..machinery.options import Integer, Option, Real
-from ..machinery.plan import Plan, as_dtype, plus, scaled, single_plan
+from ..machinery.plan import Plan, plus, single_plan
 from ..machinery.schedule import MAX_INFERENCE_STEPS, Schedule
-from ..machinery.scheduler import Scheduler
 from ..math import schedules
 from . import common
-from .flow_match import DT, FlowMatchEulerState
+from .flow_match import DT, FlowEuler, check_step_count, training_sigma_range
 
 # Columns of the coefficient table: flow-match Euler's sigma and step length, then the way to data, 1 - sigma.
 TO_DATA = DT + 1
@@ -27,28 +26,17 @@ TO_DATA = DT + 1
 F64 = torch.float64
 
 
-class AscendingFlowMatch(Scheduler):
-    """Euler steps of x' = v up an ascending sigma table (0 = noise, 1 = data): `x_{i+1} = x_i + (sigma_{i+1} -
-    sigma_i) v_i`, the final sigma 1. What both of sglang's Hunyuan3D classes share: the step, the plan's columns,
-    the noise levels; a subclass makes the sigma table."""
+class AscendingFlowMatch(FlowEuler):
+    """Flow-match Euler's step up an ascending sigma table (0 = noise, 1 = data), the final sigma 1: `x_{i+1} = x_i +
+    (sigma_{i+1} - sigma_i) v_i`, its x0 estimate `x_i + (1 - sigma_i) v_i` (the sample carried along the velocity
+    to sigma 1, the consistency class's `pred_original_sample`). What both of sglang's Hunyuan3D classes share: the
+    step, the plan's columns, the noise levels; a subclass makes the sigma table."""
 
-    state_type: ClassVar[type] = FlowMatchEulerState
     reference_library: ClassVar[str] = "sglang"
     plan_columns: ClassVar[int] = TO_DATA + 1
-    #: Any order: sglang steps between whatever sigmas it is given.
-    _custom_tables_decrease: ClassVar[bool] = False
-    #: Whether sglang keeps the sigmas it steps with on the CPU (the consistency class) rather than on the sample's
-    #: device: how a half-precision product rounds on CUDA (`machinery.plan.scaled`).
-    _sigmas_on_host: ClassVar[bool] = False
-
-    def _step_options(self) -> tuple[Any, ...]:
-        return ()
 
     def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return sigma, 1 - sigma  # x = sigma x0 + (1 - sigma) noise
-
-    def _custom_range(self, name: str) -> tuple[float, float, bool]:
-        return 0.0, 1.0, False
 
     def _refuse_timesteps(self, schedule: Schedule) -> None:
         if schedule.timesteps is not None:
@@ -63,6 +51,11 @@ class AscendingFlowMatch(Scheduler):
         coefficients = torch.stack([current, following - current, 1.0 - current], dim=-1)
         return single_plan(timesteps, sigmas, coefficients[:, None])
 
+    def _estimate(
+        self, c: tuple[torch.Tensor, ...], model_output: torch.Tensor, work: torch.Tensor, eager: bool
+    ) -> torch.Tensor:
+        return plus(self._times(c[TO_DATA], model_output, work.dtype), work, eager=eager)
+
     def _network_output(self, state: Any, sample: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         """The velocity whose x0 at the model's sigma is `x0` (the Gaussian problem's exact model,
         `functional_sched.testing.gaussian`): (x0 - x) / (1 - sigma); at sigma 1 the sample is its own x0 and any
@@ -70,36 +63,6 @@ class AscendingFlowMatch(Scheduler):
         to_data = 1 - self._model_sigma(state)[:, None].to(sample.dtype)
         safe = torch.where(to_data > 0, to_data, torch.ones_like(to_data))
         return torch.where(to_data > 0, (x0 - sample) / safe, torch.zeros_like(sample))
-
-    # ------------------------------------------------------------------------------------------------ step
-    def step(
-        self,
-        state: FlowMatchEulerState,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        *,
-        noise: torch.Tensor | None = None,
-        denoised: bool = False,
-    ) -> tuple[torch.Tensor, FlowMatchEulerState] | tuple[torch.Tensor, FlowMatchEulerState, torch.Tensor]:
-        """One Euler step from each row's sigma to its next: `(prev_sample, new_state)`.
-
-        The result has `sample`'s dtype; the arithmetic is float32 (float64 for float64 samples) as in sglang.
-        `noise` is ignored (the step is deterministic). `denoised=True` also returns the step's x0 estimate,
-        `sample + (1 - sigma) * model_output` (the sample carried along the velocity to sigma 1, the consistency
-        class's `pred_original_sample`): `(prev_sample, new_state, x0)`.
-        """
-        cursor = self._cursor(state)
-        if checks.checking(eager=cursor is not None):
-            self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
-        c = self._coefficients(state, sample, cursor)
-        work = as_dtype(sample, state.plan.coefficients.dtype)
-        on_host, eager = self._sigmas_on_host, cursor is not None
-        prev_sample = plus(scaled(c[DT], model_output, on_host=on_host), work, eager=eager)
-        new_state = state.replace(**self._advanced(state, cursor))
-        if denoised:
-            x0 = plus(scaled(c[TO_DATA], model_output, on_host=on_host), work, eager=eager)
-            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
-        return as_dtype(prev_sample, sample.dtype), new_state
 
 
 @options.config
@@ -129,24 +92,8 @@ class Hunyuan3DFlowMatchEulerDiscrete(AscendingFlowMatch):
             raise ValueError(
                 f"{self.name}: use_dynamic_shifting=True needs mu (the shift is exp(mu)); pass init(..., mu=...)."
             )
-        sigmas, steps = schedule.sigmas, schedule.num_inference_steps
-        if sigmas is None and steps is None:
-            raise ValueError(f"{self.name}: give num_inference_steps, or custom sigmas.")
-        if sigmas is not None and steps is not None and len(sigmas.values) != steps:
-            raise ValueError(
-                f"{self.name}: num_inference_steps={steps} but {len(sigmas.values)} custom sigmas were given; "
-                "leave num_inference_steps out or make them agree."
-            )
+        check_step_count(self.name, schedule, "sigmas")
         super()._check_schedule(schedule)
-
-    def _training_ends(self) -> tuple[float, float]:
-        """(sigma_max, sigma_min) of the training table, as sglang reads them: its first (smallest) and last entry,
-        float32, statically shifted unless dynamic shifting."""
-        n = self.num_train_timesteps
-        sigmas = torch.arange(1, n + 1, dtype=torch.float32) / n
-        if not self.use_dynamic_shifting:
-            sigmas = schedules.shift_sigmas(sigmas, self.shift)
-        return sigmas[0].item(), sigmas[-1].item()
 
     def _build_plan(
         self,
@@ -158,7 +105,8 @@ class Hunyuan3DFlowMatchEulerDiscrete(AscendingFlowMatch):
     ) -> Plan:
         train = self.num_train_timesteps
         if sigmas is None:
-            sigma_max, sigma_min = self._training_ends()
+            # sglang's sigma_max and sigma_min: its ascending training table's first (smallest) and last entry.
+            sigma_max, sigma_min = training_sigma_range(train, self.shift, self.use_dynamic_shifting)
             sigmas = schedules.np_linspace(sigma_max * train, sigma_min * train, num_inference_steps) / train
         elif sigmas.dtype not in (torch.float32, F64):  # numpy promotes integers (and the rest) to float64
             sigmas = sigmas.to(F64)
@@ -193,7 +141,7 @@ class Hunyuan3DConsistencyFlowMatchEulerDiscrete(AscendingFlowMatch):
     pcm_timesteps: int = Option(50, Integer(minimum=1, maximum=1_000_000), examples=(100, 30))
 
     diffusers_name: ClassVar[str] = "Hunyuan3DConsistencyFlowMatchEulerDiscreteScheduler"
-    _sigmas_on_host: ClassVar[bool] = True
+    _sigmas_on_host: ClassVar[bool] = True  # sglang keeps this class's sigmas on the CPU
 
     @property
     def max_inference_steps(self) -> int:

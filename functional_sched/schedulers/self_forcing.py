@@ -4,7 +4,7 @@ DMD video: LingBot-World) and `FlowMatchScheduler` (MOVA's base; its pair schedu
 sglang 0.5.23 (`multimodal_gen/runtime/models/schedulers/scheduling_self_forcing_flow_match.py`, `flow_match_pair.py`)
 spaces sigmas with torch's float32 `linspace(sigma_start, sigma_min, n)` (diffusers' flow-match Euler: numpy float64),
 shifts them in float32 and keeps no final sigma in its table (its step goes to 0 past the last one, or to 1 with
-`inverse_timesteps`/`reverse_sigmas`). The Euler step is flow-match Euler's (`flow_match.py`'s plan columns).
+`inverse_timesteps`/`reverse_sigmas`). The Euler step is flow-match Euler's (`flow_match.FlowEuler`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, options
+from ..machinery import options
 from ..machinery.options import Flag, Integer, Option, Optional, Real
-from ..machinery.plan import Plan, as_dtype, plus, scaled
+from ..machinery.plan import Plan
 from ..machinery.schedule import Schedule
-from ..machinery.scheduler import Scheduler
-from ..math import schedules
 from . import common
-from .flow_match import DT, NEXT_SIGMA, SIGMA, FlowMatchEulerState, FlowMatchScheduler
+from .flow_match import FlowEuler
 
 
 def linspace_sigmas(scheduler: Any, num_inference_steps: int, shift: float, strength: float, mu: float | None) -> Any:
@@ -48,9 +46,9 @@ def linspace_sigmas(scheduler: Any, num_inference_steps: int, shift: float, stre
 
 
 @options.config
-class LinspaceFlowMatch(Scheduler):
-    """Base of sglang's float32-linspace flow-match classes: their options (sglang's names and defaults), the table,
-    and the Euler step `x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i` on flow-match Euler's plan columns."""
+class LinspaceFlowMatch(FlowEuler):
+    """Base of sglang's float32-linspace flow-match classes: their options (sglang's names and defaults) and the
+    table, stepped by flow-match Euler's step `x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v_i` (`FlowEuler`)."""
 
     # sglang's constructor builds its table for this many steps; a request's `init` gives its own count.
     num_inference_steps: int = Option(100, Integer(minimum=1, maximum=10_000), examples=(1000, 4))
@@ -62,20 +60,10 @@ class LinspaceFlowMatch(Scheduler):
     extra_one_step: bool = Option(False, Flag())
     reverse_sigmas: bool = Option(False, Flag())
 
-    state_type: ClassVar[type] = FlowMatchEulerState
     reference_library: ClassVar[str] = "sglang"
-    plan_columns: ClassVar[int] = NEXT_SIGMA + 1
-    #: Whether sglang multiplies the model output by per-row sigma tensors (float32 products for half-precision
-    #: outputs: SelfForcing's `sigma.reshape(-1, 1, 1, 1)`) rather than by 0-d float32 CPU sigmas (`model_output *
-    #: (sigma_ - sigma)`: the product at float precision, rounded to the output's dtype).
-    _float32_products: ClassVar[bool] = False
-    _custom_tables_decrease: ClassVar[bool] = False
-
-    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return schedules.flow_alpha_sigma(sigma)
-
-    def _step_options(self) -> tuple[Any, ...]:
-        return ()
+    # sglang multiplies by 0-d float32 CPU sigmas, the model output first (`model_output * (sigma_ - sigma)`).
+    _sigmas_on_host: ClassVar[bool] = True
+    _tensor_first: ClassVar[bool] = True
 
     # ------------------------------------------------------------------------------------------------ plan
     def _check_schedule(self, schedule: Schedule) -> None:
@@ -89,9 +77,6 @@ class LinspaceFlowMatch(Scheduler):
         if schedule.mu is not None:
             raise ValueError(f"{self.name}: mu is not supported (sglang's set_timesteps takes none).")
         super()._check_schedule(schedule)
-
-    def _custom_range(self, name: str) -> tuple[float, float, bool]:
-        return (0.0, float(self.num_train_timesteps), False) if name == "timesteps" else (0.0, 1.0, False)
 
     def _final_sigma(self) -> float:
         """Where sglang's step goes past the table's last sigma: 0, or 1 where the table rises."""
@@ -113,39 +98,6 @@ class LinspaceFlowMatch(Scheduler):
         table = self._schedule_sigmas(num_inference_steps)
         timesteps = table * self.num_train_timesteps
         return self._plan_from_tables(timesteps, torch.cat([table, torch.full((1,), self._final_sigma())]).to(dtype))
-
-    _plan_from_tables = FlowMatchScheduler._plan_from_tables
-
-    # ------------------------------------------------------------------------------------------------ step
-    def step(
-        self,
-        state: FlowMatchEulerState,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        *,
-        noise: torch.Tensor | None = None,
-        denoised: bool = False,
-    ) -> tuple[torch.Tensor, FlowMatchEulerState] | tuple[torch.Tensor, FlowMatchEulerState, torch.Tensor]:
-        """One Euler step from each row's sigma to its next: `(prev_sample, new_state)`, in `sample`'s dtype
-        (float32 arithmetic; float64 for float64 samples). `denoised=True` also returns `sample - sigma *
-        model_output`, the step's x0 estimate: `(prev_sample, new_state, x0)`. `noise` is ignored."""
-        cursor = self._cursor(state)
-        if checks.checking(eager=cursor is not None):
-            self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
-        c = self._coefficients(state, sample, cursor)
-        work = as_dtype(sample, state.plan.coefficients.dtype)
-        prev_sample = plus(self._times(c[DT], model_output, work.dtype), work, eager=cursor is not None)
-        new_state = state.replace(**self._advanced(state, cursor))
-        if denoised:
-            x0 = work - self._times(c[SIGMA], model_output, work.dtype)
-            return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
-        return as_dtype(prev_sample, sample.dtype), new_state
-
-    def _times(self, coefficient: torch.Tensor, model_output: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """`coefficient * model_output` as sglang's step rounds it (`_float32_products`)."""
-        if self._float32_products:
-            return as_dtype(model_output, dtype) * coefficient
-        return scaled(coefficient, model_output, on_host=True, tensor_first=True)
 
 
 @options.config
@@ -169,7 +121,7 @@ class SelfForcingFlowMatch(LinspaceFlowMatch):
     denoising_strength: float = Option(1.0, Real(above=0, at_most=1), examples=(0.5, 0.8))
 
     diffusers_name: ClassVar[str] = "SelfForcingFlowMatchScheduler"
-    _float32_products: ClassVar[bool] = True
+    _float32_products: ClassVar[bool] = True  # sglang's `sigma.reshape(-1, 1, 1, 1)`: per-row float32 sigmas
 
     def _schedule_sigmas(self, num_inference_steps: int) -> torch.Tensor:
         return linspace_sigmas(self, num_inference_steps, self.shift, self.denoising_strength, None)

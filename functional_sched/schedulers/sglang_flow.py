@@ -1,5 +1,6 @@
 """sglang's own flow-match Euler schedulers (sglang 0.5.23, `multimodal_gen/runtime/models/schedulers/`): its copy of
-diffusers' `FlowMatchEulerDiscreteScheduler`, and MOSS-Image's nearest-grid `MOSSImageScheduler`.
+diffusers' `FlowMatchEulerDiscreteScheduler`, its LTX-2 pipelines' subclass of it `LTX2FlowMatchScheduler` (defined in
+`runtime/pipelines/ltx_2_pipeline.py`), and MOSS-Image's nearest-grid `MOSSImageScheduler`.
 
 sglang's copy (`scheduling_flow_match_euler_discrete.py`) steps as diffusers does, bit for bit, and makes the same
 tables on the default path; it rounds to float32 on three schedule paths where diffusers keeps float64:
@@ -22,7 +23,8 @@ asked for: shift 12 and 200 steps give 172), and steps diffusers' Euler over tho
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import math
+from typing import ClassVar
 
 import torch
 
@@ -30,10 +32,9 @@ from ..machinery import options
 from ..machinery.options import Flag, Option, Real
 from ..machinery.plan import Plan
 from ..machinery.schedule import Schedule
-from ..machinery.scheduler import Scheduler
 from ..math import schedules
 from . import common
-from .flow_match import NEXT_SIGMA, FlowMatchEulerDiscrete, FlowMatchEulerState, FlowMatchScheduler
+from .flow_match import FlowEuler, FlowMatchEulerDiscrete
 
 
 @options.config
@@ -77,7 +78,47 @@ class SglangFlowMatchEulerDiscrete(FlowMatchEulerDiscrete):
 
 
 @options.config
-class MOSSImage(Scheduler):
+class SglangLTX2FlowMatch(SglangFlowMatchEulerDiscrete):
+    """sglang's `LTX2FlowMatchScheduler` (LTX-2's pipelines in sglang, `runtime/pipelines/ltx_2_pipeline.py`): sglang's
+    flow-match Euler (`SglangFlowMatchEulerDiscrete`) but for two things. Its exponential time shift runs in torch
+    float32 (`e^mu / (e^mu + (1 / t - 1))` on the sigmas rounded to float32, `e^mu` a Python float: a reciprocal-times
+    division). Custom sigmas without `mu` and without timesteps (the distilled checkpoints' pinned tables, the
+    two-stage pipelines' stage-2 sigmas) are taken as they are, rounded to float32: no shift, no `shift_terminal`, no
+    spacing, no inversion, and no `mu` needed with `use_dynamic_shifting`; timesteps `N * sigma`, the final sigma 0.
+
+    Implements Euler steps of rectified flow (Liu et al., 2022; Esser et al., 2024) on LTX-2's schedule (HaCohen et
+    al., 2026, "LTX-2: Efficient Joint Audio-Visual Foundation Model").
+    """
+
+    diffusers_name: ClassVar[str] = "LTX2FlowMatchScheduler"
+
+    def _verbatim(self, schedule: Schedule) -> bool:
+        return schedule.sigmas is not None and schedule.timesteps is None and schedule.mu is None
+
+    def _time_shifted(self, sigmas: torch.Tensor, mu: float) -> torch.Tensor:
+        if self.time_shift_type != "exponential":
+            return super()._time_shifted(sigmas, mu)
+        # sglang: torch.from_numpy(t).to(torch.float32), then math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** sigma)
+        # with sigma 1.0: the same torch operations in the same order.
+        sigmas = sigmas.to(torch.float32)
+        return math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1) ** 1.0)
+
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        if sigmas is None or timesteps is not None or mu is not None:
+            return super()._build_plan(num_inference_steps, timesteps, sigmas, mu, dtype)
+        sigmas = sigmas.to(torch.float32)
+        return self._plan_from_tables(sigmas * self.num_train_timesteps, torch.cat([sigmas, torch.zeros(1)]).to(dtype))
+
+
+@options.config
+class MOSSImage(FlowEuler):
     """sglang's `MOSSImageScheduler` (MOSS-Image): Euler steps of rectified flow over a nearest-grid schedule.
 
     The inference grid `shift_s(linspace(1, s / (N + s - 1), n))` (s = `shift`) is snapped to the nearest point of the
@@ -95,22 +136,11 @@ class MOSSImage(Scheduler):
     shift: float = Option(5.0, Real(above=0), examples=(3.0, 1.0, 12.0))
     training_shift: float = Option(1.0, Real(above=0), examples=(3.0,))
 
-    state_type: ClassVar[type] = FlowMatchEulerState
     reference_library: ClassVar[str] = "sglang"
     diffusers_name: ClassVar[str] = "MOSSImageScheduler"
-    plan_columns: ClassVar[int] = NEXT_SIGMA + 1
 
-    # The step is flow-match Euler's (deterministic: sglang's class is built with diffusers' defaults).
-    stochastic_sampling: ClassVar[bool] = False
+    # diffusers' deterministic step (sglang's class is built with diffusers' defaults), per-token timesteps included.
     step = FlowMatchEulerDiscrete.step
-    _per_token_update = FlowMatchEulerDiscrete._per_token_update
-    _check = FlowMatchEulerDiscrete._check
-    _alpha_sigma = FlowMatchScheduler._alpha_sigma
-    _plan_from_tables = FlowMatchScheduler._plan_from_tables
-    _custom_tables_decrease: ClassVar[bool] = False
-
-    def _step_options(self) -> tuple[Any, ...]:
-        return ()  # no option changes what `step` does
 
     def _check_schedule(self, schedule: Schedule) -> None:
         for name in ("timesteps", "sigmas"):
@@ -124,9 +154,6 @@ class MOSSImage(Scheduler):
         if schedule.num_inference_steps is None:
             raise ValueError(f"{self.name}: give num_inference_steps.")
         super()._check_schedule(schedule)
-
-    def _custom_range(self, name: str) -> tuple[float, float, bool]:
-        return (0.0, float(self.num_train_timesteps), False) if name == "timesteps" else (0.0, 1.0, False)
 
     def snapped_sigmas(self, num_inference_steps: int) -> torch.Tensor:
         """The schedule's sigmas (without the final 0), float32: the inference grid snapped to the training grid, as

@@ -19,16 +19,18 @@ from ..parity import (
     generator_kwargs,
     has_repeated_timesteps,
     latents,
+    loop_parity_run,
     loop_timesteps,
     parity_run,
     reference_noise,
+    run_reference_loop,
     sigma_table,
     step_noise,
     toy_model,
     ulp,
 )
 from ..requests import SHAPE, tensor_leaves
-from ..selection import configs, has_reference
+from ..selection import configs, has_parity_reference, has_reference
 from ..spec import Case, Config, Spec
 
 #: A float32 step passes within BOUND times the max-abs of the reference's sample after that step (DESIGN.md).
@@ -110,7 +112,14 @@ def assert_stepwise_parity(case: Case, sample_dtype: torch.dtype, model_dtype: t
 def reference_breaks_down(case: Case, steps: int | None = None) -> bool:
     """Whether the reference fails on this config and schedule: it raises, or its tables or its loop (with the toy
     model) hold a NaN or an infinity, run as text-to-image pipelines run it (the scheduler finds its first step by
-    looking the timestep up) or from `set_begin_index(0)`."""
+    looking the timestep up) or from `set_begin_index(0)`; a whole-loop reference (`Spec.reference_loop`): it raises
+    or returns a NaN or an infinity."""
+    if case.spec.reference_loop is not None:
+        try:
+            final = run_reference_loop(case, latents(SHAPE, torch.float32, 0), steps=steps)[2]
+            return not bool(torch.isfinite(final).all())
+        except Exception:  # whatever it raises (k-diffusion's UnboundLocalError included) is a breakdown
+            return True
     return any(_reference_loop_fails(case, steps, begin_index) for begin_index in (False, True))
 
 
@@ -146,30 +155,31 @@ def check_parity(case: Case, *, steps: int | None = None, seed: int = 0) -> None
     except ValueError as error:
         assert reference_breaks_down(case, steps), f"ours refuses what the reference runs: {error}"
         return
-    assert_parity(parity_run(case, steps=steps, seed=seed), exact=case.exact())
+    run = loop_parity_run if case.spec.reference_loop is not None else parity_run
+    assert_parity(run(case, steps=steps, seed=seed), exact=case.exact())
 
 
 class Parity:
     """Parity with the reference (diffusers' class, or the spec's own reference)."""
 
-    @configs("every", where=has_reference)
+    @configs("every", where=has_parity_reference)
     def test_parity(self, case: Case) -> None:
         check_parity(case)
 
-    @configs("every", where=has_reference)
+    @configs("every", where=has_parity_reference)
     def test_parity_at_step_count_extremes(self, case: Case) -> None:
         """One step, two, three, and a long schedule (warm-up and final-order rules live at the ends)."""
         for steps in (1, 2, 3, 25):
             check_parity(case, steps=steps)
 
-    @configs(where=has_reference)
+    @configs(where=has_parity_reference)
     @settings(max_examples=6, **GRID_SETTINGS)
     @given(data=st.data())
     def test_parity_grid(self, spec: Spec, data: st.DataObject) -> None:
         """A few drawn configs in the default run; the full grid is `test_parity_grid_full` (slow)."""
         self._grid(data.draw(strategies.cases(spec)), data.draw(st.integers(0, 3)))
 
-    @configs(where=has_reference, slow=True)
+    @configs(where=has_parity_reference, slow=True)
     @settings(max_examples=80, **GRID_SETTINGS)
     @given(data=st.data())
     def test_parity_grid_full(self, spec: Spec, data: st.DataObject) -> None:
@@ -179,7 +189,7 @@ class Parity:
     def _grid(case: Case, seed: int) -> None:
         check_parity(case, seed=seed)
 
-    @configs(where=has_reference, slow=True)
+    @configs(where=has_parity_reference, slow=True)
     def test_each_option_alone(self, spec: Spec) -> None:
         """Every value worth trying of every declared option (`strategies.candidates`), one option at a time on the
         first config, at several step counts: each option is covered whatever the grid draws. A value the

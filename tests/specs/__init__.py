@@ -17,12 +17,14 @@ from .flow_heun import FLOW_HEUN
 from .flow_lcm import FLOW_LCM
 from .flow_match import FLOW_MATCH
 from .flow_pair import FLOW_PAIR
+from .flow_sde import FLOW_SDE
 from .flow_unipc import FLOW_UNIPC, SGLANG_UNIPC
 from .helios import HELIOS, HELIOS_DMD, SGLANG_HELIOS
 from .heun import HEUN
 from .hunyuan3d import HUNYUAN3D_CONSISTENCY, HUNYUAN3D_FLOW_MATCH
 from .inverse import DDIM_INVERSE, DPM_INVERSE
 from .ipndm import IPNDM
+from .k_dpm import DPM_FAST, DPMPP_2S_ANCESTRAL, DPMPP_3M_SDE
 from .kdpm2 import KDPM2, KDPM2_ANCESTRAL
 from .lcm import LCM_SPEC, TCD_SPEC
 from .lms import LMS
@@ -33,7 +35,7 @@ from .pndm import PNDM
 from .sa_solver import SA_SOLVER
 from .self_forcing import SELF_FORCING, SGLANG_FLOW_MATCH
 from .sglang_dpm import SGLANG_DPM_SOLVER
-from .sglang_flow import MOSS_IMAGE, SGLANG_FLOW_MATCH_EULER
+from .sglang_flow import MOSS_IMAGE, SGLANG_FLOW_MATCH_EULER, SGLANG_LTX2_FLOW_MATCH
 from .unipc import UNIPC
 from .wuerstchen import WUERSTCHEN
 
@@ -82,10 +84,15 @@ SPECS: dict[type, Spec] = {
         PIFLOW,
         SGLANG_PIFLOW,
         SGLANG_FLOW_MATCH_EULER,
+        SGLANG_LTX2_FLOW_MATCH,
         MOSS_IMAGE,
         HELIOS,
         HELIOS_DMD,
         SGLANG_HELIOS,
+        FLOW_SDE,
+        DPMPP_2S_ANCESTRAL,
+        DPMPP_3M_SDE,
+        DPM_FAST,
     )
 }
 #: Every config of every table, by case id ("DPMSolverMultistep-sd1.5-dpm-2m").

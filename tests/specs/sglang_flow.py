@@ -1,5 +1,6 @@
 """Conformance tables of sglang's own flow-match Euler classes, held to sglang 0.5.23's: `SglangFlowMatchEulerDiscrete`
-(its `FlowMatchEulerDiscreteScheduler`) and `MOSSImage` (its `MOSSImageScheduler`).
+(its `FlowMatchEulerDiscreteScheduler`), `SglangLTX2FlowMatch` (its LTX-2 pipelines' `LTX2FlowMatchScheduler`) and
+`MOSSImage` (its `MOSSImageScheduler`).
 
 sglang loads every checkpoint whose scheduler config names FlowMatchEulerDiscreteScheduler (SD3, Flux, Qwen-Image,
 HunyuanVideo, LTX, Cosmos, Kandinsky 6, ...) into its own class, then calls `set_shift(flow_shift)` where the pipeline
@@ -12,6 +13,8 @@ The suite's columns take a config's step count as its schedule's length: a one-s
 `shift_terminal` one) and MOSS-Image's snapped grids with fewer steps than asked are in `tests/test_sglang_flow.py`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -110,6 +113,55 @@ SGLANG_FLOW_MATCH_EULER = Spec(
         Order("euler", {}, 1, STEPS),
         Order("euler-set-shift", {"shift": 1.0, "set_shift": 3.0}, 1, STEPS),
     ),
+)
+
+
+def ltx2_mu(video_sequence_length: int) -> float:
+    """sglang's `calculate_ltx2_shift` (ltx_2_pipeline.py): mu interpolated between 0.95 at 1024 tokens and 2.05 at
+    4096, as `prepare_ltx2_mu` gives it for a request's latent video sequence length."""
+    slope = (2.05 - 0.95) / (4096 - 1024)
+    return video_sequence_length * slope + (0.95 - slope * 1024)
+
+
+def ltx2_sigmas(steps: int) -> dict[str, np.ndarray]:
+    """LTX-2's `prepare_sigmas` (configs/pipeline_configs/ltx_2.py): `[1.0 - i / n for i in range(n)]`."""
+    return {"sigmas": np.array([1.0 - i / steps for i in range(steps)])}
+
+
+#: sglang's pinned tables, passed without mu (taken as they are): the two-stage pipelines' distilled stage 2
+#: (`STAGE_2_DISTILLED_SIGMA_VALUES`, configs/pipeline_configs/ltx_2.py) and LTX-2.5's distilled DiT
+#: (`LTX25_DISTILLED_SIGMA_VALUES`, configs/pipeline_configs/ltx_2_5.py); as many from a linspace for other counts.
+LTX2_STAGE_2 = (0.909375, 0.725, 0.421875, 0.0)
+LTX25_DISTILLED = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875)
+
+
+def pinned(table: tuple[float, ...]) -> Any:
+    def sigmas(steps: int) -> dict[str, np.ndarray]:
+        values = np.array(table) if steps == len(table) else np.linspace(table[0], table[-1], steps)
+        return {"sigmas": values}
+
+    return sigmas
+
+
+# LTX-2's scheduler config: `LTX2FlowMatchScheduler.from_config(checkpoint config, **overrides)`; the dev (full) DiT's
+# overrides are use_dynamic_shifting=True, shift_terminal=0.1 over the checkpoint's LTX-Video keys (`LTX`); the
+# distilled checkpoints' config has no dynamic shift (LTX-2.5's pipeline config: "use_dynamic_shifting: false").
+# 121 frames of 512x768 (LTX-2's sampling defaults): 16 x 16 x 24 = 6144 latent tokens.
+SGLANG_LTX2_FLOW_MATCH = Spec(
+    fs.SglangLTX2FlowMatch,
+    configs=(
+        Config("ltx2-dev-121x512x768", LTX, Schedule(steps=40, mu=ltx2_mu(6144), custom=ltx2_sigmas)),
+        # 24576 tokens (16 x 32 x 48: 121 frames of 1024x1536), mu 9.38: sglang's float32 shift is furthest off here.
+        Config("ltx2-dev-24576-tokens", LTX, Schedule(steps=40, mu=ltx2_mu(24576), custom=ltx2_sigmas)),
+        Config("ltx2-stage-2-distilled", LTX, Schedule(steps=4, custom=pinned(LTX2_STAGE_2))),
+        Config("ltx25-distilled", {}, Schedule(steps=8, custom=pinned(LTX25_DISTILLED))),
+        Config("ltx2-dev-steps", LTX, Schedule(steps=30, mu=2.05)),
+        Config("static-shift-custom-sigmas-mu", {"shift": 3.0}, Schedule(steps=20, mu=0.5, custom=ltx2_sigmas)),
+        Config("karras-dynamic", {**LTX, "use_karras_sigmas": True}, Schedule(steps=20, mu=1.0)),
+        Config("linear-time-shift", {**LTX, "time_shift_type": "linear"}, Schedule(mu=1.5, custom=ltx2_sigmas)),
+        Config("inverted-verbatim", {"invert_sigmas": True}, Schedule(steps=10, custom=ltx2_sigmas)),
+    ),
+    orders=(Order("euler", {}, 1, STEPS),),
 )
 
 MOSS_IMAGE = Spec(

@@ -1,0 +1,139 @@
+"""What k-diffusion's samplers share, as a base of this package's schedulers of that kind (`k_dpm.py` and the
+samplers beyond diffusers): a sigma table that ends in 0 (custom, or the Karras schedule of the config's range), a
+denoiser's output (the data prediction x0 at the sample's sigma, the input unscaled: k-diffusion's
+`model(x, sigma) -> x0`), noise levels x = x0 + sigma eps, and the model fed the sample at the sigma `timestep`
+gives. Every coefficient is made once in the plan in k-diffusion's own float32 arithmetic, so float32 steps can
+reproduce its loops bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+
+from ..machinery import checks, host
+from ..machinery.plan import Plan
+from ..machinery.schedule import Schedule
+from ..machinery.scheduler import Scheduler
+from . import edm
+
+#: Stable Diffusion 1.5's sigma range (its VP training schedule's smallest and largest sigma, float32), k-diffusion's
+#: `CompVisDenoiser(model).sigma_min` and `.sigma_max`, and Karras et al.'s rho.
+SIGMA_MIN, SIGMA_MAX, RHO = 0.029167532920837402, 14.614642143249512, 7.0
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float, dtype: torch.dtype) -> torch.Tensor:
+    """k-diffusion's `get_sigmas_karras(n, sigma_min, sigma_max, rho)`: n sigmas and a final 0, its float32 operations
+    (EDM's spacing on a float32 ramp), then cast to `dtype`."""
+    sigmas = edm.karras_sigmas(torch.linspace(0, 1, n), sigma_min, sigma_max, rho)
+    return torch.cat([sigmas, sigmas.new_zeros([1])]).to(dtype)
+
+
+def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-diffusion's `get_ancestral_step`: (sigma_down, sigma_up) of an ancestral step, as 0-d tensors."""
+    if not eta:
+        return sigma_to, torch.zeros_like(sigma_to)
+    candidate = eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    sigma_up = candidate if candidate < sigma_to else sigma_to  # Python's min(sigma_to, candidate)
+    return (sigma_to**2 - sigma_up**2) ** 0.5, sigma_up
+
+
+class KDiffusionScheduler(Scheduler):
+    """What the k-diffusion samplers share: the sigma table (custom, or Karras from the config), a denoiser's output,
+    noise levels x = x0 + sigma eps, and the model fed the sample as it is at the sigma `timestep` gives."""
+
+    reference_library: ClassVar[str] = "k-diffusion"
+    #: The model output is the denoiser's x0 (what the Gaussian accuracy problem feeds a class of this kind).
+    prediction_type: ClassVar[str] = "sample"
+    _takes_repeats: ClassVar[bool] = False  # the steps divide by their log-sigma lengths
+
+    def _check_options(self) -> None:
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(
+                f"{self.name}: sigma_min={self.sigma_min!r} must be less than sigma_max={self.sigma_max!r}."
+            )
+
+    @property
+    def stochastic(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------------------------------------------ schedule
+    def _check_schedule(self, schedule: Schedule) -> None:
+        owner = self.name
+        if schedule.timesteps is not None:
+            raise ValueError(f"{owner}: custom timesteps are not supported; give custom sigmas (k-diffusion's table).")
+        if schedule.mu is not None:
+            raise ValueError(f"{owner}: mu is not used by this scheduler (it has no dynamic shifting).")
+        if (schedule.num_inference_steps is None) == (schedule.sigmas is None):
+            raise ValueError(f"{owner}: give exactly one of num_inference_steps or custom sigmas.")
+        if schedule.sigmas is not None:
+            values = schedule.sigmas.values
+            if len(values) < 2:
+                raise ValueError(f"{owner}: custom sigmas need at least two values (a step's start and the final one).")
+            if any(value <= 0 for value in values[:-1]) or values[-1] < 0:
+                raise ValueError(
+                    f"{owner}: custom sigmas must be positive (the last may be 0): a step takes their logarithm, got "
+                    f"{[value for value in values if value <= 0][:3]}."
+                )
+        super()._check_schedule(schedule)
+
+    def _custom_range(self, name: str) -> tuple[float, float, bool]:
+        return (0.0, math.inf, False)
+
+    def _sigma_table(self, n: int | None, sigmas: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """k-diffusion's sigma table [N + 1] (the final sigma included) in float32 (cast to `dtype`)."""
+        if sigmas is not None:
+            return sigmas.to(torch.float32).to(dtype)
+        assert n is not None
+        return karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho, dtype)
+
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        return self._plan_from_intervals(self._sigma_table(num_inference_steps, sigmas, dtype))
+
+    def _plan_from_intervals(self, sigmas: torch.Tensor) -> Plan:
+        """The plan of k-diffusion's sigma table [N + 1]."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------ model side
+    def _alpha_sigma(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.ones_like(sigma), sigma  # x = x0 + sigma eps
+
+    def init_noise_sigma(self, state: Any) -> torch.Tensor:
+        """The initial noise's standard deviation per row, [R]: the table's first sigma (k-diffusion's callers draw
+        `randn * sigmas[0]`)."""
+        self._require_state(state, "init_noise_sigma")
+        first = state.plan.sigmas[:, 0]
+        rows = state.step_index.shape[0]
+        return first.expand(rows) if first.shape[0] == 1 else first
+
+    def _check(
+        self,
+        state: Any,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        noise: torch.Tensor | None,
+        denoised: bool,
+        cursor: host.Cursor | None,
+    ) -> None:
+        """The step's inputs: the state's (then its buffer's shape and dtype are the sample's), and the noise where the
+        config takes it."""
+        self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
+        buffer = self._buffer(state)
+        checks.check_sample_matches_state(self.name, sample, buffer.shape, buffer.dtype)
+        if self.stochastic:
+            checks.check_noise(self.name, self._noise_reason, noise, sample)
+
+    def _buffer(self, state: Any) -> torch.Tensor:
+        """A tensor of the state shaped like the sample, in its dtype."""
+        raise NotImplementedError
+
+    _noise_reason: ClassVar[str]
