@@ -15,8 +15,9 @@ class must be bit-identical (the state carries the solver's history and counters
 Part 2, pipelined: rank 0 denoises `--requests` requests one after another (a real denoising loop of a small conv
 net), sending each to rank 1 as it finishes; rank 1 decodes each (a small conv decoder) while rank 0 already
 denoises the next. Measured per request: the payload's bytes, the handoff's latency (rank 0 starts `send` to rank 1
-holding the request, timed on the host's monotonic clock, which both processes share), and the throughput against
-the same work done on one worker. Rank 1 prints the table last; `--out` gets results.json.
+holding the request while it waits in `recv`, timed on the host's monotonic clock, which both processes share), and
+the throughput against the same work done on one worker. Two processes on one GPU time-slice it, so there the
+pipelined throughput says nothing of two GPUs'. Rank 1 prints the table last; `--out` gets results.json.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def handoff_part(args: argparse.Namespace, rank: int, device: str, wire: str) ->
 
 
 def pipelined_part(args: argparse.Namespace, rank: int, device: str, wire: str) -> dict[str, Any] | None:
-    """Part 2: denoise on rank 0, decode on rank 1, requests in flight; rank 1 returns the figures."""
+    """Part 2: the handoff alone (an idle receiver), then denoise on rank 0 and decode on rank 1 with requests in
+    flight; rank 1 returns the figures."""
     torch.manual_seed(0)
     model = built(ToyDenoiser(args.channels, args.width), device)
     decoder = built(toy_decoder(args.channels), device)
@@ -140,36 +142,46 @@ def pipelined_part(args: argparse.Namespace, rank: int, device: str, wire: str) 
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    # The same work on one worker, for the throughput it would have (one warm-up request first, untimed).
-    decode.forward(denoise.forward(prepared(sched, reqs[0])))
-    synchronize()
-    start = time.monotonic()
-    for req in reqs:
-        decode.forward(denoise.forward(prepared(sched, req)))
-    synchronize()
-    alone_s = time.monotonic() - start
-    dist.barrier()
-
-    if rank == 0:
-        stamps, sizes = [], []
+    def one_worker() -> float:
+        """The same work on one worker (after one untimed request): its seconds."""
+        decode.forward(denoise.forward(prepared(sched, reqs[0])))
+        synchronize()
+        start = time.monotonic()
         for req in reqs:
-            done = denoise.forward(prepared(sched, req))
+            decode.forward(denoise.forward(prepared(sched, req)))
+        synchronize()
+        return time.monotonic() - start
+
+    alone_s = one_worker() if rank == 0 else 0.0  # rank 1 idle meanwhile: the device is rank 0's alone
+    # The handoff alone: a finished request sent while rank 1 waits in `recv`, from `send`'s call to the request on
+    # rank 1's device.
+    finished = denoise.forward(prepared(sched, reqs[0])) if rank == 0 else None
+    stamps, arrivals, sizes = [], [], []
+    for _ in range(args.requests):
+        dist.barrier()
+        if rank == 0:
             synchronize()
             stamps.append(time.monotonic())
-            sizes.append(handoff.send(done, sched, dst=1, device=wire))
-        dist.send_object_list([(stamps, sizes)], dst=1)
+            sizes.append(handoff.send(finished, sched, dst=1, device=wire))
+        else:
+            handoff.recv(sched, src=0, device=wire, to=device)
+            synchronize()
+            arrivals.append(time.monotonic())
+    dist.barrier()
+    # Pipelined: rank 0 denoises request after request, rank 1 decodes each as it comes.
+    if rank == 0:
+        for req in reqs:
+            handoff.send(denoise.forward(prepared(sched, req)), sched, dst=1, device=wire)
+        dist.send_object_list([(alone_s, stamps, sizes)], dst=1)
         return None
     start = time.monotonic()
-    arrivals = []
     for _ in reqs:
-        received = handoff.recv(sched, src=0, device=wire, to=device)
-        arrivals.append(time.monotonic())
-        decode.forward(received)
+        decode.forward(handoff.recv(sched, src=0, device=wire, to=device))
     synchronize()
     pipelined_s = time.monotonic() - start
     sent: list[Any] = [None]
     dist.recv_object_list(sent, src=0)
-    stamps, sizes = sent[0]
+    alone_s, stamps, sizes = sent[0]
     handoff_us = [(arrived - stamp) * 1e6 for arrived, stamp in zip(arrivals, stamps, strict=True)]
     return {
         "scheduler": sched.name,
