@@ -5,11 +5,17 @@ diffusers 0.42.1), and the `set_timesteps` arguments its diffusers pipeline pass
 `pipelines/qwenimage/pipeline_qwenimage.py`, `pipelines/sana/pipeline_sana.py`, `pipelines/wan/pipeline_wan.py`).
 `SGLANG_GRID`: sglang 0.5.23's own classes (and diffusers' classes first added for sglang's pipelines: pi-Flow,
 Helios) on the configs and `set_timesteps` calls of sglang's pipelines (`sglang/multimodal_gen/runtime/pipelines*`;
-the conformance specs, tests/specs/, list them with their sources). `ALL` is both.
+the conformance specs, tests/specs/, list them with their sources). `BEYOND_GRID`: samplers of no diffusers or sglang
+class, held to their own reference: k-diffusion 0.1.1.post1's whole loops (`sample_dpmpp_2s_ancestral`, ...; the
+configs A1111's and ComfyUI's menus run on SD 1.5) and Flow-GRPO's SDE step (`adapters/flow_grpo.py`). `ALL` is the
+three. Classes whose reference cannot run here (ComfyUI's samplers: GPL, no package; `no_runnable_reference`) are
+held to their convergence order on the analytic model by the conformance suite and listed by the report without a
+row.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +24,7 @@ import numpy as np
 
 import functional_sched as fs
 
-from . import sglang
+from . import k_diffusion, sglang
 
 # Stable Diffusion 1.5's betas (`runwayml/stable-diffusion-v1-5`, scheduler/scheduler_config.json).
 _SD15_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
@@ -52,7 +58,9 @@ class Case:
     pipeline_sigmas: bool = False
     #: SDE samplers: both sides draw the step noise from equally seeded generators.
     stochastic: bool = False
-    #: Whose class is the reference: "diffusers" or "sglang" (loaded by `adapters.sglang.sglang_class`).
+    #: Whose class is the reference: "diffusers", "sglang" (loaded by `adapters.sglang.sglang_class`), "k-diffusion"
+    #: (a whole-loop sampler of `adapters.k_diffusion`, named by `diffusers_name`) or "flow_grpo"
+    #: (`adapters.flow_grpo.FlowGRPOReference`): our class's `reference_library`.
     library: str = "diffusers"
     #: The custom table the pipeline passes to `set_timesteps` for a step count (`{"sigmas": ...}`).
     custom: Callable[[int], Mapping[str, Any]] | None = None
@@ -242,6 +250,18 @@ def comfyui_timesteps(steps: int) -> dict[str, Any]:
     return {"timesteps": [999.7 - 950.0 * i / max(steps - 1, 1) for i in range(steps)]}
 
 
+def ltx2_sigmas(steps: int) -> dict[str, Any]:
+    """LTX-2's `prepare_sigmas` (sglang's configs/pipeline_configs/ltx_2.py): `[1.0 - i / n for i in range(n)]`."""
+    return {"sigmas": [1.0 - i / steps for i in range(steps)]}
+
+
+def ltx2_mu(video_sequence_length: int) -> float:
+    """sglang's `calculate_ltx2_shift` (runtime/pipelines/ltx_2_pipeline.py), its operations in its order: mu from
+    0.95 at 1024 latent tokens to 2.05 at 4096 (Flux's `calculate_shift` rounds apart in the last place)."""
+    slope = (2.05 - 0.95) / (4096 - 1024)
+    return video_sequence_length * slope + (0.95 - slope * 1024)
+
+
 _WAN_FLOW = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
 _HELIOS_DYNAMIC = {"use_dynamic_shifting": True, "time_shift_type": "exponential"}
 _HELIOS_DISTILLED = {"scheduler_type": "dmd", "stages": 3, "time_shift_type": "linear"}
@@ -266,6 +286,24 @@ SGLANG_GRID: tuple[Case, ...] = (
         next(case.config for case in GRID if case.label == "Flux.1-dev 1024px"),
         image_seq_len=4096,
         custom=flux_sigmas,
+        library="sglang",
+    ),
+    # LTX-2 dev (ltx_2_pipeline.py): `LTX2FlowMatchScheduler.from_config(checkpoint, use_dynamic_shifting=True,
+    # shift_terminal=0.1)` over LTX-Video's keys; 121 frames of 512x768 are 16 x 16 x 24 = 6144 latent tokens, whose
+    # mu `prepare_ltx2_mu` passes with `prepare_sigmas`' table.
+    Case(
+        "LTX-2 dev 121x512x768",
+        "LTX2FlowMatchScheduler",
+        {
+            "use_dynamic_shifting": True,
+            "base_shift": 0.95,
+            "max_shift": 2.05,
+            "base_image_seq_len": 1024,
+            "max_image_seq_len": 4096,
+            "shift_terminal": 0.1,
+        },
+        custom=ltx2_sigmas,
+        fixed_mu=ltx2_mu(6144),
         library="sglang",
     ),
     # The loader's set_shift(flow_shift) on a checkpoint of shift 1 (HunyuanVideo's flow_shift 7).
@@ -353,31 +391,98 @@ SGLANG_GRID: tuple[Case, ...] = (
         pipeline={"is_amplify_first_chunk": True},
     ),
 )
-#: Both grids: what the report and the eager benchmark run.
-ALL: tuple[Case, ...] = GRID + SGLANG_GRID
+#: Samplers beyond diffusers and sglang, each held to its own reference (`library`): k-diffusion's whole loops (one
+#: `step` of ours per model call) and Flow-GRPO's SDE step (on SD3.5's and Flux's flow-match schedules, noise level 0.7
+#: as Flow-GRPO samples). The k-diffusion classes' defaults are Stable Diffusion 1.5's sigma range as k-diffusion's
+#: `CompVisDenoiser` gives it and Karras' spacing (rho 7): what A1111's and ComfyUI's "DPM++ 2S a Karras" and "DPM++ 3M
+#: SDE Karras" run (3M SDE's Brownian tree seeded, as a user seeds it); "DPM fast" spaces its own calls over that range.
+BEYOND_GRID: tuple[Case, ...] = (
+    Case("SD1.5 DPM++ 2S a Karras", "sample_dpmpp_2s_ancestral", {}, stochastic=True, library="k-diffusion"),
+    Case(
+        "SD1.5 DPM++ 3M SDE Karras",
+        "sample_dpmpp_3m_sde",
+        {"noise_sampler_seed": 0},
+        stochastic=True,
+        library="k-diffusion",
+    ),
+    Case("SD1.5 DPM fast", "sample_dpm_fast", {}, stochastic=True, library="k-diffusion"),
+    Case(
+        "SD3.5-M Flow-GRPO (noise 0.7)",
+        "sde_step_with_logprob",
+        {"shift": 3.0, "noise_level": 0.7},
+        stochastic=True,
+        library="flow_grpo",
+    ),
+    Case(
+        "Flux.1-dev 1024px Flow-GRPO (noise 0.7)",
+        "sde_step_with_logprob",
+        {**next(case.config for case in GRID if case.label == "Flux.1-dev 1024px"), "noise_level": 0.7},
+        image_seq_len=4096,
+        pipeline_sigmas=True,
+        stochastic=True,
+        library="flow_grpo",
+    ),
+)
+#: The grids: what the report and the eager benchmark run.
+ALL: tuple[Case, ...] = GRID + SGLANG_GRID + BEYOND_GRID
+
+#: Reference libraries that may be absent, with how to install them: their rows are skipped, with a line, without.
+OPTIONAL_LIBRARIES: dict[str, str] = {
+    "sglang": f"pip install --no-deps sglang=={sglang.SGLANG_VERSION}",
+    "k-diffusion": f"pip install --no-deps k-diffusion=={k_diffusion.K_DIFFUSION_VERSION} (its sampling module also "
+    "imports scipy, torchsde, torchdiffeq and tqdm)",
+}
+#: Reference libraries whose references the report runs (the others' classes have none it can run).
+RUNNABLE_LIBRARIES = ("diffusers", "sglang", "k-diffusion", "flow_grpo")
+
+
+def library_available(library: str) -> bool:
+    """Whether the reference library's rows can run here: sglang's wheel; k-diffusion's wheel and what its sampling
+    module imports; diffusers (a dependency of the report) and Flow-GRPO (transcribed here) always."""
+    if library == "sglang":
+        return sglang.available()
+    if library == "k-diffusion":
+        return k_diffusion.available() and all(
+            importlib.util.find_spec(name) is not None for name in ("scipy", "torchsde", "torchdiffeq", "tqdm")
+        )
+    return True
 
 
 def cases(schedulers: Sequence[type] | None = None) -> tuple[Case, ...]:
     """The grids' cases whose reference class `functional_sched` reproduces (all of `fs.SCHEDULERS` by default) and
-    whose reference library is installed (sglang's rows need its wheel: `skipped()` lists them where it is not)."""
+    whose reference library is installed (sglang's and k-diffusion's rows need their wheels: `skipped()` lists them
+    where they are not)."""
     available = _names(schedulers)
     return tuple(
-        case for case in ALL if (case.library, case.diffusers_name) in available and case not in skipped(schedulers)
+        case for case in ALL if (case.library, case.diffusers_name) in available and library_available(case.library)
     )
 
 
-def skipped(schedulers: Sequence[type] | None = None) -> tuple[Case, ...]:
-    """The sglang rows of classes we reproduce that cannot run here: sglang is not installed."""
-    if sglang.available():
-        return ()
+def skipped(schedulers: Sequence[type] | None = None, library: str | None = None) -> tuple[Case, ...]:
+    """The rows of classes we reproduce whose reference library is not installed (of `library`, or any)."""
     available = _names(schedulers)
     return tuple(
-        case for case in SGLANG_GRID if (case.library, case.diffusers_name) in available and case.library == "sglang"
+        case
+        for case in ALL
+        if (case.library, case.diffusers_name) in available
+        and not library_available(case.library)
+        and library in (None, case.library)
     )
+
+
+def no_runnable_reference(schedulers: Sequence[type] | None = None) -> dict[str, tuple[type, ...]]:
+    """Our classes whose reference library the report cannot run (ComfyUI's samplers: GPL-3.0, no package), by
+    library: the conformance suite holds them to their order on the analytic model (and their tests to recorded
+    trajectories), and the report lists them without a row."""
+    listed: dict[str, tuple[type, ...]] = {}
+    for scheduler in fs.SCHEDULERS if schedulers is None else schedulers:
+        if scheduler.reference_library not in RUNNABLE_LIBRARIES:
+            listed[scheduler.reference_library] = (*listed.get(scheduler.reference_library, ()), scheduler)
+    return listed
 
 
 def pending(schedulers: Sequence[type] | None = None) -> tuple[str, ...]:
-    """The grids' reference classes that `functional_sched` does not reproduce yet (sglang's prefixed `sglang `)."""
+    """The grids' reference classes that `functional_sched` does not reproduce yet (others' prefixed by library)."""
     available = _names(schedulers)
     return tuple(
         dict.fromkeys(reference_name(case) for case in ALL if (case.library, case.diffusers_name) not in available)
@@ -394,7 +499,7 @@ def scheduler_class(case: Case, schedulers: Sequence[type] | None = None) -> typ
 
 
 def reference_name(case: Case) -> str:
-    """The reference class's name as the report prints it: sglang's prefixed `sglang `."""
+    """The reference class's name as the report prints it: another library's prefixed by its name (`sglang `)."""
     return case.diffusers_name if case.library == "diffusers" else f"{case.library} {case.diffusers_name}"
 
 

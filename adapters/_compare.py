@@ -4,7 +4,11 @@ Both sides run the loop the case's pipeline runs (`set_timesteps`, `set_begin_in
 `scale_model_input`, model, `step` per timestep) with a deterministic toy denoiser in place of the model. The
 reference is diffusers' class or sglang's (`Case.library`); where its API is not diffusers' (sglang's MOVA schedulers,
 Helios' stages and DMD step, pi-Flow's grid of predictions) `pipeline_set_timesteps`, `pipeline_timesteps`,
-`pipeline_model_output` and `pipeline_step` call it as its pipeline does.
+`pipeline_model_output` and `pipeline_step` call it as its pipeline does. Flow-GRPO's SDE step
+(`adapters.flow_grpo.FlowGRPOReference`) steps like diffusers' class, its `noise_level` a `step()` argument. A
+k-diffusion case's reference is a whole loop (`sample_dpmpp_2s_ancestral(model, x, sigmas, ...)`): `LoopRun` runs it
+once with the toy denoiser as its model, recording every model call, and holds our loop (one `step` per call) to each
+call's input; `prepare` picks the kind of run a case needs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import inspect
 import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +31,10 @@ import functional_sched as fs
 from functional_sched.machinery import options
 from functional_sched.machinery.scheduler import Scheduler
 
+from . import k_diffusion
 from ._cases import Case, scheduler_class
 from .diffusers import from_diffusers
+from .flow_grpo import FlowGRPOReference
 from .sglang import from_sglang, sglang_class
 
 SEED = 0
@@ -74,16 +81,25 @@ _DUAL_SIGMA_SHIFT = (
 )
 
 
+def step_arguments(case: Case) -> dict[str, Any]:
+    """The case's options that its reference takes as `step()` arguments (`Option.step_argument`: Flow-GRPO's
+    `noise_level`), passed to every reference step rather than to its constructor."""
+    declared = options.declared(scheduler_class(case))
+    return {key: value for key, value in case.config.items() if key in declared and declared[key].step_argument}
+
+
 def build_reference(case: Case) -> Any:
     """The case's reference object as its pipeline builds it: the constructor takes the config but for the options a
-    method sets (`Option.set_by`: sglang's loader calls `set_shift(flow_shift)`), called after it, and registered
-    ones (`Option.registered`), registered after it."""
+    method sets (`Option.set_by`: sglang's loader calls `set_shift(flow_shift)`), called after it, registered ones
+    (`Option.registered`), registered after it, and `step()` arguments (`step_arguments`)."""
     if case.library == "sglang":
         reference_class = sglang_class(case.diffusers_name)
+    elif case.library == "flow_grpo":
+        reference_class = FlowGRPOReference
     else:
         reference_class = getattr(diffusers, case.diffusers_name)
     declared = options.declared(scheduler_class(case))
-    given = dict(case.config)
+    given = {key: value for key, value in case.config.items() if key not in step_arguments(case)}
     registered = {key: given.pop(key) for key in list(given) if key in declared and declared[key].registered}
     set_by = {key: given.pop(key) for key in list(given) if key in declared and declared[key].set_by is not None}
     reference = reference_class(**given)
@@ -210,8 +226,37 @@ def pipeline_step(
     return reference.step(model_output, t, sample, return_dict=False, **extra)[0]
 
 
+class _Timed:
+    """Median eager seconds per model call of a run's two loops (`reference_loop`, `our_loop`)."""
+
+    sample: torch.Tensor
+
+    def reference_loop(self, model_outputs: list[torch.Tensor]) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def our_loop(self, model_outputs: list[torch.Tensor]) -> Callable[[], None]:
+        raise NotImplementedError
+
+    def time_steps(
+        self, reference_outputs: list[torch.Tensor], our_outputs: list[torch.Tensor], repeats: int
+    ) -> tuple[float, float]:
+        """Median seconds per model call (one `step` of ours; one `step` of a stepping reference, a whole loop's time
+        over its calls for k-diffusion's) of the reference and of ours, over `repeats` loops each after a warm-up one.
+
+        The two sides' loops alternate, so both see the same machine load.
+        """
+        sides = ((self.reference_loop, reference_outputs), (self.our_loop, our_outputs))
+        times: tuple[list[float], list[float]] = ([], [])
+        for repeat in range(repeats + 1):
+            for (make_loop, model_outputs), side_times in zip(sides, times, strict=True):
+                elapsed = _timed(make_loop(model_outputs), self.sample.device)
+                if repeat:
+                    side_times.append(elapsed / len(model_outputs))
+        return statistics.median(times[0]), statistics.median(times[1])
+
+
 @dataclass(frozen=True)
-class Run:
+class Run(_Timed):
     """One case prepared on one device: both schedulers, the timestep arguments and the initial noise."""
 
     case: Case
@@ -237,7 +282,10 @@ class Run:
             args["sigmas"] = np.linspace(1.0, 1 / steps, steps).tolist()
         else:
             args["num_inference_steps"] = steps
-        ours = (from_sglang if case.library == "sglang" else from_diffusers)(reference)  # as constructed
+        if case.library in ("diffusers", "sglang"):
+            ours = (from_sglang if case.library == "sglang" else from_diffusers)(reference)  # as constructed
+        else:  # a reference of no diffusers-like config (Flow-GRPO's step on diffusers' class): the case's options
+            ours = scheduler_class(case)(**case.config)
         pipeline_set_timesteps(reference, device, case.pipeline, **args)
         if case.pipeline:
             ours = attrs.evolve(ours, **case.pipeline)
@@ -263,6 +311,7 @@ class Run:
         self, model_output: torch.Tensor, t: torch.Tensor, sample: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
         extra = {"generator": generator} if generator is not None and not self.seeded_tree else {}
+        extra.update(step_arguments(self.case))
         return pipeline_step(self.reference, model_output, t, sample, self.threaded, self.case.pipeline, **extra)
 
     @property
@@ -345,21 +394,186 @@ class Run:
 
         return run
 
-    def time_steps(
-        self, reference_outputs: list[torch.Tensor], our_outputs: list[torch.Tensor], repeats: int
-    ) -> tuple[float, float]:
-        """Median seconds per `step` call of diffusers and of ours, over `repeats` loops each after a warm-up one.
 
-        The two sides' loops alternate, so both see the same machine load.
-        """
-        sides = ((self.reference_loop, reference_outputs), (self.our_loop, our_outputs))
-        times: tuple[list[float], list[float]] = ([], [])
-        for repeat in range(repeats + 1):
-            for (make_loop, model_outputs), side_times in zip(sides, times, strict=True):
-                elapsed = _timed(make_loop(model_outputs), self.sample.device)
-                if repeat:
-                    side_times.append(elapsed / len(model_outputs))
-        return statistics.median(times[0]), statistics.median(times[1])
+@dataclass(frozen=True)
+class LoopRun(_Timed):
+    """A case whose reference is a whole loop (k-diffusion's `sample_*(model, x, sigmas or range, ...)`), prepared on
+    one device: our scheduler (the case's options), its `init` arguments, the standard normal latents.
+
+    Parity: the reference loop runs once with `toy_denoiser` as its model (the denoiser's x0 at the sample's sigma),
+    recording each call's input and sigma; our loop from the same latents (times `init_noise_sigma`) then calls the
+    same model once per `step`, and each call's input, then the final sample, is held to the reference's. Noise: a
+    generator seeded `SEED` on each side, drawn where the reference asks its `noise_sampler` and where ours draws
+    (`_draws_noise`); Brownian noise (3M SDE) from k-diffusion's `BrownianTreeNoiseSampler` and from
+    `brownian_noise`, both seeded with the config's `noise_sampler_seed`. Timing: the reference's whole loop with a
+    model that hands back the recorded outputs, per call, beside our eager `step` per call."""
+
+    case: Case
+    reference: Callable[..., torch.Tensor]  # k-diffusion's sampler function
+    ours: Scheduler
+    timestep_args: dict[str, Any]
+    sample: torch.Tensor
+
+    @classmethod
+    def prepare(cls, case: Case, steps: int, shape: tuple[int, ...], device: torch.device) -> LoopRun:
+        steps = min(case.steps or steps, steps)
+        args: dict[str, Any] = dict(case.custom(steps)) if case.custom is not None else {"num_inference_steps": steps}
+        generator = torch.Generator("cpu").manual_seed(SEED)
+        sample = torch.randn(shape, generator=generator).to(device)
+        return cls(case, k_diffusion.sampler(case.diffusers_name), scheduler_class(case)(**case.config), args, sample)
+
+    @property
+    def takes_table(self) -> bool:
+        """Whether the sampler takes a sigma table (most), or a range and a call count (`sample_dpm_fast`)."""
+        return "sigmas" in inspect.signature(self.reference).parameters
+
+    def reference_sigmas(self) -> torch.Tensor:
+        """The sigma table as a k-diffusion user makes it: the custom one as float32, or `get_sigmas_karras` of the
+        config's range and rho (on the CPU, then moved to the sample's device)."""
+        custom = self.timestep_args.get("sigmas")
+        if custom is not None:
+            sigmas = torch.tensor(np.asarray(custom, dtype=np.float64).tolist(), dtype=torch.float32)
+        else:
+            karras = k_diffusion.sampler("get_sigmas_karras")
+            ours = self.ours
+            sigmas = karras(self.timestep_args["num_inference_steps"], ours.sigma_min, ours.sigma_max, ours.rho)
+        return sigmas.to(self.sample.device)
+
+    def _seed(self) -> int | None:
+        """The Brownian tree's seed where ours queries one (3M SDE): the config's `noise_sampler_seed` (0 unset)."""
+        if not hasattr(self.ours, "_brownian_queries"):
+            return None
+        return getattr(self.ours, "noise_sampler_seed", None) or 0
+
+    def _start(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The reference's table (None for a range sampler) and its first sample, scaled as its callers scale it."""
+        if not self.takes_table:
+            return None, self.sample * self.ours.sigma_max
+        sigmas = self.reference_sigmas()
+        return sigmas, self.sample * sigmas[0]
+
+    def noise_sampler(self, sigmas: torch.Tensor | None, x: torch.Tensor) -> Callable[..., torch.Tensor]:
+        """The reference's `noise_sampler(sigma, sigma_next)`: a seeded tree (Brownian noise), or draws from a
+        generator seeded `SEED`."""
+        seed = self._seed()
+        if seed is not None:
+            assert sigmas is not None
+            tree = k_diffusion.sampler("BrownianTreeNoiseSampler")
+            return tree(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
+        generator = torch.Generator(x.device).manual_seed(SEED)
+        return lambda sigma, sigma_next: fs.randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def _run_reference(
+        self, model: Callable[..., torch.Tensor], sigmas: torch.Tensor | None, x: torch.Tensor, noise_sampler: Any
+    ) -> torch.Tensor:
+        ours = self.ours
+        with warnings.catch_warnings():  # torchsde warns where a float32 sigma lies a rounding outside its range
+            warnings.simplefilter("ignore", UserWarning)
+            if sigmas is None:
+                where: tuple[Any, ...] = (ours.sigma_min, ours.sigma_max, self.timestep_args["num_inference_steps"])
+            else:
+                where = (sigmas,)
+            return self.reference(
+                model, x, *where, disable=True, eta=ours.eta, s_noise=ours.s_noise, noise_sampler=noise_sampler
+            )
+
+    def start_ours(self) -> Any:
+        return self.ours.init(sample=self.sample, **self.timestep_args)
+
+    def _our_noise(self, state: Any, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """Our step's noise beside the reference's: drawn where it draws (from the tree of its seed, or the
+        generator), zeros where it draws none."""
+        if not self.ours.stochastic:
+            return None
+        if not self.ours._draws_noise(state):
+            return torch.zeros_like(x)
+        seed = self._seed()
+        if seed is not None:
+            return fs.brownian_noise(self.ours, state, x, seed)
+        return fs.randn_tensor(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def parity(self) -> tuple[Parity, list[torch.Tensor], list[torch.Tensor]]:
+        """The reference's loop, then ours against each of its calls; each side's model outputs for replay. The
+        table is equal where ours calls the model at the reference's sigmas (values and dtype); the first input
+        (the scaled latents) counts in the error, and each later call's input and the final sample in both."""
+        inputs: list[torch.Tensor] = []
+        sigmas_called: list[torch.Tensor] = []
+        reference_outputs: list[torch.Tensor] = []
+
+        def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            inputs.append(x.clone())
+            sigmas_called.append(torch.as_tensor(sigma).clone())
+            reference_outputs.append(toy_denoiser(x, sigma))
+            return reference_outputs[-1]
+
+        sigmas, x = self._start()
+        final = self._run_reference(model, sigmas, x.clone(), self.noise_sampler(sigmas, x))
+
+        state = self.start_ours()
+        rows = self.sample.shape[0]
+        ours = self.sample * self.ours.init_noise_sigma(state).to(self.sample.dtype).view(rows, *[1] * (x.dim() - 1))
+        generator = torch.Generator(self.sample.device).manual_seed(SEED)
+        our_outputs, ours_samples, table_equal = [], [ours], True
+        for index in range(min(len(inputs), self.ours.steps_left(state))):
+            timestep = self.ours.timestep(state)
+            called = sigmas_called[index].reshape(-1).expand(rows)
+            table_equal &= timestep.dtype == called.dtype and torch.equal(timestep.cpu(), called.cpu())
+            our_outputs.append(toy_denoiser(self.ours.scale_model_input(state, ours), timestep))
+            drawn = self._our_noise(state, ours, generator)
+            ours, state = self.ours.step(state, our_outputs[-1], ours, noise=drawn)
+            ours_samples.append(ours)
+        table_equal &= len(our_outputs) == len(inputs) and not self.ours.steps_left(state)
+        reference_samples = [*inputs, final]
+        scale = max(sample.abs().max().item() for sample in reference_samples)
+        worst, identical = 0.0, 0
+        for index, (a, b) in enumerate(zip(ours_samples, reference_samples, strict=False)):
+            error = (a.double() - b.double()).abs().max().item()
+            worst = max(worst, error if math.isfinite(error) else math.inf)
+            identical += int(index > 0 and a.dtype == b.dtype and torch.equal(a, b))
+        if len(ours_samples) != len(reference_samples):
+            worst = math.inf
+        return Parity(bool(table_equal), worst / scale, identical, len(inputs)), reference_outputs, our_outputs
+
+    def reference_loop(self, model_outputs: list[torch.Tensor]) -> Callable[[], None]:
+        """The reference's whole loop, set up (untimed: its table, its noise sampler) and ready to run, its model
+        handing back the recorded outputs in turn. A Brownian tree is built once per run (ours are cached too)."""
+        sigmas, x = self._start()
+        seed = self._seed()
+        tree = self.noise_sampler(sigmas, x) if seed is not None else None
+
+        def run() -> None:
+            outputs = iter(model_outputs)
+            noise_sampler = tree or self.noise_sampler(sigmas, x)
+            self._run_reference(lambda _x, _sigma: next(outputs), sigmas, x, noise_sampler)
+
+        return run
+
+    def our_loop(self, model_outputs: list[torch.Tensor]) -> Callable[[], None]:
+        """Our loop, set up (untimed) and ready to run: one eager `step` per recorded output, noise drawn as in
+        `parity`."""
+        state = self.start_ours()
+        rows = self.sample.shape[0]
+        start = self.sample * self.ours.init_noise_sigma(state).to(self.sample.dtype).view(
+            rows, *[1] * (self.sample.dim() - 1)
+        )
+
+        def run() -> None:
+            generator = torch.Generator(self.sample.device).manual_seed(SEED)
+            sample, loop_state = start, state
+            for model_output in model_outputs:
+                noise = self._our_noise(loop_state, sample, generator)
+                sample, loop_state = self.ours.step(loop_state, model_output, sample, noise=noise)
+
+        return run
+
+
+#: Reference libraries whose references are whole loops (`LoopRun`); the others step (`Run`).
+LOOP_LIBRARIES = ("k-diffusion",)
+
+
+def prepare(case: Case, steps: int, shape: tuple[int, ...], device: torch.device) -> Run | LoopRun:
+    """The case's run: a whole-loop reference's (`LoopRun`) or a stepping one's (`Run`)."""
+    return (LoopRun if case.library in LOOP_LIBRARIES else Run).prepare(case, steps, shape, device)
 
 
 def _timed(run: Callable[[], None], device: torch.device) -> float:

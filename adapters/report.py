@@ -2,13 +2,19 @@
 scheduler.
 
 For each case of the grids (`GRID`: diffusers' pipelines, SD3/Flux/Qwen-Image flow Euler, SD 1.5 and Sana
-DPM-Solver++, ...; `SGLANG_GRID`: sglang's pipelines, Wan's flow UniPC, MOVA, Hunyuan3D, Helios, ..., against sglang
-0.5.23's own objects, skipped with a line saying so where sglang is not installed; classes not yet in
-`functional_sched.SCHEDULERS` are skipped) it runs the reference (diffusers 0.42.1's class or sglang's) and
-functional_sched through the same full loop with a toy denoiser, in float32, and prints one row: timestep table
-equal, worst step error relative to the trajectory's max-abs norm, bit-identical steps, median eager time per `step`
-call of each (the model excluded), and the speedup. A case passes when the tables are equal and the error is at most
-1e-5. Exit status 1 if any case fails.
+DPM-Solver++, ...; `SGLANG_GRID`: sglang's pipelines, Wan's flow UniPC, LTX-2, MOVA, Hunyuan3D, Helios, ..., against
+sglang 0.5.23's own objects; `BEYOND_GRID`: k-diffusion 0.1.1.post1's DPM++ 2S a, 3M SDE and DPM fast against its
+whole loops, Flow-GRPO's SDE step against its transcription, `adapters/flow_grpo.py`; rows of a library not
+installed are skipped with a line saying so; classes not yet in `functional_sched.SCHEDULERS` are skipped) it runs
+the reference and functional_sched through the same full loop with a toy denoiser, in float32, and prints one row:
+timestep table equal, worst step error relative to the trajectory's max-abs norm, bit-identical steps, median eager
+time per `step` call of each (the model excluded), and the speedup. A whole-loop reference (k-diffusion's) is held to
+at every model call: the sigma it calls the model at (the table column) and the sample it feeds it (the error and
+identical columns, one per call, the last the final sample); its time is its whole loop's, a model that hands back
+recorded outputs in it, divided by its model calls, beside our eager `step` per call. Classes whose reference cannot
+run here (ComfyUI's samplers: `reference_library` "comfyui") are listed below the table: the conformance suite holds
+them to their order on the analytic model. A case passes when the tables are equal and the error is at most 1e-5.
+Exit status 1 if any case fails.
 """
 
 from __future__ import annotations
@@ -24,11 +30,23 @@ import torch
 
 import functional_sched as fs
 
-from . import sglang
-from ._cases import GRID, SGLANG_GRID, Case, cases, pending, reference_name, skipped
-from ._compare import Run
+from . import k_diffusion, sglang
+from ._cases import (
+    BEYOND_GRID,
+    GRID,
+    OPTIONAL_LIBRARIES,
+    SGLANG_GRID,
+    Case,
+    cases,
+    library_available,
+    no_runnable_reference,
+    pending,
+    reference_name,
+    skipped,
+)
+from ._compare import LOOP_LIBRARIES, prepare
 
-__all__ = ["GRID", "SGLANG_GRID", "TOLERANCE", "Case", "cases", "describe_device", "main", "measure"]
+__all__ = ["BEYOND_GRID", "GRID", "SGLANG_GRID", "TOLERANCE", "Case", "cases", "describe_device", "main", "measure"]
 
 #: A step passes when max|ours - diffusers| <= TOLERANCE * max|sample| over diffusers' trajectory (float32).
 TOLERANCE = 1e-5
@@ -41,7 +59,7 @@ def measure(case: Case, steps: int, shape: tuple[int, ...], device: torch.device
     """
     row: dict[str, Any] = {"scheduler": case.diffusers_name, "library": case.library, "case": case.label}
     try:
-        run = Run.prepare(case, steps, shape, device)
+        run = prepare(case, steps, shape, device)
         parity, reference_outputs, our_outputs = run.parity()
     except (ValueError, NotImplementedError) as error:
         return {**row, "steps": steps, "refused": str(error), "passed": False}
@@ -83,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "functional_sched": fs.__version__,
         "diffusers": diffusers.__version__,
         "sglang": sglang.SGLANG_VERSION if sglang.available() else None,
+        "k_diffusion": k_diffusion.K_DIFFUSION_VERSION if library_available("k-diffusion") else None,
         "torch": torch.__version__,
         "device": describe_device(device),
         "shape": list(shape),
@@ -91,18 +110,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": args.repeats,
     }
     rows = [measure(case, args.steps, shape, device, args.repeats) for case in cases()]
-    against = f"diffusers {meta['diffusers']}" + (f" and sglang {meta['sglang']}" if meta["sglang"] else "")
+    against = ", ".join(
+        [f"diffusers {meta['diffusers']}"]
+        + ([f"sglang {meta['sglang']}"] if meta["sglang"] else [])
+        + ([f"k-diffusion {meta['k_diffusion']}"] if meta["k_diffusion"] else [])
+        + ["Flow-GRPO's step"]
+    )
     print(
         f"functional_sched {meta['functional_sched']} vs {against} | torch {meta['torch']} | "
         f"{device.type}: {meta['device']}\nfloat32 {'x'.join(map(str, shape))}, {args.steps} steps, toy denoiser; "
-        f"time = median over {args.repeats} loop(s) of one eager step() call, model excluded\n"
+        f"time = median over {args.repeats} loop(s) of one eager step() call, model excluded"
     )
+    if any(row.get("library") in LOOP_LIBRARIES for row in rows):
+        print(_LOOP_LEGEND)
+    print()
     print(_table(rows))
     print(_summary(rows))
     if args.json:
         with open(args.json, "w") as out:
             json.dump({"meta": meta, "rows": rows}, out, indent=2)
     return 0 if rows and all(row["passed"] for row in rows) else 1
+
+
+#: How the rows of a whole-loop reference (k-diffusion's) read.
+_LOOP_LEGEND = (
+    "k-diffusion rows: its whole loop vs ours on the same denoiser and noise; timesteps = the sigma of every model "
+    "call,\nerror and identical = every model call's input (then the final sample), per call; reference time = its "
+    "loop's\n(the model handing back recorded outputs) over its model calls, ours = one eager step() per call"
+)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -156,11 +191,19 @@ def _summary(rows: list[dict[str, Any]]) -> str:
             line += f".\nREFUSED {row['case']}: {row['refused'].rstrip('.')}"
     if pending():
         line += f".\nNot in functional_sched yet, skipped: {', '.join(pending())}"
-    if skipped():
-        names = ", ".join(dict.fromkeys(reference_name(case) for case in skipped()))
+    for library, install in OPTIONAL_LIBRARIES.items():
+        missing = skipped(library=library)
+        if missing:
+            names = ", ".join(dict.fromkeys(reference_name(case) for case in missing))
+            line += (
+                f".\n{library} is not installed: skipped its {len(missing)} configs ({names}); install its "
+                f"wheel alone to run them: {install}"
+            )
+    for library, classes in no_runnable_reference().items():
+        names = ", ".join(f"{cls.__name__} ({cls.diffusers_name})" for cls in classes)
         line += (
-            f".\nsglang is not installed: skipped its {len(skipped())} pipeline configs ({names}); install its wheel "
-            f"alone to run them: pip install --no-deps sglang=={sglang.SGLANG_VERSION}"
+            f".\nNo runnable {library} reference, no row: {names}; parity: order on the analytic model (no runnable "
+            "reference), in the conformance suite"
         )
     return line + "."
 
@@ -185,8 +228,8 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="functional-sched-report",
-        description="Parity with diffusers (and sglang) and eager step time of functional_sched, on real-pipeline "
-        "configs.",
+        description="Parity with diffusers (sglang, k-diffusion, Flow-GRPO) and eager step time of functional_sched, "
+        "on real-pipeline configs.",
     )
     parser.add_argument(
         "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda if available"

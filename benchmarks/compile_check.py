@@ -18,11 +18,11 @@ from typing import Any
 import torch
 import torch._dynamo.testing
 
-from functional_sched.adapters._compare import Run, _timed, toy_denoiser
+from functional_sched.adapters._compare import LoopRun, Run, _timed, prepare, toy_denoiser
 from functional_sched.adapters.report import cases, describe_device
 
 
-def check(run: Run, repeats: int) -> dict[str, Any]:
+def check(run: Run | LoopRun, repeats: int) -> dict[str, Any]:
     sched, generator_seed = run.ours, 0
 
     def loop(step: Any) -> torch.Tensor:
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- device: {describe_device(device)}; torch {torch.__version__}; shape {args.shape}; {args.steps} steps")
     print("\n| scheduler | config | graphs | compiled vs eager (rel. max) | compiled step us | result |")
     print("| --- | --- | ---: | ---: | ---: | --- |")
-    rows = [check(Run.prepare(case, args.steps, shape, device), args.repeats) for case in cases()]
+    rows = [check(prepare(case, args.steps, shape, device), args.repeats) for case in cases()]
     for row in rows:
         verdict = "PASS" if row["ok"] else f"FAIL {row.get('reason', '')}"
         print(

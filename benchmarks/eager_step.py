@@ -1,9 +1,11 @@
 """Eager per-step time of the scheduler step alone (no model): the reference (diffusers 0.42.1's or sglang 0.5.23's
-class) vs functional_sched.
+class, k-diffusion 0.1.1.post1's loop, Flow-GRPO's step) vs functional_sched.
 
-For each config of the report's grids (`functional_sched.adapters.report.GRID` and `SGLANG_GRID`: sglang's rows
-where sglang is installed) and each shape, both sides run full loops replaying the same toy model outputs; the
-figure is the median over loops of the time per `step` call.
+For each config of the report's grids (`functional_sched.adapters.report.GRID`, `SGLANG_GRID` and `BEYOND_GRID`:
+sglang's and k-diffusion's rows where they are installed) and each shape, both sides run full loops replaying the same
+toy model outputs; the figure is the median over loops of the time per `step` call. k-diffusion's samplers are whole
+loops: their figure is the loop's time over its model calls (the model handing back recorded outputs), ours one eager
+`step` per model call.
 Prints a markdown table. `--profile LABEL` instead profiles one config (torch.profiler ops and cProfile's Python
 functions, by self time) on the first shape.
 
@@ -12,6 +14,7 @@ functions, by self time) on the first shape.
     python benchmarks/eager_step.py --no-checks            # our step inside functional_sched.unchecked()
     python benchmarks/eager_step.py --only PNDM            # one class's configs (by diffusers class name)
     python benchmarks/eager_step.py --only FlowUniPC --library sglang   # sglang's class's (or --only OurClassName)
+    python benchmarks/eager_step.py --library k-diffusion  # k-diffusion's loops per model call (or flow_grpo)
     python benchmarks/eager_step.py --default-allocator    # glibc's malloc thresholds left to move (steady_allocator)
 """
 
@@ -33,9 +36,15 @@ import diffusers
 import torch
 
 import functional_sched
-from functional_sched.adapters import sglang
-from functional_sched.adapters._cases import reference_name, scheduler_class, skipped
-from functional_sched.adapters._compare import Run
+from functional_sched.adapters import k_diffusion, sglang
+from functional_sched.adapters._cases import (
+    OPTIONAL_LIBRARIES,
+    library_available,
+    reference_name,
+    scheduler_class,
+    skipped,
+)
+from functional_sched.adapters._compare import LOOP_LIBRARIES, prepare
 from functional_sched.adapters.report import Case, cases, describe_device
 
 SHAPES = ((1, 4, 64, 64), (1, 16, 128, 128))
@@ -68,6 +77,7 @@ def table(
         f"host allocator: {allocator}",
         f"- torch {torch.__version__}, diffusers {diffusers.__version__}"
         + (f", sglang {sglang.SGLANG_VERSION}" if sglang.available() else "")
+        + (f", k-diffusion {k_diffusion.K_DIFFUSION_VERSION}" if library_available("k-diffusion") else "")
         + f", float32, {steps} steps, "
         f"median of {repeats} loops after one warm-up; our eager input checks "
         + ("on (the default)" if checks else "off (`functional_sched.unchecked()`)"),
@@ -77,11 +87,18 @@ def table(
         "| scheduler | config | shape | reference us/step | ours us/step | ours / reference |",
         "| --- | --- | --- | ---: | ---: | ---: |",
     ]
-    if skipped():
-        lines.insert(-3, f"- sglang is not installed: its {len(skipped())} configs skipped")
+    for name in OPTIONAL_LIBRARIES:
+        if skipped(library=name):
+            lines.insert(-3, f"- {name} is not installed: its {len(skipped(library=name))} configs skipped")
+    if any(case.library in LOOP_LIBRARIES for case in selected(only, library)):
+        lines.insert(
+            -3,
+            "- k-diffusion's rows: its whole loop's time over its model calls (the model handing back recorded "
+            "outputs) beside our eager `step` per call",
+        )
     for shape in shapes:
         for case in selected(only, library):
-            run = Run.prepare(case, steps, shape, device)
+            run = prepare(case, steps, shape, device)
             _, reference_outputs, our_outputs = run.parity()
             reference_seconds, our_seconds = run.time_steps(reference_outputs, our_outputs, repeats)
             reference_us, ours_us = reference_seconds * 1e6, our_seconds * 1e6
@@ -104,7 +121,7 @@ def selected(only: str | None, library: str | None) -> list[Case]:
 
 def profile(case: Case, shape: tuple[int, ...], steps: int, repeats: int, device: torch.device) -> str:
     """Top torch ops (one loop) and Python functions (`repeats` loops) by self time, for each side; setup excluded."""
-    run = Run.prepare(case, steps, shape, device)
+    run = prepare(case, steps, shape, device)
     _, reference_outputs, our_outputs = run.parity()
     sides: dict[str, Callable[[], Callable[[], None]]] = {
         case.library: lambda: run.reference_loop(reference_outputs),
@@ -143,7 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", metavar="CLASS", help="only the configs of reference classes whose name has this (or our class's)"
     )
-    parser.add_argument("--library", choices=("diffusers", "sglang"), help="only the configs of this reference")
+    parser.add_argument(
+        "--library",
+        choices=("diffusers", "sglang", "k-diffusion", "flow_grpo"),
+        help="only the configs of this reference library",
+    )
     parser.add_argument(
         "--default-allocator",
         action="store_true",

@@ -21,6 +21,7 @@ diffusers, the graph vs the eager loop, and that a graph's output survives the n
     python benchmarks/suite.py --device cuda --menu --dtypes fp32         # the SD sampler menu's rows (issue 15)
     python benchmarks/suite.py --device cuda --menu 2 --dtypes fp32       # part 2's classes (issue 16)
     python benchmarks/suite.py --device cuda --menu 3 --dtypes fp32       # sglang's own classes (issue 17)
+    python benchmarks/suite.py --device cuda --menu 4 --dtypes fp32       # k-diffusion's loops, Flow-GRPO's step
 
 Writes `results.json`, `results.md` and, where matplotlib is installed, `latency.png` and `scaling.png` to `--out`;
 prints the markdown last.
@@ -49,12 +50,15 @@ import functional_sched as fs
 from functional_sched import batching
 from functional_sched.adapters import _cases, from_diffusers, sglang
 from functional_sched.adapters._compare import (
+    LoopRun,
     Run,
     pipeline_model_output,
     pipeline_set_timesteps,
     pipeline_step,
     pipeline_takes_generator,
     pipeline_timesteps,
+    prepare,
+    step_arguments,
 )
 from functional_sched.machinery.loop import DEFAULT_COMPILE_OPTIONS, SamplingLoop
 
@@ -160,7 +164,27 @@ MENU_3: dict[str, tuple[str, dict[str, Any], int]] = {
     "helios-dmd": _sglang_grid("Helios-Distilled, amplified chunk", 4, "diffusers"),
 }
 CASES = {name: CASES[f"{case.library} {case.label}"] for name, case in zip(MENU_3, CASES.values(), strict=True)}
-MENUS = {"1": MENU, "2": MENU_2, "3": MENU_3}
+
+
+def _beyond_grid(name: str, label: str, passes: int) -> tuple[str, dict[str, Any], int]:
+    """A config of the report's `BEYOND_GRID` (k-diffusion's samplers, Flow-GRPO's step), by label, as entry `name`."""
+    case = CASES[name] = next(case for case in _cases.BEYOND_GRID if case.label == label)
+    return case.diffusers_name, dict(case.config), passes
+
+
+# Part 4 (beyond diffusers): k-diffusion's samplers against its whole loops (their 'diffusers' columns: the loop's
+# time over its model calls, its model handing back the fixed output, its noise sampler the same noise as ours), and
+# Flow-GRPO's SDE step against its transcription. Passes per model call: 2S ancestral reads x, x0 and the kept
+# interval start (or the noise) and writes x and the kept sample (5); 3M SDE reads x, x0, two past x0 and the noise
+# and writes x and the new history (7); DPM-fast reads x, the output, the interval's start and first eps and the
+# noise and writes x (6); Flow-GRPO's step reads x, v and the noise and writes x (4).
+MENU_4: dict[str, tuple[str, dict[str, Any], int]] = {
+    "k-dpm++2s-a": _beyond_grid("k-dpm++2s-a", "SD1.5 DPM++ 2S a Karras", 5),
+    "k-dpm++3m-sde": _beyond_grid("k-dpm++3m-sde", "SD1.5 DPM++ 3M SDE Karras", 7),
+    "k-dpm-fast": _beyond_grid("k-dpm-fast", "SD1.5 DPM fast", 6),
+    "flow-grpo-sde": _beyond_grid("flow-grpo-sde", "SD3.5-M Flow-GRPO (noise 0.7)", 4),
+}
+MENUS = {"1": MENU, "2": MENU_2, "3": MENU_3, "4": MENU_4}
 BASE = tuple(SCHEDULERS)  # the default run's
 for menu in MENUS.values():
     SCHEDULERS.update(
@@ -247,14 +271,15 @@ def _fixed_output(model_input: torch.Tensor, timestep: torch.Tensor, output: tor
     return output
 
 
-def prepared(name: str, steps: int, shape: tuple[int, ...], device: torch.device) -> Run:
+def prepared(name: str, steps: int, shape: tuple[int, ...], device: torch.device) -> Run | LoopRun:
     """Both schedulers of a menu entry, timesteps set on the reference as its pipeline sets them
-    (`adapters._compare.Run.prepare`): diffusers' class with the entry's config, or the entry's grid case."""
+    (`adapters._compare.prepare`): diffusers' class with the entry's config, or the entry's grid case (a whole-loop
+    reference's, k-diffusion's, a `LoopRun`)."""
     cls_name, options, _ = SCHEDULERS[name]
-    return Run.prepare(CASES.get(name) or _cases.Case(name, cls_name, options), steps, shape, device)
+    return prepare(CASES.get(name) or _cases.Case(name, cls_name, options), steps, shape, device)
 
 
-def _schedule(run: Run) -> dict[str, Any]:
+def _schedule(run: Run | LoopRun) -> dict[str, Any]:
     """The run's `init` arguments with tables as tuples (the loop driver keys its graphs by them)."""
     return {
         key: tuple(np.asarray(value).tolist()) if key in ("sigmas", "timesteps") else value
@@ -269,6 +294,8 @@ class Config:
         self.passes = SCHEDULERS[name][2]
         run = prepared(name, steps, shape, device)
         self.case, self.reference, self.sched, self.schedule = run.case, run.reference, run.ours, _schedule(run)
+        self.run = run
+        self.whole_loop = isinstance(run, LoopRun)  # the reference is a whole loop (k-diffusion's sampler)
         self.name, self.shape, self.dtype, self.steps, self.device = (
             name,
             shape,
@@ -281,7 +308,11 @@ class Config:
         output = (0.5 * torch.randn(shape, generator=generator)).to(device, dtype)
         self.output = pipeline_model_output(self.reference, output)  # pi-Flow's: n_grid predictions per channel
         self.template = copy.deepcopy(self.reference)  # its timesteps set
-        self.calls = len(pipeline_timesteps(self.template, self.case.pipeline))  # two per interval for Heun types
+        if self.whole_loop:  # one step of ours per model call of the reference's loop
+            self.calls = self.sched.steps_left(self.sched.init(sample=self.latents, **self.schedule))
+        else:
+            self.calls = len(pipeline_timesteps(self.template, self.case.pipeline))  # two per interval for Heun types
+        self.draws: list[int] = []  # the calls whose step reads noise
         self.noise = self._noise() if self.sched.stochastic else None
         self.compiled = SamplingLoop(self.sched, _fixed_output, mode="compile")
         self.graphed = SamplingLoop(self.sched, _fixed_output, mode="graph" if device.type == "cuda" else "compile")
@@ -297,11 +328,13 @@ class Config:
         Cosine DPM are queried as diffusers queries its own (seeded by `noise_sampler_seed`, and by the generator's
         seed). CogVideoX's DPM draws twice where diffusers does (its `noise` helper)."""
         brownian = hasattr(self.sched, "_brownian_queries")
-        if not brownian and not pipeline_takes_generator(self.reference):
+        if not brownian and not self.whole_loop and not pipeline_takes_generator(self.reference):
             return torch.zeros((self.calls, *self.shape), device=self.device, dtype=self.dtype)
         generator = torch.Generator(self.device).manual_seed(0)
         state, x, noise = self.sched.init(sample=self.latents, **self.schedule), self.latents, []
-        for _ in range(self.calls):
+        for call in range(self.calls):
+            if self.sched._draws_noise(state):
+                self.draws.append(call)
             if brownian:  # a tree's increments depend on the sigmas alone, not on the sample
                 seed = None if hasattr(self.sched, "noise_sampler_seed") else generator.initial_seed()
                 noise.append(fs.brownian_noise(self.sched, state, x, seed))
@@ -318,9 +351,12 @@ class Config:
         return {"generator": torch.Generator(self.device).manual_seed(0)} if self.sched.stochastic else {}
 
     def diffusers_loop(self) -> Callable[[], torch.Tensor]:
+        if self.whole_loop:
+            return self._whole_reference_loop()
         scheduler = copy.deepcopy(self.template)
         output, latents = self.output, self.latents
         extra = self._generator() if pipeline_takes_generator(scheduler) else {}
+        extra.update(step_arguments(self.case))  # Flow-GRPO's noise_level
         pipeline = self.case.pipeline
 
         def loop() -> torch.Tensor:
@@ -328,6 +364,20 @@ class Config:
             for t in pipeline_timesteps(scheduler, pipeline):
                 x = pipeline_step(scheduler, output, t, x, threaded, pipeline, **extra)
             return x
+
+        return loop
+
+    def _whole_reference_loop(self) -> Callable[[], torch.Tensor]:
+        """The reference's whole loop (k-diffusion's sampler) from the latents, its model handing back the fixed
+        output, its noise sampler the noise of ours at the calls where ours reads it (where it asks)."""
+        run, output, latents = self.run, self.output, self.latents
+        assert isinstance(run, LoopRun)
+        sigmas = run.reference_sigmas().to(latents.device) if run.takes_table else None
+        drawn = [] if self.noise is None else [self.noise[call] for call in self.draws]
+
+        def loop() -> torch.Tensor:
+            noise = iter(drawn)
+            return run._run_reference(lambda x, sigma: output, sigmas, latents, lambda sigma, following: next(noise))
 
         return loop
 
@@ -527,10 +577,14 @@ def measure_requests(
     return row
 
 
-def measure_setup(name: str, shape: tuple[int, ...], steps: int, device: torch.device, timer: Timer) -> dict[str, Any]:
+def measure_setup(
+    name: str, shape: tuple[int, ...], steps: int, device: torch.device, timer: Timer
+) -> dict[str, Any] | None:
     """A new request's scheduler: `init` with the plan cached vs the reference's `deepcopy` + `set_timesteps` (as its
-    pipeline calls it)."""
+    pipeline calls it). None for a whole-loop reference (k-diffusion's: no scheduler object to set up)."""
     run = prepared(name, steps, shape, device)
+    if isinstance(run, LoopRun):
+        return None
     reference, sched, schedule, pipeline = run.reference, run.ours, _schedule(run), run.case.pipeline
     latents = torch.zeros(shape, device=device)
     sched.init(sample=latents, **schedule)  # builds and caches the plan
@@ -550,15 +604,24 @@ def describe(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+#: What the 'diffusers' columns time for an entry of another reference library.
+_REFERENCES = {
+    "sglang": f"sglang {sglang.SGLANG_VERSION}'s own object",
+    "k-diffusion": "k-diffusion 0.1.1.post1's whole loop over its model calls (the same output and noise as ours)",
+    "flow_grpo": "Flow-GRPO's sde_step_with_logprob on diffusers' scheduler",
+}
+
+
 def _reference_line(names: Sequence[str]) -> str:
-    """Whose objects the 'diffusers' columns time, where any entry's reference is sglang's."""
-    sglang_names = [name for name in names if name in CASES and CASES[name].library == "sglang"]
-    if not sglang_names:
+    """Whose objects the 'diffusers' columns time, where any entry's reference is not diffusers'."""
+    parts = []
+    for library, what in _REFERENCES.items():
+        listed = [name for name in names if name in CASES and CASES[name].library == library]
+        if listed:
+            parts.append(f"{what} for {', '.join(listed)}")
+    if not parts:
         return ""
-    return (
-        f"the 'diffusers' columns time each entry's reference: sglang {sglang.SGLANG_VERSION}'s own object for "
-        f"{', '.join(sglang_names)}, diffusers' for the others"
-    )
+    return f"the 'diffusers' columns time each entry's reference: {'; '.join(parts)}; diffusers' for the others"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -728,18 +791,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         const="1",
         choices=sorted(MENUS),
         help="1: the SD sampler menu (issue 15); 2: part 2 (issue 16); 3: sglang's own classes (issue 17, needs "
-        "sglang's wheel). Its listed classes at 1x4x128x128 and "
+        "sglang's wheel); 4: k-diffusion's samplers (needs its wheel) and Flow-GRPO's step. Its listed classes at "
+        "1x4x128x128 and "
         "1x16x21x60x104 (or --shapes), no request or driver checks",
     )
     args = parser.parse_args(argv)
     if args.menu:
         args.schedulers = ",".join(name for name in MENUS[args.menu] if name in SCHEDULERS)
-        if args.menu == "3" and not sglang.available():
-            print(
-                f"sglang is not installed: menu 3's sglang rows skipped (pip install --no-deps "
-                f"sglang=={sglang.SGLANG_VERSION})",
-                file=sys.stderr,
-            )
+        for library, install in _cases.OPTIONAL_LIBRARIES.items():
+            missing = [name for name in MENUS[args.menu] if name in CASES and CASES[name] in _cases.skipped()]
+            missing = [name for name in missing if CASES[name].library == library]
+            if missing:
+                print(
+                    f"{library} is not installed: menu {args.menu}'s {', '.join(missing)} skipped ({install})",
+                    file=sys.stderr,
+                )
         args.shapes = args.shapes or ",".join(
             _shape_name(shape) for shape in (QUICK_SHAPES if args.quick else MENU_SHAPES)
         )
@@ -791,7 +857,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for count in request_counts:
                 row = measure_requests(name, per_request, count, steps, device, timer, repeats, bandwidth)
                 results["requests"].append(row)
-        results["setup"].append(measure_setup(name, per_request, steps, device, timer))
+        setup = measure_setup(name, per_request, steps, device, timer)
+        if setup is not None:
+            results["setup"].append(setup)
     if not args.menu:
         for name in DRIVER_CHECKS:
             results["driver_checks"].append(check_driver(name, shapes[0], min(steps, 20), device))

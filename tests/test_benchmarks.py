@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from functional_sched.adapters import _cases, report, sglang
+import functional_sched as fs
+from functional_sched.adapters import _cases, k_diffusion, report, sglang
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suite.py"
 
@@ -141,7 +142,7 @@ def test_report_says_sglang_rows_are_skipped_without_sglang(monkeypatch: pytest.
     """Without sglang's wheel its rows leave the run, and the summary says so and how to install it."""
     monkeypatch.setattr(sglang, "available", lambda: False)
     assert not any(case.library == "sglang" for case in _cases.cases())
-    assert len(_cases.skipped()) == sum(case.library == "sglang" for case in _cases.SGLANG_GRID)
+    assert len(_cases.skipped(library="sglang")) == sum(case.library == "sglang" for case in _cases.SGLANG_GRID)
     summary = report._summary([])
     assert "sglang is not installed: skipped" in summary and "pip install --no-deps sglang==0.5.23" in summary
 
@@ -177,3 +178,107 @@ def test_menu_3_cpu_smoke_run(tmp_path: Path) -> None:
     assert [row["scheduler"] for row in rows] == list(suite.MENU_3)
     for row in rows:
         assert row["eager_vs_diffusers"] == row["compiled_vs_eager"] == row["graph_vs_eager"] == 0, row["scheduler"]
+
+
+# ------------------------------------------------------------------ beyond diffusers: k-diffusion, Flow-GRPO, ComfyUI
+needs_k_diffusion = pytest.mark.skipif(
+    not _cases.library_available("k-diffusion"),
+    reason="k-diffusion's wheel is not installed: pip install --no-deps k-diffusion==0.1.1.post1",
+)
+
+
+def test_every_class_has_a_row_or_is_listed() -> None:
+    """Each class of a reference the report can run has a row in the grids (sglang's LTX-2 among them); the others
+    (ComfyUI's samplers) are listed by library instead."""
+    in_grids = {
+        _cases.scheduler_class(case)
+        for case in _cases.ALL
+        if (case.library, case.diffusers_name) in {(cls.reference_library, cls.diffusers_name) for cls in fs.SCHEDULERS}
+    }
+    listed = {cls for classes in _cases.no_runnable_reference().values() for cls in classes}
+    assert in_grids | listed == set(fs.SCHEDULERS) and not in_grids & listed
+    assert fs.SglangLTX2FlowMatch in in_grids and fs.FlowMatchSDE in in_grids
+
+
+def test_report_lists_classes_without_a_runnable_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class whose reference library the report cannot run gets no row but a line, whatever its name."""
+    recorded_only = type("RecordedOnly", (fs.DPMSolverFast,), {"reference_library": "comfyui"})
+    monkeypatch.setattr(fs, "SCHEDULERS", (*fs.SCHEDULERS, recorded_only))
+    assert recorded_only in _cases.no_runnable_reference()["comfyui"]
+    assert not any(_cases.scheduler_class(case) is recorded_only for case in _cases.cases())
+    summary = report._summary([])
+    assert "No runnable comfyui reference, no row: " in summary and "RecordedOnly (sample_dpm_fast)" in summary
+    assert "parity: order on the analytic model (no runnable reference)" in summary
+
+
+def test_flow_grpo_rows_hold_flow_match_sde_to_flow_grpo() -> None:
+    """Flow-GRPO's rows: FlowMatchSDE against the transcribed step (noise_level a step() argument), bit for bit."""
+    rows = [
+        report.measure(case, 4, (1, 4, 8, 8), torch.device("cpu"), 1)
+        for case in _cases.BEYOND_GRID
+        if case.library == "flow_grpo"
+    ]
+    assert len(rows) == 2 and all(row["passed"] and row["identical_steps"] == row["steps"] == 4 for row in rows)
+
+
+@needs_k_diffusion
+def test_k_diffusion_rows_hold_each_model_call_to_its_loop() -> None:
+    """k-diffusion's rows: every model call's sigma and input, and the final sample, bit-identical to its whole loop
+    (2S a: two calls an interval but the last); the report prints the per-call legend."""
+    rows = [
+        report.measure(case, 4, (1, 4, 8, 8), torch.device("cpu"), 1)
+        for case in _cases.BEYOND_GRID
+        if case.library == "k-diffusion"
+    ]
+    assert [row["steps"] for row in rows] == [7, 4, 4]
+    assert all(row["passed"] and row["identical_steps"] == row["steps"] for row in rows), rows
+    assert all(row["diffusers_us"] > 0 and row["ours_us"] > 0 for row in rows)
+    assert "k-diffusion sample_dpmpp_3m_sde" in report._table(rows)
+
+
+def test_report_says_k_diffusion_rows_are_skipped_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(k_diffusion, "available", lambda: False)
+    assert not any(case.library == "k-diffusion" for case in _cases.cases())
+    assert len(_cases.skipped(library="k-diffusion")) == 3
+    summary = report._summary([])
+    assert "k-diffusion is not installed: skipped its 3 configs" in summary
+    assert "pip install --no-deps k-diffusion==0.1.1.post1" in summary
+
+
+@needs_k_diffusion
+def test_eager_benchmark_selects_k_diffusion_loops() -> None:
+    spec = importlib.util.spec_from_file_location("benchmark_eager", SUITE.with_name("eager_step.py"))
+    eager = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eager)
+    assert [case.diffusers_name for case in eager.selected(None, "k-diffusion")] == [
+        "sample_dpmpp_2s_ancestral",
+        "sample_dpmpp_3m_sde",
+        "sample_dpm_fast",
+    ]
+    text = eager.table(((1, 4, 8, 8),), 3, 1, torch.device("cpu"), True, "DPMSolverFast", "as found", None)
+    assert "| k-diffusion sample_dpm_fast | SD1.5 DPM fast | 1x4x8x8 |" in text and "over its model calls" in text
+
+
+@needs_k_diffusion
+def test_menu_4_loops_equal_their_references() -> None:
+    """Menu 4: every entry's eager loop as the suite times it equals its reference's (k-diffusion's whole loop, its
+    noise sampler handed ours where it asks; Flow-GRPO's step with its noise_level)."""
+    suite = _suite()
+    assert list(suite.MENU_4) == [name for name in suite.MENU_4 if name in suite.SCHEDULERS]
+    for name in suite.MENU_4:
+        config = suite.Config(name, (1, 4, 8, 8), torch.float32, 4, torch.device("cpu"))
+        assert config.draws, name  # each entry reads noise somewhere
+        assert suite._relative(config.eager_loop()(), config.diffusers_loop()()) == 0, name
+
+
+@needs_k_diffusion
+@pytest.mark.slow
+def test_menu_4_cpu_smoke_run(tmp_path: Path) -> None:
+    suite = _suite()
+    assert suite.main(["--device", "cpu", "--quick", "--menu", "4", "--dtypes", "fp32", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [row["scheduler"] for row in results["configs"]] == list(suite.MENU_4)
+    for row in results["configs"]:
+        assert row["eager_vs_diffusers"] == row["compiled_vs_eager"] == row["graph_vs_eager"] == 0, row["scheduler"]
+    assert [row["scheduler"] for row in results["setup"]] == ["flow-grpo-sde"]  # k-diffusion has no set-up to time
+    assert "k-diffusion 0.1.1.post1's whole loop" in results["meta"]["reference"]
