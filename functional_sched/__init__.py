@@ -30,6 +30,7 @@ from .schedulers.dpm_singlestep import DPMSolverSinglestep, DPMSolverSinglestepS
 from .schedulers.dpm_solver import DPMSolverMultistep, DPMSolverState
 from .schedulers.edm import EDMEuler, EDMEulerState
 from .schedulers.edm_dpm import CosineDPMSolverMultistep, EDMDPMSolverMultistep, EDMDPMSolverState
+from .schedulers.er_sde import ERSDE, ERSDEState
 from .schedulers.euler import EulerAncestralDiscrete, EulerAncestralState, EulerDiscrete, EulerState
 from .schedulers.flow_heun import FlowMatchHeunDiscrete, FlowMatchHeunState
 from .schedulers.flow_lcm import FlowMatchLCM, FlowMatchLCMState
@@ -39,6 +40,7 @@ from .schedulers.flow_sde import FlowMatchSDE, FlowMatchSDEState
 from .schedulers.flow_unipc import FlowUniPCMultistep, SglangUniPCMultistep
 from .schedulers.helios import Helios, HeliosDMD, SglangHelios
 from .schedulers.heun import HeunDiscrete, HeunState
+from .schedulers.heunpp import HeunPlusPlus, HeunPlusPlusState
 from .schedulers.hunyuan3d import Hunyuan3DConsistencyFlowMatchEulerDiscrete, Hunyuan3DFlowMatchEulerDiscrete
 from .schedulers.inverse import (
     DDIMInverse,
@@ -55,6 +57,7 @@ from .schedulers.k_dpm import (
     DPMSolverPlusPlus3MSDE,
     DPMSolverPlusPlus3MSDEState,
 )
+from .schedulers.k_multistep import GradientEstimation, IPNDMVariableStep, SigmaMultistepState
 from .schedulers.kdpm2 import KDPM2AncestralDiscrete, KDPM2Discrete, KDPM2State
 from .schedulers.lcm import LCM, TCD, LCMState, TCDState
 from .schedulers.lms import LMSDiscrete, LMSState
@@ -62,7 +65,9 @@ from .schedulers.ltx_rf import LTXEulerAncestralRF, LTXEulerAncestralRFState
 from .schedulers.passthrough import ComfyUIPassThrough, PassThroughState
 from .schedulers.piflow import Piflow, PiflowState, SglangPiflow
 from .schedulers.pndm import PNDM, PNDMState
+from .schedulers.res import RESMultistep, RESMultistepAncestral, RESMultistepState
 from .schedulers.sa_solver import SASolver, SASolverState
+from .schedulers.seeds import SEEDS2, SEEDS3, SEEDSState
 from .schedulers.self_forcing import SelfForcingFlowMatch, SglangFlowMatch
 from .schedulers.sglang_dpm import SglangDPMSolverMultistep
 from .schedulers.sglang_flow import MOSSImage, SglangFlowMatchEulerDiscrete, SglangLTX2FlowMatch
@@ -122,15 +127,26 @@ SCHEDULERS = (
     DPMSolverPlusPlus2SAncestral,
     DPMSolverPlusPlus3MSDE,
     DPMSolverFast,
+    ERSDE,
+    GradientEstimation,
+    IPNDMVariableStep,
+    HeunPlusPlus,
+    RESMultistep,
+    RESMultistepAncestral,
+    SEEDS2,
+    SEEDS3,
 )
 
 __all__ = [
     "DDIM",
     "DDPM",
+    "ERSDE",
     "IPNDM",
     "LCM",
     "PNDM",
     "SCHEDULERS",
+    "SEEDS2",
+    "SEEDS3",
     "TCD",
     "CogVideoXDDIM",
     "CogVideoXDDIMState",
@@ -165,6 +181,7 @@ __all__ = [
     "EDMDPMSolverState",
     "EDMEuler",
     "EDMEulerState",
+    "ERSDEState",
     "EulerAncestralDiscrete",
     "EulerAncestralState",
     "EulerDiscrete",
@@ -179,13 +196,17 @@ __all__ = [
     "FlowMatchSDE",
     "FlowMatchSDEState",
     "FlowUniPCMultistep",
+    "GradientEstimation",
     "Helios",
     "HeliosDMD",
     "HeunDiscrete",
+    "HeunPlusPlus",
+    "HeunPlusPlusState",
     "HeunState",
     "Hunyuan3DConsistencyFlowMatchEulerDiscrete",
     "Hunyuan3DFlowMatchEulerDiscrete",
     "IPNDMState",
+    "IPNDMVariableStep",
     "KDPM2AncestralDiscrete",
     "KDPM2Discrete",
     "KDPM2State",
@@ -200,8 +221,12 @@ __all__ = [
     "Piflow",
     "PiflowState",
     "Plan",
+    "RESMultistep",
+    "RESMultistepAncestral",
+    "RESMultistepState",
     "SASolver",
     "SASolverState",
+    "SEEDSState",
     "SamplingLoop",
     "Scheduler",
     "SelfForcingFlowMatch",
@@ -212,6 +237,7 @@ __all__ = [
     "SglangLTX2FlowMatch",
     "SglangPiflow",
     "SglangUniPCMultistep",
+    "SigmaMultistepState",
     "TCDState",
     "UniPCMultistep",
     "UniPCState",

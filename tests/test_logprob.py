@@ -17,14 +17,16 @@ from specs import SPECS
 from specs.flow_sde import FlowGRPOReference, sde_step_with_logprob
 
 import functional_sched as fs
-from functional_sched.machinery.logprob import log_density
+from functional_sched.machinery.logprob import log_density, transition_by_jvp
 from functional_sched.testing import Case, latents, toy_model, ulp
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SHAPE = (2, 4, 6, 6)
-#: Classes whose noise enters before the update (Euler's churn: x + gamma noise, then the Euler step of it), so that
-#: `step` rounds `mean + std * noise` through a few more operations: held to a few ulps, not one.
-CHURNED = (fs.EulerDiscrete, fs.EDMEuler)
+#: Classes whose noise term goes through more operations than one product: it enters before the update (Euler's
+#: churn: x + gamma noise, then the Euler step of it), or its scale is a product formed around it (SEEDS: ComfyUI's
+#: `alpha_t * noise * ...` in its order), so that `step` rounds `mean + std * noise` a few more times: held to a few
+#: ulps, not one. By name: the classes of helpers still landing may not be registered yet.
+CHURNED = ("EulerDiscrete", "EDMEuler", "SEEDS2", "SEEDS3")
 
 
 def stochastic_cases() -> list[Any]:
@@ -46,15 +48,16 @@ def model_output(sched: Any, state: Any, sample: torch.Tensor) -> torch.Tensor:
     return torch.cat([output, 0.5 * torch.tanh(output) + 0.5], dim=1)
 
 
-def walk(case: Case, steps: int = 12, seed: int = 1) -> Any:
-    """(sched, state, sample, output, noise) before each step of a loop of the case (at most `steps` of them)."""
+def walk(case: Case, steps: int = 12, seed: int = 1, dtype: torch.dtype = torch.float32) -> Any:
+    """(sched, state, sample, output, noise) before each step of a loop of the case (at most `steps` of them), the
+    sample, the model output and the noise in `dtype`."""
     sched = case.scheduler()
-    sample = latents(SHAPE)
+    sample = latents(SHAPE, dtype)
     state = sched.init(sample=sample, **case.init_kwargs())
     generator = torch.Generator().manual_seed(seed)
     for _ in range(min(steps, sched.steps_left(state))):
-        output = model_output(sched, state, sample)
-        noise = torch.randn(SHAPE, generator=generator)
+        output = model_output(sched, state, sample).to(dtype)
+        noise = torch.randn(SHAPE, generator=generator).to(dtype)
         yield sched, state, sample, output, noise
         sample, state = sched.step(state, output, sample, noise=noise)[:2]
 
@@ -72,7 +75,7 @@ def test_step_is_its_transition(case: Case) -> None:
                 iter(fs.step_transition(sched, state, output, sample) for sched, state, sample, output, _ in walk(case))
             )
         return
-    ulps = 16 if isinstance(sched, CHURNED) else 2  # 2: a noise term whose product is formed in another order
+    ulps = 16 if type(sched).__name__ in CHURNED else 2  # 2: a noise term whose product is formed in another order
     for sched, state, sample, output, noise in walk(case):
         produced = sched.step(state, output, sample, noise=noise)[0]
         mean, std = fs.step_transition(sched, state, output, sample)
@@ -83,6 +86,56 @@ def test_step_is_its_transition(case: Case) -> None:
         bound = ulps * ulp(mean.abs() + term.abs())  # an ulp where the terms and the result are
         error = (produced - (mean + term)).abs().double()
         assert bool((error <= bound).all()), (error / bound).max()
+
+
+#: The classes RL fine-tunes with give their transition in closed form (`_transition`: step_log_prob's fast path);
+#: a learned DDPM variance (elementwise, from the model output) is read off the step.
+CLOSED_FORMS = (fs.DDIM, fs.DDPM, fs.EulerAncestralDiscrete, fs.FlowMatchEulerDiscrete, fs.FlowMatchSDE)
+
+
+def learned_variance(sched: Any) -> bool:
+    return isinstance(sched, fs.DDPM) and sched.variance_type in ("learned", "learned_range")
+
+
+@pytest.mark.parametrize(
+    "case", [param for param in stochastic_cases() if hasattr(param.values[0].scheduler(), "_transition")]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_closed_forms_are_the_transition_read_off_the_step(case: Case, dtype: torch.dtype) -> None:
+    """Where a class gives its transition in closed form, it is the one read off the step by forward mode
+    (`transition_by_jvp`, the oracle), bit for bit: the mean, and the std (one per row) in the sample's dtype; with
+    the host's scalars (an eager state's cursor) and with the device's gather (no cursor, as compiled code steps).
+    The state after is the step's; each reduction of the log-density is the read-off transition's."""
+    for sched, state, sample, output, noise in walk(case, steps=6, dtype=dtype):
+        expected_mean, expected_std = transition_by_jvp(sched, state, output, sample)
+        for current in (state, state.replace(cursor=None)):
+            cursor = sched._cursor(current)
+            assert (cursor is None) == (current is not state)
+            closed_form = sched._transition(current, output, sample, cursor)
+            if learned_variance(sched):
+                assert closed_form is None
+                continue
+            mean, std, new_state = closed_form
+            assert torch.equal(mean, expected_mean)
+            assert torch.equal(torch.broadcast_to(std.to(dtype), sample.shape), expected_std)
+            assert torch.equal(new_state.step_index, sched.step(current, output, sample, noise=noise)[1].step_index)
+        next_sample = sched.step(state, output, sample, noise=noise)[0]
+        for reduce, atol in (("sum", 1e-2), ("mean", 1e-5), ("none", 1e-4)):
+            fast = fs.step_log_prob(sched, state, output, sample, next_sample=next_sample, reduce=reduce)[2]
+            oracle = log_density(next_sample, expected_mean, expected_std, reduce)
+            assert torch.allclose(fast, oracle, rtol=1e-5, atol=atol), (fast - oracle).abs().max()
+
+
+def test_the_classes_rl_uses_have_closed_forms() -> None:
+    """The classes with a closed form are CLOSED_FORMS (and the sglang subclass of flow-match Euler, which steps as
+    it); their first stochastic config takes it."""
+    with_hook = {cls for cls in fs.SCHEDULERS if getattr(cls, "_transition", None) is not None}
+    assert {cls for cls in with_hook if cls in CLOSED_FORMS} == set(CLOSED_FORMS)
+    assert all(issubclass(cls, fs.FlowMatchEulerDiscrete) for cls in with_hook - set(CLOSED_FORMS))
+    for cls in CLOSED_FORMS:
+        case = next(param.values[0] for param in stochastic_cases() if type(param.values[0].scheduler()) is cls)
+        sched, state, sample, output, _ = next(iter(walk(case, steps=1)))
+        assert sched._transition(state, output, sample, sched._cursor(state)) is not None
 
 
 def test_every_stochastic_class_is_covered_but_one() -> None:
@@ -420,6 +473,25 @@ def test_deterministic_elements_contribute_nothing_and_no_nan_gradient() -> None
     assert torch.equal(log_prob, torch.zeros(2)) and torch.equal(output.grad, torch.zeros_like(output))
 
 
+def test_rows_with_and_without_noise_together() -> None:
+    """Stacked DDPM rows, one at its last step (std 0: the log-density's masked branch) and one before it: each row's
+    log-probability is the one it has alone (the host's per-row numbers and the device's, bit for bit), and the
+    gradient is finite, 0 for the row without noise."""
+    sched = fs.DDPM(clip_sample=False)
+    sample = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    last, earlier = sched.init(4, sample=sample[:1], begin_index=3), sched.init(4, sample=sample[1:], begin_index=1)
+    stacked = fs.batching.stack([last, earlier])
+    output = toy_model(sample, sched.timestep(stacked)).requires_grad_()
+    noise = torch.randn(sample.shape, generator=torch.Generator().manual_seed(1))
+    _, _, together = fs.step_log_prob(sched, stacked, output, sample, noise=noise)
+    together.sum().backward()
+    assert bool(torch.isfinite(output.grad).all()) and not bool(output.grad[0].any()) and bool(output.grad[1].any())
+    for rows, part in ((slice(0, 1), last), (slice(1, 2), earlier)):
+        _, _, alone = fs.step_log_prob(sched, part, output[rows].detach(), sample[rows], noise=noise[rows])
+        assert torch.equal(alone, together[rows].detach())
+    assert float(together[0]) == 0.0
+
+
 def test_serving_modes_give_the_same_log_prob() -> None:
     sched, state, sample, output, noise = flow_sde_inputs()
     expected = fs.step_log_prob(sched, state, output, sample, noise=noise)[2]
@@ -455,49 +527,13 @@ def test_refusals_name_the_reason() -> None:
 
 
 # ------------------------------------------------------------------------------------------- the README example
-#: The README's worked example (RL fine-tuning), exactly as the README shows it.
-RL_EXAMPLE = """\
-import torch
-
-import functional_sched as fs
-
-torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Linear(17, 64), torch.nn.SiLU(), torch.nn.Linear(64, 16))  # a toy policy
-
-
-def velocity(x, t):  # x: [R, 16] latents, t: [R] timesteps (sigma * 1000)
-    return model(torch.cat([x, t[:, None] / 1000], dim=1))
-
-
-sched = fs.FlowMatchSDE(shift=3.0, noise_level=0.7)  # Flow-GRPO's SDE sampler
-optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-generator = torch.Generator().manual_seed(0)
-
-# Sampling: a group of 8 rollouts; each step's state, sample, result and log-probability is recorded.
-x = torch.randn(8, 16, generator=generator)
-state = sched.init(10, sample=x)
-trajectory = []
-with torch.no_grad():
-    for _ in range(10):
-        noise = fs.randn_tensor(x.shape, generator=generator)
-        output = velocity(x, sched.timestep(state))
-        x_next, next_state, log_prob = fs.step_log_prob(sched, state, output, x, noise=noise, reduce="mean")
-        trajectory.append((state, x, x_next, log_prob))
-        x, state = x_next, next_state
-reward = -(x - 1.0).pow(2).mean(dim=1)  # a toy reward: samples near 1
-advantage = (reward - reward.mean()) / (reward.std() + 1e-4)  # GRPO's group-normalised advantage
-
-# Training: each step's log-probability recomputed for the recorded result, a PPO-clipped policy-gradient loss.
-optimizer.zero_grad()
-for state, x, x_next, old_log_prob in trajectory:
-    output = velocity(x, sched.timestep(state))
-    _, _, log_prob = fs.step_log_prob(sched, state, output, x, next_sample=x_next, reduce="mean")
-    ratio = torch.exp(log_prob - old_log_prob)
-    clipped = ratio.clamp(1 - 1e-4, 1 + 1e-4)
-    loss = -torch.minimum(ratio * advantage, clipped * advantage).mean() / len(trajectory)
-    loss.backward()
-optimizer.step()
-"""
+def readme_rl_example() -> str:
+    """The README's worked example (RL fine-tuning), exactly as the README shows it: its one Python block that calls
+    step_log_prob (the README is its only copy)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    examples = [block for block in blocks if "step_log_prob" in block]
+    assert len(examples) == 1, f"the README shows {len(examples)} Python blocks calling step_log_prob, not one"
+    return examples[0]
 
 
 def test_readme_rl_example_runs_in_seconds() -> None:
@@ -505,7 +541,7 @@ def test_readme_rl_example_runs_in_seconds() -> None:
     log-probabilities are the sampling ones (ratio 1 before the update), and the update moves the model."""
     namespace: dict[str, Any] = {}
     start = time.perf_counter()
-    exec(compile(RL_EXAMPLE, "README.md", "exec"), namespace)
+    exec(compile(readme_rl_example(), "README.md", "exec"), namespace)
     assert time.perf_counter() - start < 30
     sched, trajectory = namespace["sched"], namespace["trajectory"]
     assert len(trajectory) == 10 and all(entry[3].shape == (8,) for entry in trajectory)
@@ -518,13 +554,3 @@ def test_readme_rl_example_runs_in_seconds() -> None:
             sched, state, before(x, sched.timestep(state)), x, next_sample=x_next, reduce="mean"
         )
     assert not torch.equal(after, old_log_prob), "the optimizer step changed nothing"
-
-
-def test_readme_shows_this_example() -> None:
-    """Where the README holds a Python block that calls step_log_prob, it is RL_EXAMPLE, word for word."""
-    blocks = [
-        block
-        for block in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-        if "step_log_prob" in block
-    ]
-    assert all(block == RL_EXAMPLE for block in blocks)

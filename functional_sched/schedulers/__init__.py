@@ -26,6 +26,11 @@ flow_heun.py   FlowMatchHeunDiscrete (Heun's two calls per interval on the shift
 ltx_rf.py      LTXEulerAncestralRF (LTX-2: ancestral rectified-flow Euler, eta and s_noise)
 kdpm2.py       KDPM2Discrete and KDPM2AncestralDiscrete (DPM2 and DPM2 a: the model at interval midpoints)
 k_dpm.py       k-diffusion's DPMSolverPlusPlus2SAncestral, DPMSolverPlusPlus3MSDE, DPMSolverFast (x0 model)
+res.py         RESMultistep and RESMultistepAncestral (ComfyUI's res_multistep: 2nd-order multistep RES; x0 model)
+k_multistep.py ComfyUI's GradientEstimation and IPNDMVariableStep (ipndm_v): linear multistep in sigma on Karras' ODE
+heunpp.py      HeunPlusPlus (ComfyUI's heunpp2: one to three calls per interval, one step per call; x0 model)
+er_sde.py      ERSDE (ComfyUI's ER-SDE solver, stages 1-3, its node's noise scalers; x0 model)
+seeds.py       SEEDS2 and SEEDS3 (ComfyUI's SEEDS-2/3: two or three calls per interval, one step per call; x0 model)
 edm.py         EDMEuler (Cosmos 1.0), and EDM's preconditioning (sigma_data, c_in, c_skip, c_out) and sigma schedules
 edm_dpm.py     EDMDPMSolverMultistep and CosineDPMSolverMultistep (Playground v2.5, Stable Audio: DPM++ on EDM)
 inverse.py     DDIMInverse and DPMSolverMultistepInverse (DDIM / DPM-Solver++ inversion: their steps towards noise)

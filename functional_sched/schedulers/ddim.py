@@ -328,14 +328,31 @@ class DDIM(AlphaBarScheduler):
         if checks.checking(eager=cursor is not None):
             self._check_common(state, model_output, sample, noise, denoised, cursor, "eta > 0")
         c = self._coefficients(state, sample, cursor)
-        x0, epsilon = self._converted(model_output, sample, c, epsilon=not self.use_clipped_model_output)
-        if self.use_clipped_model_output:
-            epsilon = divided(sample - scaled(c[SQRT_ALPHA], x0), c[SQRT_BETA])
         eager = cursor is not None
-        # diffusers' sum, `sqrt(a_prev) * x0 + direction * eps`, in its order (the layout of a sum follows it).
-        prev_sample = plus(scaled(c[DIRECTION], epsilon), scaled(c[SQRT_ALPHA_PREV], x0), eager=eager)
+        prev_sample, x0 = _drift(self, c, model_output, sample, eager)  # DDIMInverse borrows this step
         if self.stochastic:
             prev_sample = plus(scaled(c[STD], as_dtype(noise, model_output.dtype)), prev_sample, eager=eager)
         if denoised and x0 is model_output:
             x0 = x0.clone()  # the caller's own tensor (sample prediction, unclipped): never handed back as ours
         return self._returned(prev_sample, state.replace(**self._advanced(state, cursor)), x0, sample, denoised)
+
+    def _transition(
+        self, state: DDIMState, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, DDIMState]:
+        """`step`'s Gaussian transition in closed form (`functional_sched.step_transition`): the drift, the noise's
+        scale eta sigma_t per row (in the model output's dtype, as the step scales the noise), the state after."""
+        c = self._coefficients(state, sample, cursor)
+        mean = _drift(self, c, model_output, sample, cursor is not None)[0]
+        new_state = state.replace(**self._advanced(state, cursor))
+        return as_dtype(mean, sample.dtype), as_dtype(c[STD], model_output.dtype), new_state
+
+
+def _drift(
+    scheduler: Any, c: tuple[torch.Tensor, ...], model_output: torch.Tensor, sample: torch.Tensor, eager: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DDIM step's noise-free part and its x0: diffusers' sum, `sqrt(a_prev) * x0 + direction * eps`, in its order
+    (the layout of a sum follows it)."""
+    x0, epsilon = scheduler._converted(model_output, sample, c, epsilon=not scheduler.use_clipped_model_output)
+    if scheduler.use_clipped_model_output:
+        epsilon = divided(sample - scaled(c[SQRT_ALPHA], x0), c[SQRT_BETA])
+    return plus(scaled(c[DIRECTION], epsilon), scaled(c[SQRT_ALPHA_PREV], x0), eager=eager), x0

@@ -154,9 +154,8 @@ class DDPM(AlphaBarScheduler):
         predicted_variance = None
         if self.variance_type in LEARNED:
             model_output, predicted_variance = torch.split(model_output, sample.shape[1], dim=1)
-        x0, _ = self._converted(model_output, sample, c, epsilon=False)
         eager = cursor is not None
-        prev_sample = plus(scaled(c[SAMPLE_COEFF], sample), scaled(c[X0_COEFF], x0), eager=eager)
+        prev_sample, x0 = self._posterior_mean(c, model_output, sample, eager)
         noisy = cursor is None or bool(c[NOISY])  # the host knows whether this step adds noise; a graph selects
         if noisy:
             noise = as_dtype(noise, model_output.dtype)
@@ -175,6 +174,26 @@ class DDPM(AlphaBarScheduler):
         if denoised and x0 is model_output:
             x0 = x0.clone()  # the caller's own tensor (sample prediction, unclipped): never handed back as ours
         return self._returned(prev_sample, state.replace(**self._advanced(state, cursor)), x0, sample, denoised)
+
+    def _posterior_mean(
+        self, c: tuple[torch.Tensor, ...], model_output: torch.Tensor, sample: torch.Tensor, eager: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The posterior's mean `c0 x0 + ct x_t`, diffusers' sum in its order, and x0."""
+        x0, _ = self._converted(model_output, sample, c, epsilon=False)
+        return plus(scaled(c[SAMPLE_COEFF], sample), scaled(c[X0_COEFF], x0), eager=eager), x0
+
+    def _transition(
+        self, state: DDPMState, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, DDPMState] | None:
+        """`step`'s Gaussian transition in closed form (`functional_sched.step_transition`) for a fixed variance: the
+        posterior mean, its std per row (0 at timestep 0; in the model output's dtype, as the step scales the noise),
+        the state after. None for a learned variance (elementwise, from the model output: read off the step)."""
+        if self.variance_type in LEARNED:
+            return None
+        c = self._coefficients(state, sample, cursor)
+        mean = self._posterior_mean(c, model_output, sample, cursor is not None)[0]
+        new_state = state.replace(**self._advanced(state, cursor))
+        return as_dtype(mean, sample.dtype), as_dtype(c[STD], model_output.dtype), new_state
 
     def _output_like_sample(self) -> bool:
         # A learned variance comes as more channels: the first half is the prediction, the second the variance.

@@ -280,12 +280,32 @@ class EulerAncestralDiscrete(SigmaDiscreteScheduler):
             self._check_step_rows(state, model_output, sample, cursor, noise, denoised)
             checks.check_noise(self.name, "ancestral sampling (every step)", noise, sample)
         c = self._coefficients(state, sample, cursor)
-        work = as_dtype(sample, state.plan.coefficients.dtype)
-        x0 = self._data_prediction(model_output, work, c[A_SIGMA], c[A_V_OUT], c[A_V_IN])
-        derivative = divided(work - x0, c[A_SIGMA])
-        prev_sample = plus(scaled(c[A_DT], derivative), work, eager=cursor is not None)
+        prev_sample, x0 = self._drift(state, c, model_output, sample, cursor)
         prev_sample = plus(scaled(c[A_UP], noise, tensor_first=True), prev_sample, eager=cursor is not None)
         new_state = state.replace(**self._advanced(state, cursor))
         if denoised:
             return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
         return as_dtype(prev_sample, sample.dtype), new_state
+
+    def _drift(
+        self,
+        state: EulerAncestralState,
+        c: tuple[torch.Tensor, ...],
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        cursor: host.Cursor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Euler step down to sigma_down, in the plan's dtype, and its x0."""
+        work = as_dtype(sample, state.plan.coefficients.dtype)
+        x0 = self._data_prediction(model_output, work, c[A_SIGMA], c[A_V_OUT], c[A_V_IN])
+        derivative = divided(work - x0, c[A_SIGMA])
+        return plus(scaled(c[A_DT], derivative), work, eager=cursor is not None), x0
+
+    def _transition(
+        self, state: EulerAncestralState, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, EulerAncestralState]:
+        """`step`'s Gaussian transition in closed form (`functional_sched.step_transition`): the Euler step to
+        sigma_down, the noise's scale sigma_up per row, the state after."""
+        c = self._coefficients(state, sample, cursor)
+        mean = self._drift(state, c, model_output, sample, cursor)[0]
+        return as_dtype(mean, sample.dtype), c[A_UP], state.replace(**self._advanced(state, cursor))

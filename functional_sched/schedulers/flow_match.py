@@ -369,6 +369,17 @@ class FlowMatchEulerDiscrete(FlowMatchScheduler):
         """
         return self._step(state, model_output, sample, noise, denoised, per_token_timesteps)
 
+    def _transition(
+        self, state: FlowMatchEulerState, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, FlowMatchEulerState]:
+        """`step`'s Gaussian transition in closed form (`functional_sched.step_transition`), with
+        `stochastic_sampling`: `_renoised`'s first term (1 - sigma') x0, the noise's scale sigma' per row, the state
+        after."""
+        c = self._coefficients(state, sample, cursor)
+        x0 = self._estimate(c, model_output, as_dtype(sample, state.plan.coefficients.dtype), cursor is not None)
+        mean = scaled(c[ONE_MINUS_NEXT_SIGMA], x0, on_host=False)
+        return as_dtype(mean, sample.dtype), c[NEXT_SIGMA], state.replace(**self._advanced(state, cursor))
+
     def _check(
         self,
         state: FlowMatchEulerState,

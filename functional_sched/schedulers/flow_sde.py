@@ -109,8 +109,7 @@ class FlowMatchSDE(FlowMatchScheduler):
         dtype = state.plan.coefficients.dtype
         work, output = as_dtype(sample, dtype), as_dtype(model_output, dtype)
         eager = cursor is not None
-        # Flow-GRPO's `sample * a + model_output * b * dt`, its products in its order.
-        prev_sample = plus(scaled(c[DT], scaled(c[OUTPUT_SCALE], output)), scaled(c[SAMPLE_SCALE], work), eager=eager)
+        prev_sample = _drift(c, work, output, eager)
         if self.stochastic:
             prev_sample = plus(scaled(c[NOISE], as_dtype(noise, dtype)), prev_sample, eager=eager)
         new_state = state.replace(**self._advanced(state, cursor))
@@ -118,3 +117,18 @@ class FlowMatchSDE(FlowMatchScheduler):
             x0 = work - scaled(c[SIGMA], output)
             return as_dtype(prev_sample, sample.dtype), new_state, as_dtype(x0, sample.dtype)
         return as_dtype(prev_sample, sample.dtype), new_state
+
+    def _transition(
+        self, state: FlowMatchSDEState, model_output: torch.Tensor, sample: torch.Tensor, cursor: host.Cursor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, FlowMatchSDEState]:
+        """`step`'s Gaussian transition in closed form (`functional_sched.step_transition`): the drift, the noise's
+        scale std sqrt(-dt) per row, and the state after the step."""
+        c = self._coefficients(state, sample, cursor)
+        dtype = state.plan.coefficients.dtype
+        mean = _drift(c, as_dtype(sample, dtype), as_dtype(model_output, dtype), cursor is not None)
+        return as_dtype(mean, sample.dtype), c[NOISE], state.replace(**self._advanced(state, cursor))
+
+
+def _drift(c: tuple[torch.Tensor, ...], work: torch.Tensor, output: torch.Tensor, eager: bool) -> torch.Tensor:
+    """The step's noise-free part, Flow-GRPO's `sample * a + model_output * b * dt`, its products in its order."""
+    return plus(scaled(c[DT], scaled(c[OUTPUT_SCALE], output)), scaled(c[SAMPLE_SCALE], work), eager=eager)

@@ -27,8 +27,7 @@ from ..machinery.options import Integer, Option, Optional, Real
 from ..machinery.plan import Plan, as_dtype, divided, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
-from ..machinery.scheduler import Scheduler
-from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step
+from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step, any_row_at
 
 # ==================================================================================================== 2S ancestral
 # Columns of 2S ancestral's table, one row per call: the multipliers of the start sample and of x0 (`x' = a x - b x0`),
@@ -108,7 +107,7 @@ class DPMSolverPlusPlus2SAncestral(KDiffusionScheduler):
 
     def _draws_noise(self, state: Any) -> bool:
         """Whether any row is at an interval's last call into a positive sigma, where k-diffusion draws noise."""
-        return _any_row_at(self, state, ADDS_NOISE)
+        return any_row_at(self, state, ADDS_NOISE)
 
     def _start(
         self,
@@ -574,7 +573,7 @@ class DPMSolverFast(KDiffusionScheduler):
 
     def _draws_noise(self, state: Any) -> bool:
         """Whether any row is at an interval's last call, where k-diffusion draws noise."""
-        return _any_row_at(self, state, ENDS)
+        return any_row_at(self, state, ENDS)
 
     def _start(
         self,
@@ -635,18 +634,3 @@ class DPMSolverFast(KDiffusionScheduler):
         if denoised:
             return prev_sample, new_state, as_dtype(model_output, sample.dtype).clone()
         return prev_sample, new_state
-
-
-def _any_row_at(scheduler: Scheduler, state: Any, column: int) -> bool:
-    """Whether a plan column flags the current call of any row (not past its schedule's end): a host read."""
-    cursor = scheduler._cursor(state)
-    if cursor is not None:
-        if cursor.step >= cursor.owned.host.steps:
-            return False
-        return bool(cursor.owned.host.entry(cursor.step, 0)[column] > 0)
-    with host.plain():
-        table, steps = state.plan.coefficients[:, :, 0, column].detach().cpu(), state.step_index.detach().cpu()
-        lengths = state.plan.num_steps.detach().cpu()
-    rows = torch.arange(steps.shape[0]) if table.shape[0] > 1 else torch.zeros_like(steps)
-    inside = (steps >= 0) & (steps < lengths[rows])
-    return bool((table[rows, steps.clamp(0, table.shape[1] - 1)] > 0)[inside].any())

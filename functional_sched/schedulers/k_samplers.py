@@ -137,3 +137,18 @@ class KDiffusionScheduler(Scheduler):
         raise NotImplementedError
 
     _noise_reason: ClassVar[str]
+
+
+def any_row_at(scheduler: Scheduler, state: Any, column: int) -> bool:
+    """Whether a plan column flags the current call of any row (not past its schedule's end): a host read."""
+    cursor = scheduler._cursor(state)
+    if cursor is not None:
+        if cursor.step >= cursor.owned.host.steps:
+            return False
+        return bool(cursor.owned.host.entry(cursor.step, 0)[column] > 0)
+    with host.plain():
+        table, steps = state.plan.coefficients[:, :, 0, column].detach().cpu(), state.step_index.detach().cpu()
+        lengths = state.plan.num_steps.detach().cpu()
+    rows = torch.arange(steps.shape[0]) if table.shape[0] > 1 else torch.zeros_like(steps)
+    inside = (steps >= 0) & (steps < lengths[rows])
+    return bool((table[rows, steps.clamp(0, table.shape[1] - 1)] > 0)[inside].any())

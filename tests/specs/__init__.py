@@ -12,6 +12,7 @@ from .dpm_sde import DPM_SDE
 from .dpm_singlestep import DPM_SINGLESTEP
 from .dpm_solver import DPM_SOLVER
 from .edm import COSINE_DPM_SOLVER, EDM_DPM_SOLVER, EDM_EULER
+from .er_sde import ER_SDE
 from .euler import EULER, EULER_ANCESTRAL
 from .flow_heun import FLOW_HEUN
 from .flow_lcm import FLOW_LCM
@@ -21,10 +22,12 @@ from .flow_sde import FLOW_SDE
 from .flow_unipc import FLOW_UNIPC, SGLANG_UNIPC
 from .helios import HELIOS, HELIOS_DMD, SGLANG_HELIOS
 from .heun import HEUN
+from .heunpp import HEUNPP
 from .hunyuan3d import HUNYUAN3D_CONSISTENCY, HUNYUAN3D_FLOW_MATCH
 from .inverse import DDIM_INVERSE, DPM_INVERSE
 from .ipndm import IPNDM
 from .k_dpm import DPM_FAST, DPMPP_2S_ANCESTRAL, DPMPP_3M_SDE
+from .k_multistep import GRADIENT_ESTIMATION, IPNDM_VARIABLE_STEP
 from .kdpm2 import KDPM2, KDPM2_ANCESTRAL
 from .lcm import LCM_SPEC, TCD_SPEC
 from .lms import LMS
@@ -32,7 +35,9 @@ from .ltx_rf import LTX_RF
 from .passthrough import PASSTHROUGH
 from .piflow import PIFLOW, SGLANG_PIFLOW
 from .pndm import PNDM
+from .res import RES_MULTISTEP, RES_MULTISTEP_ANCESTRAL
 from .sa_solver import SA_SOLVER
+from .seeds import SEEDS_2, SEEDS_3
 from .self_forcing import SELF_FORCING, SGLANG_FLOW_MATCH
 from .sglang_dpm import SGLANG_DPM_SOLVER
 from .sglang_flow import MOSS_IMAGE, SGLANG_FLOW_MATCH_EULER, SGLANG_LTX2_FLOW_MATCH
@@ -93,6 +98,14 @@ SPECS: dict[type, Spec] = {
         DPMPP_2S_ANCESTRAL,
         DPMPP_3M_SDE,
         DPM_FAST,
+        ER_SDE,
+        GRADIENT_ESTIMATION,
+        IPNDM_VARIABLE_STEP,
+        HEUNPP,
+        RES_MULTISTEP,
+        RES_MULTISTEP_ANCESTRAL,
+        SEEDS_2,
+        SEEDS_3,
     )
 }
 #: Every config of every table, by case id ("DPMSolverMultistep-sd1.5-dpm-2m").
