@@ -779,10 +779,13 @@ def as_diffusers(scheduler: Any) -> _DropIn:
     else:
         sglangs = any(cls.__module__.startswith("sglang.") for cls in type(scheduler).__mro__)
         functional = from_sglang(scheduler) if sglangs else from_diffusers(scheduler)
-        config = dict(scheduler.config)
+        config = dict(scheduler.config) if isinstance(scheduler, diffusers.ConfigMixin) else {}
     drop_in = drop_in_class(type(functional))
     if drop_in is None:
         raise NotImplementedError(f"as_diffusers: {type(functional).__name__} has no drop-in yet.")
+    if not issubclass(drop_in, diffusers.ConfigMixin):  # sglang's MOVA and Helios classes: constructor options only
+        taken = inspect.signature(drop_in.__init__).parameters  # (MOVA's pair post-processing: set by its stage)
+        return drop_in(**{key: value for key, value in to_diffusers_config(functional).items() if key in taken})
     result = drop_in.from_config({**config, **to_diffusers_config(functional)})
     result.register_to_config(**registered_config(functional))  # keys no constructor takes (Cosmos 2's sigma range)
     for method, value in set_by_calls(functional).items():  # options set by a method (FlowMatchEuler's set_shift)

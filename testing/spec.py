@@ -176,8 +176,8 @@ class Spec:
     #: step, gives the noise that reproduces what it drew. None: drawn from the driver's generator as the reference
     #: draws from its own.
     reference_noise: Callable[..., torch.Tensor] | None = None
-    #: Whether the suite's drop-in columns drive its drop-in (`step(model_output, t, sample)`); False where the
-    #: drop-in's `step` takes more from its caller (CogVideoXDPM: the previous x0 and timestep), tested on its own.
+    #: Whether the suite's drop-in columns drive its drop-in; False where the drop-in's `step` takes more from its
+    #: caller than `drop_in_step` can give (CogVideoXDPM: the previous x0 and timestep), tested on its own.
     drop_in_columns: bool = True
     #: Whether a step's sample depends on the model's output; False for a pass-through (sglang's ComfyUI mode, whose
     #: step returns the sample as given), where differentiating a loop through the model (the checkpointed loop's
@@ -201,6 +201,24 @@ class Spec:
     #: (`parity.loop_parity_run`); the columns that need a scheduler object of diffusers' API (`reference`, None by
     #: default with a loop) are not generated.
     reference_loop: Callable[..., torch.Tensor] | None = None
+    #: The drop-in columns' reference where `reference` is not the class the drop-in replaces (an adapter giving the
+    #: core's parity columns diffusers' API over it): `drop_in_reference(cls, options)` builds `cls` from a config's
+    #: options as its pipelines build it, called with that class (`adapters.drop_in.reference_class`: diffusers' or
+    #: sglang's own) and with the drop-in alike. None: `reference` is that class, the drop-in built as
+    #: `built_as_diffusers` builds it. Whether the class has a diffusers config (`save_config`, `from_config`), and
+    #: whether its `step` takes `return_dict` or returns a bare tensor, the columns read off the class itself.
+    drop_in_reference: Callable[[type, Mapping[str, Any]], Any] | None = None
+    #: How a pipeline sets the schedule of the drop-in and of its reference, where not as
+    #: `set_timesteps(**schedule kwargs)`: `drop_in_schedule(scheduler, options, kwargs)` with the config's options and
+    #: the schedule's `reference_kwargs` (Helios' pyramid stage, an argument of `set_timesteps`; MOVA's stage, the
+    #: pair's post-processing after `set_timesteps`).
+    drop_in_schedule: Callable[[Any, Mapping[str, Any], dict[str, Any]], None] | None = None
+    #: How a pipeline steps the drop-in and its reference, where not as `step(model_output, timestep, sample,
+    #: return_dict=..., generator=..., **step options)`: `drop_in_step(scheduler, options, model_output, timestep,
+    #: sample, return_dict=..., **kwargs)` returns what the pipeline's call returns (MOVA's `step_from_to` between a
+    #: column's timesteps, a bare tensor; Helios-Distilled's DMD arguments); `kwargs` are what the column passes
+    #: (`generator`, the step options).
+    drop_in_step: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.configs:

@@ -1,9 +1,8 @@
-"""MOVA's sglang schedulers' drop-ins (`FlowMatchScheduler`, `FlowMatchPairScheduler`) against sglang's own objects.
-
-sglang's classes are no diffusers ConfigMixins and MOVA's loop steps with `step_from_to` on a pair of columns, so the
-suite's drop-in columns (diffusers' `step(model_output, t, sample)` API, a config) do not drive them
-(`drop_in_columns=False` in tests/specs/self_forcing.py and flow_pair.py): MOVA's stage and loop are replayed here on
-both objects, bit for bit.
+"""MOVA's sglang schedulers' drop-ins (`FlowMatchScheduler`, `FlowMatchPairScheduler`) against sglang's own objects,
+beyond the conformance suite's drop-in columns (which hold them to sglang's classes in every spec config, stepped as
+MOVA steps them: tests/specs/self_forcing.py, flow_pair.py): what those cannot express, bit for bit: `set_timesteps`'
+other arguments (`denoising_strength`, `shift`, `dynamic_shift_len`), `to_final`, `set_shift`, both modalities of one
+pair object through MOVA's loop in bfloat16, and what the pair refuses.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)]
+# The suite's columns run MOVA's loop with float32 latents (float32 and bfloat16 model outputs): here bfloat16 latents.
+HALF = [(torch.bfloat16, torch.bfloat16)]
 TABLES = ("timesteps", "sigmas", "train_timesteps", "train_sigmas")
 
 
@@ -33,25 +34,6 @@ def same_tables(reference: Any, ours: Any, names: tuple[str, ...] = TABLES) -> N
     for name in names:
         theirs, mine = getattr(reference, name), getattr(ours, name)
         assert mine.dtype == theirs.dtype and torch.equal(mine, theirs), name
-
-
-def test_drop_ins_are_sglangs_classes() -> None:
-    """Subclasses of sglang's classes with their signatures, attributes (options), no config, and the mapping."""
-    import inspect
-
-    for name in ("FlowMatchScheduler", "FlowMatchPairScheduler"):
-        reference, ours = pair(name, {"shift": 5.0, "num_inference_steps": 7})
-        assert isinstance(ours, type(reference)) and type(ours).__name__ == name
-        for method in ("__init__", "set_timesteps", "step"):
-            assert inspect.signature(getattr(type(ours), method)) == inspect.signature(getattr(type(reference), method))
-        for attribute in ("shift", "sigma_min", "num_train_timesteps", "exponential_shift_mu", "order"):
-            assert getattr(ours, attribute) == getattr(reference, attribute), attribute
-        for attribute in ("config", "step_index", "begin_index", "num_inference_steps", "set_begin_index"):
-            assert hasattr(ours, attribute) == hasattr(reference, attribute), attribute
-        same_tables(reference, ours)
-        assert from_sglang(ours) == from_sglang(reference)
-        with pytest.raises(TypeError):
-            type(ours)(not_an_option=1)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +53,7 @@ def test_flow_match_drop_in_steps_as_sglang(
     """`set_timesteps(n, denoising_strength, shift, dynamic_shift_len)`, every step of a loop, `to_final`, `set_shift`
     and `add_noise`, bit for bit in sglang's dtype."""
     reference, ours = pair("FlowMatchScheduler", options)
-    for kwargs in ({}, {"denoising_strength": 0.6}, {"shift": 2.0}, {"dynamic_shift_len": 4096}):
+    for kwargs in ({"denoising_strength": 0.6}, {"shift": 2.0}, {"dynamic_shift_len": 4096}):
         reference.set_timesteps(12, **kwargs)
         ours.set_timesteps(12, **kwargs)
         same_tables(reference, ours)
@@ -112,7 +94,7 @@ MOVA_CASES = [
 
 
 @pytest.mark.parametrize(("options", "dual", "steps"), MOVA_CASES, ids=["mova", "dual-8-2", "strength", "exp", "none"])
-@pytest.mark.parametrize(("sample_dtype", "model_dtype"), DTYPES)
+@pytest.mark.parametrize(("sample_dtype", "model_dtype"), HALF)
 def test_pair_drop_in_runs_movas_loop_as_sglang(
     options: dict[str, Any],
     dual: dict[str, Any] | None,

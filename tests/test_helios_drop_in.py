@@ -3,18 +3,18 @@ Helios' pipelines drive them: the base pipeline's one stage (custom sigmas, dyna
 stages (`set_timesteps(n, stage_index, device, mu, is_amplify_first_chunk)`, one object across stages) and
 Helios-Distilled's DMD steps (`cur_sampling_step`, `dmd_noisy_tensor`, the scheduler's own tables).
 
-The conformance specs (tests/specs/helios.py) hold the core classes to adapters whose `set_timesteps` takes the stage as
-config; the drop-ins are diffusers' classes themselves (`drop_in_columns=False` there), so they are held here to every
-output, the whole `step` return and every attribute a pipeline reads, after every step.
+The conformance suite's drop-in columns hold the drop-ins to the libraries' classes in every spec config, each config
+one stage set as the pipelines set it (tests/specs/helios.py: API, config, loops, read-outs); held here is what they
+cannot express: one object across a pyramid's stages, bfloat16 latents, sglang's config rewritten after construction
+(`init_sigmas_for_each_stage`), every output, the whole `step` return and every attribute a pipeline reads after every
+step, and the DMD step's refusal of another scheduler's tables.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import diffusers
-import numpy as np
 import pytest
 import torch
 
@@ -50,20 +50,16 @@ def attributes(reference: Any, ours: Any, names: tuple[str, ...], when: str) -> 
 
 
 UNIPC_RUNS = [
-    # (options, set_timesteps calls): the base pipeline, the pyramid pipeline's three stages, corners.
-    (
-        {"stages": 1, "use_dynamic_shifting": True, "time_shift_type": "exponential"},
-        [{"num_inference_steps": 8, "sigmas": np.linspace(0.999, 0.0, 9)[:-1], "mu": MU}],
-    ),
+    # (options, set_timesteps calls): the pyramid pipeline's three stages on one object, Euler's, a corner no spec
+    # config has (the base pipeline's one stage and the others: the suite's columns).
     ({"use_dynamic_shifting": True}, [{"num_inference_steps": 8, "stage_index": i, "mu": MU} for i in range(3)]),
     ({"scheduler_type": "euler"}, [{"num_inference_steps": 6, "stage_index": i} for i in range(3)]),
-    ({"solver_order": 3}, [{"num_inference_steps": 12, "stage_index": 1}]),
     ({"lower_order_final": False, "disable_corrector": [0, 2]}, [{"num_inference_steps": 6, "stage_index": 1}]),
 ]
 DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)]
 
 
-@pytest.mark.parametrize(("options", "calls"), UNIPC_RUNS, ids=["base", "pyramid", "euler", "order3", "no-lof"])
+@pytest.mark.parametrize(("options", "calls"), UNIPC_RUNS, ids=["pyramid", "euler", "no-lof"])
 @pytest.mark.parametrize(("sample_dtype", "model_dtype"), DTYPES)
 def test_helios_drop_in_steps_as_diffusers(
     options: dict[str, Any], calls: list[dict[str, Any]], sample_dtype: torch.dtype, model_dtype: torch.dtype
@@ -93,17 +89,16 @@ def test_helios_drop_in_steps_as_diffusers(
 
 
 DMD_RUNS = [
-    # Helios-Distilled: linear shift, the first chunk amplified in stage 0; then one stage and a dynamic shift.
+    # Helios-Distilled: linear shift, the first chunk amplified in stage 0; then a dynamic shift; three stages each.
     (
         {"time_shift_type": "linear"},
         [{"num_inference_steps": 3, "stage_index": i, "is_amplify_first_chunk": i == 0} for i in range(3)],
     ),
-    ({"stages": 1, "shift": 3.0}, [{"num_inference_steps": 4}]),
     ({"use_dynamic_shifting": True}, [{"num_inference_steps": 3, "stage_index": i, "mu": 1.0} for i in range(3)]),
 ]
 
 
-@pytest.mark.parametrize(("options", "calls"), DMD_RUNS, ids=["distilled", "one-stage", "dynamic"])
+@pytest.mark.parametrize(("options", "calls"), DMD_RUNS, ids=["distilled", "dynamic"])
 @pytest.mark.parametrize(("sample_dtype", "model_dtype"), DTYPES)
 def test_helios_dmd_drop_in_steps_as_diffusers(
     options: dict[str, Any], calls: list[dict[str, Any]], sample_dtype: torch.dtype, model_dtype: torch.dtype
@@ -144,22 +139,17 @@ def test_helios_dmd_drop_in_steps_as_diffusers(
 
 
 def test_helios_drop_ins_api() -> None:
-    """diffusers' names, signatures, config and what the classes lack (Helios has no add_noise); `from_diffusers` of
-    a drop-in maps as of diffusers' object; another table than its own in a DMD step is refused by name."""
+    """What the classes lack (Helios has no add_noise); `from_diffusers` of a drop-in maps as of diffusers' object;
+    another table than its own in a DMD step is refused by name."""
     for name in ("HeliosScheduler", "HeliosDMDScheduler"):
         reference_class, ours_class = getattr(diffusers, name), drop_in.DROP_INS[name]
-        assert issubclass(ours_class, reference_class)
-        for method in ("__init__", "set_timesteps", "step"):
-            assert inspect.signature(getattr(ours_class, method)) == inspect.signature(getattr(reference_class, method))
         reference, ours = (
             reference_class(stages=2, stage_range=[0, 0.5, 1], gamma=0.5),
             ours_class(stages=2, stage_range=[0, 0.5, 1], gamma=0.5),
         )
-        assert dict(ours.config) == dict(reference.config)
         assert from_diffusers(ours) == from_diffusers(reference)
-        for attribute in ("add_noise", "init_noise_sigma", "order"):
+        for attribute in ("add_noise", "init_noise_sigma"):
             assert hasattr(ours, attribute) == hasattr(reference, attribute), (name, attribute)
-        assert type(drop_in.as_diffusers(reference)) is ours_class
     ours = drop_in.DROP_INS["HeliosDMDScheduler"]()
     ours.set_timesteps(3, 0)
     x = torch.ones(1, 2, 1, 2, 2)
@@ -186,9 +176,8 @@ def sglang_pair(options: dict[str, Any], rewrite: dict[str, Any] | None) -> tupl
 
 DYNAMIC = {"use_dynamic_shifting": True, "time_shift_type": "exponential"}
 SGLANG_RUNS = [
-    # Helios-Base (one stage, custom sigmas), Helios-Mid (three UniPC stages), Helios-Distilled (three DMD stages, the
-    # first chunk amplified), and Euler stages.
-    (DYNAMIC, None, [{"num_inference_steps": 8, "sigmas": np.linspace(0.999, 0.0, 9)[:-1], "mu": MU}]),
+    # Helios-Mid (three UniPC stages), Helios-Distilled (three DMD stages, the first chunk amplified), and Euler stages,
+    # each with the config rewritten as sglang's pipeline rewrites it (Helios-Base's one stage: the suite's columns).
     (
         DYNAMIC,
         {"stages": 3, "scheduler_type": "unipc", "gamma": 1 / 3},
@@ -204,7 +193,7 @@ SGLANG_RUNS = [
 
 
 @pytest.mark.skipif(not drop_in.SGLANG_DROP_INS, reason="sglang's wheel is not installed")
-@pytest.mark.parametrize(("options", "rewrite", "calls"), SGLANG_RUNS, ids=["base", "mid", "distilled", "euler"])
+@pytest.mark.parametrize(("options", "rewrite", "calls"), SGLANG_RUNS, ids=["mid", "distilled", "euler"])
 @pytest.mark.parametrize(("sample_dtype", "model_dtype"), DTYPES)
 def test_sglang_helios_drop_in_runs_sglangs_pipelines(
     options: dict[str, Any],

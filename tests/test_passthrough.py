@@ -1,5 +1,8 @@
 """`ComfyUIPassThrough` beyond the conformance suite: sglang's schedule rules (a list truncated, a tensor's dtype
-kept, one timestep 0 for a step count) and what its step hands back."""
+kept, one timestep 0 for a step count) and what its step hands back; of the drop-in (which the suite's drop-in columns
+hold to sglang's class in every spec config: API, config, loops, read-outs), what they cannot express: sglang's
+ComfyUI stage (its writes of `_step_index` and `_begin_index`, more calls than the table holds, `set_shift`), another
+batch size per call, and the mapping of the drop-in itself."""
 
 from __future__ import annotations
 
@@ -84,12 +87,7 @@ def test_drop_in_runs_as_sglangs_comfyui_stage(kwargs: dict) -> None:
     """sglang's denoising stage around a ComfyUI request, twice on one object: `_step_index`/`_begin_index` written
     None, `set_begin_index(0)`, a step per timestep (`return_dict` alternating), and more calls than the table holds
     (ComfyUI calls once per model evaluation); every read-out and output as sglang's."""
-    import inspect
-
     reference, ours = _pair(num_train_timesteps=1000)
-    assert inspect.signature(type(ours).step) == inspect.signature(type(reference).step)
-    assert inspect.signature(type(ours).set_timesteps) == inspect.signature(type(reference).set_timesteps)
-    assert isinstance(ours, type(reference))
     _same_read_outs(reference, ours)
     sample = torch.randn(2, 4, 3, 3)
     for _ in range(2):
@@ -127,15 +125,7 @@ def test_drop_in_steps_before_set_timesteps_and_on_another_batch() -> None:
         _same_read_outs(reference, ours)
 
 
-def test_drop_in_config_and_mapping() -> None:
-    """The config is sglang's (its `args` and `**kwargs` keys as sglang registers them); `from_sglang` and
-    `as_diffusers` map it both ways; sglang's `args` (taken and never read) is refused by name."""
-    from functional_sched.adapters import drop_in
-
+def test_drop_in_maps_as_sglangs() -> None:
+    """`from_sglang` of the drop-in is that of sglang's object (its config as sglang registers it)."""
     reference, ours = _pair(num_train_timesteps=2000)
-    assert dict(ours.config) == dict(reference.config)
     assert from_sglang(ours) == from_sglang(reference) == fs.ComfyUIPassThrough(num_train_timesteps=2000)
-    assert type(drop_in.as_diffusers(reference)) is type(ours)
-    assert drop_in.as_diffusers(fs.ComfyUIPassThrough(num_train_timesteps=2000)).config.num_train_timesteps == 2000
-    with pytest.raises(NotImplementedError, match="option args=5"):
-        type(ours)(args=5)

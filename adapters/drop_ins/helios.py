@@ -9,8 +9,11 @@ this_order)`, or `HeliosSchedulerOutput` with them) and its solver history reads
 `timestep_list`, `lower_order_nums`, `last_sample`, `this_order`); Euler's returns `(prev_sample,)`. DMD's `step`
 takes what the pipeline passes: `dmd_noisy_tensor` is the noise the step renoises with (the stage's start point);
 `dmd_sigmas`, `dmd_timesteps` and `all_timesteps` must be this scheduler's own tables (they are, in diffusers'
-pipeline) and `cur_sampling_step` its step count; its `add_noise` (which takes the tables) is diffusers'. Not
-mirrored: `HeliosScheduler.step_unipc`'s external history arguments (no pipeline passes them).
+pipeline); the step is at `cur_sampling_step`, whatever came before (the libraries keep no DMD count); its `add_noise`
+(which takes the tables) is diffusers'. As the libraries, `set_begin_index` is kept and read nowhere (steps count
+from 0), Euler and DMD steps take a sample of another shape mid-loop, and tables edited in place are stepped from
+exactly (the edited sigmas exposed as written). Not mirrored: `HeliosScheduler.step_unipc`'s external history
+arguments (no pipeline passes them).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from diffusers.schedulers.scheduling_helios_dmd import HeliosDMDSchedulerOutput
 import functional_sched as fs
 from functional_sched.adapters.diffusers import options_for
 from functional_sched.adapters.drop_in import UniPCMultistepScheduler, _DropIn, _Multistep
+from functional_sched.machinery import host
+from functional_sched.machinery.plan import single_plan
 from functional_sched.schedulers.helios import exact_sigmas
 
 
@@ -42,6 +47,7 @@ class _Helios(_DropIn):
         is_amplify_first_chunk: bool = False,
     ) -> None:
         self._remap()
+        self._ignored_begin = None
         if stage_index is None and self.config.stages > 1:
             raise ValueError(f"{type(self).__name__}.set_timesteps: stages={self.config.stages} needs a stage_index.")
         self._helios_steps = num_inference_steps  # diffusers' attribute: the count as given (DMD's one more)
@@ -71,13 +77,51 @@ class _Helios(_DropIn):
         return exact_sigmas(plan)[0]
 
     def _planned_sigmas(self, exposed: torch.Tensor) -> torch.Tensor:
-        return exposed.to(torch.float32)
+        return exposed  # in the reference's dtype: float64 tables keep their exact sigmas (`_on_edited_tables`)
+
+    def _on_edited_tables(self, state: Any, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Any:
+        """The plan of the edited tables as Helios plans its own (`_build_plan`: the coefficients formed from the
+        tables in their dtype, each step's exact sigma kept), then rounded to the state's plan dtype."""
+        functional, dtype = self._functional, state.plan.coefficients.dtype
+        with host.plain():
+            timesteps, sigmas = timesteps.detach().cpu().clone(), sigmas.detach().cpu()
+            plan = single_plan(timesteps, sigmas.to(dtype), functional._table(timesteps, sigmas).to(dtype))
+        return functional._carried(state, host.HostPlan(plan, functional.fingerprint, None))
+
+    def _with_table_edits(self, state: Any) -> Any:
+        """`_DropIn`'s, the edited sigmas then exposed as written (the plan's exact table ends in 0, whatever the
+        final sigma was edited to)."""
+        if "sigmas" not in self._edited_tables():
+            return super()._with_table_edits(state)
+        edited = self._tables["sigmas"].clone()
+        state = super()._with_table_edits(state)
+        self._tables["sigmas"] = edited
+        self._versions["sigmas"] = edited._version
+        return state
 
     def _index_for_timestep(self, timestep: Any, schedule_timesteps: torch.Tensor | None = None) -> int:
         return 0  # diffusers' Helios steps count from 0, whatever timestep they are called at
 
+    # The libraries keep a begin index and read it nowhere (their steps count from 0): kept apart from the drop-in's.
+    _ignored_begin: int | None = None
+
+    @property
+    def begin_index(self) -> int | None:
+        return self._ignored_begin
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        self._ignored_begin = begin_index
+
     def _core_sample(self, sample: torch.Tensor, state: Any, out_dtype: torch.dtype) -> torch.Tensor:
         return sample if state is None else sample.to(state.history[0].dtype)
+
+    def _with_edits(self, state: Any, work: torch.Tensor) -> Any:
+        """Euler and DMD steps keep nothing between steps: a sample that changed shape (ChronoEdit's frames sliced
+        mid-loop) steps on from a fresh state at the same step, as the libraries' do; UniPC's history as `_Multistep`
+        takes its edits."""
+        if self._functional.scheduler_type != "unipc" and tuple(state.history[0].shape) != tuple(work.shape):
+            state = self._started(work, self._functional.steps_taken(state))
+        return super()._with_edits(state, work)
 
     # ------------------------------------------------------------------------------------------------ DMD
     _start_point: torch.Tensor | None = None
@@ -94,12 +138,19 @@ class _Helios(_DropIn):
         dmd_sigmas: torch.Tensor | None,
         dmd_timesteps: torch.Tensor | None,
     ) -> Any:
-        """A DMD step as the pipelines call it: x0 at this step, renoised toward the stage's start point
-        (`dmd_noisy_tensor`) at the next one (the last returns x0); the tables must be this scheduler's own."""
+        """A DMD step as the pipelines call it: x0 at step `cur_sampling_step`, renoised toward the stage's start point
+        (`dmd_noisy_tensor`) at the next one (the last returns x0); the tables must be this scheduler's own. The step
+        is the pipeline's count's, as the libraries' (which keep no count): whatever this object stepped before (a
+        begin index, a timestep's look-up), a step at another count starts a fresh state there."""
         owner = f"{type(self).__name__}.step"
-        taken = 0 if self._state is None else self._functional.steps_taken(self._state)
-        if cur_sampling_step != taken:
-            raise ValueError(f"{owner}: cur_sampling_step={cur_sampling_step}, but this is step {taken}.")
+        if self._plan is not None and not 0 <= cur_sampling_step < len(self.timesteps):
+            steps = len(self.timesteps)
+            raise ValueError(f"{owner}: cur_sampling_step={cur_sampling_step} is outside the {steps} steps.")
+        if self._plan is not None and (
+            self._state is None or self._functional.steps_taken(self._state) != cur_sampling_step
+        ):
+            self._state = self._started(sample, cur_sampling_step)
+        taken = cur_sampling_step
         for name, table in (("dmd_sigmas", dmd_sigmas), ("dmd_timesteps", dmd_timesteps)):
             own = self.sigmas if name == "dmd_sigmas" else self.timesteps
             if table is None or not torch.equal(table.to(own.device), own):

@@ -50,6 +50,7 @@ if sglang.available():
         _functional_class: ClassVar[type] = SglangHelios
         _output_class = _MODULE.HeliosSchedulerOutput
         init_noise_sigma = property(doc="none")  # type: ignore[assignment]  # sglang's has none
+        add_noise = _MODULE.HeliosScheduler.add_noise  # sglang's own (it takes the tables), not `_Multistep`'s
 
         def _configure(self, **options: Any) -> None:
             reference = self._diffusers_class(**options)  # sglang's checks; its config object and stage tables

@@ -94,13 +94,15 @@ if sglang.available():
             out_dtype = torch.promote_types(torch.promote_types(sample.dtype, model_output.dtype), torch.float32)
             work = sample.to(out_dtype)
             index = self._rows_index(timestep, sample.shape[0], sample.device)
-            state = self._functional.init(self.num_inference_steps, sample=work)
+            state = self._functional.init(int(self._plan.timesteps.shape[1]), sample=work)
             prev_sample, _ = self._functional.step(state.replace(step_index=index), model_output, work)
             return (prev_sample,) if not return_dict else self._output_class(prev_sample=prev_sample)
 
         @property
         def num_inference_steps(self) -> int:
-            return int(self._plan.timesteps.shape[1])
+            # sglang's object sets no such attribute: diffusers' ConfigMixin reads it from the config (the
+            # constructor's count), whatever `set_timesteps` planned since.
+            return self.config.num_inference_steps
 
         def add_noise(
             self, original_samples: torch.Tensor, noise: torch.Tensor, timestep: torch.Tensor
@@ -118,3 +120,16 @@ if sglang.available():
 
         def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
             return sample
+
+        # What sglang's instance lacks (it counts no steps) and the base drop-in would add.
+        @property
+        def step_index(self) -> int | None:  # type: ignore[override]
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'step_index'")
+
+        @property
+        def begin_index(self) -> int | None:  # type: ignore[override]
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'begin_index'")
+
+        @property
+        def set_begin_index(self) -> Any:  # type: ignore[override]
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute 'set_begin_index'")

@@ -100,6 +100,33 @@ def pair_reference(options: Mapping[str, Any]) -> Any:
     return pair_reference_class()(**options)
 
 
+# ------------------------------------------------------------------------- the drop-in columns: sglang's class as MOVA
+def mova_built(cls: type, options: Mapping[str, Any]) -> Any:
+    """sglang's class (or the drop-in) built as MOVA builds it: the constructor's options only."""
+    return cls(**{name: value for name, value in options.items() if name in MOVA_LINSPACE})
+
+
+def mova_schedule(scheduler: Any, options: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    """MOVA's timestep stage: `set_timesteps(n, denoising_strength, shift=scheduler.shift)`, then the pair's
+    post-processing by name (or none)."""
+    strength = options.get("denoising_strength", 1.0)
+    scheduler.set_timesteps(kwargs["num_inference_steps"], denoising_strength=strength, shift=scheduler.shift)
+    name = options.get("pair_postprocess")
+    given = {key: options[key] for key in DUAL_SIGMA_SHIFT if options.get(key) is not None}
+    scheduler.set_pair_postprocess_by_name(name, **(given if name is not None else {}))
+
+
+def mova_step(
+    scheduler: Any, options: Mapping[str, Any], model_output: Any, timestep: Any, sample: Any, **_: Any
+) -> torch.Tensor:
+    """MOVA's loop step at the table's timestep nearest `timestep`: `step_from_to` from the modality's column entry to
+    the next (None past the last), a bare tensor."""
+    index = int(torch.argmin((scheduler.timesteps - timestep).abs()))
+    column = scheduler.get_pairs("timesteps")[:, 0 if options.get("modality", "visual") == "visual" else 1]
+    following = column[index + 1] if index + 1 < len(column) else None
+    return scheduler.step_from_to(model_output, column[index], following, sample)
+
+
 #: MOVA (sglang's test/unit/test_mova_denoising_loop.py builds FlowMatchPairScheduler(shift=5.0); configs/sample/mova.py
 #: sets dual_sigma_shift with visual and audio shift 5.0; 50 steps).
 MOVA = {"shift": 5.0, "pair_postprocess": "dual_sigma_shift", "visual_shift": 5.0, "audio_shift": 5.0}
@@ -125,7 +152,9 @@ FLOW_PAIR = Spec(
         # sglang's constructor raises TypeError (math.exp(None)) building its training grid.
         Refusal("exponential-shift-without-mu", {"exponential_shift": True}, "needs exponential_shift_mu"),
     ),
-    # The drop-in is sglang's class (no config, MOVA's `step_from_to` on a pair of columns): tests/test_flow_pair.py
-    # replays MOVA's stage and loop on it and on sglang's own object.
-    drop_in_columns=False,
+    # The drop-in columns hold the drop-in to sglang's class itself (no config), stepped as MOVA steps it
+    # (`step_from_to` on a column of the pair).
+    drop_in_reference=mova_built,
+    drop_in_schedule=mova_schedule,
+    drop_in_step=mova_step,
 )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,6 +159,97 @@ def reference(library: str, name: str) -> Any:
     return lambda options: reference_class(library, name)(**options)
 
 
+# --------------------------------------------------------------- drop-in columns: the classes as the pipelines use them
+#: The options of ours that are arguments of the libraries' `set_timesteps` (`step_argument` options).
+STAGE = ("stage_index", "is_amplify_first_chunk")
+
+
+def helios_built(cls: type, options: Mapping[str, Any]) -> Any:
+    """The library's class (or the drop-in) built with the config's options but the stage, which `set_timesteps`
+    takes."""
+    return cls(**{name: value for name, value in options.items() if name not in STAGE})
+
+
+def helios_schedule(scheduler: Any, options: Mapping[str, Any], kwargs: dict[str, Any]) -> None:
+    """The pipelines' `set_timesteps(n, stage_index, sigmas=, mu=, is_amplify_first_chunk=)` (the count of custom
+    sigmas where they are given)."""
+    steps = kwargs.get("num_inference_steps") or len(kwargs["sigmas"])
+    stage = {name: options[name] for name in STAGE if name in options}
+    scheduler.set_timesteps(
+        steps,
+        stage.get("stage_index", 0),
+        sigmas=kwargs.get("sigmas"),
+        mu=kwargs.get("mu"),
+        **{key: value for key, value in stage.items() if key != "stage_index"},
+    )
+    _DMD_STEPS.pop(scheduler, None)
+
+
+def helios_step(
+    scheduler: Any,
+    options: Mapping[str, Any],
+    model_output: torch.Tensor,
+    timestep: Any,
+    sample: torch.Tensor,
+    return_dict: bool = True,
+    generator: torch.Generator | None = None,
+    **step_options: Any,
+) -> Any:
+    """A UniPC or Euler step as the pipelines call it (the stage made the schedule: no step options); a DMD step with
+    what Helios-Distilled passes (`dmd_step`)."""
+    if options.get("scheduler_type") == "dmd":
+        return dmd_step(scheduler, options, model_output, timestep, sample, return_dict, generator)
+    takes = inspect.signature(scheduler.step).parameters
+    extra = {"generator": generator} if "generator" in takes and generator is not None else {}
+    return scheduler.step(model_output, timestep, sample, return_dict=return_dict, **extra)
+
+
+#: The DMD loop's step count of each scheduler since its `set_timesteps` (Helios-Distilled's `cur_sampling_step`).
+_DMD_STEPS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def dmd_step(
+    scheduler: Any,
+    options: Mapping[str, Any],
+    model_output: torch.Tensor,
+    timestep: Any,
+    sample: torch.Tensor,
+    return_dict: bool = True,
+    generator: torch.Generator | None = None,
+    **step_options: Any,
+) -> Any:
+    """Helios-Distilled's DMD step: `cur_sampling_step` the loop's count (from the first timestep's place in the
+    table), `dmd_noisy_tensor` the renoising noise (drawn from `generator`, or a fixed seed,
+    in the model output's dtype; none at the last step), the scheduler's own tables; the sample viewed with a frame
+    dim (the DMD sigmas are shaped for 5-D video latents)."""
+    index = _DMD_STEPS.get(scheduler)
+    if index is None:  # a loop starting mid-table: the place of its first timestep (the nearest in the table)
+        index = int(torch.argmin((scheduler.timesteps.double() - torch.as_tensor(timestep).double()).abs()))
+    _DMD_STEPS[scheduler] = index + 1
+    noise = None
+    if index < len(scheduler.timesteps) - 1:
+        generator = generator if generator is not None else torch.Generator().manual_seed(index)
+        noise = fs.randn_tensor(tuple(sample.shape), generator=generator, dtype=model_output.dtype)
+    view = (lambda x: x.unsqueeze(2)) if sample.dim() != 5 else (lambda x: x)
+    out = scheduler.step(
+        view(model_output),
+        timestep,
+        view(sample),
+        return_dict=return_dict,
+        cur_sampling_step=index,
+        dmd_noisy_tensor=None if noise is None else view(noise),
+        dmd_sigmas=scheduler.sigmas,
+        dmd_timesteps=scheduler.timesteps,
+        all_timesteps=scheduler.timesteps,
+    )
+    squeezed = out.prev_sample if return_dict else out[0]
+    squeezed = squeezed.squeeze(2) if sample.dim() != 5 else squeezed
+    if return_dict:
+        out.prev_sample = squeezed
+        return out
+    return (squeezed, *out[1:])
+
+
 def exact(options: Mapping[str, Any], situation: str) -> bool:
     return situation == "float32"
 
@@ -200,9 +292,11 @@ SGLANG_HELIOS = Spec(
     ),
     unsupported={"thresholding": True, "predict_x0": False, "prediction_type": "epsilon", "use_flow_sigmas": False},
     reference_noises_as_it_steps=False,
-    # The drop-in is sglang's class itself (a plain config object the pipeline rewrites, the stage a `set_timesteps`
-    # argument): tests/test_helios_drop_in.py runs sglang's Helios stages on it and on sglang's own object.
-    drop_in_columns=False,
+    # The drop-in columns hold the drop-in to sglang's class (a plain config object; the stage a `set_timesteps`
+    # argument), as Helios' pipelines drive it.
+    drop_in_reference=helios_built,
+    drop_in_schedule=helios_schedule,
+    drop_in_step=helios_step,
 )
 
 HELIOS = Spec(
@@ -233,9 +327,11 @@ HELIOS = Spec(
         "solver_p": diffusers.DDIMScheduler(),
     },
     reference_noises_as_it_steps=False,
-    # The drop-in is diffusers' class itself (the stage an argument of `set_timesteps`, not config; UniPC's 4-tuple
-    # from `step`): tests/test_helios_drop_in.py drives it as Helios' pipelines do, against diffusers' own object.
-    drop_in_columns=False,
+    # The drop-in columns hold the drop-in to diffusers' class (the stage an argument of `set_timesteps`; UniPC's
+    # 4-tuple from `step`), as Helios' pipelines drive it.
+    drop_in_reference=helios_built,
+    drop_in_schedule=helios_schedule,
+    drop_in_step=helios_step,
 )
 
 HELIOS_DMD = Spec(
@@ -253,6 +349,9 @@ HELIOS_DMD = Spec(
     ),
     unsupported={"prediction_type": "epsilon", "use_flow_sigmas": False},
     reference_noises_as_it_steps=False,
-    # The drop-in takes the pipeline's DMD arguments with each step: tests/test_helios_drop_in.py drives it.
-    drop_in_columns=False,
+    # The drop-in columns hold the drop-in to diffusers' class (the stage an argument of `set_timesteps`), given
+    # Helios-Distilled's DMD arguments with each step.
+    drop_in_reference=helios_built,
+    drop_in_schedule=helios_schedule,
+    drop_in_step=dmd_step,
 )

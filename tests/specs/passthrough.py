@@ -27,8 +27,4 @@ PASSTHROUGH = Spec(
     unsupported={"args": 5},
     x0_is_models=lambda options: False,
     depends_on_model=False,
-    # The drop-in is sglang's class as its ComfyUI stage drives it (a step count kept across `set_timesteps`, from 0 at
-    # construction; no sigmas; a config `save_config` cannot write, `args` in it): the suite's drop-in columns assume
-    # diffusers' (step_index None until the first step), so tests/test_passthrough.py drives it against sglang's own.
-    drop_in_columns=False,
 )
