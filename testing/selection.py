@@ -4,12 +4,16 @@ A test of the suite takes one of: `case` (a spec and one of its configs), `spec`
 convergence orders) or `refusal` (a spec and one of its refusals). `SchedulerConformance.pytest_generate_tests`
 parametrises it over the suite's specs: the first applicable entry of each spec in the default run (and, with
 "representative", its first stochastic config too), the others marked `slow`, as the test's `@configs(...)` says.
+
+A costly column (a whole loop compiled, exported or rerun in a fresh interpreter) says `per_base=True`: the default run
+takes it on one class per machinery base (`machinery_base`: the first of the suite's specs on that base that the test
+applies to), the slow run on every other class, so `-m slow` still proves every column for every class.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import attrs
@@ -30,19 +34,22 @@ class Selection:
     which: str = "first"
     where: Predicate | None = None
     slow: bool = False  # every generated case is slow (a long grid, a second compile)
+    per_base: bool = False  # the default run takes one class per machinery base, the others only the slow run
 
 
 _DEFAULT = Selection()
 _ATTRIBUTE = "_conformance_selection"
 
 
-def configs(which: str = "first", *, where: Predicate | None = None, slow: bool = False) -> Callable[[Any], Any]:
+def configs(
+    which: str = "first", *, where: Predicate | None = None, slow: bool = False, per_base: bool = False
+) -> Callable[[Any], Any]:
     """Mark a conformance test's selection of cases (see the module docstring)."""
     if which not in ("first", "every", "representative"):
         raise ValueError(f"configs: which must be 'first', 'every' or 'representative', got {which!r}")
 
     def mark(test: Any) -> Any:
-        setattr(test, _ATTRIBUTE, Selection(which, where, slow))
+        setattr(test, _ATTRIBUTE, Selection(which, where, slow, per_base))
         return test
 
     return mark
@@ -108,29 +115,72 @@ def keeps_outputs_as_given(case: Case) -> bool:
     return converts_by_identity is not None and converts_by_identity()
 
 
+# ------------------------------------------------------------------------------------------------ machinery bases
+#: Where the machinery's bases live: a class's machinery base is its nearest ancestor defined under this package.
+BASES_PACKAGE = "functional_sched.schedulers"
+
+
+def machinery_base(scheduler: type, listed: Collection[type] = ()) -> type:
+    """The base whose machinery (state record, step, plan) `scheduler` runs on: its nearest ancestor defined in
+    `functional_sched.schedulers` that is not itself a listed class (of `fs.SCHEDULERS` or `listed`), as
+    `FlowMatchScheduler` for FlowMatchEulerDiscrete and SglangFlowMatchEulerDiscrete, `TwoCallScheduler` for Heun,
+    `KDiffusionScheduler` for k-diffusion's samplers. A class with no such base (a direct subclass of the machinery's
+    `Scheduler`, or a third party's class) runs on its own, or on that of the listed class it extends (SglangPiflow:
+    Piflow)."""
+    concrete = {*fs.SCHEDULERS, *listed}
+    for base in scheduler.__mro__[1:]:
+        if base.__module__.startswith(BASES_PACKAGE + ".") and base not in concrete:
+            return base
+    return [cls for cls in scheduler.__mro__ if cls is scheduler or cls in concrete][-1]
+
+
+def representatives(specs: Sequence[Spec]) -> set[str]:
+    """The names of the specs that run a `per_base` column in the default run: the first of `specs` on each
+    machinery base (the registry's order puts a base's most used class first)."""
+    listed = [spec.scheduler for spec in specs]
+    seen: set[type] = set()
+    names = set()
+    for spec in specs:
+        base = machinery_base(spec.scheduler, listed)
+        if base not in seen:
+            seen.add(base)
+            names.add(spec.name)
+    return names
+
+
 # --------------------------------------------------------------------------------------------------- generation
 def parametrize(metafunc: Any, specs: Sequence[Spec]) -> None:
     """Parametrise one test of the suite over `specs` (called from `pytest_generate_tests`)."""
     selection: Selection = getattr(metafunc.function, _ATTRIBUTE, _DEFAULT)
     names = metafunc.fixturenames
     if "case" in names:
-        entries = [[case for case in map(spec.case, spec.configs) if _applies(selection, case)] for spec in specs]
-        metafunc.parametrize("case", _params(entries, selection, lambda case: case.id))
+        cases = [[case for case in map(spec.case, spec.configs) if _applies(selection, case)] for spec in specs]
+        applicable = [spec for spec, entries in zip(specs, cases, strict=True) if entries]
+        fast = _fast_specs(selection, applicable)
+        metafunc.parametrize("case", _params(cases, selection, lambda case: case.id, fast))
         return
     # A test of a whole spec (or of its orders or refusals) applies where the spec's first config does.
     specs = [spec for spec in specs if _applies(selection, spec.case(spec.configs[0]))]
+    fast = _fast_specs(selection, specs)
     if "spec" in names:
-        metafunc.parametrize("spec", _params([[spec] for spec in specs], selection, lambda spec: spec.name))
+        metafunc.parametrize("spec", _params([[spec] for spec in specs], selection, lambda spec: spec.name, fast))
     elif "order" in names:
         entries = [[(spec, order) for order in spec.orders] for spec in specs]
-        metafunc.parametrize("order", _params(entries, selection, lambda pair: f"{pair[0].name}-{pair[1].id}"))
+        metafunc.parametrize("order", _params(entries, selection, lambda pair: f"{pair[0].name}-{pair[1].id}", fast))
     elif "refusal" in names:
         entries = [[(spec, refusal) for refusal in spec.refusals] for spec in specs]
-        metafunc.parametrize("refusal", _params(entries, selection, lambda pair: f"{pair[0].name}-{pair[1].id}"))
+        params = _params(entries, selection, lambda pair: f"{pair[0].name}-{pair[1].id}", fast)
+        metafunc.parametrize("refusal", params)
 
 
 def _applies(selection: Selection, case: Case) -> bool:
     return selection.where is None or selection.where(case)
+
+
+def _fast_specs(selection: Selection, applicable: Sequence[Spec]) -> set[str] | None:
+    """The names of the specs whose entries may run in the default run (None: every spec's), among the specs the test
+    applies to: with `per_base`, one per machinery base, so a base whose first class the test skips still has one."""
+    return representatives(applicable) if selection.per_base else None
 
 
 #: Marks the one placeholder of a test that applies to none of the suite's specs (no stochastic config, no drop-in):
@@ -138,7 +188,9 @@ def _applies(selection: Selection, case: Case) -> bool:
 NOT_APPLICABLE = "conformance_not_applicable"
 
 
-def _params(entries: Sequence[Sequence[Any]], selection: Selection, name: Callable[[Any], str]) -> list[Any]:
+def _params(
+    entries: Sequence[Sequence[Any]], selection: Selection, name: Callable[[Any], str], fast_specs: set[str] | None
+) -> list[Any]:
     if not any(entries):
         return [pytest.param(None, id="not-applicable", marks=getattr(pytest.mark, NOT_APPLICABLE))]
     params = []
@@ -147,7 +199,16 @@ def _params(entries: Sequence[Sequence[Any]], selection: Selection, name: Callab
         fast = chosen[:1]
         if selection.which == "representative":
             fast += [entry for entry in chosen if isinstance(entry, Case) and entry.stochastic][:1]
+        if fast_specs is not None and chosen and _spec_of(chosen[0]).name not in fast_specs:
+            fast = []  # a per_base column on a class its base's representative stands for: the slow run only
         for entry in chosen:
             slow = selection.slow or not any(entry is kept for kept in fast)
             params.append(pytest.param(entry, id=name(entry), marks=(pytest.mark.slow,) if slow else ()))
     return params
+
+
+def _spec_of(entry: Any) -> Spec:
+    """The spec of one entry of `_params`: a case's, a spec, or the spec of a (spec, order or refusal) pair."""
+    if isinstance(entry, Case):
+        return entry.spec
+    return entry if isinstance(entry, Spec) else entry[0]

@@ -12,7 +12,11 @@ import diffusers
 from specs import SPECS
 
 import functional_sched as fs
+from functional_sched.schedulers.flow_match import FlowMatchScheduler
+from functional_sched.schedulers.heun import TwoCallScheduler
+from functional_sched.schedulers.k_samplers import KDiffusionScheduler
 from functional_sched.testing import SchedulerConformance
+from functional_sched.testing.selection import machinery_base, representatives
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -31,6 +35,21 @@ class TestConformance(SchedulerConformance):
 
 def test_every_spec_is_of_a_listed_class() -> None:
     assert set(SPECS) == set(fs.SCHEDULERS)
+
+
+def test_costly_columns_take_one_class_per_machinery_base_by_default() -> None:
+    """The default run's compiled, exported and fresh-process columns (`per_base`) take the first listed class of each
+    machinery base: bases from the class hierarchy, so a newly listed class joins its base's group unnamed here."""
+    specs = registry_specs()
+    chosen = representatives(specs)
+    bases = {machinery_base(spec.scheduler) for spec in specs}
+    assert len(chosen) == len(bases) < len(specs)
+    assert {machinery_base(spec.scheduler) for spec in specs if spec.name in chosen} == bases
+    assert machinery_base(fs.HeunDiscrete) is machinery_base(fs.FlowMatchHeunDiscrete) is TwoCallScheduler
+    assert machinery_base(fs.SglangFlowMatchEulerDiscrete) is FlowMatchScheduler
+    assert machinery_base(fs.DPMSolverPlusPlus2SAncestral) is KDiffusionScheduler
+    assert machinery_base(fs.SglangPiflow) is fs.Piflow  # a direct subclass of `Scheduler` runs on its own
+    assert {"FlowMatchEulerDiscrete", "DPMSolverMultistep", "HeunDiscrete"} <= chosen
 
 
 def test_readme_coverage_table_is_true() -> None:

@@ -116,7 +116,7 @@ class Compile:
     def test_compiles_fullgraph_without_recompiles(self, case: Case) -> None:
         compiled_loop(case, "eager")
 
-    @configs("every")
+    @configs("every", per_base=True)  # fullgraph without recompiles on every class: the column above
     def test_compiles_with_inductor(self, case: Case) -> None:
         compiled_loop(case, "inductor")
 
@@ -133,7 +133,7 @@ class Compile:
             )
             assert torch.equal(x, x_before), "the loop wrote into its input"
 
-    @configs("every")
+    @configs("every", per_base=True)
     def test_sampling_loop_compiled_equals_eager(self, case: Case) -> None:
         """One graph for the whole run (every step, and a second call with other inputs), bit-equal to eager with a
         denoiser the compiler cannot round otherwise; with `conditioned_model` (tanh, cos and sin, which inductor

@@ -263,20 +263,20 @@ class Composability:
     def test_fake_tensor_and_meta_loops_have_eager_shapes(self, case: Case) -> None:
         shapes_only(case)
 
-    @configs("representative")
-    # Non-strict export of each class's first config runs in the default run's fresh-process column; here with slow.
+    @configs("representative", per_base=True)
+    # Non-strict export of each class's first config runs in the fresh-process column; here with slow.
     @pytest.mark.parametrize("strict", [pytest.param(False, marks=SLOW), True], ids=["non-strict", "strict"])
     def test_export_of_a_loop_equals_eager(self, case: Case, strict: bool) -> None:
         torch._dynamo.reset()
         exported(case, strict)
 
-    @configs("representative")
+    @configs("representative", per_base=True)
     def test_compiled_loop_is_one_graph(self, case: Case) -> None:
         torch._dynamo.reset()
         compiled(case)
         torch._dynamo.reset()
 
-    @configs()
+    @configs(per_base=True)
     def test_after_every_transform_a_plain_loop_equals_a_fresh_process(self, spec: Spec) -> None:
         """From cold caches, every transform and mode above runs on the class's first config and its first
         stochastic one; then a plain eager loop of each is bit for bit what a fresh interpreter computes."""
