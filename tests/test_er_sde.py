@@ -1,5 +1,5 @@
 """ER-SDE (`ERSDE`) against ComfyUI's `sample_er_sde`, whose trajectories are recorded in tests/fixtures/comfyui
-(er_sde_*.safetensors; er_sde_seeds_README.md says how): every model call's input, its sigma and the final sample,
+(er_sde_*.safetensors; README.md says how): every model call's input, its sigma and the final sample,
 bit for bit in float32; and its weak order on the Gaussian problem (the suite measures the ODE's strong order)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the conformance suite does not express for ComfyUI's RES multistep samplers (`tests/specs/res.py` holds their
 tables): parity with trajectories recorded from ComfyUI's own loop (`tests/fixtures/comfyui/res_*.safetensors`; how
-they were made: `tests/fixtures/comfyui/res_multistep.md`), the ancestral variant's weak order on the Gaussian
+they were made: `tests/fixtures/comfyui/README.md`), the ancestral variant's weak order on the Gaussian
 problem, and the README's rows."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """SEEDS-2 and SEEDS-3 (`SEEDS2`, `SEEDS3`) against ComfyUI's `sample_seeds_2` and `sample_seeds_3`, whose
-trajectories are recorded in tests/fixtures/comfyui (seeds_2_*, seeds_3_*; er_sde_seeds_README.md says how): every
+trajectories are recorded in tests/fixtures/comfyui (seeds_2_*, seeds_3_*; README.md says how): every
 model call's input, its sigma and the final sample, bit for bit in float32; and their weak orders on the Gaussian
 problem (the suite measures the ODE's strong order, at eta = 0)."""
 

@@ -1,7 +1,7 @@
 """The conformance tables of ComfyUI's SEEDS samplers (`SEEDS2`, `SEEDS3`). ComfyUI is no installable reference
 (GPL-3.0, no package), so the suite has no runnable reference here: its parity column is the order on the Gaussian
 problem, and tests/test_seeds.py holds every model call's input and the final sample to trajectories recorded from
-ComfyUI's `sample_seeds_2` and `sample_seeds_3` (tests/fixtures/comfyui/er_sde_seeds_README.md says how).
+ComfyUI's `sample_seeds_2` and `sample_seeds_3` (tests/fixtures/comfyui/README.md says how).
 
 Configs: the defaults (SEEDS-2 phi_1 at r = 1/2, SEEDS-3 at r = 1/3, 2/3; eta = s_noise = 1) on Stable Diffusion
 1.5's Karras sigmas; SEEDS-2's phi_2 at eta 0.5 and r 0.4; ComfyUI's `exp_heun_2_x0` (phi_2, r = 1, eta = 0) and its
