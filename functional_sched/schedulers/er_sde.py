@@ -191,10 +191,6 @@ class ERSDE(KDiffusionScheduler):
             cursor=cursor,
         )
 
-    def _converts_by_identity(self) -> bool:
-        """The model output is x0 itself: the history keeps a copy (a caller may reuse the output's buffer)."""
-        return True
-
     def _buffer(self, state: Any) -> torch.Tensor:
         return state.history[0]
 

@@ -354,10 +354,6 @@ class DPMSolverPlusPlus3MSDE(KDiffusionScheduler):
             cursor=cursor,
         )
 
-    def _converts_by_identity(self) -> bool:
-        """The model output is x0 itself: the history keeps a copy (a caller may reuse the output's buffer)."""
-        return True
-
     def step(
         self,
         state: DPMSolverPlusPlus3MSDEState,
