@@ -27,7 +27,8 @@ Host-side, run once per schedule; every function checks its arguments and names 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import torch
 
@@ -40,14 +41,16 @@ F64 = torch.float64
 
 #: The 10-step schedules of Align Your Steps (Sabour et al. 2024), as the AYS project page publishes them: training
 #: timesteps for Stable Diffusion 1.5 and SDXL (discrete models; the 11th, 0, is where the last step ends) ...
-AYS_TIMESTEPS: dict[str, tuple[int, ...]] = {
-    "sd1.5": (999, 850, 736, 645, 545, 455, 343, 233, 124, 24, 0),
-    "sdxl": (999, 845, 730, 587, 443, 310, 193, 116, 53, 13, 0),
-}
+AYS_TIMESTEPS: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {
+        "sd1.5": (999, 850, 736, 645, 545, 455, 343, 233, 124, 24, 0),
+        "sdxl": (999, 845, 730, 587, 443, 310, 193, 116, 53, 13, 0),
+    }
+)
 #: ... and EDM sigmas for Stable Video Diffusion (a continuous-time model).
-AYS_SIGMAS: dict[str, tuple[float, ...]] = {
-    "svd": (700.0, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
-}
+AYS_SIGMAS: Mapping[str, tuple[float, ...]] = MappingProxyType(
+    {"svd": (700.0, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002)}
+)
 AYS_MODELS = (*AYS_TIMESTEPS, *AYS_SIGMAS)
 BETA_SPACES = ("sigma", "timestep")
 MAX_TRAIN_TIMESTEPS = 1_000_000
@@ -383,18 +386,20 @@ def nearest_timesteps(model: Model, sigmas: torch.Tensor | Sequence[float]) -> t
     return distances.argmin(dim=1)
 
 
-#: The schedules of (model, steps) by ComfyUI's scheduler name.
-SCHEDULES: dict[str, Callable[[Model, int], torch.Tensor]] = {
-    "simple": simple,
-    "sgm_uniform": sgm_uniform,
-    "karras": karras,
-    "exponential": exponential,
-    "ddim_uniform": ddim_uniform,
-    "beta": beta,
-    "normal": normal,
-    "linear_quadratic": linear_quadratic,
-    "kl_optimal": kl_optimal,
-}
+#: The schedules of (model, steps) by ComfyUI's scheduler name (read-only: constants, shared by every caller).
+SCHEDULES: Mapping[str, Callable[[Model, int], torch.Tensor]] = MappingProxyType(
+    {
+        "simple": simple,
+        "sgm_uniform": sgm_uniform,
+        "karras": karras,
+        "exponential": exponential,
+        "ddim_uniform": ddim_uniform,
+        "beta": beta,
+        "normal": normal,
+        "linear_quadratic": linear_quadratic,
+        "kl_optimal": kl_optimal,
+    }
+)
 
 __all__ = [
     "AYS_SIGMAS",
