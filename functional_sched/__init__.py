@@ -30,7 +30,7 @@ from .schedulers.dpm_singlestep import DPMSolverSinglestep, DPMSolverSinglestepS
 from .schedulers.dpm_solver import DPMSolverMultistep, DPMSolverState
 from .schedulers.edm import EDMEuler, EDMEulerState
 from .schedulers.edm_dpm import CosineDPMSolverMultistep, EDMDPMSolverMultistep, EDMDPMSolverState
-from .schedulers.er_sde import ERSDE, ERSDEState
+from .schedulers.er_sde import ERSDE
 from .schedulers.euler import EulerAncestralDiscrete, EulerAncestralState, EulerDiscrete, EulerState
 from .schedulers.flow_heun import FlowMatchHeunDiscrete, FlowMatchHeunState
 from .schedulers.flow_lcm import FlowMatchLCM, FlowMatchLCMState
@@ -55,9 +55,9 @@ from .schedulers.k_dpm import (
     DPMSolverPlusPlus2SAncestral,
     DPMSolverPlusPlus2SAncestralState,
     DPMSolverPlusPlus3MSDE,
-    DPMSolverPlusPlus3MSDEState,
 )
-from .schedulers.k_multistep import GradientEstimation, IPNDMVariableStep, SigmaMultistepState
+from .schedulers.k_multistep import GradientEstimation, IPNDMVariableStep
+from .schedulers.k_samplers import KDiffusionHistoryState
 from .schedulers.kdpm2 import KDPM2AncestralDiscrete, KDPM2Discrete, KDPM2State
 from .schedulers.lcm import LCM, TCD, LCMState, TCDState
 from .schedulers.lms import LMSDiscrete, LMSState
@@ -65,7 +65,7 @@ from .schedulers.ltx_rf import LTXEulerAncestralRF, LTXEulerAncestralRFState
 from .schedulers.passthrough import ComfyUIPassThrough, PassThroughState
 from .schedulers.piflow import Piflow, PiflowState, SglangPiflow
 from .schedulers.pndm import PNDM, PNDMState
-from .schedulers.res import RESMultistep, RESMultistepAncestral, RESMultistepState
+from .schedulers.res import RESMultistep, RESMultistepAncestral
 from .schedulers.sa_solver import SASolver, SASolverState
 from .schedulers.seeds import SEEDS2, SEEDS3, SEEDSState
 from .schedulers.self_forcing import SelfForcingFlowMatch, SglangFlowMatch
@@ -170,7 +170,6 @@ __all__ = [
     "DPMSolverPlusPlus2SAncestral",
     "DPMSolverPlusPlus2SAncestralState",
     "DPMSolverPlusPlus3MSDE",
-    "DPMSolverPlusPlus3MSDEState",
     "DPMSolverSDE",
     "DPMSolverSDEState",
     "DPMSolverSinglestep",
@@ -181,7 +180,6 @@ __all__ = [
     "EDMDPMSolverState",
     "EDMEuler",
     "EDMEulerState",
-    "ERSDEState",
     "EulerAncestralDiscrete",
     "EulerAncestralState",
     "EulerDiscrete",
@@ -210,6 +208,7 @@ __all__ = [
     "KDPM2AncestralDiscrete",
     "KDPM2Discrete",
     "KDPM2State",
+    "KDiffusionHistoryState",
     "LCMState",
     "LMSDiscrete",
     "LMSState",
@@ -223,7 +222,6 @@ __all__ = [
     "Plan",
     "RESMultistep",
     "RESMultistepAncestral",
-    "RESMultistepState",
     "SASolver",
     "SASolverState",
     "SEEDSState",
@@ -237,7 +235,6 @@ __all__ = [
     "SglangLTX2FlowMatch",
     "SglangPiflow",
     "SglangUniPCMultistep",
-    "SigmaMultistepState",
     "TCDState",
     "UniPCMultistep",
     "UniPCState",

@@ -14,11 +14,17 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from ..machinery import checks, host, options
+from ..machinery import checks, options
 from ..machinery.options import Choice, Integer, Option, Real
 from ..machinery.plan import Plan, as_dtype, single_plan
-from ..machinery.record import record
-from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, any_row_at
+from .k_samplers import (
+    RHO,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    KDiffusionHistoryState,
+    KDiffusionMultistep,
+    any_row_at,
+)
 
 #: The noise scalers of ComfyUI's `SamplerER_SDE` node (h(lambda), lambda = sigma / alpha): the paper's tuned one
 #: (`sample_er_sde`'s default at eta = 1), the classical reverse-time SDE's, and the ODE's.
@@ -54,18 +60,8 @@ class _DefaultScaler(Choice):
 C_SAMPLE, C_DENOISED, D_LAMBDA, C_D, D_LAMBDA_OLD, HALF_SPAN, C_U, ALPHA_T, NOISE_SCALE, ADDS_NOISE, STAGE = range(11)
 
 
-@record(host=("cursor",))
-class ERSDEState:
-    plan: Plan
-    step_index: torch.Tensor  # [R], int64
-    lower_order_nums: torch.Tensor  # [R], int64: steps taken since init, capped at 2 (the warm-up level)
-    history: tuple[torch.Tensor, ...]  # 2 x [R, ...], the sample's dtype: the last two calls' x0 (newest first)
-    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
-    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
-
-
 @options.config
-class ERSDE(KDiffusionScheduler):
+class ERSDE(KDiffusionMultistep):
     """ER-SDE-Solver-1/2/3 in VE form (alpha = 1, lambda = sigma). Per interval [lambda_s, lambda_t] with the noise
     scaler h and r = h(lambda_t) / h(lambda_s): x' = r x + (1 - r) x0 (stage 1), plus
     (lambda_t - lambda_s + h(lambda_t) int 1 / h) D1 with D1 the divided difference of the last two x0 over lambda
@@ -99,7 +95,7 @@ class ERSDE(KDiffusionScheduler):
     eta: float = Option(1.0, Real(at_least=0), examples=(0.0, 0.5))
     s_noise: float = Option(1.0, Real(at_least=0), examples=(0.0, 1.003))
 
-    state_type: ClassVar[type] = ERSDEState
+    _kept: ClassVar[int] = 2
     reference_library: ClassVar[str] = "comfyui"
     diffusers_name: ClassVar[str] = "sample_er_sde"
     plan_columns: ClassVar[int] = STAGE + 1
@@ -162,41 +158,13 @@ class ERSDE(KDiffusionScheduler):
         coefficients = torch.stack([torch.stack([torch.stack(level) for level in row]) for row in rows])
         return single_plan(sigmas[:-1].to(torch.float32), sigmas, coefficients)
 
-    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
-        return self._plan_from_intervals(sigmas)
-
-    def _warmup(self, state: Any) -> torch.Tensor | None:
-        return state.lower_order_nums
-
     def _draws_noise(self, state: Any) -> bool:
         """Whether any row is at a call into a positive sigma with noise, where ComfyUI draws it."""
         return any_row_at(self, state, ADDS_NOISE)
 
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> ERSDEState:
-        history = torch.zeros((2, *sample.shape), dtype=sample.dtype, device=sample.device).unbind(0)
-        return ERSDEState(
-            plan=plan,
-            step_index=step_index,
-            lower_order_nums=level,
-            history=history,
-            fingerprint=fingerprint,
-            cursor=cursor,
-        )
-
-    def _buffer(self, state: Any) -> torch.Tensor:
-        return state.history[0]
-
     def step(
         self,
-        state: ERSDEState,
+        state: KDiffusionHistoryState,
         model_output: torch.Tensor,
         sample: torch.Tensor,
         *,

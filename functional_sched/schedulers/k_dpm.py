@@ -27,7 +27,16 @@ from ..machinery.options import Integer, Option, Optional, Real
 from ..machinery.plan import Plan, as_dtype, divided, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
-from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step, any_row_at
+from .k_samplers import (
+    RHO,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    KDiffusionHistoryState,
+    KDiffusionMultistep,
+    KDiffusionScheduler,
+    ancestral_step,
+    any_row_at,
+)
 
 # ==================================================================================================== 2S ancestral
 # Columns of 2S ancestral's table, one row per call: the multipliers of the start sample and of x0 (`x' = a x - b x0`),
@@ -209,18 +218,8 @@ C_SAMPLE, C_DENOISED, R0, R1, R_SUM, PHI_2, PHI_3, SIGMA_NEXT, NOISE_SCALE, ORDE
 SOLVER_ORDER = 3
 
 
-@record(host=("cursor",))
-class DPMSolverPlusPlus3MSDEState:
-    plan: Plan
-    step_index: torch.Tensor  # [R], int64
-    lower_order_nums: torch.Tensor  # [R], int64: steps taken since init, capped at 2 (the warm-up level)
-    history: tuple[torch.Tensor, ...]  # 2 x [R, ...], the sample's dtype: the last two calls' x0 (newest first)
-    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
-    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
-
-
 @options.config
-class DPMSolverPlusPlus3MSDE(KDiffusionScheduler):
+class DPMSolverPlusPlus3MSDE(KDiffusionMultistep):
     """DPM-Solver++(3M) SDE: per interval, with t = -log sigma_i, h = t(sigma_(i+1)) - t and h_eta = (1 + eta) h,
     x' = exp(-h_eta) x - expm1(-h_eta) x0 plus the second- and third-order corrections from the last two x0 (finite
     differences over the previous steps' lengths h_1, h_2; phi_2 = expm1(-h_eta) / h_eta + 1, phi_3 = phi_2 / h_eta
@@ -243,7 +242,7 @@ class DPMSolverPlusPlus3MSDE(KDiffusionScheduler):
     s_noise: float = Option(1.0, Real(at_least=0), examples=(0.5, 1.003))
     noise_sampler_seed: int | None = Option(None, Optional(Integer(minimum=0)), examples=(0, 1234))
 
-    state_type: ClassVar[type] = DPMSolverPlusPlus3MSDEState
+    _kept: ClassVar[int] = 2
     diffusers_name: ClassVar[str] = "sample_dpmpp_3m_sde"
     plan_columns: ClassVar[int] = ORDER + 1
     _noise_reason: ClassVar[str] = "DPM-Solver++(3M) SDE with eta > 0 (Brownian noise: functional_sched.brownian_noise)"
@@ -297,12 +296,6 @@ class DPMSolverPlusPlus3MSDE(KDiffusionScheduler):
         coefficients = torch.stack([torch.stack([torch.stack(level) for level in row]) for row in rows])
         return single_plan(sigmas[:-1].to(torch.float32), sigmas, coefficients)
 
-    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
-        return self._plan_from_intervals(sigmas)
-
-    def _warmup(self, state: Any) -> torch.Tensor | None:
-        return state.lower_order_nums
-
     def _draws_noise(self, state: Any) -> bool:
         """Whether k-diffusion draws noise at this call of any row: where eta > 0, at every call but the last into
         sigma 0."""
@@ -335,28 +328,9 @@ class DPMSolverPlusPlus3MSDE(KDiffusionScheduler):
         low, high = float(sigmas[sigmas > 0].min()), float(sigmas.max())
         return Query(low, high, sigmas[step], sigmas[step + 1])
 
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> DPMSolverPlusPlus3MSDEState:
-        history = torch.zeros((2, *sample.shape), dtype=sample.dtype, device=sample.device).unbind(0)
-        return DPMSolverPlusPlus3MSDEState(
-            plan=plan,
-            step_index=step_index,
-            lower_order_nums=level,
-            history=history,
-            fingerprint=fingerprint,
-            cursor=cursor,
-        )
-
     def step(
         self,
-        state: DPMSolverPlusPlus3MSDEState,
+        state: KDiffusionHistoryState,
         model_output: torch.Tensor,
         sample: torch.Tensor,
         *,
@@ -383,9 +357,6 @@ class DPMSolverPlusPlus3MSDE(KDiffusionScheduler):
         if denoised:
             return prev_sample, new_state, as_dtype(x0, sample.dtype).clone()
         return prev_sample, new_state
-
-    def _buffer(self, state: Any) -> torch.Tensor:
-        return state.history[0]
 
     def _noise_term(self, noise: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """k-diffusion's `noise * sigma_next * sqrt(-expm1(-2 h eta)) * s_noise` (s_noise = 1: exact, skipped)."""

@@ -22,44 +22,28 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, host, options
+from ..machinery import checks, options
 from ..machinery.options import Integer, Option, Real
 from ..machinery.plan import Plan, as_dtype, single_plan
-from ..machinery.record import record
 from ..machinery.schedule import Schedule
-from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler
+from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionHistoryState, KDiffusionMultistep
 
 # Columns of the table, one row per (step, warm-up level): the sample's sigma (the derivative divides by it), the
 # step's length sigma_(i+1) - sigma_i, whether the step returns x0 (into sigma 0), then the weights.
 SIGMA, DT, FINAL, WEIGHTS = range(4)
 
 
-@record(host=("cursor",))
-class SigmaMultistepState:
-    plan: Plan
-    step_index: torch.Tensor  # [R], int64
-    lower_order_nums: torch.Tensor  # [R], int64: steps taken since init, capped at the last warm-up level
-    history: tuple[torch.Tensor, ...]  # K x [R, ...], the sample's dtype: the previous calls' derivatives, newest first
-    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
-    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
-
-
-class SigmaMultistepScheduler(KDiffusionScheduler):
+class SigmaMultistepScheduler(KDiffusionMultistep):
     """What the two share: the table, the state, the derivative and the step into sigma 0. A subclass gives the
     number of derivatives it keeps (`_kept`), each step's weights per warm-up level (`_weights`) and how the update
     combines them (`_update`, in ComfyUI's order of operations)."""
 
     reference_library: ClassVar[str] = "comfyui"
-    state_type: ClassVar[type] = SigmaMultistepState
     _noise_reason: ClassVar[str] = "none"
 
     @property
     def stochastic(self) -> bool:
         return False
-
-    @property
-    def _kept(self) -> int:
-        raise NotImplementedError
 
     def _weights(self, sigmas: torch.Tensor, i: int, level: int) -> list[float]:
         """The weights of step i at warm-up `level` (steps taken since init), from the table [N + 1]: this call's
@@ -80,40 +64,12 @@ class SigmaMultistepScheduler(KDiffusionScheduler):
             rows.append(torch.stack([torch.cat([torch.stack(head), w.to(dtype)]) for w in weights]))
         return single_plan(sigmas[:-1].to(torch.float32), sigmas, torch.stack(rows))
 
-    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
-        return self._plan_from_intervals(sigmas)
-
-    def _warmup(self, state: Any) -> torch.Tensor | None:
-        return state.lower_order_nums
-
     def _step_options(self) -> tuple[Any, ...]:
         return ()
 
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> SigmaMultistepState:
-        history = tuple(torch.zeros_like(sample, memory_format=torch.contiguous_format) for _ in range(self._kept))
-        return SigmaMultistepState(
-            plan=plan,
-            step_index=step_index,
-            lower_order_nums=level,
-            history=history,
-            fingerprint=fingerprint,
-            cursor=cursor,
-        )
-
-    def _buffer(self, state: Any) -> torch.Tensor:
-        return state.history[0]
-
     def step(
         self,
-        state: SigmaMultistepState,
+        state: KDiffusionHistoryState,
         model_output: torch.Tensor,
         sample: torch.Tensor,
         *,

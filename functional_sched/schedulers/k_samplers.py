@@ -15,6 +15,7 @@ import torch
 
 from ..machinery import checks, host
 from ..machinery.plan import Plan
+from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
 from . import edm
@@ -152,3 +153,51 @@ def any_row_at(scheduler: Scheduler, state: Any, column: int) -> bool:
     rows = torch.arange(steps.shape[0]) if table.shape[0] > 1 else torch.zeros_like(steps)
     inside = (steps >= 0) & (steps < lengths[rows])
     return bool((table[rows, steps.clamp(0, table.shape[1] - 1)] > 0)[inside].any())
+
+
+@record(host=("cursor",))
+class KDiffusionHistoryState:
+    plan: Plan
+    step_index: torch.Tensor  # [R], int64
+    lower_order_nums: torch.Tensor  # [R], int64: steps taken since init, capped at the last warm-up level
+    history: tuple[
+        torch.Tensor, ...
+    ]  # K x [R, ...], the sample's dtype: earlier calls' x0 or derivatives, newest first
+    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
+
+
+class KDiffusionMultistep(KDiffusionScheduler):
+    """A sampler of one call an interval that keeps `_kept` earlier calls' results (buffers shaped like the sample,
+    zero at init) and a warm-up level: its plan has a row per interval and a level per warm-up step."""
+
+    state_type: ClassVar[type] = KDiffusionHistoryState
+    _kept: ClassVar[int]
+
+    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
+        return self._plan_from_intervals(sigmas)
+
+    def _warmup(self, state: Any) -> torch.Tensor | None:
+        return state.lower_order_nums
+
+    def _start(
+        self,
+        plan: Plan,
+        sample: torch.Tensor,
+        step_index: torch.Tensor,
+        level: torch.Tensor,
+        fingerprint: torch.Tensor,
+        cursor: host.Cursor | None,
+    ) -> KDiffusionHistoryState:
+        history = tuple(torch.zeros_like(sample, memory_format=torch.contiguous_format) for _ in range(self._kept))
+        return KDiffusionHistoryState(
+            plan=plan,
+            step_index=step_index,
+            lower_order_nums=level,
+            history=history,
+            fingerprint=fingerprint,
+            cursor=cursor,
+        )
+
+    def _buffer(self, state: Any) -> torch.Tensor:
+        return state.history[0]

@@ -21,11 +21,18 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, host, options
+from ..machinery import checks, options
 from ..machinery.options import Option, Real
 from ..machinery.plan import Plan, as_dtype, divided, single_plan
-from ..machinery.record import record
-from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step, any_row_at
+from .k_samplers import (
+    RHO,
+    SIGMA_MAX,
+    SIGMA_MIN,
+    KDiffusionHistoryState,
+    KDiffusionMultistep,
+    ancestral_step,
+    any_row_at,
+)
 
 # Columns of the table, one row per (step, warm-up level): the second-order update's multipliers
 # (`x' = exp(-h) x + h (b1 x0 + b2 x0_prev)`), the Euler update's sigma and step (`x' = x + (x - x0) / sigma dt`), the
@@ -33,18 +40,8 @@ from .k_samplers import RHO, SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestra
 EXP_NEG_H, H, B1, B2, SIGMA, DT, UP, ADDS_NOISE, ORDER = range(9)
 
 
-@record(host=("cursor",))
-class RESMultistepState:
-    plan: Plan
-    step_index: torch.Tensor  # [R], int64
-    lower_order_nums: torch.Tensor  # [R], int64: steps taken since init, capped at 1 (the warm-up level)
-    history: tuple[torch.Tensor, ...]  # 1 x [R, ...], the sample's dtype: the previous call's x0
-    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
-    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
-
-
 @options.config
-class RESMultistep(KDiffusionScheduler):
+class RESMultistep(KDiffusionMultistep):
     """RES multistep: per interval [sigma_i, sigma_(i+1)], with t = -log sigma and h = t_(i+1) - t_i, the
     second-order multistep exponential integrator in data prediction,
 
@@ -69,7 +66,7 @@ class RESMultistep(KDiffusionScheduler):
     #: ends at sigma_(i+1) and adds no noise).
     eta: ClassVar[float] = 0.0
     s_noise: ClassVar[float] = 1.0
-    state_type: ClassVar[type] = RESMultistepState
+    _kept: ClassVar[int] = 1
     reference_library: ClassVar[str] = "comfyui"
     diffusers_name: ClassVar[str] = "sample_res_multistep"
     plan_columns: ClassVar[int] = ORDER + 1
@@ -110,36 +107,9 @@ class RESMultistep(KDiffusionScheduler):
         coefficients = torch.stack([torch.stack([torch.stack(level) for level in row]) for row in rows])
         return single_plan(sigmas[:-1].to(torch.float32), sigmas, coefficients)
 
-    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
-        return self._plan_from_intervals(sigmas)
-
-    def _warmup(self, state: Any) -> torch.Tensor | None:
-        return state.lower_order_nums
-
-    def _start(
-        self,
-        plan: Plan,
-        sample: torch.Tensor,
-        step_index: torch.Tensor,
-        level: torch.Tensor,
-        fingerprint: torch.Tensor,
-        cursor: host.Cursor | None,
-    ) -> RESMultistepState:
-        return RESMultistepState(
-            plan=plan,
-            step_index=step_index,
-            lower_order_nums=level,
-            history=(torch.zeros_like(sample),),
-            fingerprint=fingerprint,
-            cursor=cursor,
-        )
-
-    def _buffer(self, state: Any) -> torch.Tensor:
-        return state.history[0]
-
     def step(
         self,
-        state: RESMultistepState,
+        state: KDiffusionHistoryState,
         model_output: torch.Tensor,
         sample: torch.Tensor,
         *,
