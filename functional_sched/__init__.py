@@ -39,6 +39,7 @@ from .schedulers.flow_pair import FlowMatchPair
 from .schedulers.flow_sde import FlowMatchSDE, FlowMatchSDEState
 from .schedulers.flow_unipc import FlowUniPCMultistep, SglangUniPCMultistep
 from .schedulers.helios import Helios, HeliosDMD, SglangHelios
+from .schedulers.dpm_adaptive import DPMSolverAdaptive, DPMSolverAdaptiveState
 from .schedulers.heun import HeunDiscrete, HeunState
 from .schedulers.heunpp import HeunPlusPlus, HeunPlusPlusState
 from .schedulers.hunyuan3d import Hunyuan3DConsistencyFlowMatchEulerDiscrete, Hunyuan3DFlowMatchEulerDiscrete
@@ -127,6 +128,7 @@ SCHEDULERS = (
     DPMSolverPlusPlus2SAncestral,
     DPMSolverPlusPlus3MSDE,
     DPMSolverFast,
+    DPMSolverAdaptive,
     ERSDE,
     GradientEstimation,
     IPNDMVariableStep,
@@ -162,6 +164,8 @@ __all__ = [
     "DDPMWuerstchenState",
     "DEISMultistep",
     "DEISState",
+    "DPMSolverAdaptive",
+    "DPMSolverAdaptiveState",
     "DPMSolverFast",
     "DPMSolverFastState",
     "DPMSolverMultistep",

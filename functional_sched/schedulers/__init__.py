@@ -26,6 +26,7 @@ flow_heun.py   FlowMatchHeunDiscrete (Heun's two calls per interval on the shift
 ltx_rf.py      LTXEulerAncestralRF (LTX-2: ancestral rectified-flow Euler, eta and s_noise)
 kdpm2.py       KDPM2Discrete and KDPM2AncestralDiscrete (DPM2 and DPM2 a: the model at interval midpoints)
 k_dpm.py       k-diffusion's DPMSolverPlusPlus2SAncestral, DPMSolverPlusPlus3MSDE, DPMSolverFast (x0 model)
+dpm_adaptive.py  DPMSolverAdaptive (k-diffusion's dpm_adaptive: error-controlled steps in a budget of attempts)
 res.py         RESMultistep and RESMultistepAncestral (ComfyUI's res_multistep: 2nd-order multistep RES; x0 model)
 k_multistep.py ComfyUI's GradientEstimation and IPNDMVariableStep (ipndm_v): linear multistep in sigma on Karras' ODE
 heunpp.py      HeunPlusPlus (ComfyUI's heunpp2: one to three calls per interval, one step per call; x0 model)

@@ -33,11 +33,12 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float, dtype:
 
 
 def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """k-diffusion's `get_ancestral_step`: (sigma_down, sigma_up) of an ancestral step, as 0-d tensors."""
+    """k-diffusion's `get_ancestral_step`: (sigma_down, sigma_up) of an ancestral step, elementwise (0-d tensors, or
+    one per row)."""
     if not eta:
         return sigma_to, torch.zeros_like(sigma_to)
     candidate = eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
-    sigma_up = candidate if candidate < sigma_to else sigma_to  # Python's min(sigma_to, candidate)
+    sigma_up = torch.where(candidate < sigma_to, candidate, sigma_to)  # Python's min(sigma_to, candidate)
     return (sigma_to**2 - sigma_up**2) ** 0.5, sigma_up
 
 

@@ -1,0 +1,545 @@
+"""k-diffusion's DPM-Solver adaptive (`sample_dpm_adaptive`): DPM-Solver-12 and -23 with error-controlled step
+sizes, one `step` per model call, in a state of fixed structure.
+
+k-diffusion's loop runs until it reaches sigma_min: each attempt is `order` model calls (a DPM-Solver-2 or -3 step
+from t = -log sigma, with the lower order's solution beside it), the scaled difference of the two is the error, and a
+PID controller accepts or rejects the attempt and proposes the next step size. Here every decision is data, never
+control flow, so a whole loop compiles into one graph and rows step at different points of their solves:
+
+- `num_inference_steps` is a budget of attempts (k-diffusion's `info['steps']`): the state's call table holds
+  `order` calls per attempt. The budget's last attempt goes to sigma_min whatever its error (it is accepted and
+  counted in `info(state)['forced']`), so every row ends at sigma_min however small the budget.
+- A row that reached sigma_min is finished: a later call returns its sample as given and leaves its state as it was
+  (a masked update, as torchode's per-sample status), and `steps_left` is 0 once every row is. An eager loop stops
+  there; a graph runs the budget (`benchmarks/RESULTS.md` measures what that costs against fixed steps).
+- Each row is its own solve (its log sigma, step size and controller history are per row) and the error norm is the
+  row's: k-diffusion's is over the whole batch, which for a batch of one is the same. Rows of different requests step
+  together as each alone.
+- No timestep table exists before the data: `timesteps(state)` and `sigmas(state)` raise; `timestep(state)` is
+  each row's sigma at this call (the sample's, or an attempt's intermediate point).
+
+The arithmetic is k-diffusion's, per row: the times in the sample's working dtype (float32 for float32 and half
+samples, as k-diffusion's 0-d tensors; float64 for float64), the controller in float64 (its Python floats), each
+product formed in its order, so float32 loops reproduce it bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+
+from ..machinery import checks, host, options
+from ..machinery.brownian import Query
+from ..machinery.options import Choice, Integer, Option, Optional, Real
+from ..machinery.plan import Plan, as_dtype, gather_step, single_plan
+from ..machinery.record import record
+from ..machinery.schedule import Schedule
+from .k_samplers import SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step
+
+
+# Columns of the call table, one row per model call: the call's place in its attempt (0 to order - 1) and whether the
+# attempt is the budget's last (it goes to sigma_min and is accepted).
+PHASE, FORCED = range(2)
+#: The controller's floor under the error (k-diffusion's `PIDStepSizeController.eps`), and how close to t_end a row is
+#: finished (its loop's `s < t_end - 1e-5`).
+ERROR_FLOOR, END_TOLERANCE = 1e-8, 1e-5
+
+
+@record(host=("cursor",))
+class DPMSolverAdaptiveState:
+    plan: Plan
+    step_index: torch.Tensor  # [R], int64: model calls taken (`order` per attempt)
+    log_sigma: torch.Tensor  # [R], the plan's dtype: t = -log sigma of each row's sample (k-diffusion's s)
+    step_size: torch.Tensor  # [R], float64: the controller's next step in t (its `h`)
+    inverse_errors: torch.Tensor  # [R, 2], float64: 1 / error of the last two accepted attempts (its `errs[1:]`)
+    attempts: torch.Tensor  # [R], int64: attempts ended (k-diffusion's info['steps'])
+    accepted: torch.Tensor  # [R], int64: attempts accepted (info['n_accept'])
+    forced: torch.Tensor  # [R], bool: whether the budget's last attempt ended the row
+    attempt_start: torch.Tensor  # [R, ...], the sample's dtype: the sample the current attempt started from
+    previous_low: torch.Tensor  # [R, ...], the sample's dtype: the last accepted lower-order solution (its x_prev)
+    eps: tuple[torch.Tensor, ...]  # (order - 1) x [R, ...]: the noise predictions of the attempt's earlier calls
+    fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
+    cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
+
+
+class Times(NamedTuple):
+    """A row's times at an attempt (each [R], the plan's dtype): its start s, its end t (where the sample lands), the
+    end of the deterministic step t_ (t, or the ancestral step's sigma_down), its length h = t_ - s, and the noise's
+    scale sigma_up (None without eta)."""
+
+    start: torch.Tensor
+    end: torch.Tensor
+    step_end: torch.Tensor
+    length: torch.Tensor
+    sigma_up: torch.Tensor | None
+
+
+def _sigma(t: torch.Tensor) -> torch.Tensor:
+    return t.neg().exp()
+
+
+@options.config
+class DPMSolverAdaptive(KDiffusionScheduler):
+    """DPM-Solver-12 (`order=2`) or DPM-Solver-23 (`order=3`) with adaptive step size, from `sigma_max` to
+    `sigma_min`. An attempt from t = -log sigma of length h (at most to t_end = -log sigma_min): order 3 calls the
+    model at t, t + h/3 and t + 2h/3 and compares DPM-Solver-3's step with DPM-Solver-2's (r1 = 1/3); order 2 calls it
+    at t and t + h/2 and compares DPM-Solver-2 with DPM-Solver-1. The error is the RMS of their difference over
+    max(atol, rtol max(|x_low|, |x_prev|)), per row; a PID controller (coefficients `pcoeff`, `icoeff`, `dcoeff` over
+    the order, 1.5 with eta) scales h by 1 + atan(factor - 1) and accepts where that is >= `accept_safety`. With eta > 0
+    each attempt steps to the ancestral step's sigma_down and an accepted one adds s_noise sigma_up z.
+
+    `num_inference_steps` is the budget of attempts (each `order` calls; see the module docstring); `noise=` is
+    required where eta > 0 and read at an attempt's last call, used where the attempt is accepted: Brownian noise
+    (`functional_sched.brownian_noise`, one seed per row) draws the same increment over an accepted interval whatever
+    was rejected before, as k-diffusion's `BrownianTreeNoiseSampler`. `info(state)` gives each row's counts.
+
+    Implements `sample_dpm_adaptive` of k-diffusion (Crowson), the adaptive step size DPM-Solver of Lu et al. (2022),
+    "DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model Sampling in Around 10 Steps" (section 3.3 and
+    appendix C), with a PID controller after Söderlind (2003), "Digital filters in adaptive time-stepping".
+    """
+
+    sigma_min: float = Option(SIGMA_MIN, Real(above=0), examples=(0.002,))
+    sigma_max: float = Option(SIGMA_MAX, Real(above=0), examples=(80.0,))
+    order: int = Option(3, Choice(2, 3))
+    rtol: float = Option(0.05, Real(above=0), examples=(0.01, 0.2))
+    atol: float = Option(0.0078, Real(above=0), examples=(0.001, 0.05))
+    h_init: float = Option(0.05, Real(above=0), examples=(0.5, 2.0))
+    pcoeff: float = Option(0.0, Real(at_least=0), examples=(0.3,))
+    icoeff: float = Option(1.0, Real(above=0), examples=(0.9, 0.5))
+    dcoeff: float = Option(0.0, Real(at_least=0), examples=(0.2,))
+    accept_safety: float = Option(0.81, Real(above=0, at_most=1), examples=(0.9, 0.5))
+    eta: float = Option(0.0, Real(at_least=0), examples=(1.0, 0.5))
+    s_noise: float = Option(1.0, Real(at_least=0), examples=(0.5, 1.003))
+    noise_sampler_seed: int | None = Option(None, Optional(Integer(minimum=0)), examples=(0, 1234))
+
+    state_type: ClassVar[type] = DPMSolverAdaptiveState
+    diffusers_name: ClassVar[str] = "sample_dpm_adaptive"
+    plan_columns: ClassVar[int] = FORCED + 1
+    timestep_table: ClassVar[bool] = False
+    _looks_up_first_timestep: ClassVar[bool] = False
+    _noise_reason: ClassVar[str] = "DPM-Solver adaptive with eta > 0 (the noise of an accepted attempt)"
+    _not_gaussian: ClassVar[str | None] = (
+        "an attempt's noise is added only where the controller accepts it, a decision made from the model output"
+    )
+
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
+
+    def _step_options(self) -> tuple[Any, ...]:
+        return (
+            self.order,
+            self.rtol,
+            self.atol,
+            self.pcoeff,
+            self.icoeff,
+            self.dcoeff,
+            self.accept_safety,
+            self.eta,
+            self.s_noise,
+            self.sigma_min,
+        )
+
+    # ------------------------------------------------------------------------------------------------ the budget
+    def _check_schedule(self, schedule: Schedule) -> None:
+        if schedule.sigmas is not None:
+            raise ValueError(
+                f"{self.name}: custom sigmas are not supported; k-diffusion's sample_dpm_adaptive chooses its own "
+                "between sigma_min and sigma_max (num_inference_steps is its budget of attempts)."
+            )
+        if schedule.num_inference_steps is None:
+            raise ValueError(
+                f"{self.name}: give num_inference_steps, the budget of attempts (order model calls each): a bound on "
+                "k-diffusion's loop, which runs until done, so the state and a graph have a fixed length."
+            )
+        super()._check_schedule(schedule)
+
+    @property
+    def max_inference_steps(self) -> int:
+        return super().max_inference_steps // self.order
+
+    def _steps_limit_reason(self) -> str:
+        return f" attempts of {self.order} model calls"
+
+    def _check_begin_index(self, plan: host.HostPlan, begin_index: Any) -> int:
+        value = super()._check_begin_index(plan, begin_index)
+        if value:
+            raise ValueError(
+                f"{self.name}.init: begin_index must be 0 (an adaptive solve starts at sigma_max; to start lower, as "
+                f"img2img does, set sigma_max), got {value}."
+            )
+        return value
+
+    def _times_of(self, dtype: torch.dtype) -> tuple[float, float]:
+        """(t_start, t_end) = -log of sigma_max and sigma_min in `dtype`, as k-diffusion takes the logarithms of
+        their 0-d tensors, as Python floats (exact in `dtype`)."""
+        return tuple(float(torch.tensor(value, dtype=dtype).log().neg()) for value in (self.sigma_max, self.sigma_min))
+
+    def _build_plan(
+        self,
+        num_inference_steps: int | None,
+        timesteps: torch.Tensor | None,
+        sigmas: torch.Tensor | None,
+        mu: float | None,
+        dtype: torch.dtype,
+    ) -> Plan:
+        """`order` calls per attempt of the budget. The plan's tables hold no timesteps (the data chooses them):
+        sigma_max at every call and sigma_min after the last, the range the solve covers (never shown)."""
+        assert num_inference_steps is not None
+        calls = num_inference_steps * self.order
+        phases = torch.arange(calls, dtype=dtype) % self.order
+        forced = (torch.arange(calls) >= calls - self.order).to(dtype)
+        coefficients = torch.stack([phases, forced], dim=1)
+        sigmas = torch.tensor([self.sigma_max] * calls + [self.sigma_min], dtype=dtype)
+        return single_plan(sigmas[:-1].to(torch.float32), sigmas, coefficients[:, None])
+
+    def _plan_from_intervals(self, sigmas: torch.Tensor) -> Plan:
+        raise NotImplementedError  # the call table is made from the budget directly (`_build_plan`)
+
+    def _plan_from_tables(self, timesteps: torch.Tensor, sigmas: torch.Tensor) -> Plan:
+        raise NotImplementedError(f"{self.name}: its call table is made from the budget of attempts (init(n)).")
+
+    def _start(
+        self,
+        plan: Plan,
+        sample: torch.Tensor,
+        step_index: torch.Tensor,
+        level: torch.Tensor,
+        fingerprint: torch.Tensor,
+        cursor: host.Cursor | None,
+    ) -> DPMSolverAdaptiveState:
+        rows, device, dtype = sample.shape[0], sample.device, plan.coefficients.dtype
+        buffers = torch.zeros((self.order + 1, *sample.shape), dtype=sample.dtype, device=device).unbind(0)
+        return DPMSolverAdaptiveState(
+            plan=plan,
+            step_index=step_index,
+            log_sigma=torch.full((rows,), self._times_of(dtype)[0], dtype=dtype, device=device),
+            step_size=torch.full((rows,), self.h_init, dtype=torch.float64, device=device),
+            inverse_errors=torch.zeros((rows, 2), dtype=torch.float64, device=device),
+            attempts=torch.zeros((rows,), dtype=torch.int64, device=device),
+            accepted=torch.zeros((rows,), dtype=torch.int64, device=device),
+            forced=torch.zeros((rows,), dtype=torch.bool, device=device),
+            attempt_start=buffers[0],
+            previous_low=buffers[1],
+            eps=buffers[2:],
+            fingerprint=fingerprint,
+            cursor=cursor,
+        )
+
+    def _buffer(self, state: Any) -> torch.Tensor:
+        return state.attempt_start
+
+    # ------------------------------------------------------------------------------------------------ queries
+    def timesteps(self, state: Any) -> torch.Tensor:
+        self._require_state(state, "timesteps")
+        raise self._no_table("timesteps")
+
+    def sigmas(self, state: Any) -> torch.Tensor:
+        self._require_state(state, "sigmas")
+        raise self._no_table("sigmas")
+
+    def _no_table(self, method: str) -> TypeError:
+        return TypeError(
+            f"{self.name}.{method}: an adaptive solve has no table: its sigmas are chosen from the data as it runs. "
+            "Condition the model on timestep(state) (each row's sigma at this call), loop while steps_left(state), "
+            "and read info(state) for the steps taken."
+        )
+
+    def finished(self, state: Any) -> torch.Tensor:
+        """[R] bool: whether each row has reached sigma_min (later calls leave it as it is)."""
+        self._require_state(state, "finished")
+        return self._finished(state.log_sigma)
+
+    def _finished(self, log_sigma: torch.Tensor) -> torch.Tensor:
+        t_end = self._times_of(log_sigma.dtype)[1]
+        # k-diffusion's `s < t_end - 1e-5`: the bound rounded as its 0-d tensor rounds it.
+        return log_sigma >= float(torch.tensor(t_end, dtype=log_sigma.dtype) - END_TOLERANCE)
+
+    def steps_left(self, state: Any) -> int:
+        """The calls the furthest-behind unfinished row may still take (its budget's rest); 0 once every row has
+        reached sigma_min. Reads the rows' progress from the device (a sync), unless the budget is spent."""
+        left = super().steps_left(state)
+        return 0 if left == 0 or bool(self.finished(state).all()) else left
+
+    def info(self, state: Any) -> dict[str, torch.Tensor]:
+        """k-diffusion's `return_info` per row ([R] tensors): `steps` (attempts), `nfe` (model calls in them),
+        `n_accept`, `n_reject`; and `finished`, `forced` (ended by the budget's last attempt), `sigma` (now)."""
+        self._require_state(state, "info")
+        return {
+            "steps": state.attempts.clone(),
+            "nfe": state.attempts * self.order,
+            "n_accept": state.accepted.clone(),
+            "n_reject": state.attempts - state.accepted,
+            "finished": self.finished(state),
+            "forced": state.forced.clone(),
+            "sigma": _sigma(state.log_sigma),
+        }
+
+    def init_noise_sigma(self, state: Any) -> torch.Tensor:
+        """The initial noise's standard deviation per row, [R]: `sigma_max` (k-diffusion's callers draw
+        `randn * sigma_max`)."""
+        self._require_state(state, "init_noise_sigma")
+        dtype = state.plan.sigmas.dtype
+        return torch.full(state.step_index.shape, self.sigma_max, dtype=dtype, device=state.step_index.device)
+
+    def timestep(self, state: Any) -> torch.Tensor:
+        """Each row's sigma at this call, [R]: where its sample is at an attempt's first call (and once finished),
+        else the attempt's intermediate point (k-diffusion's s1, s2)."""
+        cursor = self._cursor(state)
+        if checks.checking():
+            self._check_state(state, cursor)
+        phase, forced = self._columns(state, cursor)
+        return self._model_log_sigma(state, self._times(state, forced), phase).neg().exp()
+
+    def _model_sigma(self, state: Any) -> torch.Tensor:
+        return self.timestep(state)
+
+    def add_noise(self, state: Any, original_samples: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Noise `original_samples` to each row's sigma now (at `init`, sigma_max): x0 + sigma noise."""
+        if checks.checking():
+            self._require_state(state, "add_noise")
+            checks.check_rows(self.name, "original_samples", original_samples, *self._rows_and_device(state))
+            checks.check_like(self.name, "noise", noise, original_samples, "original_samples")
+        sigma = _sigma(state.log_sigma).to(original_samples.dtype)
+        return original_samples + sigma.view(-1, *([1] * (noise.dim() - 1))) * noise
+
+    # ------------------------------------------------------------------------------------------------ noise
+    def _draws_noise(self, state: Any) -> bool:
+        """Whether any row is at an attempt's last call (where an accepted attempt adds noise), with eta > 0."""
+        if not self.stochastic:
+            return False
+        cursor = self._cursor(state)
+        phase = self._columns(state, cursor)[0]
+        return phase == self.order - 1 if isinstance(phase, int) else bool((phase == self.order - 1).any())
+
+    def _brownian_queries(self, state: Any) -> list[Query | None]:
+        """Per row, the interval k-diffusion's tree is queried on where this attempt is accepted: (sigma(s),
+        sigma(t)) in a tree over [sigma_min, sigma_max]; None where the row draws none. Host reads."""
+        self._require_state(state, "brownian_noise")
+        cursor = self._cursor(state)
+        if cursor is not None and cursor.step >= cursor.owned.host.steps:
+            checks.raise_finished(self.name, state)
+        phase, forced = self._columns(state, cursor)
+        times = self._times(state, forced)
+        with host.plain():
+            starts, ends = _sigma(times.start).cpu(), _sigma(times.end).cpu()
+            last = (phase == self.order - 1) if isinstance(phase, int) else (phase == self.order - 1).cpu().tolist()
+            live = (~self._finished(times.start)).cpu().tolist()
+        low, high = (float(torch.tensor(value, dtype=starts.dtype)) for value in (self.sigma_min, self.sigma_max))
+        at_last = [last] * len(live) if isinstance(last, bool) else last
+        return [
+            Query(low, high, start, end) if self.eta and drawn and alive else None
+            for start, end, drawn, alive in zip(starts, ends, at_last, live, strict=True)
+        ]
+
+    # ------------------------------------------------------------------------------------------------ the step
+    def _columns(self, state: Any, cursor: host.Cursor | None) -> tuple[Any, Any]:
+        """(phase, forced) of this call: Python values where the host knows the step (a cursor), else [R] gathered
+        from the plan."""
+        if cursor is not None:
+            if cursor.step >= cursor.owned.host.steps:
+                checks.raise_finished(self.name, state)
+            entry = cursor.owned.host.entry(cursor.step, 0)
+            return int(entry[PHASE]), bool(entry[FORCED])
+        try:
+            row = gather_step(state.plan, state.step_index)
+        except IndexError:
+            checks.raise_finished(self.name, state)
+            raise
+        return row[:, PHASE], row[:, FORCED]
+
+    def _times(self, state: Any, forced: Any) -> Times:
+        """k-diffusion's times of each row's current attempt: t = min(t_end, s + h) (t_end on the budget's last
+        attempt), and with eta the ancestral step's t_ = min(t_end, -log sigma_down) and sigma_up."""
+        s = state.log_sigma
+        t_end = self._times_of(s.dtype)[1]
+        t = torch.clamp(s + state.step_size.to(s.dtype), max=t_end)  # its float32 `s + pid.h`
+        if forced is True:
+            t = torch.full_like(t, t_end)
+        elif forced is not False:
+            t = torch.where(forced > 0, torch.full_like(t, t_end), t)
+        if not self.eta:
+            return Times(s, t, t, t - s, None)
+        sigma_down = ancestral_step(_sigma(s), _sigma(t), self.eta)[0]
+        step_end = torch.clamp(sigma_down.log().neg(), max=t_end)
+        sigma_up = (_sigma(t) ** 2 - _sigma(step_end) ** 2) ** 0.5
+        return Times(s, t, step_end, step_end - s, sigma_up)
+
+    @property
+    def _fractions(self) -> tuple[float, ...]:
+        """The attempt's call points as fractions of h (k-diffusion's r1, r2)."""
+        return (1 / 3, 2 / 3) if self.order == 3 else (1 / 2,)
+
+    def _model_log_sigma(self, state: Any, times: Times, phase: Any) -> torch.Tensor:
+        """Each row's t at this call: s at an attempt's first call (and once finished), s + r h at the others."""
+        s = times.start
+        if isinstance(phase, int):
+            at = s if phase == 0 else s + self._fractions[phase - 1] * times.length
+        else:
+            at = s
+            for call, fraction in enumerate(self._fractions, start=1):
+                at = torch.where(phase == call, s + fraction * times.length, at)
+        return torch.where(self._finished(s), s, at)
+
+    def step(
+        self,
+        state: DPMSolverAdaptiveState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
+        denoised: bool = False,
+    ) -> Any:
+        """One model call of every row: `(next_sample, new_state)`, or with `denoised=True` also x0. `model_output`
+        is the denoiser's x0 at `timestep(state)`; the update works with k-diffusion's eps = (x - x0) / sigma. At an
+        attempt's last call the returned sample is the accepted solution, or the attempt's start where rejected."""
+        cursor = self._cursor(state)
+        if checks.checking(eager=cursor is not None):
+            self._check(state, model_output, sample, noise, denoised, cursor)
+        phase, forced = self._columns(state, cursor)
+        times = self._times(state, forced)
+        live = ~self._finished(times.start)
+        model_t = self._model_log_sigma(state, times, phase)
+        eps = (sample - model_output) / _rows(_sigma(model_t), sample)
+        if isinstance(phase, int):
+            if phase == 0:
+                updates = self._first_call(state, sample, eps, times)
+            elif phase < self.order - 1:
+                updates = self._middle_call(state, eps, times)
+            else:
+                updates = self._last_call(state, eps, times, forced, noise)
+        else:
+            updates = self._any_call(state, sample, eps, times, phase, forced, noise)
+        prev_sample, changes = updates
+        kept = {name: _masked(live, value, getattr(state, name)) for name, value in changes.items()}
+        new_state = state.replace(**self._advanced(state, cursor), **kept)
+        prev_sample = as_dtype(torch.where(_rows(live, sample), prev_sample, sample), sample.dtype)
+        if denoised:
+            return prev_sample, new_state, as_dtype(model_output, sample.dtype).clone()
+        return prev_sample, new_state
+
+    def _first_call(
+        self, state: DPMSolverAdaptiveState, sample: torch.Tensor, eps: torch.Tensor, times: Times
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """An attempt's first call: keep its start and eps; step to the first intermediate point (k-diffusion's
+        u1 = x - sigma(s1) expm1(r1 h) eps). The very first call's sample is also x_prev."""
+        r1 = self._fractions[0]
+        s1 = times.start + r1 * times.length
+        u1 = sample - _rows(_sigma(s1) * (r1 * times.length).expm1(), sample) * eps
+        first = _rows(state.attempts == 0, sample)
+        changes = {
+            "attempt_start": sample.to(state.attempt_start.dtype, copy=True),
+            "eps": (as_dtype(eps, sample.dtype), *state.eps[1:]),
+            "previous_low": torch.where(first, sample, state.previous_low),
+        }
+        return u1, changes
+
+    def _middle_call(
+        self, state: DPMSolverAdaptiveState, eps: torch.Tensor, times: Times
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """DPM-Solver-3's second call: keep its eps; step to s2 = s + 2h/3 (k-diffusion's u2)."""
+        r1, r2 = self._fractions
+        x, eps_0 = state.attempt_start, state.eps[0]
+        s2, length = times.start + r2 * times.length, times.length
+        first = x - _rows(_sigma(s2) * (r2 * length).expm1(), x) * eps_0
+        correction = _sigma(s2) * (r2 / r1) * ((r2 * length).expm1() / (r2 * length) - 1)
+        u2 = first - _rows(correction, x) * (eps - eps_0)
+        return u2, {"eps": (eps_0, as_dtype(eps, x.dtype))}
+
+    def _last_call(
+        self, state: DPMSolverAdaptiveState, eps: torch.Tensor, times: Times, forced: Any, noise: Any
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """An attempt's last call: the two solutions, the error, the controller's decision. Accepted: the higher
+        order's solution (plus noise with eta), at t; rejected: the attempt's start again, at s."""
+        x, eps_0 = state.attempt_start, state.eps[0]
+        sigma_end, length = _sigma(times.step_end), times.length
+        expm1 = length.expm1()
+        first = x - _rows(sigma_end * expm1, x) * eps_0
+        if self.order == 3:
+            r1, r2 = self._fractions
+            x_low = first - _rows(sigma_end / (2 * r1) * expm1, x) * (state.eps[1] - eps_0)
+            x_high = first - _rows(sigma_end / r2 * (expm1 / length - 1), x) * (eps - eps_0)
+        else:
+            x_low = first
+            x_high = first - _rows(sigma_end / (2 * self._fractions[0]) * expm1, x) * (eps - eps_0)
+        delta = torch.clamp(self.rtol * torch.maximum(x_low.abs(), state.previous_low.abs()), min=self.atol)
+        error = torch.linalg.vector_norm((x_low - x_high) / delta, dim=tuple(range(1, x.dim())))
+        error = error / math.prod(x.shape[1:]) ** 0.5
+        accept, step_size, inverse_errors = self._controller(state, error, forced)
+        if self.eta:
+            x_high = x_high + _rows(times.sigma_up * self.s_noise, x) * noise
+        solution = torch.where(_rows(accept, x), x_high.to(x.dtype), x)
+        changes = {
+            "attempt_start": solution,
+            "previous_low": torch.where(_rows(accept, x), x_low.to(x.dtype), state.previous_low),
+            "log_sigma": torch.where(accept, times.end, times.start),
+            "step_size": step_size,
+            "inverse_errors": inverse_errors,
+            "attempts": state.attempts + 1,
+            "accepted": state.accepted + accept.long(),
+            "forced": state.forced | _flag(forced, state.forced),
+        }
+        return solution, changes
+
+    def _controller(
+        self, state: DPMSolverAdaptiveState, error: torch.Tensor, forced: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """k-diffusion's `PIDStepSizeController.propose_step` per row, in float64 as its Python floats: (accept, the
+        next step size, the last two accepted inverse errors)."""
+        pid_order = 1.5 if self.eta else self.order
+        b1 = (self.pcoeff + self.icoeff + self.dcoeff) / pid_order
+        b2 = -(self.pcoeff + 2 * self.dcoeff) / pid_order
+        b3 = self.dcoeff / pid_order
+        inverse = 1 / (error.double() + ERROR_FLOOR)
+        first = state.attempts == 0  # its errs start as three copies of the first inverse error
+        older = torch.where(first[:, None], inverse[:, None], state.inverse_errors)
+        factor = inverse**b1 * older[:, 0] ** b2 * older[:, 1] ** b3
+        factor = 1 + torch.atan(factor - 1)
+        accept = (factor >= self.accept_safety) | _flag(forced, first)
+        inverse_errors = torch.where(accept[:, None], torch.stack([inverse, older[:, 0]], dim=1), older)
+        return accept, state.step_size * factor, inverse_errors
+
+    def _any_call(
+        self,
+        state: DPMSolverAdaptiveState,
+        sample: torch.Tensor,
+        eps: torch.Tensor,
+        times: Times,
+        phase: torch.Tensor,
+        forced: torch.Tensor,
+        noise: Any,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The call of any phase, per row: every phase's update, each row taking its own phase's (branch-free:
+        compiles, and steps rows at different calls together)."""
+        calls = {0: self._first_call(state, sample, eps, times)}
+        if self.order == 3:
+            calls[1] = self._middle_call(state, eps, times)
+        calls[self.order - 1] = self._last_call(state, eps, times, forced, noise)
+        prev_sample, changes = sample, {}
+        for call, (update, updated) in calls.items():
+            at = phase == call
+            prev_sample = torch.where(_rows(at, sample), update, prev_sample)
+            for name, value in updated.items():
+                changes[name] = _masked(at, value, changes.get(name, getattr(state, name)))
+        return prev_sample, changes
+
+
+def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[R] values viewed as [R, 1, ..., 1] against `like`."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _flag(forced: Any, like: torch.Tensor) -> torch.Tensor:
+    """The call's `forced` column as [R] bools like `like`: a host value (the eager path's) or gathered values."""
+    if isinstance(forced, bool):
+        return torch.full(like.shape, forced, dtype=torch.bool, device=like.device)
+    return forced > 0
+
+
+def _masked(where: torch.Tensor, new: Any, old: Any) -> Any:
+    """`new` in the rows where `where` ([R] bool) holds, else `old` (a tensor, or a tuple of them)."""
+    if isinstance(new, tuple):
+        return tuple(_masked(where, a, b) for a, b in zip(new, old, strict=True))
+    return torch.where(where.view(-1, *([1] * (new.dim() - 1))), new, old)
