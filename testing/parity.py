@@ -44,6 +44,14 @@ def latents(shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int 
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(dtype)
 
 
+def calls(sched: Any, state: Any) -> int:
+    """The model calls of a request's schedule: its timestep table's length, or the budget of a sampler that chooses
+    its steps from the data (`timestep_table` False)."""
+    if sched.timestep_table:
+        return len(sched.timesteps(state))
+    return int(state.plan.num_steps.max())
+
+
 def step_noise(
     case: Case, shape: Sequence[int], generator: torch.Generator, model_dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -243,15 +251,17 @@ def loop_parity_run(
 
     sched = case.scheduler()
     state = sched.init(sample=noise, **case.init_kwargs(steps))
-    ours_timesteps, ours_sigmas = sched.timesteps(state), sched.sigmas(state)
+    table = sched.timestep_table
+    ours_timesteps, ours_sigmas = (sched.timesteps(state), sched.sigmas(state)) if table else (None, None)
     ours = noise * sched.init_noise_sigma(state).to(dtype).view(-1, *([1] * (noise.dim() - 1)))
     if inputs and not torch.equal(ours, inputs[0]):
         raise AssertionError("our initial sample (noise times init_noise_sigma) is not the reference's first input")
-    timestep_agrees, ours_samples = [], []
+    timestep_agrees, ours_samples, called = [], [], []
     for index in range(len(inputs)):
         if not sched.steps_left(state):
             break
         our_timestep = sched.timestep(state)
+        called.append(our_timestep[0])
         reference_sigma = sigmas[index].reshape(-1).expand(shape[0])
         agrees = our_timestep.dtype == reference_sigma.dtype and torch.equal(our_timestep, reference_sigma)
         timestep_agrees.append(agrees)
@@ -265,6 +275,9 @@ def loop_parity_run(
     if len(ours_samples) != len(ref_samples) or sched.steps_left(state):
         raise AssertionError(f"ours calls the model {len(timestep_agrees)} times, the reference {len(inputs)}")
     errors = [relative_error(a, b) for a, b in zip(ours_samples, ref_samples, strict=True)]
+    if not table:  # the sigmas row 0's calls saw, as the reference's table is read
+        ours_timesteps = torch.stack(called) if called else torch.zeros(0)
+        ours_sigmas = ours_timesteps
     return ParityResult(
         errors=errors,
         identical=[torch.equal(a, b) for a, b in zip(ours_samples, ref_samples, strict=True)],

@@ -182,7 +182,7 @@ def raise_finished(owner: str, state: Any) -> None:
     total = int(num_steps[0] if num_steps.shape[0] == 1 else num_steps[rows[0]])
     raise IndexError(
         f"{owner}: row(s) {rows} already took all {total} steps of their schedule; "
-        "stop the loop after len(sched.timesteps(state)) steps, or init a new state."
+        "stop the loop when sched.steps_left(state) is 0, or init a new state."
     )
 
 

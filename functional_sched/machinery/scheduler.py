@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -83,6 +83,19 @@ class Scheduler:
     #: Why a stochastic `step` is no Gaussian transition given its inputs (None: it is, `mean + std * noise` with the
     #: noise a fresh standard normal, whose log-density `functional_sched.step_log_prob` reads off the step).
     _not_gaussian: ClassVar[str | None] = None
+    #: Whether the calls' timesteps are known at `init` (`timesteps(state)`, `sigmas(state)`); False for a sampler that
+    #: chooses its steps from the data (DPM-Solver adaptive), whose calls are a budget: each row's sigma is
+    #: `timestep(state)` at the call.
+    timestep_table: ClassVar[bool] = True
+    #: The state's per-row fields that are neither step counters (int64 [R]) nor shaped like the sample (a controller's
+    #: [R] values): a payload's are checked against a fresh state's dtype and trailing shape (a float field of the
+    #: plan's dtype follows the payload's plan), and their values by `_payload_problem`.
+    _row_fields: ClassVar[tuple[str, ...]] = ()
+
+    def _payload_problem(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
+        """What is wrong with the values of a payload's `_row_fields` (checked for dtypes and shapes already), or
+        None: a handed-over state must never step into what no run of this scheduler produces."""
+        return None
 
     @property
     def _resizes(self) -> bool:

@@ -168,9 +168,10 @@ def _sender_schedules(plan: Plan, schedules: Any) -> tuple[Schedule, ...]:
     return own if own is not None else given  # type: ignore[return-value]
 
 
-def _expected(scheduler: Scheduler) -> tuple[Layout, tuple[str, ...], tuple[str, ...]]:
-    """The scheduler's state layout, its counters (int64 [R] fields) and its sample-like keys ([R, ...] floats),
-    read off a template state built by the scheduler's own `_start`."""
+def _expected(scheduler: Scheduler) -> tuple[Layout, tuple[str, ...], tuple[str, ...], dict[str, torch.Tensor]]:
+    """The scheduler's state layout, its counters (int64 [R] fields), its sample-like keys ([R, ...] floats) and its
+    other per-row fields (`Scheduler._row_fields`, each as the template holds it), read off a template state built by
+    the scheduler's own `_start`."""
     empty = Plan(
         timesteps=torch.zeros(1, 0),
         sigmas=torch.zeros(1, 1),
@@ -181,14 +182,15 @@ def _expected(scheduler: Scheduler) -> tuple[Layout, tuple[str, ...], tuple[str,
     template = scheduler._start(empty, torch.zeros(1), counter, counter, torch.zeros((), dtype=torch.int64), None)
     layout = _layout(template)
     counters, samples = [], []
+    rows = {name: getattr(template, name) for name in scheduler._row_fields}
     for name, kind in layout.items():
-        if kind in ("plan", _FINGERPRINT):
+        if kind in ("plan", _FINGERPRINT) or name in rows:
             continue
         if kind == "tensor":
             (counters if getattr(template, name).dtype == torch.int64 else samples).append(name)
         else:
             samples += [f"{name}.{index}" for index in range(kind)]
-    return layout, tuple(counters), tuple(samples)
+    return layout, tuple(counters), tuple(samples), rows
 
 
 def _check_metadata(metadata: Any, scheduler: Scheduler, layout: Layout) -> int:
@@ -288,9 +290,10 @@ def _check_values(
     counters: Sequence[str],
     samples: Sequence[str],
     columns: int,
+    row_fields: Mapping[str, torch.Tensor],
 ) -> None:
-    """Dtypes, shapes and ranges: counters int64 [R], sample-like fields one float dtype and shape [R, ...], the
-    plan's tables consistent, every row's step within its schedule."""
+    """Dtypes, shapes and ranges: counters int64 [R], sample-like fields one float dtype and shape [R, ...], other
+    per-row fields as a fresh state holds them, the plan's tables consistent, every row's step within its schedule."""
     for name in counters:
         value = tensors[name]
         if value.dtype != torch.int64 or value.dim() != 1 or value.shape[0] < 1:
@@ -320,6 +323,15 @@ def _check_values(
                 owner,
                 f"a {first.dtype} state needs a {working_dtype(first)} plan, not {tensors[f'{plan}.sigmas'].dtype}",
             )
+    for name, template in row_fields.items():
+        value = tensors[name]
+        # A float field of the plan's dtype (a fresh state's plan is float32) follows the payload's plan.
+        follows = template.is_floating_point() and template.dtype == torch.float32
+        dtype = tensors[f"{plan}.sigmas"].dtype if follows else template.dtype
+        if value.dtype != dtype or value.dim() != template.dim() or value.shape[1:] != template.shape[1:]:
+            raise _fail(owner, f"{name} is {value.dtype} {_shape(value)}, not {dtype} [{rows}, *{_shape(template)[1:]}]")
+        if value.shape[0] != rows:
+            raise _fail(owner, f"{name} has {value.shape[0]} rows, step_index {rows}")
     step_index = tensors["step_index"]
     num_steps = tensors[f"{plan}.num_steps"]
     limit = num_steps if schedules == rows else num_steps.expand(rows)
@@ -433,12 +445,15 @@ def state_from_tensors(
     owner = f"{scheduler.name}: state payload"
     if not isinstance(tensors, Mapping):
         raise TypeError(f"{owner}: tensors must be a mapping of key to tensor, got {type(tensors).__name__}.")
-    layout, counters, samples = _expected(scheduler)
+    layout, counters, samples, row_fields = _expected(scheduler)
     version = _check_metadata(metadata, scheduler, layout)
     keys = _keys(layout)
     _check_keys(owner, tensors, keys)
-    _check_values(owner, tensors, layout, counters, samples, scheduler.plan_columns)
+    _check_values(owner, tensors, layout, counters, samples, scheduler.plan_columns, row_fields)
     _check_finite(owner, tensors, keys)
+    problem = scheduler._payload_problem(tensors)
+    if problem is not None:
+        raise _fail(owner, problem)
     plan_name = next(name for name, kind in layout.items() if kind == "plan")
     count = tensors[f"{plan_name}.num_steps"].shape[0]
     found = _payload_schedules(owner, scheduler, metadata, version, schedules, count)

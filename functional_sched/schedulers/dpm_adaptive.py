@@ -26,17 +26,18 @@ product formed in its order, so float32 loops reproduce it bit for bit on the CP
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 
 from ..machinery import checks, host, options
 from ..machinery.brownian import Query
-from ..machinery.options import Choice, Integer, Option, Optional, Real
+from ..machinery.options import Choice, Option, Real
 from ..machinery.plan import Plan, as_dtype, gather_step, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
-from .k_samplers import SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step
+from .k_samplers import SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step, root
 
 
 # Columns of the call table, one row per model call: the call's place in its attempt (0 to order - 1) and whether the
@@ -107,17 +108,24 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     atol: float = Option(0.0078, Real(above=0), examples=(0.001, 0.05))
     h_init: float = Option(0.05, Real(above=0), examples=(0.5, 2.0))
     pcoeff: float = Option(0.0, Real(at_least=0), examples=(0.3,))
-    icoeff: float = Option(1.0, Real(above=0), examples=(0.9, 0.5))
+    icoeff: float = Option(1.0, Real(at_least=0), examples=(0.9, 0.5))
     dcoeff: float = Option(0.0, Real(at_least=0), examples=(0.2,))
-    accept_safety: float = Option(0.81, Real(above=0, at_most=1), examples=(0.9, 0.5))
+    accept_safety: float = Option(0.81, Real(above=0), examples=(0.9, 0.5))
     eta: float = Option(0.0, Real(at_least=0), examples=(1.0, 0.5))
     s_noise: float = Option(1.0, Real(at_least=0), examples=(0.5, 1.003))
-    noise_sampler_seed: int | None = Option(None, Optional(Integer(minimum=0)), examples=(0, 1234))
 
     state_type: ClassVar[type] = DPMSolverAdaptiveState
     diffusers_name: ClassVar[str] = "sample_dpm_adaptive"
     plan_columns: ClassVar[int] = FORCED + 1
     timestep_table: ClassVar[bool] = False
+    _row_fields: ClassVar[tuple[str, ...]] = (
+        "log_sigma",
+        "step_size",
+        "inverse_errors",
+        "attempts",
+        "accepted",
+        "forced",
+    )
     _looks_up_first_timestep: ClassVar[bool] = False
     _noise_reason: ClassVar[str] = "DPM-Solver adaptive with eta > 0 (the noise of an accepted attempt)"
     _not_gaussian: ClassVar[str | None] = (
@@ -162,6 +170,20 @@ class DPMSolverAdaptive(KDiffusionScheduler):
 
     def _steps_limit_reason(self) -> str:
         return f" attempts of {self.order} model calls"
+
+    def _payload_problem(self, tensors: Mapping[str, torch.Tensor]) -> str | None:
+        """A handed-over solve's controller: counts that a run makes (accepted <= attempts, order calls each, within
+        the calls taken), a positive step size and inverse errors, a log sigma within [t_start, t_end]."""
+        attempts, accepted, calls = tensors["attempts"], tensors["accepted"], tensors["step_index"]
+        if bool(((accepted < 0) | (accepted > attempts) | (attempts * self.order > calls)).any()):
+            return f"attempts {attempts.tolist()} and accepted {accepted.tolist()} are no counts of {calls.tolist()} calls"
+        if bool((tensors["step_size"] <= 0).any()) or bool((tensors["inverse_errors"] < 0).any()):
+            return "the controller's step size or inverse errors are not positive"
+        log_sigma = tensors["log_sigma"]
+        t_start, t_end = self._times_of(log_sigma.dtype)
+        if bool(((log_sigma < t_start) | (log_sigma > t_end)).any()):
+            return f"log_sigma {log_sigma.tolist()} lies outside [{t_start}, {t_end}] (-log of sigma_max, sigma_min)"
+        return None
 
     def _check_begin_index(self, plan: host.HostPlan, begin_index: Any) -> int:
         value = super()._check_begin_index(plan, begin_index)
@@ -326,7 +348,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         with host.plain():
             starts, ends = _sigma(times.start).cpu(), _sigma(times.end).cpu()
             last = (phase == self.order - 1) if isinstance(phase, int) else (phase == self.order - 1).cpu().tolist()
-            live = (~self._finished(times.start)).cpu().tolist()
+            live = (~self._finished(state.log_sigma)).cpu().tolist()
         low, high = (float(torch.tensor(value, dtype=starts.dtype)) for value in (self.sigma_min, self.sigma_max))
         at_last = [last] * len(live) if isinstance(last, bool) else last
         return [
@@ -353,8 +375,11 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     def _times(self, state: Any, forced: Any) -> Times:
         """k-diffusion's times of each row's current attempt: t = min(t_end, s + h) (t_end on the budget's last
         attempt), and with eta the ancestral step's t_ = min(t_end, -log sigma_down) and sigma_up."""
-        s = state.log_sigma
-        t_end = self._times_of(s.dtype)[1]
+        t_end = self._times_of(state.log_sigma.dtype)[1]
+        # A finished row's attempt is never used; it starts a unit before its end, so that nothing divides by a zero
+        # length (whose gradient, though masked, would be NaN).
+        finished = self._finished(state.log_sigma)
+        s = torch.where(finished, state.log_sigma - 1, state.log_sigma)
         t = torch.clamp(s + state.step_size.to(s.dtype), max=t_end)  # its float32 `s + pid.h`
         if forced is True:
             t = torch.full_like(t, t_end)
@@ -364,7 +389,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             return Times(s, t, t, t - s, None)
         sigma_down = ancestral_step(_sigma(s), _sigma(t), self.eta)[0]
         step_end = torch.clamp(sigma_down.log().neg(), max=t_end)
-        sigma_up = (_sigma(t) ** 2 - _sigma(step_end) ** 2) ** 0.5
+        sigma_up = root(_sigma(t) ** 2 - _sigma(step_end) ** 2)
         return Times(s, t, step_end, step_end - s, sigma_up)
 
     @property
@@ -381,7 +406,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             at = s
             for call, fraction in enumerate(self._fractions, start=1):
                 at = torch.where(phase == call, s + fraction * times.length, at)
-        return torch.where(self._finished(s), s, at)
+        return torch.where(self._finished(state.log_sigma), state.log_sigma, at)
 
     def step(
         self,
@@ -400,7 +425,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             self._check(state, model_output, sample, noise, denoised, cursor)
         phase, forced = self._columns(state, cursor)
         times = self._times(state, forced)
-        live = ~self._finished(times.start)
+        live = ~self._finished(state.log_sigma)
         model_t = self._model_log_sigma(state, times, phase)
         eps = (sample - model_output) / _rows(_sigma(model_t), sample)
         if isinstance(phase, int):

@@ -32,14 +32,21 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float, dtype:
     return torch.cat([sigmas, sigmas.new_zeros([1])]).to(dtype)
 
 
+def root(value: torch.Tensor) -> torch.Tensor:
+    """`value ** 0.5`, whose derivative at 0 is 0 rather than inf (a zero there is a clamp's or a minimum's constant,
+    e.g. sigma_down = 0: an infinite derivative times its zero change would make a gradient NaN)."""
+    zero = value == 0
+    return torch.where(zero, torch.zeros_like(value), torch.where(zero, torch.ones_like(value), value) ** 0.5)
+
+
 def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """k-diffusion's `get_ancestral_step`: (sigma_down, sigma_up) of an ancestral step, elementwise (0-d tensors, or
-    one per row)."""
+    one per row), differentiable where its square roots meet 0 (`root`)."""
     if not eta:
         return sigma_to, torch.zeros_like(sigma_to)
-    candidate = eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    candidate = eta * root(sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2)
     sigma_up = torch.where(candidate < sigma_to, candidate, sigma_to)  # Python's min(sigma_to, candidate)
-    return (sigma_to**2 - sigma_up**2) ** 0.5, sigma_up
+    return root(sigma_to**2 - sigma_up**2), sigma_up
 
 
 class KDiffusionScheduler(Scheduler):

@@ -12,6 +12,7 @@ import torch
 from functional_sched.math import predictions
 
 from .. import gaussian
+from ..parity import calls
 from ..requests import same_state
 from ..selection import configs
 from ..spec import Case, Order, Spec
@@ -44,10 +45,10 @@ class Accuracy:
         configured), to float64 rounding; asking for it changes neither the sample nor the state."""
         sched = case.scheduler()
         state = sched.init(sample=gaussian.NOISE, **case.init_kwargs())
-        levels = [sched._alpha_sigma(sigma) for sigma in sched.sigmas(state)]
-        x = gaussian.start_sample(*levels[0])
+        first = sched.sigmas(state)[0] if sched.timestep_table else sched._model_sigma(state)[0]
+        x = gaussian.start_sample(*sched._alpha_sigma(first))
         noise = torch.zeros_like(x) if sched.stochastic else None
-        for index in range(len(sched.timesteps(state))):
+        for index in range(calls(sched, state)):
             if sched._model_sigma(state)[0] == 0:  # the exact model's epsilon is undefined at sigma = 0
                 break
             output = gaussian.exact_output(sched, state, x)

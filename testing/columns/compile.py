@@ -15,6 +15,7 @@ import torch.utils._pytree as pytree
 
 import functional_sched as fs
 
+from ..parity import calls as schedule_calls
 from ..parity import conditioned_model, latents
 from ..requests import run_loop, start
 from ..selection import configs
@@ -27,7 +28,7 @@ def compiled_loop(case: Case, backend: str) -> None:
     """A whole loop through `torch.compile(step, fullgraph=True)`: one graph, no recompiles, equal to eager (bit
     for bit with the eager backend; within float32 rounding with inductor, which may contract a * b + c)."""
     sched, state, sample = start(case)
-    steps = len(sched.timesteps(state))
+    steps = schedule_calls(sched, state)
     eager, eager_state = run_loop(case, sched, state, sample, steps, generator=torch.Generator().manual_seed(1))
 
     counter = torch._dynamo.testing.CompileCounterWithBackend(backend)
@@ -78,7 +79,7 @@ def hand_loop(
 ) -> torch.Tensor:
     """The loop `SamplingLoop` must equal, written out: scale, model (classifier-free guidance), step."""
     state = sched.init(sample=x, **schedule)
-    for index in range(len(sched.timesteps(state))):
+    for index in range(schedule_calls(sched, state)):
         model_input, t = sched.scale_model_input(state, x), sched.timestep(state)
         if guidance is None:
             output = denoiser(model_input, t, embeds)
@@ -95,7 +96,7 @@ def loop_inputs(case: Case, guided: bool) -> tuple[torch.Tensor, torch.Tensor, t
     embeds = latents(((2 if guided else 1) * LOOP_SHAPE[0], *LOOP_SHAPE[1:]), torch.float32, seed=2)
     schedule = case.init_kwargs(6)
     sched = case.scheduler()
-    steps = len(sched.timesteps(sched.init(sample=x, **schedule)))
+    steps = schedule_calls(sched, sched.init(sample=x, **schedule))
     noise = latents((steps, *LOOP_SHAPE), torch.float32, seed=3) if sched.stochastic else None
     return x, embeds, noise, schedule
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import functional_sched as fs
 
 from .. import strategies
+from ..parity import calls
 from ..requests import run_loop, same_state, start, step_inputs, tensor_leaves
 from ..selection import configs, is_stochastic, keeps_outputs_as_given
 from ..spec import Case, Spec
@@ -38,7 +39,8 @@ def reachable(case: Case, sched: Any, state: Any) -> dict[str, torch.Tensor | No
     (None for a query the state cannot answer, e.g. a finished one's timestep: the names never depend on it)."""
     found: dict[str, torch.Tensor | None] = dict(tensor_leaves(state))
     found.update({f"plan(){name}": table for name, table in tensor_leaves(sched.plan(**case.init_kwargs()))})
-    found.update({"timesteps()": sched.timesteps(state), "sigmas()": sched.sigmas(state)})
+    if sched.timestep_table:
+        found.update({"timesteps()": sched.timesteps(state), "sigmas()": sched.sigmas(state)})
     found["init_noise_sigma()"] = sched.init_noise_sigma(state)
     try:
         found["timestep()"] = sched.timestep(state)
@@ -88,7 +90,7 @@ def buffered_run(case: Case, *, reuse: bool) -> list[torch.Tensor]:
     buffers, which the caller poisons (NaN) once each step returned, as it does the returned sample and x0."""
     sched, state, sample = start(case)
     generator, samples, buffers = torch.Generator().manual_seed(6), [], {}
-    for _ in range(len(sched.timesteps(state))):
+    for _ in range(calls(sched, state)):
         inputs = {"sample": sample, **step_inputs(case, sched, state, sample, generator)}
         if not reuse:
             sample, state = sched.step(state, **inputs)
@@ -136,7 +138,7 @@ class Purity:
             assert state.plan.coefficients.shape[-1] == sched.plan_columns, "the plan's layout is not plan_columns"
             assert all(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(state)), "a state holds tensors"
             generator = torch.Generator().manual_seed(4)
-            for index in range(len(sched.timesteps(state))):
+            for index in range(calls(sched, state)):
                 expected = sched._output_dtype(sample)  # the sample's, or float32 where the reference keeps it
                 sample, state = sched.step(state, sample=sample, **step_inputs(case, sched, state, sample, generator))
                 assert sample.dtype == expected, f"{dtype}, step {index}: returned {sample.dtype}"
@@ -165,8 +167,8 @@ class Purity:
         sched, init_kwargs = case.scheduler(), case.init_kwargs()
         a_start, b_start = start(case, seed=0)[2], start(case, seed=1)[2]
         b_state = sched.init(sample=b_start, **init_kwargs)
-        tables = sched.timesteps(b_state).clone(), sched.sigmas(b_state).clone()
-        steps = len(tables[0])
+        tables = (sched.timesteps(b_state).clone(), sched.sigmas(b_state).clone()) if sched.timestep_table else None
+        steps = calls(sched, b_state)
         alone = run_loop(case, sched, b_state, b_start, steps, generator=torch.Generator().manual_seed(41))[0]
         inference = data.draw(st.booleans(), label="under torch.inference_mode()")
         # Without its cursor a state steps on the device path, reading its own plan and counters.
@@ -186,8 +188,9 @@ class Purity:
                     inputs = step_inputs(case, sched, b_state, b_sample, b_generator)
                     b_sample, b_state = sched.step(b_state, sample=b_sample, **inputs)
                     assert torch.equal(b_sample, alone[turn - joins]), f"B's step {turn - joins} differs from B alone"
-                    assert torch.equal(sched.timesteps(b_state), tables[0]), "B's timesteps changed"
-                    assert torch.equal(sched.sigmas(b_state), tables[1]), "B's sigmas changed"
+                    if tables is not None:
+                        assert torch.equal(sched.timesteps(b_state), tables[0]), "B's timesteps changed"
+                        assert torch.equal(sched.sigmas(b_state), tables[1]), "B's sigmas changed"
 
     @staticmethod
     def _scribbled_step(case: Case, sched: Any, data: st.DataObject, request: list[Any], label: str) -> list[Any]:

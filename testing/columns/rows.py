@@ -12,6 +12,7 @@ import torch._dynamo.testing
 
 from functional_sched import batching
 
+from ..parity import calls as schedule_calls
 from ..parity import latents
 from ..requests import SHAPE, run_loop, same_state, step_inputs
 from ..selection import configs
@@ -73,7 +74,7 @@ class Rows:
         request finishes alone as it would have."""
         counts, warm, rows = counts_for(case), [2, 0, 1], [1, 2, 1]
         sched, reqs = requests(case, counts, warm, rows)
-        calls = [len(sched.timesteps(state)) for state, _, _ in reqs]  # more than the step count where timesteps repeat
+        calls = [schedule_calls(sched, state) for state, _, _ in reqs]  # more than the step count where timesteps repeat
         batch = batching.stack([state for state, _, _ in reqs])
         assert batch.plan.timesteps.shape == (sum(rows), max(calls))
         assert batch.plan.num_steps.tolist() == [calls[0], calls[1], calls[1], calls[2]]
@@ -87,7 +88,7 @@ class Rows:
             sched.step(batch, model_output=torch.zeros_like(stacked), sample=stacked, noise=torch.zeros_like(stacked))
         for piece, (state, sample, generator) in zip(batching.split(batch, rows), reqs, strict=True):
             assert same_state(piece, state)
-            left = len(sched.timesteps(state)) - sched.steps_taken(state)
+            left = schedule_calls(sched, state) - sched.steps_taken(state)
             alone = run_loop(case, sched, state, sample, left, generator=generator.clone_state())[0]
             split = run_loop(case, sched, piece, sample, left, generator=generator.clone_state())[0]
             assert all(torch.equal(a, b) for a, b in zip(alone, split, strict=True))

@@ -8,6 +8,7 @@ from functional_sched.testing import Case, Spec
 from .cogvideox import COGVIDEOX_DDIM, COGVIDEOX_DPM
 from .ddpm import DDIM_SPEC, DDPM_SPEC
 from .deis import DEIS
+from .dpm_adaptive import DPM_ADAPTIVE
 from .dpm_sde import DPM_SDE
 from .dpm_singlestep import DPM_SINGLESTEP
 from .dpm_solver import DPM_SOLVER
@@ -98,6 +99,7 @@ SPECS: dict[type, Spec] = {
         DPMPP_2S_ANCESTRAL,
         DPMPP_3M_SDE,
         DPM_FAST,
+        DPM_ADAPTIVE,
         ER_SDE,
         GRADIENT_ESTIMATION,
         IPNDM_VARIABLE_STEP,
