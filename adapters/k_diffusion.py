@@ -143,8 +143,10 @@ def sample_dpm_adaptive_rows(
         last = {"t": None}
         solver.info_callback = lambda info: last.update(t=info["t"])
         t_start, t_end = (solver.t(torch.tensor(value)) for value in (scheduler.sigma_max, scheduler.sigma_min))
-        sampler_ = noise_samplers[row] if noise_samplers is not None else lambda sigma, sigma_next: torch.zeros_like(
-            x[row : row + 1]
+        sampler_ = (
+            noise_samplers[row]
+            if noise_samplers is not None
+            else lambda sigma, sigma_next: torch.zeros_like(x[row : row + 1])
         )
         final, info = solve(
             solver,
@@ -207,7 +209,7 @@ def _lockstep(runs: Sequence[Callable[[Callable[..., torch.Tensor]], Any]], mode
 
         try:
             calls.put((row, "done", runs[row](row_model)))
-        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+        except BaseException as error:
             calls.put((row, "error", error))
 
     threads = [threading.Thread(target=worker, args=(row,), daemon=True) for row in range(len(runs))]

@@ -25,6 +25,7 @@ from .schedulers.cogvideox import CogVideoXDDIM, CogVideoXDDIMState, CogVideoXDP
 from .schedulers.ddim import DDIM, DDIMState
 from .schedulers.ddpm import DDPM, DDPMState
 from .schedulers.deis import DEISMultistep, DEISState
+from .schedulers.dpm_adaptive import DPMSolverAdaptive, DPMSolverAdaptiveState
 from .schedulers.dpm_sde import DPMSolverSDE, DPMSolverSDEState
 from .schedulers.dpm_singlestep import DPMSolverSinglestep, DPMSolverSinglestepState
 from .schedulers.dpm_solver import DPMSolverMultistep, DPMSolverState
@@ -39,7 +40,6 @@ from .schedulers.flow_pair import FlowMatchPair
 from .schedulers.flow_sde import FlowMatchSDE, FlowMatchSDEState
 from .schedulers.flow_unipc import FlowUniPCMultistep, SglangUniPCMultistep
 from .schedulers.helios import Helios, HeliosDMD, SglangHelios
-from .schedulers.dpm_adaptive import DPMSolverAdaptive, DPMSolverAdaptiveState
 from .schedulers.heun import HeunDiscrete, HeunState
 from .schedulers.heunpp import HeunPlusPlus, HeunPlusPlusState
 from .schedulers.hunyuan3d import Hunyuan3DConsistencyFlowMatchEulerDiscrete, Hunyuan3DFlowMatchEulerDiscrete

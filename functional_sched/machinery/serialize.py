@@ -329,7 +329,9 @@ def _check_values(
         follows = template.is_floating_point() and template.dtype == torch.float32
         dtype = tensors[f"{plan}.sigmas"].dtype if follows else template.dtype
         if value.dtype != dtype or value.dim() != template.dim() or value.shape[1:] != template.shape[1:]:
-            raise _fail(owner, f"{name} is {value.dtype} {_shape(value)}, not {dtype} [{rows}, *{_shape(template)[1:]}]")
+            raise _fail(
+                owner, f"{name} is {value.dtype} {_shape(value)}, not {dtype} [{rows}, *{_shape(template)[1:]}]"
+            )
         if value.shape[0] != rows:
             raise _fail(owner, f"{name} has {value.shape[0]} rows, step_index {rows}")
     step_index = tensors["step_index"]

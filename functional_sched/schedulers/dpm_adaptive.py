@@ -25,24 +25,33 @@ product formed in its order, so float32 loops reproduce it bit for bit on the CP
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
 
 from ..machinery import checks, host, options
 from ..machinery.brownian import Query
 from ..machinery.options import Choice, Option, Real
-from ..machinery.plan import Plan, as_dtype, gather_step, single_plan
+from ..machinery.plan import Plan, as_dtype, coefficient_views, gather_step, single_plan
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from .k_samplers import SIGMA_MAX, SIGMA_MIN, KDiffusionScheduler, ancestral_step, root
 
-
 # Columns of the call table, one row per model call: the call's place in its attempt (0 to order - 1) and whether the
 # attempt is the budget's last (it goes to sigma_min and is accepted).
 PHASE, FORCED = range(2)
+# Columns of a row's attempt coefficients, made once per attempt (at the previous attempt's end, or `init`) from its
+# log sigma s and step size: the sigma the model sees at each call (s, s1, s2; a finished row's own sigma at all), the
+# multipliers of k-diffusion's updates to its intermediate points (u1 = x - TO_FIRST eps, u2 = x - TO_SECOND eps -
+# SECOND_CORRECTION (eps_1 - eps)) and to the attempt's end (first = x - STEP eps; x_low = first - LOW_CORRECTION
+# (eps_1 - eps); x_high = first - HIGH_CORRECTION (eps_last - eps)), the noise's scale sigma_up s_noise and the log
+# sigma t where an accepted attempt lands. Each is its 0-d computation in k-diffusion's loop, in its order.
+SIGMA_0, SIGMA_1, SIGMA_2, TO_FIRST, TO_SECOND, SECOND_CORRECTION, STEP, LOW_CORRECTION, HIGH_CORRECTION = range(9)
+NOISE_SCALE, END = 9, 10
+ATTEMPT_COLUMNS = 11
 #: The controller's floor under the error (k-diffusion's `PIDStepSizeController.eps`), and how close to t_end a row is
 #: finished (its loop's `s < t_end - 1e-5`).
 ERROR_FLOOR, END_TOLERANCE = 1e-8, 1e-5
@@ -58,23 +67,12 @@ class DPMSolverAdaptiveState:
     attempts: torch.Tensor  # [R], int64: attempts ended (k-diffusion's info['steps'])
     accepted: torch.Tensor  # [R], int64: attempts accepted (info['n_accept'])
     forced: torch.Tensor  # [R], bool: whether the budget's last attempt ended the row
+    attempt: torch.Tensor  # [R, ATTEMPT_COLUMNS], the plan's dtype: the current attempt's coefficients
     attempt_start: torch.Tensor  # [R, ...], the sample's dtype: the sample the current attempt started from
     previous_low: torch.Tensor  # [R, ...], the sample's dtype: the last accepted lower-order solution (its x_prev)
     eps: tuple[torch.Tensor, ...]  # (order - 1) x [R, ...]: the noise predictions of the attempt's earlier calls
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
     cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
-
-
-class Times(NamedTuple):
-    """A row's times at an attempt (each [R], the plan's dtype): its start s, its end t (where the sample lands), the
-    end of the deterministic step t_ (t, or the ancestral step's sigma_down), its length h = t_ - s, and the noise's
-    scale sigma_up (None without eta)."""
-
-    start: torch.Tensor
-    end: torch.Tensor
-    step_end: torch.Tensor
-    length: torch.Tensor
-    sigma_up: torch.Tensor | None
 
 
 def _sigma(t: torch.Tensor) -> torch.Tensor:
@@ -125,6 +123,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         "attempts",
         "accepted",
         "forced",
+        "attempt",
     )
     _looks_up_first_timestep: ClassVar[bool] = False
     _noise_reason: ClassVar[str] = "DPM-Solver adaptive with eta > 0 (the noise of an accepted attempt)"
@@ -176,13 +175,23 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         the calls taken), a positive step size and inverse errors, a log sigma within [t_start, t_end]."""
         attempts, accepted, calls = tensors["attempts"], tensors["accepted"], tensors["step_index"]
         if bool(((accepted < 0) | (accepted > attempts) | (attempts * self.order > calls)).any()):
-            return f"attempts {attempts.tolist()} and accepted {accepted.tolist()} are no counts of {calls.tolist()} calls"
+            return (
+                f"attempts {attempts.tolist()} and accepted {accepted.tolist()} are no counts of {calls.tolist()} calls"
+            )
         if bool((tensors["step_size"] <= 0).any()) or bool((tensors["inverse_errors"] < 0).any()):
             return "the controller's step size or inverse errors are not positive"
         log_sigma = tensors["log_sigma"]
-        t_start, t_end = self._times_of(log_sigma.dtype)
+        t_start, t_end, _ = self._times_of(log_sigma.dtype)
         if bool(((log_sigma < t_start) | (log_sigma > t_end)).any()):
             return f"log_sigma {log_sigma.tolist()} lies outside [{t_start}, {t_end}] (-log of sigma_max, sigma_min)"
+        # The attempt's coefficients are a function of the rest: made again here, they must agree (float rounding
+        # between hosts aside, as the plan's tables).
+        calls = tensors["plan.coefficients"][..., 0, FORCED]
+        index = (tensors["step_index"] - tensors["step_index"] % self.order).clamp(max=calls.shape[1] - 1)
+        forced = (calls[0].index_select(0, index) if calls.shape[0] == 1 else calls.gather(1, index[:, None])[:, 0]) > 0
+        expected = self._attempt(log_sigma, tensors["step_size"], forced)
+        if not bool(torch.isclose(tensors["attempt"], expected, rtol=1e-5, atol=1e-6).all()):
+            return "the attempt's coefficients are not those of its log sigma and step size"
         return None
 
     def _check_begin_index(self, plan: host.HostPlan, begin_index: Any) -> int:
@@ -194,10 +203,10 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             )
         return value
 
-    def _times_of(self, dtype: torch.dtype) -> tuple[float, float]:
-        """(t_start, t_end) = -log of sigma_max and sigma_min in `dtype`, as k-diffusion takes the logarithms of
-        their 0-d tensors, as Python floats (exact in `dtype`)."""
-        return tuple(float(torch.tensor(value, dtype=dtype).log().neg()) for value in (self.sigma_max, self.sigma_min))
+    def _times_of(self, dtype: torch.dtype) -> tuple[float, float, float]:
+        """(t_start, t_end, the finished bound t_end - 1e-5) in `dtype` as Python floats (exact in `dtype`), as
+        k-diffusion takes the logarithms of sigma_max's and sigma_min's 0-d tensors and rounds its loop's bound."""
+        return _log_times(self.sigma_max, self.sigma_min, dtype)
 
     def _build_plan(
         self,
@@ -234,15 +243,19 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     ) -> DPMSolverAdaptiveState:
         rows, device, dtype = sample.shape[0], sample.device, plan.coefficients.dtype
         buffers = torch.zeros((self.order + 1, *sample.shape), dtype=sample.dtype, device=device).unbind(0)
+        log_sigma = torch.full((rows,), self._times_of(dtype)[0], dtype=dtype, device=device)
+        step_size = torch.full((rows,), self.h_init, dtype=torch.float64, device=device)
+        one_attempt = plan.coefficients.shape[1] <= self.order  # a budget of one: it is forced
         return DPMSolverAdaptiveState(
             plan=plan,
             step_index=step_index,
-            log_sigma=torch.full((rows,), self._times_of(dtype)[0], dtype=dtype, device=device),
-            step_size=torch.full((rows,), self.h_init, dtype=torch.float64, device=device),
+            log_sigma=log_sigma,
+            step_size=step_size,
             inverse_errors=torch.zeros((rows, 2), dtype=torch.float64, device=device),
             attempts=torch.zeros((rows,), dtype=torch.int64, device=device),
             accepted=torch.zeros((rows,), dtype=torch.int64, device=device),
             forced=torch.zeros((rows,), dtype=torch.bool, device=device),
+            attempt=self._attempt(log_sigma, step_size, torch.full((rows,), one_attempt, device=device)),
             attempt_start=buffers[0],
             previous_low=buffers[1],
             eps=buffers[2:],
@@ -275,9 +288,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         return self._finished(state.log_sigma)
 
     def _finished(self, log_sigma: torch.Tensor) -> torch.Tensor:
-        t_end = self._times_of(log_sigma.dtype)[1]
-        # k-diffusion's `s < t_end - 1e-5`: the bound rounded as its 0-d tensor rounds it.
-        return log_sigma >= float(torch.tensor(t_end, dtype=log_sigma.dtype) - END_TOLERANCE)
+        return log_sigma >= self._times_of(log_sigma.dtype)[2]  # k-diffusion's loop runs while s < t_end - 1e-5
 
     def steps_left(self, state: Any) -> int:
         """The calls the furthest-behind unfinished row may still take (its budget's rest); 0 once every row has
@@ -312,8 +323,10 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         cursor = self._cursor(state)
         if checks.checking():
             self._check_state(state, cursor)
-        phase, forced = self._columns(state, cursor)
-        return self._model_log_sigma(state, self._times(state, forced), phase).neg().exp()
+        phase = self._columns(state, cursor)[0]
+        if isinstance(phase, int):
+            return state.attempt[:, SIGMA_0 + phase].clone()
+        return state.attempt.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
 
     def _model_sigma(self, state: Any) -> torch.Tensor:
         return self.timestep(state)
@@ -332,21 +345,16 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """Whether any row is at an attempt's last call (where an accepted attempt adds noise), with eta > 0."""
         if not self.stochastic:
             return False
-        cursor = self._cursor(state)
-        phase = self._columns(state, cursor)[0]
+        phase = self._columns(state, self._cursor(state))[0]
         return phase == self.order - 1 if isinstance(phase, int) else bool((phase == self.order - 1).any())
 
     def _brownian_queries(self, state: Any) -> list[Query | None]:
         """Per row, the interval k-diffusion's tree is queried on where this attempt is accepted: (sigma(s),
         sigma(t)) in a tree over [sigma_min, sigma_max]; None where the row draws none. Host reads."""
         self._require_state(state, "brownian_noise")
-        cursor = self._cursor(state)
-        if cursor is not None and cursor.step >= cursor.owned.host.steps:
-            checks.raise_finished(self.name, state)
-        phase, forced = self._columns(state, cursor)
-        times = self._times(state, forced)
+        phase = self._columns(state, self._cursor(state))[0]
         with host.plain():
-            starts, ends = _sigma(times.start).cpu(), _sigma(times.end).cpu()
+            starts, ends = state.attempt[:, SIGMA_0].cpu(), _sigma(state.attempt[:, END]).cpu()
             last = (phase == self.order - 1) if isinstance(phase, int) else (phase == self.order - 1).cpu().tolist()
             live = (~self._finished(state.log_sigma)).cpu().tolist()
         low, high = (float(torch.tensor(value, dtype=starts.dtype)) for value in (self.sigma_min, self.sigma_max))
@@ -357,56 +365,76 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         ]
 
     # ------------------------------------------------------------------------------------------------ the step
-    def _columns(self, state: Any, cursor: host.Cursor | None) -> tuple[Any, Any]:
-        """(phase, forced) of this call: Python values where the host knows the step (a cursor), else [R] gathered
-        from the plan."""
+    def _columns(self, state: Any, cursor: host.Cursor | None, ahead: int = 0) -> tuple[Any, Any]:
+        """(phase, forced) of this call (or of the call `ahead` of it, within the budget): Python values where the
+        host knows the step (a cursor), else [R] gathered from the plan."""
         if cursor is not None:
             if cursor.step >= cursor.owned.host.steps:
                 checks.raise_finished(self.name, state)
-            entry = cursor.owned.host.entry(cursor.step, 0)
+            entry = cursor.owned.host.entry(min(cursor.step + ahead, cursor.owned.host.steps - 1), 0)
             return int(entry[PHASE]), bool(entry[FORCED])
+        index = state.step_index
+        if ahead:
+            last = state.plan.num_steps - 1
+            index = torch.minimum(index + ahead, last if last.shape[0] == index.shape[0] else last.expand_as(index))
         try:
-            row = gather_step(state.plan, state.step_index)
+            row = gather_step(state.plan, index)
         except IndexError:
             checks.raise_finished(self.name, state)
             raise
-        return row[:, PHASE], row[:, FORCED]
-
-    def _times(self, state: Any, forced: Any) -> Times:
-        """k-diffusion's times of each row's current attempt: t = min(t_end, s + h) (t_end on the budget's last
-        attempt), and with eta the ancestral step's t_ = min(t_end, -log sigma_down) and sigma_up."""
-        t_end = self._times_of(state.log_sigma.dtype)[1]
-        # A finished row's attempt is never used; it starts a unit before its end, so that nothing divides by a zero
-        # length (whose gradient, though masked, would be NaN).
-        finished = self._finished(state.log_sigma)
-        s = torch.where(finished, state.log_sigma - 1, state.log_sigma)
-        t = torch.clamp(s + state.step_size.to(s.dtype), max=t_end)  # its float32 `s + pid.h`
-        if forced is True:
-            t = torch.full_like(t, t_end)
-        elif forced is not False:
-            t = torch.where(forced > 0, torch.full_like(t, t_end), t)
-        if not self.eta:
-            return Times(s, t, t, t - s, None)
-        sigma_down = ancestral_step(_sigma(s), _sigma(t), self.eta)[0]
-        step_end = torch.clamp(sigma_down.log().neg(), max=t_end)
-        sigma_up = root(_sigma(t) ** 2 - _sigma(step_end) ** 2)
-        return Times(s, t, step_end, step_end - s, sigma_up)
+        return row[:, PHASE], row[:, FORCED] > 0
 
     @property
     def _fractions(self) -> tuple[float, ...]:
-        """The attempt's call points as fractions of h (k-diffusion's r1, r2)."""
+        """The attempt's call points as fractions of its length (k-diffusion's r1, r2)."""
         return (1 / 3, 2 / 3) if self.order == 3 else (1 / 2,)
 
-    def _model_log_sigma(self, state: Any, times: Times, phase: Any) -> torch.Tensor:
-        """Each row's t at this call: s at an attempt's first call (and once finished), s + r h at the others."""
-        s = times.start
-        if isinstance(phase, int):
-            at = s if phase == 0 else s + self._fractions[phase - 1] * times.length
+    def _attempt(self, log_sigma: torch.Tensor, step_size: torch.Tensor, forced: Any) -> torch.Tensor:
+        """The coefficients [R, ATTEMPT_COLUMNS] of each row's attempt from log sigma s with step size h (to
+        t_end where `forced`, a bool or [R] bools): k-diffusion's t = min(t_end, s + h), with eta the ancestral step's
+        t_ = min(t_end, -log sigma_down) and sigma_up, and every multiplier of its steps to t_ (`ATTEMPT_COLUMNS`)."""
+        t_end = self._times_of(log_sigma.dtype)[1]
+        finished = self._finished(log_sigma)
+        # A finished row's attempt is never used: it runs from a unit before its end, so that nothing divides by a
+        # zero length (whose gradient, though masked, would be NaN); the model sees the row's own sigma.
+        s = torch.where(finished, log_sigma - 1, log_sigma)
+        t = torch.clamp(s + step_size.to(s.dtype), max=t_end)  # its float32 `s + pid.h`
+        if forced is True:
+            t = torch.full_like(t, t_end)
+        elif forced is not False:
+            t = torch.where(forced, torch.full_like(t, t_end), t)
+        zero = torch.zeros_like(s)
+        if self.eta:
+            sigma_down = ancestral_step(_sigma(s), _sigma(t), self.eta)[0]
+            step_end = torch.clamp(sigma_down.log().neg(), max=t_end)
+            noise_scale = root(_sigma(t) ** 2 - _sigma(step_end) ** 2) * self.s_noise
         else:
-            at = s
-            for call, fraction in enumerate(self._fractions, start=1):
-                at = torch.where(phase == call, s + fraction * times.length, at)
-        return torch.where(self._finished(state.log_sigma), state.log_sigma, at)
+            step_end, noise_scale = t, zero
+        h = step_end - s
+        # The attempt's points s + r h and their lengths r h, then every sigma and expm1 of them in one operation
+        # each (elementwise: each value as k-diffusion's own 0-d operation makes it).
+        parts = [fraction * h for fraction in self._fractions]
+        points = torch.stack([s, *(s + part for part in parts), step_end, log_sigma], dim=1)
+        sigmas = _sigma(points)
+        expm1 = torch.stack([*parts, h], dim=1).expm1()
+        sigma_1, sigma_end, own = sigmas[:, 1], sigmas[:, -2], sigmas[:, -1]
+        r1 = self._fractions[0]
+        to_first = sigma_1 * expm1[:, 0]
+        step = sigma_end * expm1[:, -1]
+        if self.order == 3:
+            r2 = self._fractions[1]
+            sigma_2 = sigmas[:, 2]
+            to_second = sigma_2 * expm1[:, 1]
+            second_correction = sigma_2 * (r2 / r1) * (expm1[:, 1] / parts[1] - 1)
+            low_correction = sigma_end / (2 * r1) * expm1[:, -1]
+            high_correction = sigma_end / r2 * (expm1[:, -1] / h - 1)
+        else:  # DPM-Solver-1 (x_low = first) against DPM-Solver-2; the third call's columns unused
+            sigma_2, to_second, second_correction = sigma_1, zero, zero
+            low_correction, high_correction = zero, sigma_end / (2 * r1) * expm1[:, -1]
+        model_sigmas = torch.where(finished[:, None], own[:, None], torch.stack([sigmas[:, 0], sigma_1, sigma_2], 1))
+        columns = [*model_sigmas.unbind(1), to_first, to_second, second_correction, step, low_correction]
+        columns.append(high_correction)
+        return torch.stack([*columns, noise_scale, t], dim=1)
 
     def step(
         self,
@@ -424,95 +452,94 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         if checks.checking(eager=cursor is not None):
             self._check(state, model_output, sample, noise, denoised, cursor)
         phase, forced = self._columns(state, cursor)
-        times = self._times(state, forced)
+        c = coefficient_views(state.attempt, sample)
         live = ~self._finished(state.log_sigma)
-        model_t = self._model_log_sigma(state, times, phase)
-        eps = (sample - model_output) / _rows(_sigma(model_t), sample)
         if isinstance(phase, int):
+            eps = (sample - model_output) / c[SIGMA_0 + phase]
             if phase == 0:
-                updates = self._first_call(state, sample, eps, times)
+                prev_sample, changes = self._first_call(state, sample, eps, c, cursor.step == 0)
             elif phase < self.order - 1:
-                updates = self._middle_call(state, eps, times)
+                prev_sample, changes = self._middle_call(state, eps, c)
             else:
-                updates = self._last_call(state, eps, times, forced, noise)
+                prev_sample, changes = self._last_call(state, eps, c, live, forced, noise, cursor)
         else:
-            updates = self._any_call(state, sample, eps, times, phase, forced, noise)
-        prev_sample, changes = updates
-        kept = {name: _masked(live, value, getattr(state, name)) for name, value in changes.items()}
-        new_state = state.replace(**self._advanced(state, cursor), **kept)
+            prev_sample, changes = self._any_call(state, sample, model_output, c, live, phase, forced, noise)
+        new_state = state.replace(**self._advanced(state, cursor), **changes)
+        # A finished row's sample comes back as given (whatever its model output; its state's solve no longer moves).
         prev_sample = as_dtype(torch.where(_rows(live, sample), prev_sample, sample), sample.dtype)
         if denoised:
             return prev_sample, new_state, as_dtype(model_output, sample.dtype).clone()
         return prev_sample, new_state
 
     def _first_call(
-        self, state: DPMSolverAdaptiveState, sample: torch.Tensor, eps: torch.Tensor, times: Times
+        self, state: DPMSolverAdaptiveState, sample: torch.Tensor, eps: torch.Tensor, c: Any, very_first: Any
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """An attempt's first call: keep its start and eps; step to the first intermediate point (k-diffusion's
         u1 = x - sigma(s1) expm1(r1 h) eps). The very first call's sample is also x_prev."""
-        r1 = self._fractions[0]
-        s1 = times.start + r1 * times.length
-        u1 = sample - _rows(_sigma(s1) * (r1 * times.length).expm1(), sample) * eps
-        first = _rows(state.attempts == 0, sample)
         changes = {
             "attempt_start": sample.to(state.attempt_start.dtype, copy=True),
             "eps": (as_dtype(eps, sample.dtype), *state.eps[1:]),
-            "previous_low": torch.where(first, sample, state.previous_low),
         }
-        return u1, changes
+        if very_first is True:
+            changes["previous_low"] = changes["attempt_start"].clone()
+        elif very_first is not False:
+            changes["previous_low"] = torch.where(_rows(very_first, sample), sample, state.previous_low)
+        return sample - c[TO_FIRST] * eps, changes
 
     def _middle_call(
-        self, state: DPMSolverAdaptiveState, eps: torch.Tensor, times: Times
+        self, state: DPMSolverAdaptiveState, eps: torch.Tensor, c: Any
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """DPM-Solver-3's second call: keep its eps; step to s2 = s + 2h/3 (k-diffusion's u2)."""
-        r1, r2 = self._fractions
+        """DPM-Solver-3's second call: keep its eps; step to the second intermediate point (k-diffusion's u2)."""
         x, eps_0 = state.attempt_start, state.eps[0]
-        s2, length = times.start + r2 * times.length, times.length
-        first = x - _rows(_sigma(s2) * (r2 * length).expm1(), x) * eps_0
-        correction = _sigma(s2) * (r2 / r1) * ((r2 * length).expm1() / (r2 * length) - 1)
-        u2 = first - _rows(correction, x) * (eps - eps_0)
-        return u2, {"eps": (eps_0, as_dtype(eps, x.dtype))}
+        return (x - c[TO_SECOND] * eps_0) - c[SECOND_CORRECTION] * (eps - eps_0), {
+            "eps": (eps_0, as_dtype(eps, x.dtype))
+        }
 
     def _last_call(
-        self, state: DPMSolverAdaptiveState, eps: torch.Tensor, times: Times, forced: Any, noise: Any
+        self,
+        state: DPMSolverAdaptiveState,
+        eps: torch.Tensor,
+        c: Any,
+        live: torch.Tensor,
+        forced: Any,
+        noise: Any,
+        cursor: host.Cursor | None,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """An attempt's last call: the two solutions, the error, the controller's decision. Accepted: the higher
-        order's solution (plus noise with eta), at t; rejected: the attempt's start again, at s."""
+        """An attempt's last call: the two solutions, the error, the controller's decision (a finished row's never
+        accepts, nor counts). Accepted: the higher order's solution (plus noise with eta), at t; rejected: the
+        attempt's start again, at s. Then the next attempt's coefficients."""
         x, eps_0 = state.attempt_start, state.eps[0]
-        sigma_end, length = _sigma(times.step_end), times.length
-        expm1 = length.expm1()
-        first = x - _rows(sigma_end * expm1, x) * eps_0
-        if self.order == 3:
-            r1, r2 = self._fractions
-            x_low = first - _rows(sigma_end / (2 * r1) * expm1, x) * (state.eps[1] - eps_0)
-            x_high = first - _rows(sigma_end / r2 * (expm1 / length - 1), x) * (eps - eps_0)
-        else:
-            x_low = first
-            x_high = first - _rows(sigma_end / (2 * self._fractions[0]) * expm1, x) * (eps - eps_0)
+        first = x - c[STEP] * eps_0
+        x_low = first - c[LOW_CORRECTION] * (state.eps[1] - eps_0) if self.order == 3 else first
+        x_high = first - c[HIGH_CORRECTION] * (eps - eps_0)
         delta = torch.clamp(self.rtol * torch.maximum(x_low.abs(), state.previous_low.abs()), min=self.atol)
         error = torch.linalg.vector_norm((x_low - x_high) / delta, dim=tuple(range(1, x.dim())))
         error = error / math.prod(x.shape[1:]) ** 0.5
-        accept, step_size, inverse_errors = self._controller(state, error, forced)
+        accept, step_size, inverse_errors = self._controller(state, error, _flag(forced, live))
+        accept = accept & live
         if self.eta:
-            x_high = x_high + _rows(times.sigma_up * self.s_noise, x) * noise
+            x_high = x_high + c[NOISE_SCALE] * noise
         solution = torch.where(_rows(accept, x), x_high.to(x.dtype), x)
+        log_sigma = torch.where(accept, state.attempt[:, END], state.log_sigma)
+        step_size = torch.where(live, step_size, state.step_size)
         changes = {
             "attempt_start": solution,
             "previous_low": torch.where(_rows(accept, x), x_low.to(x.dtype), state.previous_low),
-            "log_sigma": torch.where(accept, times.end, times.start),
+            "log_sigma": log_sigma,
             "step_size": step_size,
-            "inverse_errors": inverse_errors,
-            "attempts": state.attempts + 1,
+            "inverse_errors": torch.where(live[:, None], inverse_errors, state.inverse_errors),
+            "attempts": state.attempts + live.long(),
             "accepted": state.accepted + accept.long(),
-            "forced": state.forced | _flag(forced, state.forced),
+            "forced": state.forced | (_flag(forced, live) & live),
+            "attempt": self._attempt(log_sigma, step_size, self._columns(state, cursor, ahead=1)[1]),
         }
         return solution, changes
 
     def _controller(
-        self, state: DPMSolverAdaptiveState, error: torch.Tensor, forced: Any
+        self, state: DPMSolverAdaptiveState, error: torch.Tensor, forced: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k-diffusion's `PIDStepSizeController.propose_step` per row, in float64 as its Python floats: (accept, the
-        next step size, the last two accepted inverse errors)."""
+        next step size, the last two accepted inverse errors); a forced attempt is accepted."""
         pid_order = 1.5 if self.eta else self.order
         b1 = (self.pcoeff + self.icoeff + self.dcoeff) / pid_order
         b2 = -(self.pcoeff + 2 * self.dcoeff) / pid_order
@@ -520,9 +547,12 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         inverse = 1 / (error.double() + ERROR_FLOOR)
         first = state.attempts == 0  # its errs start as three copies of the first inverse error
         older = torch.where(first[:, None], inverse[:, None], state.inverse_errors)
-        factor = inverse**b1 * older[:, 0] ** b2 * older[:, 1] ** b3
+        factor = inverse**b1
+        for errors, exponent in ((older[:, 0], b2), (older[:, 1], b3)):
+            if exponent:  # x ** 0 is 1, and a product by it exact: skipped (the default controller's)
+                factor = factor * errors**exponent
         factor = 1 + torch.atan(factor - 1)
-        accept = (factor >= self.accept_safety) | _flag(forced, first)
+        accept = (factor >= self.accept_safety) | forced
         inverse_errors = torch.where(accept[:, None], torch.stack([inverse, older[:, 0]], dim=1), older)
         return accept, state.step_size * factor, inverse_errors
 
@@ -530,18 +560,21 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         self,
         state: DPMSolverAdaptiveState,
         sample: torch.Tensor,
-        eps: torch.Tensor,
-        times: Times,
+        model_output: torch.Tensor,
+        c: Any,
+        live: torch.Tensor,
         phase: torch.Tensor,
         forced: torch.Tensor,
         noise: Any,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """The call of any phase, per row: every phase's update, each row taking its own phase's (branch-free:
         compiles, and steps rows at different calls together)."""
-        calls = {0: self._first_call(state, sample, eps, times)}
+        sigma = state.attempt.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
+        eps = (sample - model_output) / _rows(sigma, sample)
+        calls = {0: self._first_call(state, sample, eps, c, state.step_index == 0)}
         if self.order == 3:
-            calls[1] = self._middle_call(state, eps, times)
-        calls[self.order - 1] = self._last_call(state, eps, times, forced, noise)
+            calls[1] = self._middle_call(state, eps, c)
+        calls[self.order - 1] = self._last_call(state, eps, c, live, forced, noise, None)
         prev_sample, changes = sample, {}
         for call, (update, updated) in calls.items():
             at = phase == call
@@ -551,16 +584,22 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         return prev_sample, changes
 
 
+@functools.cache
+def _log_times(sigma_max: float, sigma_min: float, dtype: torch.dtype) -> tuple[float, float, float]:
+    t_start, t_end = (torch.tensor(value, dtype=dtype).log().neg() for value in (sigma_max, sigma_min))
+    return float(t_start), float(t_end), float(t_end - END_TOLERANCE)
+
+
 def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[R] values viewed as [R, 1, ..., 1] against `like`."""
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _flag(forced: Any, like: torch.Tensor) -> torch.Tensor:
-    """The call's `forced` column as [R] bools like `like`: a host value (the eager path's) or gathered values."""
+    """The call's `forced` column as [R] bools like `like`: a host value (the eager path's) or gathered bools."""
     if isinstance(forced, bool):
         return torch.full(like.shape, forced, dtype=torch.bool, device=like.device)
-    return forced > 0
+    return forced
 
 
 def _masked(where: torch.Tensor, new: Any, old: Any) -> Any:

@@ -14,9 +14,9 @@ from functional_sched.machinery import options as declarations
 
 from .. import strategies
 from ..parity import (
-    calls,
     ParityResult,
     begin_at,
+    calls,
     generator_kwargs,
     has_repeated_timesteps,
     latents,

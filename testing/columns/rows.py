@@ -74,7 +74,9 @@ class Rows:
         request finishes alone as it would have."""
         counts, warm, rows = counts_for(case), [2, 0, 1], [1, 2, 1]
         sched, reqs = requests(case, counts, warm, rows)
-        calls = [schedule_calls(sched, state) for state, _, _ in reqs]  # more than the step count where timesteps repeat
+        calls = [
+            schedule_calls(sched, state) for state, _, _ in reqs
+        ]  # more than the step count where timesteps repeat
         batch = batching.stack([state for state, _, _ in reqs])
         assert batch.plan.timesteps.shape == (sum(rows), max(calls))
         assert batch.plan.num_steps.tolist() == [calls[0], calls[1], calls[1], calls[2]]
