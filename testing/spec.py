@@ -219,6 +219,11 @@ class Spec:
     #: column's timesteps, a bare tensor; Helios-Distilled's DMD arguments); `kwargs` are what the column passes
     #: (`generator`, the step options).
     drop_in_step: Callable[..., Any] | None = None
+    #: Whether the step's decisions follow its rounding (DPM-Solver adaptive's accept/reject and step sizes, made from
+    #: an error norm): inductor's reductions and libm calls round otherwise than eager, so a loop compiled with it may
+    #: take other step sizes. Its inductor columns then hold the final sample (every row finished) to
+    #: `DECISIONS_TOLERANCE` of eager's instead of each step to float32 rounding; the eager backend stays bit-equal.
+    decisions_follow_rounding: bool = False
 
     def __post_init__(self) -> None:
         if not self.configs:

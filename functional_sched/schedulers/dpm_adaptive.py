@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -73,6 +73,38 @@ class DPMSolverAdaptiveState:
     eps: tuple[torch.Tensor, ...]  # (order - 1) x [R, ...]: the noise predictions of the attempt's earlier calls
     fingerprint: torch.Tensor  # scalar, int64: the step options this state was built for
     cursor: host.Cursor | None  # no leaf: where the host knows this state stands (the eager fast path)
+
+
+#: The state's fields of the solve itself (per row: where it stands, its controller, its attempt's coefficients).
+SOLVE_FIELDS = ("log_sigma", "step_size", "inverse_errors", "attempts", "accepted", "forced", "attempt")
+
+
+class Solve(NamedTuple):
+    """The solve's fields (`SOLVE_FIELDS`) of some rows, as one place holds them: the state's, or the host's copy."""
+
+    log_sigma: torch.Tensor
+    step_size: torch.Tensor
+    inverse_errors: torch.Tensor
+    attempts: torch.Tensor
+    accepted: torch.Tensor
+    forced: torch.Tensor
+    attempt: torch.Tensor
+
+
+class SolveCursor(host.Cursor):
+    """A cursor that also knows the rows' solve on the host, as k-diffusion keeps its controller: CPU copies of the
+    state's solve fields (the fields themselves for a CPU state), and those fields, by identity, that it speaks for.
+    An eager step then forms each attempt's scalars on the host and reads the device once an attempt (its error), as
+    k-diffusion's `float(error)` does; a state rebuilt with `replace` of any of them loses it (the device path)."""
+
+    __slots__ = ("finished", "mirrors", "numbers", "solve")
+
+    def __init__(self, cursor: host.Cursor, solve: Solve, mirrors: Solve, finished: tuple[bool, ...]) -> None:
+        super().__init__(cursor.owned, cursor.step, cursor.level)
+        self.solve, self.mirrors, self.finished = solve, mirrors, finished
+        # A request of one row multiplies by its attempt's coefficients as Python numbers (exact values of the plan's
+        # dtype: what 0-d tensors of them give, at the cost of none).
+        self.numbers = tuple(solve.attempt[0].tolist()) if solve.attempt.shape[0] == 1 else None
 
 
 def _sigma(t: torch.Tensor) -> torch.Tensor:
@@ -243,25 +275,48 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     ) -> DPMSolverAdaptiveState:
         rows, device, dtype = sample.shape[0], sample.device, plan.coefficients.dtype
         buffers = torch.zeros((self.order + 1, *sample.shape), dtype=sample.dtype, device=device).unbind(0)
-        log_sigma = torch.full((rows,), self._times_of(dtype)[0], dtype=dtype, device=device)
-        step_size = torch.full((rows,), self.h_init, dtype=torch.float64, device=device)
+        # Made on the host (as k-diffusion forms its scalars), then the state's copies on the sample's device.
+        log_sigma = torch.full((rows,), self._times_of(dtype)[0], dtype=dtype)
+        step_size = torch.full((rows,), self.h_init, dtype=torch.float64)
         one_attempt = plan.coefficients.shape[1] <= self.order  # a budget of one: it is forced
+        on_host = Solve(
+            log_sigma=log_sigma,
+            step_size=step_size,
+            inverse_errors=torch.zeros((rows, 2), dtype=torch.float64),
+            attempts=torch.zeros((rows,), dtype=torch.int64),
+            accepted=torch.zeros((rows,), dtype=torch.int64),
+            forced=torch.zeros((rows,), dtype=torch.bool),
+            attempt=self._attempt(log_sigma, step_size, one_attempt),
+        )
+        solve = Solve(*(value.to(device) for value in on_host))
+        if cursor is not None and device.type != "meta":  # shape inference: no values for the host to read
+            cursor = SolveCursor(cursor, on_host, solve, (False,) * rows)
         return DPMSolverAdaptiveState(
             plan=plan,
             step_index=step_index,
-            log_sigma=log_sigma,
-            step_size=step_size,
-            inverse_errors=torch.zeros((rows, 2), dtype=torch.float64, device=device),
-            attempts=torch.zeros((rows,), dtype=torch.int64, device=device),
-            accepted=torch.zeros((rows,), dtype=torch.int64, device=device),
-            forced=torch.zeros((rows,), dtype=torch.bool, device=device),
-            attempt=self._attempt(log_sigma, step_size, torch.full((rows,), one_attempt, device=device)),
+            **solve._asdict(),
             attempt_start=buffers[0],
             previous_low=buffers[1],
             eps=buffers[2:],
             fingerprint=fingerprint,
             cursor=cursor,
         )
+
+    def _described(self, state: Any) -> host.Cursor | None:
+        """The state's cursor (a `SolveCursor`, or a plain one after a handoff) if it still speaks for the state."""
+        if not isinstance(state, self.state_type):
+            return None
+        cursor = state.cursor
+        return (
+            cursor if isinstance(cursor, host.Cursor) and cursor.describes(state.plan, state.step_index, None) else None
+        )
+
+    def _host_solve(self, state: Any, cursor: host.Cursor | None) -> SolveCursor | None:
+        """The cursor, where it knows the state's solve on the host (its mirrors are the state's solve fields)."""
+        if not isinstance(cursor, SolveCursor):
+            return None
+        mirrors = zip(SOLVE_FIELDS, cursor.mirrors, strict=True)
+        return cursor if all(field is getattr(state, name) for name, field in mirrors) else None
 
     def _buffer(self, state: Any) -> torch.Tensor:
         return state.attempt_start
@@ -292,9 +347,14 @@ class DPMSolverAdaptive(KDiffusionScheduler):
 
     def steps_left(self, state: Any) -> int:
         """The calls the furthest-behind unfinished row may still take (its budget's rest); 0 once every row has
-        reached sigma_min. Reads the rows' progress from the device (a sync), unless the budget is spent."""
+        reached sigma_min. A state from `init`/`step` answers on the host; another reads its rows' progress from the
+        device (a sync)."""
         left = super().steps_left(state)
-        return 0 if left == 0 or bool(self.finished(state).all()) else left
+        if left == 0:
+            return 0
+        known = self._host_solve(state, self._cursor(state))
+        finished = all(known.finished) if known is not None else bool(self.finished(state).all())
+        return 0 if finished else left
 
     def info(self, state: Any) -> dict[str, torch.Tensor]:
         """k-diffusion's `return_info` per row ([R] tensors): `steps` (attempts), `nfe` (model calls in them),
@@ -352,11 +412,14 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """Per row, the interval k-diffusion's tree is queried on where this attempt is accepted: (sigma(s),
         sigma(t)) in a tree over [sigma_min, sigma_max]; None where the row draws none. Host reads."""
         self._require_state(state, "brownian_noise")
-        phase = self._columns(state, self._cursor(state))[0]
+        cursor = self._cursor(state)
+        phase = self._columns(state, cursor)[0]
+        known = self._host_solve(state, cursor)
+        solve = known.solve if known is not None else state
         with host.plain():
-            starts, ends = state.attempt[:, SIGMA_0].cpu(), _sigma(state.attempt[:, END]).cpu()
+            starts, ends = solve.attempt[:, SIGMA_0].cpu(), _sigma(solve.attempt[:, END]).cpu()
             last = (phase == self.order - 1) if isinstance(phase, int) else (phase == self.order - 1).cpu().tolist()
-            live = (~self._finished(state.log_sigma)).cpu().tolist()
+            live = (~self._finished(solve.log_sigma)).cpu().tolist()
         low, high = (float(torch.tensor(value, dtype=starts.dtype)) for value in (self.sigma_min, self.sigma_max))
         at_last = [last] * len(live) if isinstance(last, bool) else last
         return [
@@ -389,15 +452,18 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """The attempt's call points as fractions of its length (k-diffusion's r1, r2)."""
         return (1 / 3, 2 / 3) if self.order == 3 else (1 / 2,)
 
-    def _attempt(self, log_sigma: torch.Tensor, step_size: torch.Tensor, forced: Any) -> torch.Tensor:
+    def _attempt(
+        self, log_sigma: torch.Tensor, step_size: torch.Tensor, forced: Any, any_finished: bool = True
+    ) -> torch.Tensor:
         """The coefficients [R, ATTEMPT_COLUMNS] of each row's attempt from log sigma s with step size h (to
         t_end where `forced`, a bool or [R] bools): k-diffusion's t = min(t_end, s + h), with eta the ancestral step's
-        t_ = min(t_end, -log sigma_down) and sigma_up, and every multiplier of its steps to t_ (`ATTEMPT_COLUMNS`)."""
+        t_ = min(t_end, -log sigma_down) and sigma_up, and every multiplier of its steps to t_ (`ATTEMPT_COLUMNS`).
+        `any_finished` False: the host knows no row has finished (their masks are skipped)."""
         t_end = self._times_of(log_sigma.dtype)[1]
-        finished = self._finished(log_sigma)
+        finished = self._finished(log_sigma) if any_finished else None
         # A finished row's attempt is never used: it runs from a unit before its end, so that nothing divides by a
         # zero length (whose gradient, though masked, would be NaN); the model sees the row's own sigma.
-        s = torch.where(finished, log_sigma - 1, log_sigma)
+        s = log_sigma if finished is None else torch.where(finished, log_sigma - 1, log_sigma)
         t = torch.clamp(s + step_size.to(s.dtype), max=t_end)  # its float32 `s + pid.h`
         if forced is True:
             t = torch.full_like(t, t_end)
@@ -431,8 +497,10 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         else:  # DPM-Solver-1 (x_low = first) against DPM-Solver-2; the third call's columns unused
             sigma_2, to_second, second_correction = sigma_1, zero, zero
             low_correction, high_correction = zero, sigma_end / (2 * r1) * expm1[:, -1]
-        model_sigmas = torch.where(finished[:, None], own[:, None], torch.stack([sigmas[:, 0], sigma_1, sigma_2], 1))
-        columns = [*model_sigmas.unbind(1), to_first, to_second, second_correction, step, low_correction]
+        model_sigmas = [sigmas[:, 0], sigma_1, sigma_2]
+        if finished is not None:
+            model_sigmas = torch.where(finished[:, None], own[:, None], torch.stack(model_sigmas, 1)).unbind(1)
+        columns = [*model_sigmas, to_first, to_second, second_correction, step, low_correction]
         columns.append(high_correction)
         return torch.stack([*columns, noise_scale, t], dim=1)
 
@@ -447,29 +515,101 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     ) -> Any:
         """One model call of every row: `(next_sample, new_state)`, or with `denoised=True` also x0. `model_output`
         is the denoiser's x0 at `timestep(state)`; the update works with k-diffusion's eps = (x - x0) / sigma. At an
-        attempt's last call the returned sample is the accepted solution, or the attempt's start where rejected."""
+        attempt's last call the returned sample is the accepted solution, or the attempt's start where rejected; a
+        finished row's sample comes back as given (whatever its model output), its solve no longer moving."""
         cursor = self._cursor(state)
         if checks.checking(eager=cursor is not None):
             self._check(state, model_output, sample, noise, denoised, cursor)
-        phase, forced = self._columns(state, cursor)
-        c = coefficient_views(state.attempt, sample)
-        live = ~self._finished(state.log_sigma)
-        if isinstance(phase, int):
-            eps = (sample - model_output) / c[SIGMA_0 + phase]
-            if phase == 0:
-                prev_sample, changes = self._first_call(state, sample, eps, c, cursor.step == 0)
-            elif phase < self.order - 1:
-                prev_sample, changes = self._middle_call(state, eps, c)
-            else:
-                prev_sample, changes = self._last_call(state, eps, c, live, forced, noise, cursor)
+        # Meta tensors (shape inference) have no values for the host to read: they take the device path.
+        known = None
+        if cursor is not None and state.step_index.device.type != "meta":
+            known = self._host_solve(state, cursor) or self._read_solve(state, cursor)
+        if known is None:
+            phase, forced = self._columns(state, None)
+            prev_sample, changes = self._any_call(state, sample, model_output, phase, forced, noise)
+            new_state = state.replace(**self._advanced(state, cursor), **changes)
         else:
-            prev_sample, changes = self._any_call(state, sample, model_output, c, live, phase, forced, noise)
-        new_state = state.replace(**self._advanced(state, cursor), **changes)
-        # A finished row's sample comes back as given (whatever its model output; its state's solve no longer moves).
-        prev_sample = as_dtype(torch.where(_rows(live, sample), prev_sample, sample), sample.dtype)
+            phase, forced = self._columns(state, cursor)
+            prev_sample, changes, known = self._known_call(state, sample, model_output, phase, forced, noise, known)
+            advanced = self._advanced(state, cursor)
+            advanced["cursor"] = SolveCursor(advanced["cursor"], *known)
+            new_state = state.replace(**advanced, **changes)
+        prev_sample = as_dtype(prev_sample, sample.dtype)
         if denoised:
             return prev_sample, new_state, as_dtype(model_output, sample.dtype).clone()
         return prev_sample, new_state
+
+    def _read_solve(self, state: DPMSolverAdaptiveState, cursor: host.Cursor) -> SolveCursor:
+        """The host's copy of a state's solve where it has none (a state handed over): one read of the device."""
+        with host.plain():
+            solve = Solve(*(getattr(state, name).cpu() for name in SOLVE_FIELDS))
+        mirrors = Solve(*(getattr(state, name) for name in SOLVE_FIELDS))
+        return SolveCursor(cursor, solve, mirrors, tuple(self._finished(solve.log_sigma).tolist()))
+
+    def _known_call(
+        self,
+        state: DPMSolverAdaptiveState,
+        sample: torch.Tensor,
+        model_output: torch.Tensor,
+        phase: int,
+        forced: bool,
+        noise: Any,
+        known: SolveCursor,
+    ) -> tuple[torch.Tensor, dict[str, Any], tuple[Solve, Solve, tuple[bool, ...]]]:
+        """The eager call, where the host knows the call's phase and the rows' solve: k-diffusion's operations only,
+        its scalars on the host (a request of one row multiplies by 0-d host tensors, as k-diffusion does; rows by
+        the state's copy of their coefficients), the device read once an attempt. Returns the next sample, the
+        state's changes and what the next state's cursor knows."""
+        # Python numbers where they compute as the plan's tensors would (a half sample computes in float32 with them)
+        numbers = known.numbers is not None and sample.dtype == state.attempt.dtype
+        c = known.numbers if numbers else coefficient_views(state.attempt, sample)
+        eps = (sample - model_output) / c[SIGMA_0 + phase]
+        solve, mirrors, finished = known.solve, known.mirrors, known.finished
+        if phase == 0:
+            prev_sample, changes = self._first_call(state, sample, eps, c, known.step == 0)
+        elif phase < self.order - 1:
+            prev_sample, changes = self._middle_call(state, eps, c)
+        else:
+            x_low, x_high, error = self._solutions(state, eps, c)
+            with host.plain():
+                error = error.cpu()  # the attempt's one device read (k-diffusion's `float(error)`)
+            solve, accept = self._decide_on_host(known, error, forced, self._columns(state, known, ahead=1)[1])
+            on_host = sample.device.type == "cpu"  # the state's fields are the host's own
+            mirrors = solve if on_host else Solve(*(value.to(sample.device) for value in solve))
+            finished = tuple(self._finished(solve.log_sigma).tolist())
+            prev_sample, changes = self._land(state, x_low, x_high, c, noise, accept, mirrors)
+        if not all(done for done in known.finished) and any(known.finished):
+            live = torch.tensor([not done for done in known.finished], device=sample.device)
+            prev_sample = torch.where(_rows(live, sample), prev_sample, sample)
+        elif all(known.finished):
+            prev_sample = sample.clone()
+        return prev_sample, changes, (solve, mirrors, finished)
+
+    def _land(
+        self,
+        state: DPMSolverAdaptiveState,
+        x_low: torch.Tensor,
+        x_high: torch.Tensor,
+        c: Any,
+        noise: Any,
+        accept: list[bool],
+        mirrors: Solve,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The samples an attempt's decision leaves, where the host knows it per row: the higher order's solution
+        (plus noise with eta) where accepted, the attempt's start where rejected; x_prev likewise."""
+        x = state.attempt_start
+        if self.eta:
+            x_high = x_high + c[NOISE_SCALE] * noise
+        if all(accept):
+            solution, previous_low = x_high.to(x.dtype), x_low.to(x.dtype)
+        elif not any(accept):
+            solution, previous_low = x, state.previous_low
+        else:
+            mask = _rows(torch.tensor(accept, device=x.device), x)
+            solution = torch.where(mask, x_high.to(x.dtype), x)
+            previous_low = torch.where(mask, x_low.to(x.dtype), state.previous_low)
+        changes = {"attempt_start": solution, "previous_low": previous_low, **mirrors._asdict()}
+        return solution.clone(), changes
 
     def _first_call(
         self, state: DPMSolverAdaptiveState, sample: torch.Tensor, eps: torch.Tensor, c: Any, very_first: Any
@@ -495,93 +635,146 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             "eps": (eps_0, as_dtype(eps, x.dtype))
         }
 
-    def _last_call(
-        self,
-        state: DPMSolverAdaptiveState,
-        eps: torch.Tensor,
-        c: Any,
-        live: torch.Tensor,
-        forced: Any,
-        noise: Any,
-        cursor: host.Cursor | None,
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """An attempt's last call: the two solutions, the error, the controller's decision (a finished row's never
-        accepts, nor counts). Accepted: the higher order's solution (plus noise with eta), at t; rejected: the
-        attempt's start again, at s. Then the next attempt's coefficients."""
+    def _solutions(
+        self, state: DPMSolverAdaptiveState, eps: torch.Tensor, c: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """An attempt's last call: its lower- and higher-order solutions and each row's error, the RMS of their
+        difference over max(atol, rtol max(|x_low|, |x_prev|))."""
         x, eps_0 = state.attempt_start, state.eps[0]
         first = x - c[STEP] * eps_0
         x_low = first - c[LOW_CORRECTION] * (state.eps[1] - eps_0) if self.order == 3 else first
         x_high = first - c[HIGH_CORRECTION] * (eps - eps_0)
         delta = torch.clamp(self.rtol * torch.maximum(x_low.abs(), state.previous_low.abs()), min=self.atol)
         error = torch.linalg.vector_norm((x_low - x_high) / delta, dim=tuple(range(1, x.dim())))
-        error = error / math.prod(x.shape[1:]) ** 0.5
-        accept, step_size, inverse_errors = self._controller(state, error, _flag(forced, live))
-        accept = accept & live
-        if self.eta:
-            x_high = x_high + c[NOISE_SCALE] * noise
-        solution = torch.where(_rows(accept, x), x_high.to(x.dtype), x)
-        log_sigma = torch.where(accept, state.attempt[:, END], state.log_sigma)
-        step_size = torch.where(live, step_size, state.step_size)
-        changes = {
-            "attempt_start": solution,
-            "previous_low": torch.where(_rows(accept, x), x_low.to(x.dtype), state.previous_low),
-            "log_sigma": log_sigma,
-            "step_size": step_size,
-            "inverse_errors": torch.where(live[:, None], inverse_errors, state.inverse_errors),
-            "attempts": state.attempts + live.long(),
-            "accepted": state.accepted + accept.long(),
-            "forced": state.forced | (_flag(forced, live) & live),
-            "attempt": self._attempt(log_sigma, step_size, self._columns(state, cursor, ahead=1)[1]),
-        }
-        return solution, changes
+        return x_low, x_high, error / math.prod(x.shape[1:]) ** 0.5
+
+    def _decide(
+        self, solve: Solve, error: torch.Tensor, live: torch.Tensor, forced: torch.Tensor, next_forced: Any
+    ) -> tuple[Solve, torch.Tensor]:
+        """The controller's decision on each row's attempt and the solve after it, on the device: accepted rows move to
+        t, every row takes its next step size, and the next attempt's coefficients are made. A finished row (`live`
+        False) never accepts nor counts. Returns (the solve, accept)."""
+        accept, step_size, inverse_errors = self._controller(solve, error, forced)
+        accept, forced = accept & live, forced & live
+        log_sigma = torch.where(accept, solve.attempt[:, END], solve.log_sigma)
+        step_size = torch.where(live, step_size, solve.step_size)
+        decided = Solve(
+            log_sigma=log_sigma,
+            step_size=step_size,
+            inverse_errors=torch.where(live[:, None], inverse_errors, solve.inverse_errors),
+            attempts=solve.attempts + live.long(),
+            accepted=solve.accepted + accept.long(),
+            forced=solve.forced | forced,
+            attempt=self._attempt(log_sigma, step_size, next_forced),
+        )
+        return decided, accept
 
     def _controller(
-        self, state: DPMSolverAdaptiveState, error: torch.Tensor, forced: torch.Tensor
+        self, solve: Solve, error: torch.Tensor, forced: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """k-diffusion's `PIDStepSizeController.propose_step` per row, in float64 as its Python floats: (accept, the
-        next step size, the last two accepted inverse errors); a forced attempt is accepted."""
-        pid_order = 1.5 if self.eta else self.order
-        b1 = (self.pcoeff + self.icoeff + self.dcoeff) / pid_order
-        b2 = -(self.pcoeff + 2 * self.dcoeff) / pid_order
-        b3 = self.dcoeff / pid_order
+        """`_propose` for every row at once, on float64 tensors: (accept, the next step size, the last two accepted
+        inverse errors [R, 2])."""
         inverse = 1 / (error.double() + ERROR_FLOOR)
-        first = state.attempts == 0  # its errs start as three copies of the first inverse error
-        older = torch.where(first[:, None], inverse[:, None], state.inverse_errors)
-        factor = inverse**b1
-        for errors, exponent in ((older[:, 0], b2), (older[:, 1], b3)):
+        first = solve.attempts == 0  # its errs start as three copies of the first inverse error
+        older = torch.where(first[:, None], inverse[:, None], solve.inverse_errors)
+        accept, step_size, errors = self._propose(
+            inverse, older[:, 0], older[:, 1], solve.step_size, forced, torch.atan, torch.where
+        )
+        return accept, step_size, torch.stack(errors, dim=1)
+
+    def _propose(
+        self, inverse: Any, newer: Any, older: Any, step_size: Any, forced: Any, atan: Any, where: Any
+    ) -> tuple[Any, Any, tuple[Any, Any]]:
+        """k-diffusion's `PIDStepSizeController.propose_step` on 1 / error and the last two accepted ones (Python
+        floats with `math.atan`, as its own; or float64 tensors of rows with `torch.atan`, which round alike): (accept,
+        the next step size, the last two accepted inverse errors after it). A forced attempt is accepted."""
+        pid_order = 1.5 if self.eta else self.order
+        exponents = (self.pcoeff + self.icoeff + self.dcoeff, -(self.pcoeff + 2 * self.dcoeff), self.dcoeff)
+        factor = inverse ** (exponents[0] / pid_order)
+        for errors, exponent in ((newer, exponents[1] / pid_order), (older, exponents[2] / pid_order)):
             if exponent:  # x ** 0 is 1, and a product by it exact: skipped (the default controller's)
                 factor = factor * errors**exponent
-        factor = 1 + torch.atan(factor - 1)
+        factor = 1 + atan(factor - 1)
         accept = (factor >= self.accept_safety) | forced
-        inverse_errors = torch.where(accept[:, None], torch.stack([inverse, older[:, 0]], dim=1), older)
-        return accept, state.step_size * factor, inverse_errors
+        return accept, step_size * factor, (where(accept, inverse, newer), where(accept, newer, older))
+
+    def _decide_on_host(
+        self, known: SolveCursor, error: torch.Tensor, forced: bool, next_forced: bool
+    ) -> tuple[Solve, list[bool]]:
+        """`_decide` where the host knows the solve: the controller in Python floats per row (k-diffusion's own
+        arithmetic), then the next attempt's coefficients on the host's tensors. Returns (the solve, accept)."""
+        solve = known.solve
+        rows = zip(
+            error.double().tolist(),
+            solve.step_size.tolist(),
+            solve.inverse_errors.tolist(),
+            solve.attempts.tolist(),
+            known.finished,
+            strict=True,
+        )
+        accept, step_size, inverse_errors = [], [], []
+        for error_, step_size_, (newer, older), attempts, finished in rows:
+            decision = False, step_size_, (newer, older)  # a finished row's stays
+            if not finished:
+                inverse = 1 / (error_ + ERROR_FLOOR)
+                if not attempts:  # its errs start as three copies of the first inverse error
+                    newer = older = inverse
+                decision = self._propose(inverse, newer, older, step_size_, forced, math.atan, _pick)
+            accept.append(bool(decision[0]))
+            step_size.append(decision[1])
+            inverse_errors.append(decision[2])
+        now, ends = solve.log_sigma.tolist(), solve.attempt[:, END].tolist()
+        log_sigma = torch.tensor(
+            [end if taken else at for end, taken, at in zip(ends, accept, now, strict=True)],
+            dtype=solve.log_sigma.dtype,
+        )
+        step_sizes = torch.tensor(step_size, dtype=torch.float64)
+        live = torch.tensor([not finished for finished in known.finished])
+        decided = Solve(
+            log_sigma=log_sigma,
+            step_size=step_sizes,
+            inverse_errors=torch.tensor(inverse_errors, dtype=torch.float64),
+            attempts=solve.attempts + live,
+            accepted=solve.accepted + torch.tensor(accept),
+            forced=solve.forced | live if forced else solve.forced,
+            attempt=self._attempt(log_sigma, step_sizes, next_forced, any_finished=any(known.finished) or any(accept)),
+        )
+        return decided, accept
 
     def _any_call(
         self,
         state: DPMSolverAdaptiveState,
         sample: torch.Tensor,
         model_output: torch.Tensor,
-        c: Any,
-        live: torch.Tensor,
         phase: torch.Tensor,
         forced: torch.Tensor,
         noise: Any,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """The call of any phase, per row: every phase's update, each row taking its own phase's (branch-free:
-        compiles, and steps rows at different calls together)."""
+        """The call of any phase, per row, on the device: every phase's update, each row taking its own phase's
+        (branch-free: compiles, and steps rows at different calls together); a finished row's sample as given."""
+        c = coefficient_views(state.attempt, sample)
         sigma = state.attempt.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
         eps = (sample - model_output) / _rows(sigma, sample)
+        live = ~self._finished(state.log_sigma)
         calls = {0: self._first_call(state, sample, eps, c, state.step_index == 0)}
         if self.order == 3:
             calls[1] = self._middle_call(state, eps, c)
-        calls[self.order - 1] = self._last_call(state, eps, c, live, forced, noise, None)
+        x_low, x_high, error = self._solutions(state, eps, c)
+        solve = Solve(*(getattr(state, name) for name in SOLVE_FIELDS))
+        decided, accept = self._decide(solve, error, live, forced, self._columns(state, None, ahead=1)[1])
+        if self.eta:
+            x_high = x_high + c[NOISE_SCALE] * noise
+        x, mask = state.attempt_start, _rows(accept, state.attempt_start)
+        solution = torch.where(mask, x_high.to(x.dtype), x)
+        previous_low = torch.where(mask, x_low.to(x.dtype), state.previous_low)
+        calls[self.order - 1] = solution, {"attempt_start": solution, "previous_low": previous_low, **decided._asdict()}
         prev_sample, changes = sample, {}
         for call, (update, updated) in calls.items():
             at = phase == call
             prev_sample = torch.where(_rows(at, sample), update, prev_sample)
             for name, value in updated.items():
                 changes[name] = _masked(at, value, changes.get(name, getattr(state, name)))
-        return prev_sample, changes
+        return torch.where(_rows(live, sample), prev_sample, sample), changes
 
 
 @functools.cache
@@ -595,11 +788,9 @@ def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-def _flag(forced: Any, like: torch.Tensor) -> torch.Tensor:
-    """The call's `forced` column as [R] bools like `like`: a host value (the eager path's) or gathered bools."""
-    if isinstance(forced, bool):
-        return torch.full(like.shape, forced, dtype=torch.bool, device=like.device)
-    return forced
+def _pick(condition: bool, a: Any, b: Any) -> Any:
+    """`torch.where` of Python values."""
+    return a if condition else b
 
 
 def _masked(where: torch.Tensor, new: Any, old: Any) -> Any:

@@ -66,4 +66,5 @@ DPM_ADAPTIVE = Spec(
     ),
     reference_loop=k_diffusion_adaptive_loop,
     reference_noise=tree_noise,
+    decisions_follow_rounding=True,
 )
