@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -67,7 +68,7 @@ class DPMSolverAdaptiveState:
     attempts: torch.Tensor  # [R], int64: attempts ended (k-diffusion's info['steps'])
     accepted: torch.Tensor  # [R], int64: attempts accepted (info['n_accept'])
     forced: torch.Tensor  # [R], bool: whether the budget's last attempt ended the row
-    attempt: torch.Tensor  # [R, ATTEMPT_COLUMNS], the plan's dtype: the current attempt's coefficients
+    attempt_plan: torch.Tensor  # [R, ATTEMPT_COLUMNS], the plan's dtype: the current attempt's coefficients
     attempt_start: torch.Tensor  # [R, ...], the sample's dtype: the sample the current attempt started from
     previous_low: torch.Tensor  # [R, ...], the sample's dtype: the last accepted lower-order solution (its x_prev)
     eps: tuple[torch.Tensor, ...]  # (order - 1) x [R, ...]: the noise predictions of the attempt's earlier calls
@@ -76,7 +77,7 @@ class DPMSolverAdaptiveState:
 
 
 #: The state's fields of the solve itself (per row: where it stands, its controller, its attempt's coefficients).
-SOLVE_FIELDS = ("log_sigma", "step_size", "inverse_errors", "attempts", "accepted", "forced", "attempt")
+SOLVE_FIELDS = ("log_sigma", "step_size", "inverse_errors", "attempts", "accepted", "forced", "attempt_plan")
 
 
 class Solve(NamedTuple):
@@ -88,23 +89,37 @@ class Solve(NamedTuple):
     attempts: torch.Tensor
     accepted: torch.Tensor
     forced: torch.Tensor
-    attempt: torch.Tensor
+    attempt_plan: torch.Tensor
+
+
+class HostSolve(NamedTuple):
+    """The solve's fields as the host keeps them: Python numbers per row (exact values of the state's dtypes)."""
+
+    log_sigma: tuple[float, ...]
+    step_size: tuple[float, ...]
+    inverse_errors: tuple[tuple[float, float], ...]
+    attempts: tuple[int, ...]
+    accepted: tuple[int, ...]
+    forced: tuple[bool, ...]
+    attempt_plan: tuple[tuple[float, ...], ...]
 
 
 class SolveCursor(host.Cursor):
-    """A cursor that also knows the rows' solve on the host, as k-diffusion keeps its controller: CPU copies of the
-    state's solve fields (the fields themselves for a CPU state), and those fields, by identity, that it speaks for.
-    An eager step then forms each attempt's scalars on the host and reads the device once an attempt (its error), as
-    k-diffusion's `float(error)` does; a state rebuilt with `replace` of any of them loses it (the device path)."""
+    """A cursor that also knows the rows' solve on the host, as k-diffusion keeps its controller in Python: the solve's
+    fields as Python numbers, whether each row has finished, and the state's tensors of them (by identity) that it
+    speaks for. An eager step then forms each attempt's scalars on the host and reads the device once an attempt (its
+    error), as k-diffusion's `float(error)` does; a state rebuilt with `replace` of any of them loses it (the step then
+    reads them once)."""
 
-    __slots__ = ("finished", "mirrors", "numbers", "solve")
+    __slots__ = ("finished", "ids", "mirrors", "numbers", "solve")
 
-    def __init__(self, cursor: host.Cursor, solve: Solve, mirrors: Solve, finished: tuple[bool, ...]) -> None:
+    def __init__(self, cursor: host.Cursor, solve: HostSolve, mirrors: Solve, finished: tuple[bool, ...]) -> None:
         super().__init__(cursor.owned, cursor.step, cursor.level)
         self.solve, self.mirrors, self.finished = solve, mirrors, finished
+        self.ids = tuple(map(id, mirrors))
         # A request of one row multiplies by its attempt's coefficients as Python numbers (exact values of the plan's
         # dtype: what 0-d tensors of them give, at the cost of none).
-        self.numbers = tuple(solve.attempt[0].tolist()) if solve.attempt.shape[0] == 1 else None
+        self.numbers = solve.attempt_plan[0] if len(solve.attempt_plan) == 1 else None
 
 
 def _sigma(t: torch.Tensor) -> torch.Tensor:
@@ -155,7 +170,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         "attempts",
         "accepted",
         "forced",
-        "attempt",
+        "attempt_plan",
     )
     _looks_up_first_timestep: ClassVar[bool] = False
     _noise_reason: ClassVar[str] = "DPM-Solver adaptive with eta > 0 (the noise of an accepted attempt)"
@@ -222,7 +237,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         index = (tensors["step_index"] - tensors["step_index"] % self.order).clamp(max=calls.shape[1] - 1)
         forced = (calls[0].index_select(0, index) if calls.shape[0] == 1 else calls.gather(1, index[:, None])[:, 0]) > 0
         expected = self._attempt(log_sigma, tensors["step_size"], forced)
-        if not bool(torch.isclose(tensors["attempt"], expected, rtol=1e-5, atol=1e-6).all()):
+        if not bool(torch.isclose(tensors["attempt_plan"], expected, rtol=1e-5, atol=1e-6).all()):
             return "the attempt's coefficients are not those of its log sigma and step size"
         return None
 
@@ -275,20 +290,19 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     ) -> DPMSolverAdaptiveState:
         rows, device, dtype = sample.shape[0], sample.device, plan.coefficients.dtype
         buffers = torch.zeros((self.order + 1, *sample.shape), dtype=sample.dtype, device=device).unbind(0)
-        # Made on the host (as k-diffusion forms its scalars), then the state's copies on the sample's device.
-        log_sigma = torch.full((rows,), self._times_of(dtype)[0], dtype=dtype)
-        step_size = torch.full((rows,), self.h_init, dtype=torch.float64)
+        # Made on the host (as k-diffusion forms its scalars), then the state's tensors on the sample's device.
+        log_sigma, step_size = (self._times_of(dtype)[0],) * rows, (self.h_init,) * rows
         one_attempt = plan.coefficients.shape[1] <= self.order  # a budget of one: it is forced
-        on_host = Solve(
+        on_host = HostSolve(
             log_sigma=log_sigma,
             step_size=step_size,
-            inverse_errors=torch.zeros((rows, 2), dtype=torch.float64),
-            attempts=torch.zeros((rows,), dtype=torch.int64),
-            accepted=torch.zeros((rows,), dtype=torch.int64),
-            forced=torch.zeros((rows,), dtype=torch.bool),
-            attempt=self._attempt(log_sigma, step_size, one_attempt),
+            inverse_errors=((0.0, 0.0),) * rows,
+            attempts=(0,) * rows,
+            accepted=(0,) * rows,
+            forced=(False,) * rows,
+            attempt_plan=self._host_attempts(log_sigma, step_size, one_attempt, (False,) * rows, dtype),
         )
-        solve = Solve(*(value.to(device) for value in on_host))
+        solve = _solve_tensors(on_host, dtype, device)
         if cursor is not None and device.type != "meta":  # shape inference: no values for the host to read
             cursor = SolveCursor(cursor, on_host, solve, (False,) * rows)
         return DPMSolverAdaptiveState(
@@ -315,8 +329,8 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """The cursor, where it knows the state's solve on the host (its mirrors are the state's solve fields)."""
         if not isinstance(cursor, SolveCursor):
             return None
-        mirrors = zip(SOLVE_FIELDS, cursor.mirrors, strict=True)
-        return cursor if all(field is getattr(state, name) for name, field in mirrors) else None
+        # By identity (the cursor holds the tensors, so no other can take their ids).
+        return cursor if cursor.ids == tuple(id(getattr(state, name)) for name in SOLVE_FIELDS) else None
 
     def _buffer(self, state: Any) -> torch.Tensor:
         return state.attempt_start
@@ -349,10 +363,15 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """The calls the furthest-behind unfinished row may still take (its budget's rest); 0 once every row has
         reached sigma_min. A state from `init`/`step` answers on the host; another reads its rows' progress from the
         device (a sync)."""
-        left = super().steps_left(state)
+        cursor = self._cursor(state)
+        if cursor is not None:
+            self._require_state(state, "steps_left")
+            left = max(cursor.owned.host.steps - cursor.step, 0)
+        else:
+            left = super().steps_left(state)
         if left == 0:
             return 0
-        known = self._host_solve(state, self._cursor(state))
+        known = self._host_solve(state, cursor)
         finished = all(known.finished) if known is not None else bool(self.finished(state).all())
         return 0 if finished else left
 
@@ -385,8 +404,8 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             self._check_state(state, cursor)
         phase = self._columns(state, cursor)[0]
         if isinstance(phase, int):
-            return state.attempt[:, SIGMA_0 + phase].clone()
-        return state.attempt.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
+            return state.attempt_plan[:, SIGMA_0 + phase].clone()
+        return state.attempt_plan.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
 
     def _model_sigma(self, state: Any) -> torch.Tensor:
         return self.timestep(state)
@@ -414,12 +433,11 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         self._require_state(state, "brownian_noise")
         cursor = self._cursor(state)
         phase = self._columns(state, cursor)[0]
-        known = self._host_solve(state, cursor)
-        solve = known.solve if known is not None else state
         with host.plain():
-            starts, ends = solve.attempt[:, SIGMA_0].cpu(), _sigma(solve.attempt[:, END]).cpu()
+            attempt, log_sigma = state.attempt_plan.cpu(), state.log_sigma.cpu()
+            starts, ends = attempt[:, SIGMA_0], _sigma(attempt[:, END])
             last = (phase == self.order - 1) if isinstance(phase, int) else (phase == self.order - 1).cpu().tolist()
-            live = (~self._finished(solve.log_sigma)).cpu().tolist()
+            live = (~self._finished(log_sigma)).tolist()
         low, high = (float(torch.tensor(value, dtype=starts.dtype)) for value in (self.sigma_min, self.sigma_max))
         at_last = [last] * len(live) if isinstance(last, bool) else last
         return [
@@ -431,11 +449,12 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     def _columns(self, state: Any, cursor: host.Cursor | None, ahead: int = 0) -> tuple[Any, Any]:
         """(phase, forced) of this call (or of the call `ahead` of it, within the budget): Python values where the
         host knows the step (a cursor), else [R] gathered from the plan."""
-        if cursor is not None:
-            if cursor.step >= cursor.owned.host.steps:
+        if cursor is not None:  # the plan's columns, from the call's index (`_build_plan` makes them so)
+            calls = cursor.owned.host.steps
+            if cursor.step >= calls:
                 checks.raise_finished(self.name, state)
-            entry = cursor.owned.host.entry(min(cursor.step + ahead, cursor.owned.host.steps - 1), 0)
-            return int(entry[PHASE]), bool(entry[FORCED])
+            call = min(cursor.step + ahead, calls - 1)
+            return call % self.order, call >= calls - self.order
         index = state.step_index
         if ahead:
             last = state.plan.num_steps - 1
@@ -476,33 +495,76 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             noise_scale = root(_sigma(t) ** 2 - _sigma(step_end) ** 2) * self.s_noise
         else:
             step_end, noise_scale = t, zero
-        h = step_end - s
-        # The attempt's points s + r h and their lengths r h, then every sigma and expm1 of them in one operation
-        # each (elementwise: each value as k-diffusion's own 0-d operation makes it).
-        parts = [fraction * h for fraction in self._fractions]
-        points = torch.stack([s, *(s + part for part in parts), step_end, log_sigma], dim=1)
-        sigmas = _sigma(points)
-        expm1 = torch.stack([*parts, h], dim=1).expm1()
-        sigma_1, sigma_end, own = sigmas[:, 1], sigmas[:, -2], sigmas[:, -1]
-        r1 = self._fractions[0]
-        to_first = sigma_1 * expm1[:, 0]
-        step = sigma_end * expm1[:, -1]
-        if self.order == 3:
-            r2 = self._fractions[1]
-            sigma_2 = sigmas[:, 2]
-            to_second = sigma_2 * expm1[:, 1]
-            second_correction = sigma_2 * (r2 / r1) * (expm1[:, 1] / parts[1] - 1)
-            low_correction = sigma_end / (2 * r1) * expm1[:, -1]
-            high_correction = sigma_end / r2 * (expm1[:, -1] / h - 1)
-        else:  # DPM-Solver-1 (x_low = first) against DPM-Solver-2; the third call's columns unused
-            sigma_2, to_second, second_correction = sigma_1, zero, zero
-            low_correction, high_correction = zero, sigma_end / (2 * r1) * expm1[:, -1]
-        model_sigmas = [sigmas[:, 0], sigma_1, sigma_2]
+        sigmas, multipliers = self._multipliers(s, step_end, step_end - s, _exp_neg, _expm1, zero, _unrounded)
         if finished is not None:
-            model_sigmas = torch.where(finished[:, None], own[:, None], torch.stack(model_sigmas, 1)).unbind(1)
-        columns = [*model_sigmas, to_first, to_second, second_correction, step, low_correction]
-        columns.append(high_correction)
+            sigmas = torch.where(finished[:, None], _sigma(log_sigma)[:, None], torch.stack(sigmas, 1)).unbind(1)
+        columns = [*sigmas, *multipliers]
         return torch.stack([*columns, noise_scale, t], dim=1)
+
+    def _multipliers(
+        self, s: Any, step_end: Any, h: Any, exp_neg: Any, expm1: Any, zero: Any, rounded: Any
+    ) -> tuple[list[Any], list[Any]]:
+        """k-diffusion's sigmas and multipliers of an attempt from s to step_end, of length h: the model's three sigmas
+        and the columns TO_FIRST to HIGH_CORRECTION, each its 0-d computation in its order. On [R] tensors (`rounded`
+        the identity: their operations round themselves) or on one row's Python floats (`rounded` rounds each result
+        to the plan's dtype, which for + - * / of float32 values equals the float32 operation); `exp_neg` and `expm1`
+        evaluate a list of values at once, with torch's elementwise functions either way."""
+        fractions = self._fractions
+        r1 = fractions[0]
+        parts = [rounded(rounded(fraction) * h) for fraction in fractions]  # r h, r a float32 scalar as torch's
+        sigma_0, *inner, sigma_end = exp_neg([s, *(rounded(s + part) for part in parts), step_end])
+        expm1s = expm1([*parts, h])
+        to_first = rounded(inner[0] * expm1s[0])
+        step = rounded(sigma_end * expm1s[-1])
+        if self.order == 3:
+            r2 = fractions[1]
+            to_second = rounded(inner[1] * expm1s[1])
+            second_correction = rounded(
+                rounded(inner[1] * rounded(r2 / r1)) * rounded(rounded(expm1s[1] / parts[1]) - 1)
+            )
+            low_correction = rounded(rounded(sigma_end / rounded(2 * r1)) * expm1s[-1])
+            high_correction = rounded(rounded(sigma_end / rounded(r2)) * rounded(rounded(expm1s[-1] / h) - 1))
+            sigmas = [sigma_0, inner[0], inner[1]]
+        else:  # DPM-Solver-1 (x_low = first) against DPM-Solver-2; the third call's columns unused
+            to_second = second_correction = low_correction = zero
+            high_correction = rounded(rounded(sigma_end / rounded(2 * r1)) * expm1s[-1])
+            sigmas = [sigma_0, inner[0], inner[0]]
+        return sigmas, [to_first, to_second, second_correction, step, low_correction, high_correction]
+
+    def _host_attempts(
+        self,
+        log_sigma: tuple[float, ...],
+        step_size: tuple[float, ...],
+        forced: bool,
+        finished: tuple[bool, ...],
+        dtype: torch.dtype,
+    ) -> tuple[tuple[float, ...], ...]:
+        """`_attempt` on the host: each row's coefficients as Python numbers, made as `_attempt` makes them (the same
+        `_multipliers`; per row in Python floats rounded to `dtype` for a few rows without eta, else `_attempt` on host
+        tensors)."""
+        if self.eta or len(log_sigma) > 4:
+            coefficients = self._attempt(
+                torch.tensor(log_sigma, dtype=dtype), torch.tensor(step_size, dtype=torch.float64), forced
+            )
+            return tuple(map(tuple, coefficients.tolist()))
+        rounded = _round32 if dtype == torch.float32 else _unrounded
+        t_end = self._times_of(dtype)[1]
+
+        def exp_neg(values: list[float]) -> list[float]:
+            return torch.tensor(values, dtype=dtype).neg().exp().tolist()
+
+        def expm1(values: list[float]) -> list[float]:
+            return torch.tensor(values, dtype=dtype).expm1().tolist()
+
+        rows = []
+        for own, step, done in zip(log_sigma, step_size, finished, strict=True):
+            s = rounded(own - 1) if done else own  # a finished row's unused attempt, as `_attempt` makes it
+            t = t_end if forced else min(rounded(s + rounded(step)), t_end)
+            sigmas, multipliers = self._multipliers(s, t, rounded(t - s), exp_neg, expm1, 0.0, rounded)
+            if done:
+                sigmas = exp_neg([own]) * 3
+            rows.append((*sigmas, *multipliers, 0.0, t))
+        return tuple(rows)
 
     def step(
         self,
@@ -540,11 +602,18 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         return prev_sample, new_state
 
     def _read_solve(self, state: DPMSolverAdaptiveState, cursor: host.Cursor) -> SolveCursor:
-        """The host's copy of a state's solve where it has none (a state handed over): one read of the device."""
-        with host.plain():
-            solve = Solve(*(getattr(state, name).cpu() for name in SOLVE_FIELDS))
+        """The host's copy of a state's solve where it has none (a state handed over, or rebuilt): one read."""
         mirrors = Solve(*(getattr(state, name) for name in SOLVE_FIELDS))
-        return SolveCursor(cursor, solve, mirrors, tuple(self._finished(solve.log_sigma).tolist()))
+        with host.plain():
+            values = [field.tolist() for field in mirrors]
+        solve = HostSolve(
+            *(tuple(map(tuple, value)) if isinstance(value[0], list) else tuple(value) for value in values)
+        )
+        return SolveCursor(cursor, solve, mirrors, self._host_finished(solve.log_sigma, state.log_sigma.dtype))
+
+    def _host_finished(self, log_sigma: tuple[float, ...], dtype: torch.dtype) -> tuple[bool, ...]:
+        bound = self._times_of(dtype)[2]
+        return tuple(value >= bound for value in log_sigma)
 
     def _known_call(
         self,
@@ -555,14 +624,14 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         forced: bool,
         noise: Any,
         known: SolveCursor,
-    ) -> tuple[torch.Tensor, dict[str, Any], tuple[Solve, Solve, tuple[bool, ...]]]:
+    ) -> tuple[torch.Tensor, dict[str, Any], tuple[HostSolve, Solve, tuple[bool, ...]]]:
         """The eager call, where the host knows the call's phase and the rows' solve: k-diffusion's operations only,
-        its scalars on the host (a request of one row multiplies by 0-d host tensors, as k-diffusion does; rows by
-        the state's copy of their coefficients), the device read once an attempt. Returns the next sample, the
-        state's changes and what the next state's cursor knows."""
+        its scalars on the host (a request of one row multiplies by Python numbers, as k-diffusion by its 0-d host
+        tensors; rows by the state's copy of their coefficients), the device read once an attempt. Returns the next
+        sample, the state's changes and what the next state's cursor knows."""
         # Python numbers where they compute as the plan's tensors would (a half sample computes in float32 with them)
-        numbers = known.numbers is not None and sample.dtype == state.attempt.dtype
-        c = known.numbers if numbers else coefficient_views(state.attempt, sample)
+        numbers = known.numbers is not None and sample.dtype == state.attempt_plan.dtype
+        c = known.numbers if numbers else coefficient_views(state.attempt_plan, sample)
         eps = (sample - model_output) / c[SIGMA_0 + phase]
         solve, mirrors, finished = known.solve, known.mirrors, known.finished
         if phase == 0:
@@ -571,15 +640,14 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             prev_sample, changes = self._middle_call(state, eps, c)
         else:
             x_low, x_high, error = self._solutions(state, eps, c)
-            with host.plain():
-                error = error.cpu()  # the attempt's one device read (k-diffusion's `float(error)`)
-            solve, accept = self._decide_on_host(known, error, forced, self._columns(state, known, ahead=1)[1])
-            on_host = sample.device.type == "cpu"  # the state's fields are the host's own
-            mirrors = solve if on_host else Solve(*(value.to(sample.device) for value in solve))
-            finished = tuple(self._finished(solve.log_sigma).tolist())
+            error = error.cpu()  # the attempt's one device read (k-diffusion's `float(error)`; no mode is active here)
+            dtype = state.log_sigma.dtype
+            next_forced = self._columns(state, known, ahead=1)[1]
+            solve, accept, finished = self._decide_on_host(known, error, forced, next_forced, dtype)
+            mirrors = _solve_tensors(solve, dtype, sample.device)
             prev_sample, changes = self._land(state, x_low, x_high, c, noise, accept, mirrors)
         if not all(done for done in known.finished) and any(known.finished):
-            live = torch.tensor([not done for done in known.finished], device=sample.device)
+            live = _to_device(torch.tensor([not done for done in known.finished]), sample.device)
             prev_sample = torch.where(_rows(live, sample), prev_sample, sample)
         elif all(known.finished):
             prev_sample = sample.clone()
@@ -605,7 +673,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         elif not any(accept):
             solution, previous_low = x, state.previous_low
         else:
-            mask = _rows(torch.tensor(accept, device=x.device), x)
+            mask = _rows(_to_device(torch.tensor(accept), x.device), x)
             solution = torch.where(mask, x_high.to(x.dtype), x)
             previous_low = torch.where(mask, x_low.to(x.dtype), state.previous_low)
         changes = {"attempt_start": solution, "previous_low": previous_low, **mirrors._asdict()}
@@ -656,7 +724,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         False) never accepts nor counts. Returns (the solve, accept)."""
         accept, step_size, inverse_errors = self._controller(solve, error, forced)
         accept, forced = accept & live, forced & live
-        log_sigma = torch.where(accept, solve.attempt[:, END], solve.log_sigma)
+        log_sigma = torch.where(accept, solve.attempt_plan[:, END], solve.log_sigma)
         step_size = torch.where(live, step_size, solve.step_size)
         decided = Solve(
             log_sigma=log_sigma,
@@ -665,7 +733,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             attempts=solve.attempts + live.long(),
             accepted=solve.accepted + accept.long(),
             forced=solve.forced | forced,
-            attempt=self._attempt(log_sigma, step_size, next_forced),
+            attempt_plan=self._attempt(log_sigma, step_size, next_forced),
         )
         return decided, accept
 
@@ -699,47 +767,38 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         return accept, step_size * factor, (where(accept, inverse, newer), where(accept, newer, older))
 
     def _decide_on_host(
-        self, known: SolveCursor, error: torch.Tensor, forced: bool, next_forced: bool
-    ) -> tuple[Solve, list[bool]]:
+        self, known: SolveCursor, error: torch.Tensor, forced: bool, next_forced: bool, dtype: torch.dtype
+    ) -> tuple[HostSolve, list[bool], tuple[bool, ...]]:
         """`_decide` where the host knows the solve: the controller in Python floats per row (k-diffusion's own
-        arithmetic), then the next attempt's coefficients on the host's tensors. Returns (the solve, accept)."""
+        arithmetic), then the next attempt's coefficients (`_host_attempts`). Returns (the solve, accept, finished)."""
         solve = known.solve
-        rows = zip(
-            error.double().tolist(),
-            solve.step_size.tolist(),
-            solve.inverse_errors.tolist(),
-            solve.attempts.tolist(),
-            known.finished,
-            strict=True,
-        )
+        errors = error.double().tolist()
         accept, step_size, inverse_errors = [], [], []
-        for error_, step_size_, (newer, older), attempts, finished in rows:
-            decision = False, step_size_, (newer, older)  # a finished row's stays
+        for row, finished in enumerate(known.finished):
+            decision = False, solve.step_size[row], solve.inverse_errors[row]  # a finished row's stays
             if not finished:
-                inverse = 1 / (error_ + ERROR_FLOOR)
-                if not attempts:  # its errs start as three copies of the first inverse error
-                    newer = older = inverse
-                decision = self._propose(inverse, newer, older, step_size_, forced, math.atan, _pick)
+                inverse = 1 / (errors[row] + ERROR_FLOOR)
+                newer, older = (inverse, inverse) if not solve.attempts[row] else solve.inverse_errors[row]
+                decision = self._propose(inverse, newer, older, solve.step_size[row], forced, math.atan, _pick)
             accept.append(bool(decision[0]))
             step_size.append(decision[1])
             inverse_errors.append(decision[2])
-        now, ends = solve.log_sigma.tolist(), solve.attempt[:, END].tolist()
-        log_sigma = torch.tensor(
-            [end if taken else at for end, taken, at in zip(ends, accept, now, strict=True)],
-            dtype=solve.log_sigma.dtype,
+        live = [not finished for finished in known.finished]
+        log_sigma = tuple(
+            attempt[END] if taken else now
+            for attempt, taken, now in zip(solve.attempt_plan, accept, solve.log_sigma, strict=True)
         )
-        step_sizes = torch.tensor(step_size, dtype=torch.float64)
-        live = torch.tensor([not finished for finished in known.finished])
-        decided = Solve(
+        finished = self._host_finished(log_sigma, dtype)
+        decided = HostSolve(
             log_sigma=log_sigma,
-            step_size=step_sizes,
-            inverse_errors=torch.tensor(inverse_errors, dtype=torch.float64),
-            attempts=solve.attempts + live,
-            accepted=solve.accepted + torch.tensor(accept),
-            forced=solve.forced | live if forced else solve.forced,
-            attempt=self._attempt(log_sigma, step_sizes, next_forced, any_finished=any(known.finished) or any(accept)),
+            step_size=tuple(step_size),
+            inverse_errors=tuple(inverse_errors),
+            attempts=tuple(count + alive for count, alive in zip(solve.attempts, live, strict=True)),
+            accepted=tuple(count + taken for count, taken in zip(solve.accepted, accept, strict=True)),
+            forced=tuple(was or (forced and alive) for was, alive in zip(solve.forced, live, strict=True)),
+            attempt_plan=self._host_attempts(log_sigma, tuple(step_size), next_forced, finished, dtype),
         )
-        return decided, accept
+        return decided, accept, finished
 
     def _any_call(
         self,
@@ -752,8 +811,8 @@ class DPMSolverAdaptive(KDiffusionScheduler):
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         """The call of any phase, per row, on the device: every phase's update, each row taking its own phase's
         (branch-free: compiles, and steps rows at different calls together); a finished row's sample as given."""
-        c = coefficient_views(state.attempt, sample)
-        sigma = state.attempt.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
+        c = coefficient_views(state.attempt_plan, sample)
+        sigma = state.attempt_plan.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
         eps = (sample - model_output) / _rows(sigma, sample)
         live = ~self._finished(state.log_sigma)
         calls = {0: self._first_call(state, sample, eps, c, state.step_index == 0)}
@@ -786,6 +845,57 @@ def _log_times(sigma_max: float, sigma_min: float, dtype: torch.dtype) -> tuple[
 def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[R] values viewed as [R, 1, ..., 1] against `like`."""
     return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _solve_tensors(solve: HostSolve, dtype: torch.dtype, device: torch.device) -> Solve:
+    """The state's tensors of a host solve, on `device`: three host tensors (one per dtype) copied without a sync, the
+    fields views of them."""
+    rows = range(len(solve.log_sigma))
+    floats = torch.tensor([[solve.log_sigma[row], *solve.attempt_plan[row]] for row in rows], dtype=dtype)
+    controller = torch.tensor([[solve.step_size[row], *solve.inverse_errors[row]] for row in rows], dtype=torch.float64)
+    counts = torch.tensor([[solve.attempts[row], solve.accepted[row], solve.forced[row]] for row in rows])
+    floats, controller, counts = (_to_device(tensor, device) for tensor in (floats, controller, counts))
+    return Solve(
+        log_sigma=floats[:, 0],
+        step_size=controller[:, 0],
+        inverse_errors=controller[:, 1:],
+        attempts=counts[:, 0],
+        accepted=counts[:, 1],
+        forced=counts[:, 2].bool(),
+        attempt_plan=floats[:, 1:],
+    )
+
+
+_FLOAT32 = struct.Struct("f")
+
+
+def _round32(value: float) -> float:
+    """`value` rounded to float32, as a float32 tensor holds it (to nearest; inf beyond its range)."""
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
+def _unrounded(value: Any) -> Any:
+    return value
+
+
+def _exp_neg(values: list[torch.Tensor]) -> list[torch.Tensor]:
+    """exp(-t) of [R] tensors, in one operation (each value as its own 0-d operation makes it)."""
+    return list(torch.stack(values, dim=1).neg().exp().unbind(1))
+
+
+def _expm1(values: list[torch.Tensor]) -> list[torch.Tensor]:
+    return list(torch.stack(values, dim=1).expm1().unbind(1))
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor's copy on `device`, without a sync: from pinned memory, asynchronously (the host tensor is never
+    written again, and the pinned block is not reused before the copy has run). The tensor itself on the CPU."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _pick(condition: bool, a: Any, b: Any) -> Any:
