@@ -722,7 +722,9 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """The controller's decision on each row's attempt and the solve after it, on the device: accepted rows move to
         t, every row takes its next step size, and the next attempt's coefficients are made. A finished row (`live`
         False) never accepts nor counts. Returns (the solve, accept)."""
-        accept, step_size, inverse_errors = self._controller(solve, error, forced)
+        accept, step_size, inverse_errors = self._controller(
+            solve.attempts, solve.step_size, solve.inverse_errors, error, forced
+        )
         accept, forced = accept & live, forced & live
         log_sigma = torch.where(accept, solve.attempt_plan[:, END], solve.log_sigma)
         step_size = torch.where(live, step_size, solve.step_size)
@@ -738,52 +740,56 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         return decided, accept
 
     def _controller(
-        self, solve: Solve, error: torch.Tensor, forced: torch.Tensor
+        self,
+        attempts: torch.Tensor,
+        step_size: torch.Tensor,
+        inverse_errors: torch.Tensor,
+        error: torch.Tensor,
+        forced: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`_propose` for every row at once, on float64 tensors: (accept, the next step size, the last two accepted
-        inverse errors [R, 2])."""
-        inverse = 1 / (error.double() + ERROR_FLOOR)
-        first = solve.attempts == 0  # its errs start as three copies of the first inverse error
-        older = torch.where(first[:, None], inverse[:, None], solve.inverse_errors)
-        accept, step_size, errors = self._propose(
-            inverse, older[:, 0], older[:, 1], solve.step_size, forced, torch.atan, torch.where
-        )
-        return accept, step_size, torch.stack(errors, dim=1)
-
-    def _propose(
-        self, inverse: Any, newer: Any, older: Any, step_size: Any, forced: Any, atan: Any, where: Any
-    ) -> tuple[Any, Any, tuple[Any, Any]]:
-        """k-diffusion's `PIDStepSizeController.propose_step` on 1 / error and the last two accepted ones (Python
-        floats with `math.atan`, as its own; or float64 tensors of rows with `torch.atan`, which round alike): (accept,
-        the next step size, the last two accepted inverse errors after it). A forced attempt is accepted."""
+        """k-diffusion's `PIDStepSizeController.propose_step` per row, in float64 as its Python floats: (accept, the
+        next step size, the last two accepted inverse errors [R, 2]); a forced attempt is accepted. Its powers are
+        exp(b log x): torch's `pow` of float64 rounds otherwise in its vectorised loop than one element at a time (a
+        row's step size would depend on its batch), `exp`, `log` and `atan` alike in both; the step sizes then lie
+        within a few ulps of k-diffusion's C `pow` and `math.atan`, below what rounding them to the sample's float32
+        can see (its t = s + float32(h))."""
         pid_order = 1.5 if self.eta else self.order
         exponents = (self.pcoeff + self.icoeff + self.dcoeff, -(self.pcoeff + 2 * self.dcoeff), self.dcoeff)
-        factor = inverse ** (exponents[0] / pid_order)
-        for errors, exponent in ((newer, exponents[1] / pid_order), (older, exponents[2] / pid_order)):
+        inverse = 1 / (error.double() + ERROR_FLOOR)
+        first = attempts == 0  # its errs start as three copies of the first inverse error
+        older = torch.where(first[:, None], inverse[:, None], inverse_errors)
+        factor = torch.exp(exponents[0] / pid_order * inverse.log())
+        for errors, exponent in ((older[:, 0], exponents[1] / pid_order), (older[:, 1], exponents[2] / pid_order)):
             if exponent:  # x ** 0 is 1, and a product by it exact: skipped (the default controller's)
-                factor = factor * errors**exponent
-        factor = 1 + atan(factor - 1)
+                factor = factor * torch.exp(exponent * errors.log())
+        factor = 1 + torch.atan(factor - 1)
         accept = (factor >= self.accept_safety) | forced
-        return accept, step_size * factor, (where(accept, inverse, newer), where(accept, newer, older))
+        newer = torch.stack([inverse, older[:, 0]], dim=1)
+        return accept, step_size * factor, torch.where(accept[:, None], newer, older)
 
     def _decide_on_host(
         self, known: SolveCursor, error: torch.Tensor, forced: bool, next_forced: bool, dtype: torch.dtype
     ) -> tuple[HostSolve, list[bool], tuple[bool, ...]]:
-        """`_decide` where the host knows the solve: the controller in Python floats per row (k-diffusion's own
-        arithmetic), then the next attempt's coefficients (`_host_attempts`). Returns (the solve, accept, finished)."""
+        """`_decide` where the host knows the solve: the controller on the host's tensors of it (as on the device's,
+        so that a request decides alike alone and stacked), the bookkeeping in Python, then the next attempt's
+        coefficients (`_host_attempts`). Returns (the solve, accept, finished)."""
         solve = known.solve
-        errors = error.double().tolist()
-        accept, step_size, inverse_errors = [], [], []
-        for row, finished in enumerate(known.finished):
-            decision = False, solve.step_size[row], solve.inverse_errors[row]  # a finished row's stays
-            if not finished:
-                inverse = 1 / (errors[row] + ERROR_FLOOR)
-                newer, older = (inverse, inverse) if not solve.attempts[row] else solve.inverse_errors[row]
-                decision = self._propose(inverse, newer, older, solve.step_size[row], forced, math.atan, _pick)
-            accept.append(bool(decision[0]))
-            step_size.append(decision[1])
-            inverse_errors.append(decision[2])
         live = [not finished for finished in known.finished]
+        decision = self._controller(
+            torch.tensor(solve.attempts),
+            torch.tensor(solve.step_size, dtype=torch.float64),
+            torch.tensor(solve.inverse_errors, dtype=torch.float64),
+            error,
+            forced,
+        )
+        proposed, step_sizes, errors = (value.tolist() for value in decision)
+        accept = [taken and alive for taken, alive in zip(proposed, live, strict=True)]
+        step_size = tuple(
+            new if alive else old for new, old, alive in zip(step_sizes, solve.step_size, live, strict=True)
+        )
+        inverse_errors = tuple(
+            tuple(new) if alive else old for new, old, alive in zip(errors, solve.inverse_errors, live, strict=True)
+        )
         log_sigma = tuple(
             attempt[END] if taken else now
             for attempt, taken, now in zip(solve.attempt_plan, accept, solve.log_sigma, strict=True)
@@ -791,12 +797,12 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         finished = self._host_finished(log_sigma, dtype)
         decided = HostSolve(
             log_sigma=log_sigma,
-            step_size=tuple(step_size),
-            inverse_errors=tuple(inverse_errors),
+            step_size=step_size,
+            inverse_errors=inverse_errors,
             attempts=tuple(count + alive for count, alive in zip(solve.attempts, live, strict=True)),
             accepted=tuple(count + taken for count, taken in zip(solve.accepted, accept, strict=True)),
             forced=tuple(was or (forced and alive) for was, alive in zip(solve.forced, live, strict=True)),
-            attempt_plan=self._host_attempts(log_sigma, tuple(step_size), next_forced, finished, dtype),
+            attempt_plan=self._host_attempts(log_sigma, step_size, next_forced, finished, dtype),
         )
         return decided, accept, finished
 
@@ -896,11 +902,6 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
-
-
-def _pick(condition: bool, a: Any, b: Any) -> Any:
-    """`torch.where` of Python values."""
-    return a if condition else b
 
 
 def _masked(where: torch.Tensor, new: Any, old: Any) -> Any:
