@@ -293,6 +293,8 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         # Made on the host (as k-diffusion forms its scalars), then the state's tensors on the sample's device.
         log_sigma, step_size = (self._times_of(dtype)[0],) * rows, (self.h_init,) * rows
         one_attempt = plan.coefficients.shape[1] <= self.order  # a budget of one: it is forced
+        with host.plain():  # numbers, whatever mode the state's tensors are made under (fake ones for shapes)
+            attempt_plan = self._host_attempts(log_sigma, step_size, one_attempt, (False,) * rows, dtype)
         on_host = HostSolve(
             log_sigma=log_sigma,
             step_size=step_size,
@@ -300,7 +302,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             attempts=(0,) * rows,
             accepted=(0,) * rows,
             forced=(False,) * rows,
-            attempt_plan=self._host_attempts(log_sigma, step_size, one_attempt, (False,) * rows, dtype),
+            attempt_plan=attempt_plan,
         )
         solve = _solve_tensors(on_host, dtype, device)
         if cursor is not None and device.type != "meta":  # shape inference: no values for the host to read
