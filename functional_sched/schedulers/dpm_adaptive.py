@@ -856,22 +856,18 @@ def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _solve_tensors(solve: HostSolve, dtype: torch.dtype, device: torch.device) -> Solve:
-    """The state's tensors of a host solve, on `device`: three host tensors (one per dtype) copied without a sync, the
-    fields views of them."""
-    rows = range(len(solve.log_sigma))
-    floats = torch.tensor([[solve.log_sigma[row], *solve.attempt_plan[row]] for row in rows], dtype=dtype)
-    controller = torch.tensor([[solve.step_size[row], *solve.inverse_errors[row]] for row in rows], dtype=torch.float64)
-    counts = torch.tensor([[solve.attempts[row], solve.accepted[row], solve.forced[row]] for row in rows])
-    floats, controller, counts = (_to_device(tensor, device) for tensor in (floats, controller, counts))
-    return Solve(
-        log_sigma=floats[:, 0],
-        step_size=controller[:, 0],
-        inverse_errors=controller[:, 1:],
-        attempts=counts[:, 0],
-        accepted=counts[:, 1],
-        forced=counts[:, 2].bool(),
-        attempt_plan=floats[:, 1:],
+    """The state's tensors of a host solve on `device`, each of its own (contiguous, as the device path makes them:
+    a compiled step's guards see the same strides), copied without a sync."""
+    tensors = Solve(
+        log_sigma=torch.tensor(solve.log_sigma, dtype=dtype),
+        step_size=torch.tensor(solve.step_size, dtype=torch.float64),
+        inverse_errors=torch.tensor(solve.inverse_errors, dtype=torch.float64),
+        attempts=torch.tensor(solve.attempts, dtype=torch.int64),
+        accepted=torch.tensor(solve.accepted, dtype=torch.int64),
+        forced=torch.tensor(solve.forced, dtype=torch.bool),
+        attempt_plan=torch.tensor(solve.attempt_plan, dtype=dtype),
     )
+    return tensors if device.type == "cpu" else Solve(*(_to_device(tensor, device) for tensor in tensors))
 
 
 _FLOAT32 = struct.Struct("f")
