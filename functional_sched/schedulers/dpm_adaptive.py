@@ -634,7 +634,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         # Python numbers where they compute as the plan's tensors would (a half sample computes in float32 with them)
         numbers = known.numbers is not None and sample.dtype == state.attempt_plan.dtype
         c = known.numbers if numbers else coefficient_views(state.attempt_plan, sample)
-        eps = (sample - model_output) / c[SIGMA_0 + phase]
+        eps = _over_sigma(sample - model_output, c[SIGMA_0 + phase])
         solve, mirrors, finished = known.solve, known.mirrors, known.finished
         if phase == 0:
             prev_sample, changes = self._first_call(state, sample, eps, c, known.step == 0)
@@ -821,7 +821,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         (branch-free: compiles, and steps rows at different calls together); a finished row's sample as given."""
         c = coefficient_views(state.attempt_plan, sample)
         sigma = state.attempt_plan.gather(1, phase.long()[:, None] + SIGMA_0)[:, 0]
-        eps = (sample - model_output) / _rows(sigma, sample)
+        eps = _over_sigma(sample - model_output, _rows(sigma, sample))
         live = ~self._finished(state.log_sigma)
         calls = {0: self._first_call(state, sample, eps, c, state.step_index == 0)}
         if self.order == 3:
@@ -856,18 +856,51 @@ def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _solve_tensors(solve: HostSolve, dtype: torch.dtype, device: torch.device) -> Solve:
-    """The state's tensors of a host solve on `device`, each of its own (contiguous, as the device path makes them:
-    a compiled step's guards see the same strides), copied without a sync."""
-    tensors = Solve(
-        log_sigma=torch.tensor(solve.log_sigma, dtype=dtype),
-        step_size=torch.tensor(solve.step_size, dtype=torch.float64),
-        inverse_errors=torch.tensor(solve.inverse_errors, dtype=torch.float64),
-        attempts=torch.tensor(solve.attempts, dtype=torch.int64),
-        accepted=torch.tensor(solve.accepted, dtype=torch.int64),
-        forced=torch.tensor(solve.forced, dtype=torch.bool),
-        attempt_plan=torch.tensor(solve.attempt_plan, dtype=dtype),
+    """The state's tensors of a host solve on `device`, each of its own and contiguous (as the device path makes them:
+    a compiled step's guards see the same strides). Off the CPU, one copy without a sync: every field's values in
+    one float64 host tensor (exact: float32 values, counts, flags), then each field cast out of it on the device."""
+    rows = range(len(solve.log_sigma))
+    if device.type == "cpu":
+        return Solve(
+            log_sigma=torch.tensor(solve.log_sigma, dtype=dtype),
+            step_size=torch.tensor(solve.step_size, dtype=torch.float64),
+            inverse_errors=torch.tensor(solve.inverse_errors, dtype=torch.float64),
+            attempts=torch.tensor(solve.attempts, dtype=torch.int64),
+            accepted=torch.tensor(solve.accepted, dtype=torch.int64),
+            forced=torch.tensor(solve.forced, dtype=torch.bool),
+            attempt_plan=torch.tensor(solve.attempt_plan, dtype=dtype),
+        )
+    packed = _to_device(
+        torch.tensor(
+            [
+                [
+                    solve.log_sigma[row],
+                    solve.step_size[row],
+                    *solve.inverse_errors[row],
+                    solve.attempts[row],
+                    solve.accepted[row],
+                    solve.forced[row],
+                    *solve.attempt_plan[row],
+                ]
+                for row in rows
+            ],
+            dtype=torch.float64,
+        ),
+        device,
     )
-    return tensors if device.type == "cpu" else Solve(*(_to_device(tensor, device) for tensor in tensors))
+
+    def field(columns: Any, field_dtype: torch.dtype) -> torch.Tensor:
+        return packed[:, columns].to(field_dtype, memory_format=torch.contiguous_format, copy=True)
+
+    return Solve(
+        log_sigma=field(0, dtype),
+        step_size=field(1, torch.float64),
+        inverse_errors=field(slice(2, 4), torch.float64),
+        attempts=field(4, torch.int64),
+        accepted=field(5, torch.int64),
+        forced=field(6, torch.bool),
+        attempt_plan=field(slice(7, None), dtype),
+    )
 
 
 _FLOAT32 = struct.Struct("f")
@@ -892,6 +925,15 @@ def _exp_neg(values: list[torch.Tensor]) -> list[torch.Tensor]:
 
 def _expm1(values: list[torch.Tensor]) -> list[torch.Tensor]:
     return list(torch.stack(values, dim=1).expm1().unbind(1))
+
+
+def _over_sigma(value: torch.Tensor, sigma: Any) -> torch.Tensor:
+    """k-diffusion's eps = (x - x0) / sigma, sigma its 0-d host tensor: on CUDA PyTorch divides by a host scalar as a
+    product by its float32 reciprocal, so rows whose sigmas are device tensors take that product there too (a row then
+    rounds as k-diffusion's loop of it alone); elsewhere, and for a Python number, the division itself."""
+    if isinstance(sigma, torch.Tensor) and value.is_cuda:
+        return value * (1 / sigma)
+    return value / sigma
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
