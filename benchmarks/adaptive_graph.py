@@ -154,10 +154,13 @@ def measure(shape: tuple[int, ...], device: torch.device, timer: Timer, repeats:
         )
 
     batch, batch_nfe = k_diffusion(sched, x)
-    label = "k-diffusion eager" + (" (the batch as one solve)" if shape[0] > 1 else "")
-    row(label, timer.seconds(lambda: lambda: k_diffusion(sched, x), repeats), batch_nfe, batch)
     final, calls = ours_eager(sched, x, budget)
-    row("ours eager", timer.seconds(lambda: lambda: ours_eager(sched, x, budget), repeats), calls, final)
+    # The two eager loops take turns (`Timer.interleaved`), so that the host's drift hits both alike.
+    theirs, ours = timer.interleaved(
+        [lambda: lambda: k_diffusion(sched, x), lambda: lambda: ours_eager(sched, x, budget)], 2 * repeats, warmup=3
+    )
+    row("k-diffusion eager" + (" (the batch as one solve)" if shape[0] > 1 else ""), theirs, batch_nfe, batch)
+    row("ours eager", ours, calls, final)
     for margin in (1, 2):
         state = sched.init(margin * attempts, sample=x)
         capture = Captured(sched, state, x, margin * nfe)
