@@ -406,6 +406,7 @@ BEYOND_GRID: tuple[Case, ...] = (
         library="k-diffusion",
     ),
     Case("SD1.5 DPM fast", "sample_dpm_fast", {}, stochastic=True, library="k-diffusion"),
+    Case("SD1.5 DPM adaptive", "sample_dpm_adaptive", {}, library="k-diffusion"),
     Case(
         "SD3.5-M Flow-GRPO (noise 0.7)",
         "sde_step_with_logprob",

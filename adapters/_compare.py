@@ -441,7 +441,7 @@ class LoopRun(_Timed):
 
     def _seed(self) -> int | None:
         """The Brownian tree's seed where ours queries one (3M SDE): the config's `noise_sampler_seed` (0 unset)."""
-        if not hasattr(self.ours, "_brownian_queries"):
+        if not hasattr(self.ours, "_brownian_queries") or not self.ours.stochastic:
             return None
         return getattr(self.ours, "noise_sampler_seed", None) or 0
 
@@ -467,6 +467,8 @@ class LoopRun(_Timed):
         self, model: Callable[..., torch.Tensor], sigmas: torch.Tensor | None, x: torch.Tensor, noise_sampler: Any
     ) -> torch.Tensor:
         ours = self.ours
+        if self.case.diffusers_name == "sample_dpm_adaptive":  # each row alone, with our budget (its eta is 0)
+            return k_diffusion.sample_dpm_adaptive_rows(model, x, ours, self.timestep_args["num_inference_steps"])[0]
         with warnings.catch_warnings():  # torchsde warns where a float32 sigma lies a rounding outside its range
             warnings.simplefilter("ignore", UserWarning)
             if sigmas is None:

@@ -167,6 +167,8 @@ def sample_dpm_adaptive_rows(
         )
         return final, solver.sigma(last["t"]), info
 
+    if x.shape[0] == 1:  # one row: its loop as it is, no threads
+        return (lambda final, _sigma, info: (final, [info]))(*run(0, model))
     finals = _lockstep([functools.partial(run, row) for row in range(x.shape[0])], model)
     return torch.cat([final for final, _, _ in finals]), [info for _, _, info in finals]
 

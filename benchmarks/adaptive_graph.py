@@ -2,6 +2,7 @@
 
     python benchmarks/adaptive_graph.py --device cuda --out DIR      # the H100 figures in RESULTS.md
     python benchmarks/adaptive_graph.py --device cpu --repeats 3      # a smoke run (no graphs: compiled loops)
+    python benchmarks/adaptive_graph.py --device cpu --eager-only --threads 1 --shapes 1x4x32x32,1x4x64x64,1x4x128x128
 
 k-diffusion's `sample_dpm_adaptive` decides each step from the data, so its loop runs until it is done; ours runs a
 budget of attempts in a state of fixed structure (`DPMSolverAdaptive`), a finished row frozen for the budget's rest.
@@ -132,7 +133,9 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item() / b.double().abs().max().item()
 
 
-def measure(shape: tuple[int, ...], device: torch.device, timer: Timer, repeats: int, chunk: int) -> list[dict]:
+def measure(
+    shape: tuple[int, ...], device: torch.device, timer: Timer, repeats: int, chunk: int, eager_only: bool = False
+) -> list[dict]:
     sched = fs.DPMSolverAdaptive()
     generator = torch.Generator().manual_seed(0)
     x = (torch.randn(shape, generator=generator) * sched.sigma_max).to(device)
@@ -161,6 +164,8 @@ def measure(shape: tuple[int, ...], device: torch.device, timer: Timer, repeats:
     )
     row("k-diffusion eager" + (" (the batch as one solve)" if shape[0] > 1 else ""), theirs, batch_nfe, batch)
     row("ours eager", ours, calls, final)
+    if eager_only:
+        return rows
     for margin in (1, 2):
         state = sched.init(margin * attempts, sample=x)
         capture = Captured(sched, state, x, margin * nfe)
@@ -200,11 +205,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=2, help="attempts per graph in the early-exit loop")
     parser.add_argument("--shapes", default=",".join("x".join(map(str, shape)) for shape in SHAPES))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--eager-only", action="store_true", help="the two eager loops alone (no graphs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     timer = Timer(device)
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
-    rows = [entry for shape in shapes for entry in measure(shape, device, timer, args.repeats, args.chunk)]
+    rows = [
+        entry for shape in shapes for entry in measure(shape, device, timer, args.repeats, args.chunk, args.eager_only)
+    ]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     text = f"{name}, torch {torch.__version__}, medians of {args.repeats}\n\n{table(rows)}"
     if args.out is not None:

@@ -224,13 +224,14 @@ def test_flow_grpo_rows_hold_flow_match_sde_to_flow_grpo() -> None:
 @needs_k_diffusion
 def test_k_diffusion_rows_hold_each_model_call_to_its_loop() -> None:
     """k-diffusion's rows: every model call's sigma and input, and the final sample, bit-identical to its whole loop
-    (2S a: two calls an interval but the last); the report prints the per-call legend."""
+    (2S a: two calls an interval but the last; DPM adaptive: a budget of 4 attempts of 3 calls, the last forced to
+    sigma_min, its loop held to that budget); the report prints the per-call legend."""
     rows = [
         report.measure(case, 4, (1, 4, 8, 8), torch.device("cpu"), 1)
         for case in _cases.BEYOND_GRID
         if case.library == "k-diffusion"
     ]
-    assert [row["steps"] for row in rows] == [7, 4, 4]
+    assert [row["steps"] for row in rows] == [7, 4, 4, 12]
     assert all(row["passed"] and row["identical_steps"] == row["steps"] for row in rows), rows
     assert all(row["diffusers_us"] > 0 and row["ours_us"] > 0 for row in rows)
     assert "k-diffusion sample_dpmpp_3m_sde" in report._table(rows)
@@ -239,9 +240,9 @@ def test_k_diffusion_rows_hold_each_model_call_to_its_loop() -> None:
 def test_report_says_k_diffusion_rows_are_skipped_without_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(k_diffusion, "available", lambda: False)
     assert not any(case.library == "k-diffusion" for case in _cases.cases())
-    assert len(_cases.skipped(library="k-diffusion")) == 3
+    assert len(_cases.skipped(library="k-diffusion")) == 4
     summary = report._summary([])
-    assert "k-diffusion is not installed: skipped its 3 configs" in summary
+    assert "k-diffusion is not installed: skipped its 4 configs" in summary
     assert "pip install --no-deps k-diffusion==0.1.1.post1" in summary
 
 
@@ -254,6 +255,7 @@ def test_eager_benchmark_selects_k_diffusion_loops() -> None:
         "sample_dpmpp_2s_ancestral",
         "sample_dpmpp_3m_sde",
         "sample_dpm_fast",
+        "sample_dpm_adaptive",
     ]
     text = eager.table(((1, 4, 8, 8),), 3, 1, torch.device("cpu"), True, "DPMSolverFast", "as found", None)
     assert "| k-diffusion sample_dpm_fast | SD1.5 DPM fast | 1x4x8x8 |" in text and "over its model calls" in text

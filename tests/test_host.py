@@ -107,7 +107,7 @@ def _finish_requests(device: str, count: int = 1000) -> list[weakref.ref]:
             sample = torch.randn(shape, generator=generator).to(device, dtype)
             state = sched.init(rng.randint(4, 30), sample=sample)  # PNDM's Runge-Kutta warm-up takes 4 steps
             held = [sample, *pytree.tree_leaves(state)]
-            for _ in range(min(2, len(sched.timesteps(state)))):
+            for _ in range(min(2, sched.steps_left(state))):
                 model_output = torch.tanh(sample)
                 noise = torch.randn_like(sample) if sched.stochastic else None  # Euler a, KDPM2 a: every step
                 sample, state = sched.step(state, model_output, sample, noise=noise)

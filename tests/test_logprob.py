@@ -138,10 +138,11 @@ def test_the_classes_rl_uses_have_closed_forms() -> None:
         assert sched._transition(state, output, sample, sched._cursor(state)) is not None
 
 
-def test_every_stochastic_class_is_covered_but_one() -> None:
-    """The classes left out, and why: only DPMSolverSDE, whose Brownian noise is shared between an interval's calls."""
+def test_every_stochastic_class_is_covered_but_two() -> None:
+    """The classes left out, and why: DPMSolverSDE, whose Brownian noise is shared between an interval's calls, and
+    DPMSolverAdaptive, whose noise is added only where its controller accepts an attempt (a decision of the data)."""
     left_out = {cls.__name__ for cls in fs.SCHEDULERS if cls._not_gaussian is not None}
-    assert left_out == {"DPMSolverSDE"}
+    assert left_out == {"DPMSolverSDE", "DPMSolverAdaptive"}
 
 
 # ---------------------------------------------------------------------------------------------------- closed forms

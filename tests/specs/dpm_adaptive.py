@@ -6,7 +6,7 @@ controller (`sample_dpm_adaptive_rows`); every model call's input and the final 
 Configs: Stable Diffusion 1.5's sigma range (A1111's and ComfyUI's "DPM adaptive"), DPM-Solver-12, EDM's range,
 tighter tolerances, a PID controller and a large first step (both reject attempts), and eta > 0 with Brownian noise
 (a tree per row, seeded `SEED + row` on both sides: rejected attempts leave an accepted interval's increment as it is).
-A budget of 12 attempts covers each config's whole solve on the suite's model, so the default parity runs are
+Budgets of 12 to 19 attempts cover each config's whole solve on the suite's model, so the default parity runs are
 k-diffusion's loops unchanged; the step-count extremes (1, 2, 3 attempts) hold the budget's rule.
 """
 
@@ -62,7 +62,8 @@ DPM_ADAPTIVE = Spec(
         Config("tight", {"rtol": 0.01, "atol": 0.001}, Schedule(steps=16)),
         Config("pid", {"pcoeff": 0.3, "icoeff": 0.9, "dcoeff": 0.2}, BUDGET),
         Config("large-first-step", {"h_init": 3.0, "accept_safety": 0.9}, BUDGET),
-        Config("ancestral", {"eta": 1.0, "s_noise": 1.003}, Schedule(steps=24)),
+        # 19 attempts, 57 calls: the stages' tests run this config at up to 21 (63 calls) in a GraphedDenoise (64).
+        Config("ancestral", {"eta": 1.0, "s_noise": 1.003}, Schedule(steps=19)),
     ),
     reference_loop=k_diffusion_adaptive_loop,
     reference_noise=tree_noise,
