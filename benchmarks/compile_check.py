@@ -28,7 +28,7 @@ def check(run: Run | LoopRun, repeats: int) -> dict[str, Any]:
     def loop(step: Any) -> torch.Tensor:
         state, sample = run.start_ours(), run.sample
         generator = torch.Generator(sample.device).manual_seed(generator_seed) if run.case.stochastic else None
-        for index in range(len(sched.timesteps(state))):
+        for index in range(sched.steps_left(state)):  # a fresh state's calls (an adaptive solve's budget)
             model_output = toy_denoiser(sample, sched.timestep(state))
             noise = {"noise": torch.randn(sample.shape, generator=generator, device=sample.device)} if generator else {}
             sample, state = step(state, model_output, sample, **noise)
@@ -51,7 +51,9 @@ def check(run: Run | LoopRun, repeats: int) -> dict[str, Any]:
         noise = {"noise": torch.randn_like(sample)} if run.case.stochastic else {}
         times = [_timed(lambda: compiled(state, model_output, sample, **noise), sample.device) for _ in range(repeats)]
         row["compiled_us"] = statistics.median(times[1:]) * 1e6
-        row["ok"] = row["graphs"] == 1 and row["error"] <= 1e-6
+        # A solve whose steps the data chooses (DPM adaptive) may take others under inductor's rounding: two solves of
+        # one tolerance (tests/specs: `decisions_follow_rounding`).
+        row["ok"] = row["graphs"] == 1 and row["error"] <= (1e-6 if sched.timestep_table else 1e-2)
     except Exception as error:  # a graph break, a recompile or a failed kernel: report it, fail the run
         torch.compiler.set_stance("default")
         row.update(graphs="-", error=float("nan"), compiled_us=float("nan"), ok=False, reason=repr(error)[:200])

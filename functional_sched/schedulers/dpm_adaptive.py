@@ -19,8 +19,10 @@ control flow, so a whole loop compiles into one graph and rows step at different
   each row's sigma at this call (the sample's, or an attempt's intermediate point).
 
 The arithmetic is k-diffusion's, per row: the times in the sample's working dtype (float32 for float32 and half
-samples, as k-diffusion's 0-d tensors; float64 for float64), the controller in float64 (its Python floats), each
-product formed in its order, so float32 loops reproduce it bit for bit on the CPU.
+samples, as k-diffusion's 0-d tensors; float64 for float64), each product formed in its order, the controller in
+float64 as its Python floats (its powers as exp(b log x), a few ulps from C's `pow`: below what the float32 step can
+see). So float32 loops reproduce it bit for bit on the CPU, and an eager request of one row on CUDA too (its scalars
+formed on the host, as k-diffusion's are).
 """
 
 from __future__ import annotations
@@ -250,10 +252,19 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             )
         return value
 
+    @functools.cached_property
+    def _log_times(self) -> dict[torch.dtype, tuple[float, float, float]]:
+        """`_times_of` for each plan dtype, made once per config (here, not inside a compiled step)."""
+        return {dtype: _log_times(self.sigma_max, self.sigma_min, dtype) for dtype in (torch.float32, torch.float64)}
+
+    def _check_options(self) -> None:
+        super()._check_options()
+        self._log_times  # noqa: B018 - made at construction, so that a compiled step only reads it
+
     def _times_of(self, dtype: torch.dtype) -> tuple[float, float, float]:
         """(t_start, t_end, the finished bound t_end - 1e-5) in `dtype` as Python floats (exact in `dtype`), as
         k-diffusion takes the logarithms of sigma_max's and sigma_min's 0-d tensors and rounds its loop's bound."""
-        return _log_times(self.sigma_max, self.sigma_min, dtype)
+        return self._log_times[dtype]
 
     def _build_plan(
         self,
@@ -844,7 +855,6 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         return torch.where(_rows(live, sample), prev_sample, sample), changes
 
 
-@functools.cache
 def _log_times(sigma_max: float, sigma_min: float, dtype: torch.dtype) -> tuple[float, float, float]:
     t_start, t_end = (torch.tensor(value, dtype=dtype).log().neg() for value in (sigma_max, sigma_min))
     return float(t_start), float(t_end), float(t_end - END_TOLERANCE)
