@@ -760,49 +760,54 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         error: torch.Tensor,
         forced: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """k-diffusion's `PIDStepSizeController.propose_step` per row, in float64 as its Python floats: (accept, the
-        next step size, the last two accepted inverse errors [R, 2]); a forced attempt is accepted. Its powers are
-        exp(b log x): torch's `pow` of float64 rounds otherwise in its vectorised loop than one element at a time (a
-        row's step size would depend on its batch), `exp`, `log` and `atan` alike in both; the step sizes then lie
-        within a few ulps of k-diffusion's C `pow` and `math.atan`, below what rounding them to the sample's float32
-        can see (its t = s + float32(h))."""
-        pid_order = 1.5 if self.eta else self.order
-        exponents = (self.pcoeff + self.icoeff + self.dcoeff, -(self.pcoeff + 2 * self.dcoeff), self.dcoeff)
+        """`_propose` for every row at once, on float64 tensors: (accept, the next step size, the last two accepted
+        inverse errors [R, 2])."""
         inverse = 1 / (error.double() + ERROR_FLOOR)
         first = attempts == 0  # its errs start as three copies of the first inverse error
         older = torch.where(first[:, None], inverse[:, None], inverse_errors)
-        factor = torch.exp(exponents[0] / pid_order * inverse.log())
-        for errors, exponent in ((older[:, 0], exponents[1] / pid_order), (older[:, 1], exponents[2] / pid_order)):
+        accept, step_size, errors = self._propose(inverse, older[:, 0], older[:, 1], step_size, forced, _TENSORS)
+        return accept, step_size, torch.stack(errors, dim=1)
+
+    def _propose(
+        self, inverse: Any, newer: Any, older: Any, step_size: Any, forced: Any, ops: Any
+    ) -> tuple[Any, Any, tuple[Any, Any]]:
+        """k-diffusion's `PIDStepSizeController.propose_step` on 1 / error and the last two accepted ones, in float64:
+        (accept, the next step size, the last two accepted inverse errors after it); a forced attempt is accepted. On
+        tensors of rows (`_TENSORS`) or one row's Python floats (`_NUMBERS`: their arithmetic is the same IEEE
+        arithmetic, their log, exp and atan torch's, so both round alike). Its powers are exp(b log x): torch's `pow`
+        of float64 rounds otherwise in its vectorised loop than one element at a time (a row's step size would depend
+        on its batch), `exp`, `log` and `atan` alike in both; the step sizes lie within a few ulps of k-diffusion's C
+        `pow` and `math.atan`, below what the float32 t = s + float32(h) can see."""
+        pid_order = 1.5 if self.eta else self.order
+        exponents = (self.pcoeff + self.icoeff + self.dcoeff, -(self.pcoeff + 2 * self.dcoeff), self.dcoeff)
+        factor = ops.exp(exponents[0] / pid_order * ops.log(inverse))
+        for errors, exponent in ((newer, exponents[1] / pid_order), (older, exponents[2] / pid_order)):
             if exponent:  # x ** 0 is 1, and a product by it exact: skipped (the default controller's)
-                factor = factor * torch.exp(exponent * errors.log())
-        factor = 1 + torch.atan(factor - 1)
+                factor = factor * ops.exp(exponent * ops.log(errors))
+        factor = 1 + ops.atan(factor - 1)
         accept = (factor >= self.accept_safety) | forced
-        newer = torch.stack([inverse, older[:, 0]], dim=1)
-        return accept, step_size * factor, torch.where(accept[:, None], newer, older)
+        return accept, step_size * factor, (ops.where(accept, inverse, newer), ops.where(accept, newer, older))
 
     def _decide_on_host(
         self, known: SolveCursor, error: torch.Tensor, forced: bool, next_forced: bool, dtype: torch.dtype
     ) -> tuple[HostSolve, list[bool], tuple[bool, ...]]:
-        """`_decide` where the host knows the solve: the controller on the host's tensors of it (as on the device's,
-        so that a request decides alike alone and stacked), the bookkeeping in Python, then the next attempt's
-        coefficients (`_host_attempts`). Returns (the solve, accept, finished)."""
+        """`_decide` where the host knows the solve: the controller per row on its Python floats (`_propose`, which
+        rounds as on the device's tensors, so that a request decides alike alone and stacked), the bookkeeping in
+        Python, then the next attempt's coefficients (`_host_attempts`). Returns (the solve, accept, finished)."""
         solve = known.solve
         live = [not finished for finished in known.finished]
-        decision = self._controller(
-            torch.tensor(solve.attempts),
-            torch.tensor(solve.step_size, dtype=torch.float64),
-            torch.tensor(solve.inverse_errors, dtype=torch.float64),
-            error,
-            forced,
-        )
-        proposed, step_sizes, errors = (value.tolist() for value in decision)
-        accept = [taken and alive for taken, alive in zip(proposed, live, strict=True)]
-        step_size = tuple(
-            new if alive else old for new, old, alive in zip(step_sizes, solve.step_size, live, strict=True)
-        )
-        inverse_errors = tuple(
-            tuple(new) if alive else old for new, old, alive in zip(errors, solve.inverse_errors, live, strict=True)
-        )
+        errors = error.double().tolist()
+        accept, step_size, inverse_errors = [], [], []
+        for row, alive in enumerate(live):
+            decision = False, solve.step_size[row], solve.inverse_errors[row]  # a finished row's stays
+            if alive:
+                inverse = 1 / (errors[row] + ERROR_FLOOR)  # IEEE as the tensors' reciprocal times 1
+                newer, older = solve.inverse_errors[row] if solve.attempts[row] else (inverse, inverse)
+                decision = self._propose(inverse, newer, older, solve.step_size[row], forced, _NUMBERS)
+            accept.append(bool(decision[0]))
+            step_size.append(decision[1])
+            inverse_errors.append(tuple(decision[2]))
+        step_size, inverse_errors = tuple(step_size), tuple(inverse_errors)
         log_sigma = tuple(
             attempt[END] if taken else now
             for attempt, taken, now in zip(solve.attempt_plan, accept, solve.log_sigma, strict=True)
@@ -952,6 +957,36 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+class _TensorOps:
+    """`_propose`'s functions on tensors of rows."""
+
+    log, exp, atan, where = staticmethod(torch.log), staticmethod(torch.exp), staticmethod(torch.atan), torch.where
+
+
+class _NumberOps:
+    """`_propose`'s functions on one row's Python floats: torch's log, exp and atan (as the tensors' round), on the
+    host."""
+
+    @staticmethod
+    def log(value: float) -> float:
+        return torch.tensor(value, dtype=torch.float64).log().item()
+
+    @staticmethod
+    def exp(value: float) -> float:
+        return torch.tensor(value, dtype=torch.float64).exp().item()
+
+    @staticmethod
+    def atan(value: float) -> float:
+        return torch.tensor(value, dtype=torch.float64).atan().item()
+
+    @staticmethod
+    def where(condition: bool, a: float, b: float) -> float:
+        return a if condition else b
+
+
+_TENSORS, _NUMBERS = _TensorOps(), _NumberOps()
 
 
 def _masked(where: torch.Tensor, new: Any, old: Any) -> Any:
