@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
@@ -80,6 +81,7 @@ class DPMSolverAdaptiveState:
 
 #: The state's fields of the solve itself (per row: where it stands, its controller, its attempt's coefficients).
 SOLVE_FIELDS = ("log_sigma", "step_size", "inverse_errors", "attempts", "accepted", "forced", "attempt_plan")
+_solve_of = operator.attrgetter(*SOLVE_FIELDS)
 
 
 class Solve(NamedTuple):
@@ -343,7 +345,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         if not isinstance(cursor, SolveCursor):
             return None
         # By identity (the cursor holds the tensors, so no other can take their ids).
-        return cursor if cursor.ids == tuple(id(getattr(state, name)) for name in SOLVE_FIELDS) else None
+        return cursor if cursor.ids == tuple(map(id, _solve_of(state))) else None
 
     def _buffer(self, state: Any) -> torch.Tensor:
         return state.attempt_start
@@ -376,12 +378,8 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """The calls the furthest-behind unfinished row may still take (its budget's rest); 0 once every row has
         reached sigma_min. A state from `init`/`step` answers on the host; another reads its rows' progress from the
         device (a sync)."""
-        cursor = self._cursor(state)
-        if cursor is not None:
-            self._require_state(state, "steps_left")
-            left = max(cursor.owned.host.steps - cursor.step, 0)
-        else:
-            left = super().steps_left(state)
+        cursor = self._cursor(state)  # a cursor only for a state of this class
+        left = super().steps_left(state) if cursor is None else max(cursor.owned.host.steps - cursor.step, 0)
         if left == 0:
             return 0
         known = self._host_solve(state, cursor)
@@ -413,7 +411,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         """Each row's sigma at this call, [R]: where its sample is at an attempt's first call (and once finished),
         else the attempt's intermediate point (k-diffusion's s1, s2)."""
         cursor = self._cursor(state)
-        if checks.checking():
+        if checks.checking(eager=cursor is not None):
             self._check_state(state, cursor)
         phase = self._columns(state, cursor)[0]
         if isinstance(phase, int):
@@ -606,9 +604,9 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         else:
             phase, forced = self._columns(state, cursor)
             prev_sample, changes, known = self._known_call(state, sample, model_output, phase, forced, noise, known)
-            advanced = self._advanced(state, cursor)
-            advanced["cursor"] = SolveCursor(advanced["cursor"], *known)
-            new_state = state.replace(**advanced, **changes)
+            owned, step = cursor.owned, cursor.step + 1  # `_advanced` for a state without warm-up, its cursor ours
+            cursor = SolveCursor(host.Cursor(owned, step, 0), *known)
+            new_state = state.replace(step_index=owned.step(step), cursor=cursor, **changes)
         prev_sample = as_dtype(prev_sample, sample.dtype)
         if denoised:
             return prev_sample, new_state, as_dtype(model_output, sample.dtype).clone()
