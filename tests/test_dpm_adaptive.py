@@ -129,3 +129,14 @@ def test_readme_example_runs_as_written() -> None:
     exec(compile(examples[0], "README.md", "exec"), namespace)
     info = namespace["sched"].info(namespace["state"])
     assert info["finished"].all() and not info["forced"].any()
+
+
+def test_an_attempt_of_zero_length_is_rejected_as_k_diffusion_rejects_it() -> None:
+    """A step size below what the float32 time can hold (t = s): the attempt divides 0 by 0 (NaN coefficients, NaN
+    error, rejected), on the host path as on the tensors, until the budget's last attempt forces the end."""
+    sched = fs.DPMSolverAdaptive(h_init=1e-12)
+    x = latents((1, 4, 8, 8)) * sched.sigma_max
+    final, state, _ = run(sched, x, 3)
+    info = sched.info(state)
+    assert info["n_reject"].tolist() == [2] and info["forced"].all() and torch.isfinite(final).all()
+    assert torch.equal(final, sample_dpm_adaptive_rows(toy_model, x.clone(), sched, 3)[0])

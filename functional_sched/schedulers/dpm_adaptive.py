@@ -307,7 +307,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         log_sigma, step_size = (self._times_of(dtype)[0],) * rows, (self.h_init,) * rows
         one_attempt = plan.coefficients.shape[1] <= self.order  # a budget of one: it is forced
         with host.plain():  # numbers, whatever mode the state's tensors are made under (fake ones for shapes)
-            attempt_plan = self._host_attempts(log_sigma, step_size, one_attempt, (False,) * rows, dtype)
+            attempt_plan = self._host_attempts(log_sigma, step_size, (one_attempt,) * rows, (False,) * rows, dtype)
         on_host = HostSolve(
             log_sigma=log_sigma,
             step_size=step_size,
@@ -531,10 +531,10 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             r2 = fractions[1]
             to_second = rounded(inner[1] * expm1s[1])
             second_correction = rounded(
-                rounded(inner[1] * rounded(r2 / r1)) * rounded(rounded(expm1s[1] / parts[1]) - 1)
+                rounded(inner[1] * rounded(r2 / r1)) * rounded(rounded(_divide(expm1s[1], parts[1])) - 1)
             )
             low_correction = rounded(rounded(sigma_end / rounded(2 * r1)) * expm1s[-1])
-            high_correction = rounded(rounded(sigma_end / rounded(r2)) * rounded(rounded(expm1s[-1] / h) - 1))
+            high_correction = rounded(rounded(sigma_end / rounded(r2)) * rounded(rounded(_divide(expm1s[-1], h)) - 1))
             sigmas = [sigma_0, inner[0], inner[1]]
         else:  # DPM-Solver-1 (x_low = first) against DPM-Solver-2; the third call's columns unused
             to_second = second_correction = low_correction = zero
@@ -546,7 +546,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         self,
         log_sigma: tuple[float, ...],
         step_size: tuple[float, ...],
-        forced: bool,
+        forced: tuple[bool, ...],
         finished: tuple[bool, ...],
         dtype: torch.dtype,
     ) -> tuple[tuple[float, ...], ...]:
@@ -555,7 +555,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         tensors)."""
         if self.eta or len(log_sigma) > 4:
             coefficients = self._attempt(
-                torch.tensor(log_sigma, dtype=dtype), torch.tensor(step_size, dtype=torch.float64), forced
+                torch.tensor(log_sigma, dtype=dtype), torch.tensor(step_size, dtype=torch.float64), torch.tensor(forced)
             )
             return tuple(map(tuple, coefficients.tolist()))
         rounded = _round32 if dtype == torch.float32 else _unrounded
@@ -568,9 +568,9 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             return torch.tensor(values, dtype=dtype).expm1().tolist()
 
         rows = []
-        for own, step, done in zip(log_sigma, step_size, finished, strict=True):
+        for own, step, to_end, done in zip(log_sigma, step_size, forced, finished, strict=True):
             s = rounded(own - 1) if done else own  # a finished row's unused attempt, as `_attempt` makes it
-            t = t_end if forced else min(rounded(s + rounded(step)), t_end)
+            t = t_end if to_end else min(rounded(s + rounded(step)), t_end)
             sigmas, multipliers = self._multipliers(s, t, rounded(t - s), exp_neg, expm1, 0.0, rounded)
             if done:
                 sigmas = exp_neg([own]) * 3
@@ -614,12 +614,9 @@ class DPMSolverAdaptive(KDiffusionScheduler):
 
     def _read_solve(self, state: DPMSolverAdaptiveState, cursor: host.Cursor) -> SolveCursor:
         """The host's copy of a state's solve where it has none (a state handed over, or rebuilt): one read."""
-        mirrors = Solve(*(getattr(state, name) for name in SOLVE_FIELDS))
         with host.plain():
-            values = [field.tolist() for field in mirrors]
-        solve = HostSolve(
-            *(tuple(map(tuple, value)) if isinstance(value[0], list) else tuple(value) for value in values)
-        )
+            solve = _host_copy(state)
+        mirrors = Solve(*_solve_of(state))
         return SolveCursor(cursor, solve, mirrors, self._host_finished(solve.log_sigma, state.log_sigma.dtype))
 
     def _host_finished(self, log_sigma: tuple[float, ...], dtype: torch.dtype) -> tuple[bool, ...]:
@@ -654,7 +651,10 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             error = error.cpu()  # the attempt's one device read (k-diffusion's `float(error)`; no mode is active here)
             dtype = state.log_sigma.dtype
             next_forced = self._columns(state, known, ahead=1)[1]
-            solve, accept, finished = self._decide_on_host(known, error, forced, next_forced, dtype)
+            rows = sample.shape[0]
+            solve, accept, finished = self._decide_on_host(
+                solve, finished, error, (forced,) * rows, (next_forced,) * rows, dtype
+            )
             mirrors = _solve_tensors(solve, dtype, sample.device)
             prev_sample, changes = self._land(state, x_low, x_high, c, noise, accept, mirrors)
         if not all(done for done in known.finished) and any(known.finished):
@@ -787,13 +787,19 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         return accept, step_size * factor, (ops.where(accept, inverse, newer), ops.where(accept, newer, older))
 
     def _decide_on_host(
-        self, known: SolveCursor, error: torch.Tensor, forced: bool, next_forced: bool, dtype: torch.dtype
+        self,
+        solve: HostSolve,
+        finished: tuple[bool, ...],
+        error: torch.Tensor,
+        forced: tuple[bool, ...],
+        next_forced: tuple[bool, ...],
+        dtype: torch.dtype,
     ) -> tuple[HostSolve, list[bool], tuple[bool, ...]]:
-        """`_decide` where the host knows the solve: the controller per row on its Python floats (`_propose`, which
-        rounds as on the device's tensors, so that a request decides alike alone and stacked), the bookkeeping in
-        Python, then the next attempt's coefficients (`_host_attempts`). Returns (the solve, accept, finished)."""
-        solve = known.solve
-        live = [not finished for finished in known.finished]
+        """`_decide` on the host: the controller per row on its Python floats (`_propose`, which rounds as on the
+        device's tensors), the bookkeeping in Python, then the next attempt's coefficients (`_host_attempts`), each
+        row with its own flags (`forced`: this attempt is the budget's last; `next_forced`: the next one is). Returns
+        (the solve, accept, finished)."""
+        live = [not done for done in finished]
         errors = error.double().tolist()
         accept, step_size, inverse_errors = [], [], []
         for row, alive in enumerate(live):
@@ -801,7 +807,7 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             if alive:
                 inverse = 1 / (errors[row] + ERROR_FLOOR)  # IEEE as the tensors' reciprocal times 1
                 newer, older = solve.inverse_errors[row] if solve.attempts[row] else (inverse, inverse)
-                decision = self._propose(inverse, newer, older, solve.step_size[row], forced, _NUMBERS)
+                decision = self._propose(inverse, newer, older, solve.step_size[row], forced[row], _NUMBERS)
             accept.append(bool(decision[0]))
             step_size.append(decision[1])
             inverse_errors.append(tuple(decision[2]))
@@ -810,17 +816,30 @@ class DPMSolverAdaptive(KDiffusionScheduler):
             attempt[END] if taken else now
             for attempt, taken, now in zip(solve.attempt_plan, accept, solve.log_sigma, strict=True)
         )
-        finished = self._host_finished(log_sigma, dtype)
+        now_finished = self._host_finished(log_sigma, dtype)
         decided = HostSolve(
             log_sigma=log_sigma,
             step_size=step_size,
             inverse_errors=inverse_errors,
             attempts=tuple(count + alive for count, alive in zip(solve.attempts, live, strict=True)),
             accepted=tuple(count + taken for count, taken in zip(solve.accepted, accept, strict=True)),
-            forced=tuple(was or (forced and alive) for was, alive in zip(solve.forced, live, strict=True)),
-            attempt_plan=self._host_attempts(log_sigma, step_size, next_forced, finished, dtype),
+            forced=tuple(was or (last and alive) for was, last, alive in zip(solve.forced, forced, live, strict=True)),
+            attempt_plan=self._host_attempts(log_sigma, step_size, next_forced, now_finished, dtype),
         )
-        return decided, accept, finished
+        return decided, accept, now_finished
+
+    def _decide_rows_on_host(
+        self, state: DPMSolverAdaptiveState, error: torch.Tensor, forced: torch.Tensor, next_forced: torch.Tensor
+    ) -> tuple[Solve, torch.Tensor]:
+        """`_decide` for an eager state without the host's copy of its solve (rows stacked from several requests, a
+        state rebuilt): its solve read once, decided on the host as each request alone decides, copied back."""
+        device, dtype = state.log_sigma.device, state.log_sigma.dtype
+        with host.plain():
+            solve = _host_copy(state)
+            error, forced_rows, next_rows = error.cpu(), forced.tolist(), next_forced.tolist()
+        finished = self._host_finished(solve.log_sigma, dtype)
+        decided, accept, _ = self._decide_on_host(solve, finished, error, tuple(forced_rows), tuple(next_rows), dtype)
+        return _solve_tensors(decided, dtype, device), _to_device(torch.tensor(accept), device)
 
     def _any_call(
         self,
@@ -841,8 +860,12 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         if self.order == 3:
             calls[1] = self._middle_call(state, eps, c)
         x_low, x_high, error = self._solutions(state, eps, c)
-        solve = Solve(*(getattr(state, name) for name in SOLVE_FIELDS))
-        decided, accept = self._decide(solve, error, live, forced, self._columns(state, None, ahead=1)[1])
+        next_forced = self._columns(state, None, ahead=1)[1]
+        if host.tracing() or sample.device.type == "meta":
+            solve = Solve(*(getattr(state, name) for name in SOLVE_FIELDS))
+            decided, accept = self._decide(solve, error, live, forced, next_forced)
+        else:  # eager: decided on the host, as each request alone decides (a device's log, exp, atan round otherwise)
+            decided, accept = self._decide_rows_on_host(state, error, forced, next_forced)
         if self.eta:
             x_high = x_high + c[NOISE_SCALE] * noise
         x, mask = state.attempt_start, _rows(accept, state.attempt_start)
@@ -866,6 +889,19 @@ def _log_times(sigma_max: float, sigma_min: float, dtype: torch.dtype) -> tuple[
 def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """[R] values viewed as [R, 1, ..., 1] against `like`."""
     return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _host_copy(state: DPMSolverAdaptiveState) -> HostSolve:
+    """A state's solve as the host keeps it (one read of each field)."""
+    values = [field.tolist() for field in _solve_of(state)]
+    return HostSolve(*(tuple(map(tuple, value)) if isinstance(value[0], list) else tuple(value) for value in values))
+
+
+def _divide(a: Any, b: Any) -> Any:
+    """a / b with IEEE's answers where b is 0 (Python floats raise; tensors give them): inf, or NaN for 0 / 0."""
+    if isinstance(b, float) and b == 0.0:
+        return math.nan if a == 0.0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1.0, b)
+    return a / b
 
 
 def _solve_tensors(solve: HostSolve, dtype: torch.dtype, device: torch.device) -> Solve:
