@@ -129,6 +129,37 @@ def chunked(capture: Captured, sched: Any, state: Any, x: torch.Tensor) -> tuple
             return x, calls
 
 
+def rows_alike(device: torch.device) -> list[tuple[str, bool]]:
+    """Whether requests stacked at different calls step bit for bit as each alone, eagerly (three configs, three
+    requests of one row at calls 0, 2 and 4, to the end): the host decides every row's attempt either way."""
+    found = []
+    for options in ({}, {"order": 2}, {"pcoeff": 0.3, "icoeff": 0.9, "dcoeff": 0.2}):
+        sched = fs.DPMSolverAdaptive(**options)
+        generator = torch.Generator().manual_seed(0)
+        xs = [
+            (torch.randn((1, 4, 32, 32), generator=generator) * sched.sigma_max * scale).to(device)
+            for scale in (1, 2, 0.7)
+        ]
+        states = [sched.init(30, sample=x) for x in xs]
+        for request, calls in ((1, 2), (2, 4)):
+            for _ in range(calls):
+                xs[request], states[request] = sched.step(
+                    states[request], model(xs[request], sched.timestep(states[request])), xs[request]
+                )
+        batch, together = fs.batching.stack(states), torch.cat(xs)
+        alike = True
+        while sched.steps_left(batch):
+            together, batch = sched.step(batch, model(together, sched.timestep(batch)), together)
+            for request, state in enumerate(states):
+                if state.step_index[0] < state.plan.num_steps[0]:
+                    xs[request], states[request] = sched.step(
+                        state, model(xs[request], sched.timestep(state)), xs[request]
+                    )
+            alike &= torch.equal(together, torch.cat(xs))
+        found.append((str(options or "defaults"), alike))
+    return found
+
+
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.double() - b.double()).abs().max().item() / b.double().abs().max().item()
 
@@ -207,11 +238,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--eager-only", action="store_true", help="the two eager loops alone (no graphs)")
     parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads")
+    parser.add_argument("--rows-only", action="store_true", help="only whether stacked requests step as each alone")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     timer = Timer(device)
+    alike = ", ".join(f"{options}: {same}" for options, same in rows_alike(device))
+    print(f"requests stacked at different calls, eager, bit for bit as each alone: {alike}")
+    if args.rows_only:
+        return
     shapes = [tuple(int(n) for n in shape.split("x")) for shape in args.shapes.split(",")]
     rows = [
         entry for shape in shapes for entry in measure(shape, device, timer, args.repeats, args.chunk, args.eager_only)

@@ -724,7 +724,13 @@ class DPMSolverAdaptive(KDiffusionScheduler):
         x_low = first - c[LOW_CORRECTION] * (state.eps[1] - eps_0) if self.order == 3 else first
         x_high = first - c[HIGH_CORRECTION] * (eps - eps_0)
         delta = torch.clamp(self.rtol * torch.maximum(x_low.abs(), state.previous_low.abs()), min=self.atol)
-        error = torch.linalg.vector_norm((x_low - x_high) / delta, dim=tuple(range(1, x.dim())))
+        scaled = (x_low - x_high) / delta
+        if scaled.is_cuda and scaled.shape[0] > 1 and not host.tracing():
+            # CUDA splits a reduction over rows otherwise than over one row's alone: each row's norm as a request of
+            # one row takes it, so that rows stacked decide as each alone (eager; a graph's own rounding is its own).
+            error = torch.stack([torch.linalg.vector_norm(row) for row in scaled])
+        else:
+            error = torch.linalg.vector_norm(scaled, dim=tuple(range(1, x.dim())))
         return x_low, x_high, error / math.prod(x.shape[1:]) ** 0.5
 
     def _decide(
