@@ -14,14 +14,13 @@ from typing import Any, ClassVar
 import attrs
 import torch
 
-from ..machinery import checks, options
+from ..machinery import options
 from ..machinery.options import Choice, Integer, Option, Real
-from ..machinery.plan import Plan, as_dtype, single_plan
+from ..machinery.plan import Plan, single_plan
 from .k_samplers import (
     RHO,
     SIGMA_MAX,
     SIGMA_MIN,
-    KDiffusionHistoryState,
     KDiffusionMultistep,
     any_row_at,
 )
@@ -162,53 +161,17 @@ class ERSDE(KDiffusionMultistep):
         """Whether any row is at a call into a positive sigma with noise, where ComfyUI draws it."""
         return any_row_at(self, state, ADDS_NOISE)
 
-    def step(
-        self,
-        state: KDiffusionHistoryState,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        *,
-        noise: torch.Tensor | None = None,
-        denoised: bool = False,
-    ) -> Any:
-        """One model call of every row: `(next_sample, new_state)`, or `(next_sample, new_state, x0)` with
-        `denoised=True`. `model_output` is the denoiser's x0 at the sample; `noise` standard normal like the sample
-        where the config adds noise. The arithmetic is ComfyUI's, in the promoted dtype of the sample and the output;
-        the result in the sample's dtype."""
-        cursor = self._cursor(state)
-        if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, denoised, cursor)
-        c = self._coefficients(state, sample, cursor)
-        x0 = model_output
-        newer, older = state.history
-        if cursor is not None:
-            prev_sample = self._known_stage(sample, x0, newer, older, noise, c, int(c[STAGE]))
-        else:
-            prev_sample = self._any_stage(sample, x0, newer, older, noise, c)
-        history = (x0.to(sample.dtype) if x0.dtype != sample.dtype else x0.clone(), newer)
-        new_state = state.replace(**self._advanced(state, cursor), history=history)
-        prev_sample = as_dtype(prev_sample, sample.dtype)
-        if denoised:
-            return prev_sample, new_state, as_dtype(x0, sample.dtype).clone()
-        return prev_sample, new_state
-
     def _noise_term(self, noise: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """ComfyUI's `alpha_t * noise * s_noise * sqrt(lambda_t^2 - lambda_s^2 r^2)` (s_noise = 1: exact, skipped)."""
         scaled = c[ALPHA_T] * noise
         weight = self._noise_weight
         return (scaled if weight == 1.0 else scaled * weight) * c[NOISE_SCALE]
 
-    def _known_stage(
-        self,
-        sample: torch.Tensor,
-        x0: torch.Tensor,
-        newer: torch.Tensor,
-        older: torch.Tensor,
-        noise: Any,
-        c: tuple[torch.Tensor, ...],
-        stage: int,
+    def _known_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
     ) -> torch.Tensor:
         """The eager call, where the host knows its stage: ComfyUI's own operations only."""
+        (newer, older), stage = history, int(c[STAGE])
         if stage == 0:
             return x0.clone()
         x = c[C_SAMPLE] * sample + c[C_DENOISED] * x0
@@ -221,17 +184,12 @@ class ERSDE(KDiffusionMultistep):
             x = x + self._noise_term(noise, c)
         return x
 
-    def _any_stage(
-        self,
-        sample: torch.Tensor,
-        x0: torch.Tensor,
-        newer: torch.Tensor,
-        older: torch.Tensor,
-        noise: Any,
-        c: tuple[torch.Tensor, ...],
+    def _any_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
     ) -> torch.Tensor:
         """The call of any stage, per row: the third-stage update whose unused terms the plan zeroes (their divisors
         1), x0 where the stage is 0. Branch-free: compiles, and steps rows at different steps together."""
+        newer, older = history
         first = (x0 - newer) / c[D_LAMBDA]
         second = (first - (newer - older) / c[D_LAMBDA_OLD]) / c[HALF_SPAN]
         x = c[C_SAMPLE] * sample + c[C_DENOISED] * x0

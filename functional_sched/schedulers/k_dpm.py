@@ -31,7 +31,6 @@ from .k_samplers import (
     RHO,
     SIGMA_MAX,
     SIGMA_MIN,
-    KDiffusionHistoryState,
     KDiffusionMultistep,
     KDiffusionScheduler,
     ancestral_step,
@@ -328,52 +327,16 @@ class DPMSolverPlusPlus3MSDE(KDiffusionMultistep):
         low, high = float(sigmas[sigmas > 0].min()), float(sigmas.max())
         return Query(low, high, sigmas[step], sigmas[step + 1])
 
-    def step(
-        self,
-        state: KDiffusionHistoryState,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        *,
-        noise: torch.Tensor | None = None,
-        denoised: bool = False,
-    ) -> Any:
-        """One model call of every row: `(next_sample, new_state)`, or `(next_sample, new_state, x0)` with
-        `denoised=True`. `model_output` is the denoiser's x0 at the sample; `noise` standard normal like the sample
-        where eta > 0 (the Brownian increment, `brownian_noise`). The arithmetic is k-diffusion's, in the promoted
-        dtype of the sample and the output; the result in the sample's dtype."""
-        cursor = self._cursor(state)
-        if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, denoised, cursor)
-        c = self._coefficients(state, sample, cursor)
-        x0 = model_output
-        newer, older = state.history
-        if cursor is not None:
-            prev_sample = self._known_order(sample, x0, newer, older, noise, c, int(c[ORDER]))
-        else:
-            prev_sample = self._any_order(sample, x0, newer, older, noise, c)
-        history = (x0.to(sample.dtype) if x0.dtype != sample.dtype else x0.clone(), newer)
-        new_state = state.replace(**self._advanced(state, cursor), history=history)
-        prev_sample = as_dtype(prev_sample, sample.dtype)
-        if denoised:
-            return prev_sample, new_state, as_dtype(x0, sample.dtype).clone()
-        return prev_sample, new_state
-
     def _noise_term(self, noise: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """k-diffusion's `noise * sigma_next * sqrt(-expm1(-2 h eta)) * s_noise` (s_noise = 1: exact, skipped)."""
         scaled = noise * c[SIGMA_NEXT] * c[NOISE_SCALE]
         return scaled if self.s_noise == 1.0 else scaled * self.s_noise
 
-    def _known_order(
-        self,
-        sample: torch.Tensor,
-        x0: torch.Tensor,
-        newer: torch.Tensor,
-        older: torch.Tensor,
-        noise: Any,
-        c: tuple[torch.Tensor, ...],
-        order: int,
+    def _known_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
     ) -> torch.Tensor:
         """The eager call, where the host knows its order: k-diffusion's own operations only."""
+        (newer, older), order = history, int(c[ORDER])
         if order == 0:
             return x0.clone()
         x = c[C_SAMPLE] * sample + c[C_DENOISED] * x0
@@ -389,18 +352,13 @@ class DPMSolverPlusPlus3MSDE(KDiffusionMultistep):
             x = x + self._noise_term(noise, c)
         return x
 
-    def _any_order(
-        self,
-        sample: torch.Tensor,
-        x0: torch.Tensor,
-        newer: torch.Tensor,
-        older: torch.Tensor,
-        noise: Any,
-        c: tuple[torch.Tensor, ...],
+    def _any_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
     ) -> torch.Tensor:
         """The call of any order, per row: the third-order update whose unused terms the plan zeroes (phi_3 = 0 at
         second order, phi_2 = 0 at first; the ratios 1 there, so nothing divides by zero), x0 where the order is 0.
         Branch-free: compiles, and steps rows at different steps together."""
+        newer, older = history
         d1_0 = (x0 - newer) / c[R0]
         d1_1 = (newer - older) / c[R1]
         third = c[ORDER] == 3

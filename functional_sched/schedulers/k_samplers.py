@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..machinery import checks, host
-from ..machinery.plan import Plan
+from ..machinery.plan import Plan, as_dtype
 from ..machinery.record import record
 from ..machinery.schedule import Schedule
 from ..machinery.scheduler import Scheduler
@@ -209,3 +209,44 @@ class KDiffusionMultistep(KDiffusionScheduler):
 
     def _buffer(self, state: Any) -> torch.Tensor:
         return state.history[0]
+
+    def step(
+        self,
+        state: KDiffusionHistoryState,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        *,
+        noise: torch.Tensor | None = None,
+        denoised: bool = False,
+    ) -> Any:
+        """One model call of every row: `(next_sample, new_state)`, or `(next_sample, new_state, x0)` with
+        `denoised=True`. `model_output` is the denoiser's x0 at the sample; `noise` standard normal like the sample
+        where the config adds noise. The update is `_known_call` where the host knows the call's plan entry (the
+        reference's own operations), else `_any_call` (per row, branch-free); then x0 enters the history, newest
+        first. The arithmetic in the promoted dtype of the sample and the output; the result in the sample's dtype.
+        (A sampler whose history keeps something else than x0 steps itself.)"""
+        cursor = self._cursor(state)
+        if checks.checking(eager=cursor is not None):
+            self._check(state, model_output, sample, noise, denoised, cursor)
+        c = self._coefficients(state, sample, cursor)
+        x0 = model_output
+        update = self._known_call if cursor is not None else self._any_call
+        prev_sample = update(sample, x0, state.history, noise, c)
+        history = (x0.to(sample.dtype) if x0.dtype != sample.dtype else x0.clone(), *state.history[:-1])
+        new_state = state.replace(**self._advanced(state, cursor), history=history)
+        prev_sample = as_dtype(prev_sample, sample.dtype)
+        if denoised:
+            return prev_sample, new_state, as_dtype(x0, sample.dtype).clone()
+        return prev_sample, new_state
+
+    def _known_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
+    ) -> torch.Tensor:
+        """The eager call, where the host knows its plan entry (its 0-d host scalars `c`)."""
+        raise NotImplementedError
+
+    def _any_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
+    ) -> torch.Tensor:
+        """The call of any plan entry, per row (`c` broadcast against the sample): branch-free."""
+        raise NotImplementedError

@@ -21,14 +21,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..machinery import checks, options
+from ..machinery import options
 from ..machinery.options import Option, Real
-from ..machinery.plan import Plan, as_dtype, divided, single_plan
+from ..machinery.plan import Plan, divided, single_plan
 from .k_samplers import (
     RHO,
     SIGMA_MAX,
     SIGMA_MIN,
-    KDiffusionHistoryState,
     KDiffusionMultistep,
     ancestral_step,
     any_row_at,
@@ -107,49 +106,15 @@ class RESMultistep(KDiffusionMultistep):
         coefficients = torch.stack([torch.stack([torch.stack(level) for level in row]) for row in rows])
         return single_plan(sigmas[:-1].to(torch.float32), sigmas, coefficients)
 
-    def step(
-        self,
-        state: KDiffusionHistoryState,
-        model_output: torch.Tensor,
-        sample: torch.Tensor,
-        *,
-        noise: torch.Tensor | None = None,
-        denoised: bool = False,
-    ) -> Any:
-        """One model call of every row: `(next_sample, new_state)`, or `(next_sample, new_state, x0)` with
-        `denoised=True`. `model_output` is the denoiser's x0 at the sample; `noise` standard normal like the sample
-        (the ancestral variant's, read at steps into a positive sigma). The arithmetic is ComfyUI's, in the promoted
-        dtype of the sample and the output; the result in the sample's dtype."""
-        cursor = self._cursor(state)
-        if checks.checking(eager=cursor is not None):
-            self._check(state, model_output, sample, noise, denoised, cursor)
-        c = self._coefficients(state, sample, cursor)
-        x0, (previous,) = model_output, state.history
-        if cursor is not None:
-            prev_sample = self._known_order(sample, x0, previous, noise, c, int(c[ORDER]))
-        else:
-            prev_sample = self._any_order(sample, x0, previous, noise, c)
-        history = (x0.to(sample.dtype) if x0.dtype != sample.dtype else x0.clone(),)
-        new_state = state.replace(**self._advanced(state, cursor), history=history)
-        prev_sample = as_dtype(prev_sample, sample.dtype)
-        if denoised:
-            return prev_sample, new_state, as_dtype(x0, sample.dtype).clone()
-        return prev_sample, new_state
-
     def _noise_term(self, noise: torch.Tensor, c: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """ComfyUI's `noise * s_noise * sigma_up` (the product by s_noise = 1 is exact: skipped)."""
         return (noise if self.s_noise == 1.0 else noise * self.s_noise) * c[UP]
 
-    def _known_order(
-        self,
-        sample: torch.Tensor,
-        x0: torch.Tensor,
-        previous: torch.Tensor,
-        noise: Any,
-        c: tuple[torch.Tensor, ...],
-        order: int,
+    def _known_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
     ) -> torch.Tensor:
         """The eager call, where the host knows its order: ComfyUI's own operations only."""
+        (previous,), order = history, int(c[ORDER])
         if order == 2:
             x = c[EXP_NEG_H] * sample + c[H] * (c[B1] * x0 + c[B2] * previous)
         else:
@@ -158,16 +123,12 @@ class RESMultistep(KDiffusionMultistep):
             x = x + self._noise_term(noise, c)
         return x
 
-    def _any_order(
-        self,
-        sample: torch.Tensor,
-        x0: torch.Tensor,
-        previous: torch.Tensor,
-        noise: Any,
-        c: tuple[torch.Tensor, ...],
+    def _any_call(
+        self, sample: torch.Tensor, x0: torch.Tensor, history: tuple[torch.Tensor, ...], noise: Any, c: Any
     ) -> torch.Tensor:
         """The call of either order, per row, chosen by the row's plan entry (branch-free: compiles, and steps rows
         at different steps together; the second-order multipliers are 0 where a row takes an Euler step)."""
+        (previous,) = history
         second = c[EXP_NEG_H] * sample + c[H] * (c[B1] * x0 + c[B2] * previous)
         euler = sample + divided(sample - x0, c[SIGMA]) * c[DT]
         x = torch.where(c[ORDER] == 2, second, euler)
